@@ -1,0 +1,372 @@
+//! Lease I/O: O_DIRECT reads and writes on files and block devices, each
+//! bounded by a timeout, and [`Area`]s that refuse any write outside the
+//! byte range they were opened for.
+
+mod buf;
+
+pub use buf::{AlignedBuf, BUF_ALIGN};
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// I/Os that did not complete within their timeout and were abandoned; their
+/// threads still own the buffers until the kernel returns.
+static ABANDONED_IOS: AtomicU64 = AtomicU64::new(0);
+
+pub fn abandoned_ios() -> u64 {
+    ABANDONED_IOS.load(Ordering::Relaxed)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    #[error("cannot open {path}: {source}{}", hint_for_open(source))]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{op} of {len} bytes at offset {offset} of {path} did not complete within {timeout:?} (abandoned)"
+    )]
+    Timeout {
+        path: PathBuf,
+        op: &'static str,
+        offset: u64,
+        len: usize,
+        timeout: Duration,
+    },
+    #[error("{path} is too short: reading {len} bytes at offset {offset} needs {} bytes, it has {size}", offset + *len as u64)]
+    Short {
+        path: PathBuf,
+        offset: u64,
+        len: usize,
+        size: u64,
+    },
+    #[error("{path}: writing {len} bytes at offset {offset} needs {} bytes, the device has only {size}; nothing was written", offset + *len as u64)]
+    DeviceTooShort {
+        path: PathBuf,
+        offset: u64,
+        len: usize,
+        size: u64,
+    },
+    #[error(
+        "{path}: offset {offset} / length {len} is not a multiple of the {sector_size}-byte sector size"
+    )]
+    Misaligned {
+        path: PathBuf,
+        offset: u64,
+        len: usize,
+        sector_size: u32,
+    },
+    #[error(
+        "{path} has {device_sector}-byte sectors; a {sector_size}-byte sector layout cannot be used on it (use -Z 4096)"
+    )]
+    SectorTooSmall {
+        path: PathBuf,
+        sector_size: u32,
+        device_sector: u32,
+    },
+    #[error(
+        "refusing to write {len} bytes at offset {offset} of {path}: outside the area {area_offset}..{area_end}"
+    )]
+    OutsideArea {
+        path: PathBuf,
+        offset: u64,
+        len: usize,
+        area_offset: u64,
+        area_end: u64,
+    },
+    #[error("{op} of {len} bytes at offset {offset} of {path} failed: {source}")]
+    Os {
+        path: PathBuf,
+        op: &'static str,
+        offset: u64,
+        len: usize,
+        source: std::io::Error,
+    },
+}
+
+fn hint_for_open(e: &std::io::Error) -> &'static str {
+    if e.raw_os_error() == Some(libc::EINVAL) {
+        " (the file system does not support O_DIRECT; lease files cannot live on tmpfs)"
+    } else {
+        ""
+    }
+}
+
+impl IoError {
+    /// The number sanlock reports for the same failure.
+    pub fn sanlk_rv(&self) -> i32 {
+        match self {
+            IoError::Open { source, .. } | IoError::Os { source, .. } => {
+                -source.raw_os_error().unwrap_or(libc::EIO)
+            }
+            IoError::Timeout { .. } => crate::rv::SANLK_AIO_TIMEOUT,
+            IoError::Short { .. } => -libc::EMSGSIZE,
+            IoError::DeviceTooShort { .. } => -libc::ENOSPC,
+            IoError::Misaligned { .. } | IoError::SectorTooSmall { .. } => -libc::EINVAL,
+            IoError::OutsideArea { .. } => -libc::EINVAL,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskKind {
+    File,
+    Block,
+}
+
+/// An open lease file or block device.
+pub struct Disk {
+    file: Arc<File>,
+    path: PathBuf,
+    pub kind: DiskKind,
+    /// The smallest unit O_DIRECT allows: BLKSSZGET for devices, 512 for files
+    /// (what sanlock assumes for files).
+    pub device_sector: u32,
+    /// Bytes in a block device (or a file's current length).
+    pub size: u64,
+}
+
+nix::ioctl_read_bad!(blksszget, 0x1268, libc::c_int);
+nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+
+impl Disk {
+    /// Opens `path` O_RDWR | O_DIRECT | O_SYNC, as sanlock does.
+    pub fn open(path: &Path) -> Result<Disk, IoError> {
+        Self::open_mode(path, true)
+    }
+
+    /// Opens for reading only (inspection commands that never write).
+    pub fn open_readonly(path: &Path) -> Result<Disk, IoError> {
+        Self::open_mode(path, false)
+    }
+
+    fn open_mode(path: &Path, write: bool) -> Result<Disk, IoError> {
+        let open_err = |source| IoError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(libc::O_DIRECT | libc::O_SYNC)
+            .open(path)
+            .map_err(open_err)?;
+        let meta = file.metadata().map_err(open_err)?;
+        let (kind, device_sector, size) = if meta.file_type().is_block_device() {
+            let fd = file.as_raw_fd();
+            let mut ss: libc::c_int = 0;
+            let mut bytes: u64 = 0;
+            // SAFETY: fd is an open block device; both ioctls write one integer.
+            unsafe {
+                blksszget(fd, &mut ss).map_err(|e| open_err(e.into()))?;
+                blkgetsize64(fd, &mut bytes).map_err(|e| open_err(e.into()))?;
+            }
+            (DiskKind::Block, ss as u32, bytes)
+        } else {
+            (DiskKind::File, 512, meta.len())
+        };
+        Ok(Disk {
+            file: Arc::new(file),
+            path: path.to_path_buf(),
+            kind,
+            device_sector,
+            size,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_aligned(&self, offset: u64, len: usize) -> Result<(), IoError> {
+        let ss = self.device_sector as u64;
+        if !offset.is_multiple_of(ss) || !(len as u64).is_multiple_of(ss) || len == 0 {
+            return Err(IoError::Misaligned {
+                path: self.path.clone(),
+                offset,
+                len,
+                sector_size: self.device_sector,
+            });
+        }
+        Ok(())
+    }
+
+    /// A layout with `sector_size` sectors can only live on a device whose
+    /// own sectors are not larger.
+    pub fn check_sector_size(&self, sector_size: u32) -> Result<(), IoError> {
+        if sector_size < self.device_sector {
+            return Err(IoError::SectorTooSmall {
+                path: self.path.clone(),
+                sector_size,
+                device_sector: self.device_sector,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `len` bytes at `offset`, or fails (short, error, timeout).
+    pub fn read(&self, offset: u64, len: usize, timeout: Duration) -> Result<AlignedBuf, IoError> {
+        self.check_aligned(offset, len)?;
+        let file = self.file.clone();
+        let res = run_bounded(timeout, move || {
+            let mut buf = AlignedBuf::zeroed(len);
+            let mut pos = 0usize;
+            while pos < len {
+                match file.read_at(&mut buf[pos..], offset + pos as u64) {
+                    Ok(0) => return (buf, Ok(pos)),
+                    Ok(n) => pos += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return (buf, Err(e)),
+                }
+            }
+            (buf, Ok(pos))
+        });
+        match res {
+            None => Err(IoError::Timeout {
+                path: self.path.clone(),
+                op: "read",
+                offset,
+                len,
+                timeout,
+            }),
+            Some((buf, Ok(n))) if n == len => Ok(buf),
+            Some((_, Ok(_))) => Err(IoError::Short {
+                path: self.path.clone(),
+                offset,
+                len,
+                size: self.current_size(),
+            }),
+            Some((_, Err(source))) => Err(IoError::Os {
+                path: self.path.clone(),
+                op: "read",
+                offset,
+                len,
+                source,
+            }),
+        }
+    }
+
+    /// Writes all of `data` at `offset`. A block device too short for the
+    /// write is refused before anything is written; a regular file grows,
+    /// as it does under sanlock.
+    pub fn write(&self, offset: u64, data: &[u8], timeout: Duration) -> Result<(), IoError> {
+        let len = data.len();
+        self.check_aligned(offset, len)?;
+        if self.kind == DiskKind::Block && offset + len as u64 > self.size {
+            return Err(IoError::DeviceTooShort {
+                path: self.path.clone(),
+                offset,
+                len,
+                size: self.size,
+            });
+        }
+        let file = self.file.clone();
+        let buf = AlignedBuf::from_slice(data);
+        let res = run_bounded(timeout, move || {
+            let r = file.write_all_at(&buf, offset);
+            drop(buf);
+            r
+        });
+        match res {
+            None => Err(IoError::Timeout {
+                path: self.path.clone(),
+                op: "write",
+                offset,
+                len,
+                timeout,
+            }),
+            Some(Ok(())) => Ok(()),
+            Some(Err(source)) => Err(IoError::Os {
+                path: self.path.clone(),
+                op: "write",
+                offset,
+                len,
+                source,
+            }),
+        }
+    }
+
+    fn current_size(&self) -> u64 {
+        match self.kind {
+            DiskKind::Block => self.size,
+            DiskKind::File => self.file.metadata().map(|m| m.len()).unwrap_or(self.size),
+        }
+    }
+}
+
+/// Runs blocking I/O on its own thread and waits at most `timeout`. On
+/// timeout the thread (with the buffer it owns) is left to finish alone.
+fn run_bounded<T: Send + 'static>(
+    timeout: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("hactl-io".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        });
+    if spawned.is_err() {
+        return None;
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            ABANDONED_IOS.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// A byte range of a disk that one lease structure owns (a lockspace, a
+/// resource lease, a resource index). Writes through it cannot leave it.
+pub struct Area<'d> {
+    pub disk: &'d Disk,
+    pub offset: u64,
+    pub len: u64,
+    pub timeout: Duration,
+}
+
+impl<'d> Area<'d> {
+    pub fn new(disk: &'d Disk, offset: u64, len: u64, timeout: Duration) -> Self {
+        Area {
+            disk,
+            offset,
+            len,
+            timeout,
+        }
+    }
+
+    fn check_inside(&self, rel: u64, len: usize) -> Result<(), IoError> {
+        if rel.checked_add(len as u64).is_none_or(|end| end > self.len) {
+            return Err(IoError::OutsideArea {
+                path: self.disk.path.clone(),
+                offset: self.offset + rel,
+                len,
+                area_offset: self.offset,
+                area_end: self.offset + self.len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `rel` bytes into the area.
+    pub fn read(&self, rel: u64, len: usize) -> Result<AlignedBuf, IoError> {
+        self.check_inside(rel, len)?;
+        self.disk.read(self.offset + rel, len, self.timeout)
+    }
+
+    /// Writes `data` at `rel` bytes into the area; refuses anything that
+    /// would touch a byte outside it.
+    pub fn write(&self, rel: u64, data: &[u8]) -> Result<(), IoError> {
+        self.check_inside(rel, data.len())?;
+        self.disk.write(self.offset + rel, data, self.timeout)
+    }
+}

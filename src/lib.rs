@@ -1,0 +1,17 @@
+//! hactl: a sanlock-compatible shared-storage lease manager.
+//!
+//! Where things are:
+//! - [`ondisk`]: sanlock's record layouts, byte for byte (where bytes are decided)
+//! - [`io`]: O_DIRECT, timeouts, areas that cannot be written outside (where bytes hit the disk)
+//! - [`geometry`]: sector/align sizes and what they imply
+//! - [`lease_str`]: LOCKSPACE / RESOURCE / RINDEX strings
+//! - [`direct`]: `hactl direct` operations on storage
+//! - [`cli`]: sanlock's command syntax and output text
+
+pub mod cli;
+pub mod direct;
+pub mod geometry;
+pub mod io;
+pub mod lease_str;
+pub mod ondisk;
+pub mod rv;

@@ -1,0 +1,46 @@
+//! sanlock's result numbers (`sanlock_rv.h`), returned by the daemon and
+//! printed by the CLI as `... done <rv>`.
+
+pub const SANLK_OK: i32 = 1;
+pub const SANLK_ERROR: i32 = -201;
+pub const SANLK_AIO_TIMEOUT: i32 = -202;
+pub const SANLK_WD_ERROR: i32 = -203;
+pub const SANLK_DBLOCK_READ: i32 = -210;
+pub const SANLK_DBLOCK_WRITE: i32 = -211;
+pub const SANLK_DBLOCK_LVER: i32 = -212;
+pub const SANLK_DBLOCK_MBAL: i32 = -213;
+pub const SANLK_DBLOCK_CHECKSUM: i32 = -214;
+pub const SANLK_LEADER_READ: i32 = -220;
+pub const SANLK_LEADER_WRITE: i32 = -221;
+pub const SANLK_LEADER_DIFF: i32 = -222;
+pub const SANLK_LEADER_MAGIC: i32 = -223;
+pub const SANLK_LEADER_VERSION: i32 = -224;
+pub const SANLK_LEADER_SECTORSIZE: i32 = -225;
+pub const SANLK_LEADER_LOCKSPACE: i32 = -226;
+pub const SANLK_LEADER_RESOURCE: i32 = -227;
+pub const SANLK_LEADER_NUMHOSTS: i32 = -228;
+pub const SANLK_LEADER_CHECKSUM: i32 = -229;
+pub const SANLK_ADDLS_SIZES: i32 = -230;
+pub const SANLK_ADDLS_INVALID_HOSTID: i32 = -231;
+pub const SANLK_ACQUIRE_LVER: i32 = -240;
+pub const SANLK_ACQUIRE_LOCKSPACE: i32 = -241;
+pub const SANLK_ACQUIRE_IDDISK: i32 = -242;
+pub const SANLK_ACQUIRE_IDLIVE: i32 = -243;
+pub const SANLK_ACQUIRE_OWNED: i32 = -244;
+pub const SANLK_ACQUIRE_OTHER: i32 = -245;
+pub const SANLK_ACQUIRE_SHRETRY: i32 = -246;
+pub const SANLK_ACQUIRE_OWNED_RETRY: i32 = -247;
+pub const SANLK_RELEASE_LVER: i32 = -250;
+pub const SANLK_RELEASE_OWNER: i32 = -251;
+pub const SANLK_RENEW_OWNER: i32 = -260;
+pub const SANLK_RENEW_DIFF: i32 = -261;
+pub const SANLK_HOSTID_BUSY: i32 = -262;
+pub const SANLK_REQUEST_MAGIC: i32 = -270;
+pub const SANLK_REQUEST_VERSION: i32 = -271;
+pub const SANLK_REQUEST_OLD: i32 = -272;
+pub const SANLK_REQUEST_LVER: i32 = -273;
+pub const SANLK_RINDEX_MAGIC: i32 = -274;
+pub const SANLK_RINDEX_VERSION: i32 = -275;
+pub const SANLK_RINDEX_LOCKSPACE: i32 = -276;
+pub const SANLK_RINDEX_OFFSET: i32 = -277;
+pub const SANLK_RINDEX_DIFF: i32 = -278;
