@@ -165,7 +165,7 @@ pub fn init_lockspace(ls: &LockspaceArg, opts: &DirectOpts) -> Result<()> {
         ls.disk.offset,
         g.align_size as u64,
         WRITE_INIT_IO_TIMEOUT,
-    );
+    )?;
 
     let mut leader = LeaderRecord {
         magic: ondisk::DELTA_DISK_MAGIC,
@@ -239,7 +239,7 @@ pub fn init_resource(res: &ResourceArg, opts: &DirectOpts) -> Result<()> {
 
     for (disk, arg) in disks.iter().zip(&res.disks) {
         disk.check_sector_size(g.sector_size)?;
-        Area::new(disk, arg.offset, g.align_size as u64, WRITE_INIT_IO_TIMEOUT).write(0, &buf)?;
+        Area::new(disk, arg.offset, g.align_size as u64, WRITE_INIT_IO_TIMEOUT)?.write(0, &buf)?;
     }
     Ok(())
 }
@@ -409,7 +409,7 @@ pub fn write_leader(
     let b = lr.encode();
     sector[..b.len()].copy_from_slice(&b);
     let off = sector_nr * ss as u64;
-    Area::new(&disk, base + off, ss as u64, opts.timeout()).write(0, &sector)?;
+    Area::new(&disk, base + off, ss as u64, opts.timeout())?.write(0, &sector)?;
     Ok(())
 }
 

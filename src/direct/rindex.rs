@@ -106,7 +106,7 @@ pub fn format(rx: &RindexArg, opts: &DirectOpts) -> Result<()> {
         lockspace_name: rx.lockspace,
     };
     let a = g.align_size as u64;
-    let area = Area::new(&disk, rx.disk.offset, 2 * a, WRITE_INIT_IO_TIMEOUT);
+    let area = Area::new(&disk, rx.disk.offset, 2 * a, WRITE_INIT_IO_TIMEOUT)?;
     let mut buf = vec![0u8; g.align_size as usize];
     let hb = header.encode();
     buf[..hb.len()].copy_from_slice(&hb);
@@ -230,7 +230,7 @@ pub fn update(
         ri.offset,
         ri.geometry.align_size as u64,
         opts.timeout(),
-    );
+    )?;
     area.write(sector_start as u64, &sector)?;
     Ok(if remove {
         (Name::default(), 0)
@@ -272,7 +272,7 @@ pub fn rebuild(rx: &RindexArg, opts: &DirectOpts) -> Result<usize> {
         ri.offset,
         ri.geometry.align_size as u64,
         opts.timeout(),
-    )
+    )?
     .write(0, &data)?;
     Ok(found)
 }

@@ -335,13 +335,14 @@ pub struct Area<'d> {
 }
 
 impl<'d> Area<'d> {
-    pub fn new(disk: &'d Disk, offset: u64, len: u64, timeout: Duration) -> Self {
-        Area {
-            disk,
-            offset,
-            len,
-            timeout,
+    /// An area of `len` bytes at `offset`. On a block device the whole area
+    /// must fit, so that a sequence of writes is refused before the first one
+    /// rather than failing half way through.
+    pub fn new(disk: &'d Disk, offset: u64, len: u64, timeout: Duration) -> Result<Self, IoError> {
+        if disk.kind == DiskKind::Block && offset.checked_add(len).is_none_or(|end| end > disk.size) {
+            return Err(IoError::DeviceTooShort { path: disk.path.clone(), offset, len: len as usize, size: disk.size });
         }
+        Ok(Area { disk, offset, len, timeout })
     }
 
     fn check_inside(&self, rel: u64, len: usize) -> Result<(), IoError> {

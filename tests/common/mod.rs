@@ -1,0 +1,197 @@
+//! Helpers for black-box tests that run hactl beside the real sanlock.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn hactl() -> &'static str {
+    env!("CARGO_BIN_EXE_hactl")
+}
+
+/// The real sanlock binary. Missing it is a failure, not a skip: the
+/// README's test command installs it.
+pub fn sanlock() -> &'static str {
+    for p in ["/usr/sbin/sanlock", "/sbin/sanlock", "/usr/bin/sanlock"] {
+        if Path::new(p).exists() {
+            return p;
+        }
+    }
+    panic!("the real sanlock is not installed: run the README's test command (apt-get install sanlock python3-sanlock)");
+}
+
+/// Debian's python3, which has the sanlock module (not a pyenv python).
+pub fn python3() -> &'static str {
+    "/usr/bin/python3"
+}
+
+#[derive(Debug)]
+pub struct Out {
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    pub code: i32,
+}
+
+impl Out {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+pub fn run(bin: &str, args: &[&str]) -> Out {
+    run_env(bin, args, &[])
+}
+
+pub fn run_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut c = Command::new(bin);
+    c.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+    Out {
+        stdout: o.stdout,
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        code: o.status.code().unwrap_or(-1),
+    }
+}
+
+/// A scratch directory on a real file system (O_DIRECT does not work on tmpfs).
+pub fn workdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("hactl-test-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("temp dir")
+}
+
+/// A file of `size` bytes, every byte `fill` (guard pattern).
+pub fn make_file(path: &Path, size: usize, fill: u8) {
+    std::fs::write(path, vec![fill; size]).expect("write file");
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// Asserts every byte outside `[start, end)` still equals `fill`.
+pub fn assert_guards(bytes: &[u8], start: usize, end: usize, fill: u8, what: &str) {
+    if let Some(i) = bytes[..start].iter().position(|&b| b != fill) {
+        panic!("{what}: guard byte at {i} (before the area at {start}) was changed to {:#x}", bytes[i]);
+    }
+    if let Some(i) = bytes[end..].iter().position(|&b| b != fill) {
+        panic!("{what}: guard byte at {} (after the area ending at {end}) was changed to {:#x}", end + i, bytes[end + i]);
+    }
+}
+
+/// Zeroes the 4 tail-padding bytes of a paxos request record (offset 20..24
+/// of the lease's second sector): sanlock copies them from an uninitialised
+/// stack struct, so they are not part of the format.
+pub fn mask_request_padding(bytes: &mut [u8], lease_offset: usize, sector_size: usize) {
+    let at = lease_offset + sector_size + 20;
+    if at + 4 <= bytes.len() {
+        bytes[at..at + 4].fill(0);
+    }
+}
+
+/// Counts checks that compared hactl with sanlock, printed at the end of
+/// each test so the totals can be reported.
+pub struct Tally(pub &'static str, pub usize);
+
+impl Tally {
+    pub fn same(&mut self, what: &str, ours: &[u8], theirs: &[u8]) {
+        if ours != theirs {
+            let at = ours.iter().zip(theirs).position(|(a, b)| a != b).unwrap_or(ours.len().min(theirs.len()));
+            let show = |b: &[u8]| String::from_utf8_lossy(&b[at.saturating_sub(200)..b.len().min(at + 200)]).into_owned();
+            panic!(
+                "{what}: hactl and sanlock differ at byte {at} (lengths {} / {})\n--- sanlock\n{}\n--- hactl\n{}",
+                theirs.len(),
+                ours.len(),
+                show(theirs),
+                show(ours)
+            );
+        }
+        self.1 += 1;
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            eprintln!("[{}] checks equal to sanlock: {}", self.0, self.1);
+        }
+    }
+}
+
+/// A real sanlock daemon in its own run dir, stopped by pid on drop.
+pub struct SanlockDaemon {
+    pub run_dir: PathBuf,
+    child: Child,
+}
+
+impl SanlockDaemon {
+    pub fn start(run_dir: &Path) -> SanlockDaemon {
+        std::fs::create_dir_all(run_dir).unwrap();
+        let log = std::fs::File::create(run_dir.join("daemon.log")).unwrap();
+        let child = Command::new(sanlock())
+            .args(["daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root"])
+            .env("SANLOCK_RUN_DIR", run_dir)
+            .env("SANLOCK_PRIVILEGED", "0")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start sanlock daemon");
+        let d = SanlockDaemon { run_dir: run_dir.to_path_buf(), child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !run_dir.join("sanlock.sock").exists() {
+            assert!(Instant::now() < deadline, "sanlock daemon did not create its socket");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    pub fn env(&self) -> [(&str, &str); 1] {
+        [("SANLOCK_RUN_DIR", self.run_dir.to_str().unwrap())]
+    }
+
+    pub fn client(&self, args: &[&str]) -> Out {
+        let mut a = vec!["client"];
+        a.extend_from_slice(args);
+        run_env(sanlock(), &a, &self.env())
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for SanlockDaemon {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// A loop device over an image file, detached on drop.
+pub struct LoopDev {
+    pub dev: String,
+}
+
+impl LoopDev {
+    pub fn new(image: &Path, sector_size: u32) -> LoopDev {
+        let o = run(
+            "losetup",
+            &["-f", "--show", "--sector-size", &sector_size.to_string(), "--direct-io=on", p(image)],
+        );
+        assert_eq!(o.code, 0, "losetup failed (tests need root and loop devices): {}", o.stderr);
+        LoopDev { dev: o.text().trim().to_string() }
+    }
+}
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        let _ = run("losetup", &["-d", &self.dev]);
+    }
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs what the
+# tests need (the real sanlock is the oracle), then checks formatting and
+# lints and runs every test. Long runs are opt-in:
+#   HACTL_FUZZ_SECONDS=N  also run every fuzz target for N seconds each.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+for pkg in sanlock python3-sanlock libsanlock-dev util-linux; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    echo "installing: ${need_pkgs[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_pkgs[@]}"
+fi
+command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# The tests use loop devices with 4K sectors and start sanlock daemons:
+# they run as root, each daemon in its own run dir under target/tmp.
+if [ "$(id -u)" -ne 0 ]; then
+    echo "note: the loop-device tests need root; run as root (CI does)"
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets 2>&1 | tee target/test.log
+# Report how many checks compared hactl with sanlock and found them equal.
+grep -ho 'checks equal to sanlock: [0-9]*' target/test.log | awk '{n+=$NF} END {print "checks equal to sanlock (total): " n}'
+
+if [ -n "${HACTL_FUZZ_SECONDS:-}" ]; then
+    tools/fuzz-all.sh "$HACTL_FUZZ_SECONDS"
+fi
