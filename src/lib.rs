@@ -9,9 +9,12 @@
 //! - [`cli`]: sanlock's command syntax and output text
 
 pub mod cli;
+pub mod delta;
 pub mod direct;
 pub mod geometry;
+pub mod hosts;
 pub mod io;
 pub mod lease_str;
 pub mod ondisk;
 pub mod rv;
+pub mod timeouts;

@@ -1,0 +1,324 @@
+//! What this host knows about the others in a lockspace, from the delta
+//! leases it reads at each of its own renewals, and the LIVE / FAIL / DEAD
+//! judgement made from it (sanlock's `check_other_leases` and
+//! `get_host_flag`). Pure: the caller supplies the clock and the bytes.
+
+use serde::Serialize;
+
+use crate::ondisk::{self, HOSTID_BITMAP_OFFSET, LeaderRecord, Name};
+use crate::timeouts::Timeouts;
+
+/// sanlock's `SANLK_HOST_*` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HostState {
+    Unknown = 1,
+    Free = 2,
+    Live = 3,
+    Fail = 4,
+    Dead = 5,
+}
+
+impl HostState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HostState::Unknown => "UNKNOWN",
+            HostState::Free => "FREE",
+            HostState::Live => "LIVE",
+            HostState::Fail => "FAIL",
+            HostState::Dead => "DEAD",
+        }
+    }
+
+    pub fn flag(&self) -> u32 {
+        *self as u32
+    }
+}
+
+/// Why a host is in its state: the rule that decided, with its numbers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub state: HostState,
+    pub rule: String,
+}
+
+/// Per-host observations (sanlock's `struct host_status`). Times are this
+/// host's monotonic seconds; `timestamp` is the other host's own clock.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostStatus {
+    pub first_check: u64,
+    pub last_check: u64,
+    /// When we last saw its lease change.
+    pub last_live: u64,
+    pub last_req: u64,
+    pub owner_id: u64,
+    pub owner_generation: u64,
+    pub timestamp: u64,
+    pub io_timeout: u64,
+    pub owner_name: Name,
+    pub lease_bad: u32,
+    /// When we set this host's bit in our bitmap (0: not set).
+    pub set_bit_time: u64,
+}
+
+/// An event another host sent us through its bitmap and write_* fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostEvent {
+    pub host_id: u64,
+    pub generation: u64,
+    pub event: u64,
+    pub data: u64,
+    pub from_host_id: u64,
+    pub from_generation: u64,
+}
+
+impl HostStatus {
+    /// Judges the host as `get_host_flag` does. `our_host_id` is never
+    /// judged: our own slot is LIVE while we hold it.
+    pub fn judge(&self, now: u64, our_host_id: u64, watchdog_fire_timeout: u64) -> Verdict {
+        if self.timestamp == 0 {
+            return Verdict {
+                state: HostState::Free,
+                rule: "its lease timestamp is 0 (released or never used)".into(),
+            };
+        }
+        let t = Timeouts {
+            io_timeout: self.io_timeout,
+            watchdog_fire_timeout,
+        };
+        let (fail, dead) = (t.id_renewal_fail_seconds(), t.host_dead_seconds());
+        let last = if self.last_live != 0 {
+            self.last_live
+        } else {
+            self.first_check
+        };
+        let since = now.saturating_sub(last);
+        if our_host_id == self.owner_id {
+            return Verdict {
+                state: HostState::Live,
+                rule: "it is this host".into(),
+            };
+        }
+        if since <= fail && self.first_check == self.last_live {
+            return Verdict {
+                state: HostState::Unknown,
+                rule: format!(
+                    "seen once {since}s ago, no renewal observed yet (LIVE once it renews within {fail}s)"
+                ),
+            };
+        }
+        if since <= fail {
+            return Verdict {
+                state: HostState::Live,
+                rule: format!("renewed {since}s ago, within 8*io_timeout = {fail}s"),
+            };
+        }
+        if since > dead {
+            return Verdict {
+                state: HostState::Dead,
+                rule: format!(
+                    "no renewal for {since}s > 8*io_timeout + watchdog_fire_timeout = {dead}s: its watchdog has fired"
+                ),
+            };
+        }
+        Verdict {
+            state: HostState::Fail,
+            rule: format!("no renewal for {since}s > 8*io_timeout = {fail}s (DEAD after {dead}s)"),
+        }
+    }
+}
+
+/// All hosts of one lockspace, as seen by `our_host_id`.
+#[derive(Clone, Debug)]
+pub struct HostTable {
+    pub hosts: Vec<HostStatus>,
+    pub our_host_id: u64,
+}
+
+impl HostTable {
+    pub fn new(max_hosts: usize, our_host_id: u64) -> Self {
+        HostTable {
+            hosts: vec![HostStatus::default(); max_hosts],
+            our_host_id,
+        }
+    }
+
+    /// Takes in the whole lockspace area as read at one of our renewals
+    /// (`check_other_leases`). Returns events addressed to us.
+    pub fn observe(
+        &mut self,
+        now: u64,
+        area: &[u8],
+        sector_size: usize,
+        space_name: &Name,
+    ) -> Vec<HostEvent> {
+        let mut events = Vec::new();
+        let our = self.our_host_id;
+        for (i, hs) in self.hosts.iter_mut().enumerate() {
+            let Some(sector) = area.get(i * sector_size..(i + 1) * sector_size) else {
+                break;
+            };
+            hs.last_check = now;
+            if hs.first_check == 0 {
+                hs.first_check = now;
+            }
+            let lr = LeaderRecord::decode(sector).expect("a sector holds a leader");
+            let bad = lr.magic != ondisk::DELTA_DISK_MAGIC || !lr.space_name.same_as(space_name);
+            hs.lease_bad = if bad {
+                hs.lease_bad.saturating_add(1)
+            } else {
+                0
+            };
+            if lr.owner_id == hs.owner_id
+                && lr.owner_generation == hs.owner_generation
+                && lr.timestamp == hs.timestamp
+            {
+                continue;
+            }
+            if !bad {
+                hs.owner_id = lr.owner_id;
+                hs.owner_generation = lr.owner_generation;
+                hs.owner_name = lr.resource_name;
+                hs.io_timeout = lr.io_timeout as u64;
+            }
+            hs.timestamp = lr.timestamp;
+            hs.last_live = now;
+
+            let host_id = i as u64 + 1;
+            if host_id != our && our > 0 && !bad {
+                let bitmap = &sector[HOSTID_BITMAP_OFFSET..];
+                let bit = (our - 1) as usize;
+                if bitmap
+                    .get(bit / 8)
+                    .is_some_and(|b| b & (1 << (bit % 8)) != 0)
+                    && lr.write_generation != 0
+                {
+                    events.push(HostEvent {
+                        host_id: our,
+                        generation: lr.write_id,
+                        event: lr.write_generation,
+                        data: lr.write_timestamp,
+                        from_host_id: hs.owner_id,
+                        from_generation: hs.owner_generation,
+                    });
+                }
+            }
+        }
+        events
+    }
+
+    /// Whether any check has happened yet (`get_hosts` says "not ready" before).
+    pub fn checked(&self) -> bool {
+        self.hosts.first().is_some_and(|h| h.last_check != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(first: u64, live: u64, ts: u64, io: u64) -> HostStatus {
+        HostStatus {
+            first_check: first,
+            last_check: live,
+            last_live: live,
+            owner_id: 2,
+            owner_generation: 1,
+            timestamp: ts,
+            io_timeout: io,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sanlock_rules_in_order() {
+        // io_timeout 1: FAIL after 8 s, DEAD after 68 s without a change.
+        assert_eq!(
+            seen(100, 100, 5, 1).judge(101, 1, 60).state,
+            HostState::Unknown
+        );
+        assert_eq!(
+            seen(100, 104, 7, 1).judge(105, 1, 60).state,
+            HostState::Live
+        );
+        assert_eq!(
+            seen(100, 104, 7, 1).judge(112, 1, 60).state,
+            HostState::Live
+        );
+        assert_eq!(
+            seen(100, 104, 7, 1).judge(113, 1, 60).state,
+            HostState::Fail
+        );
+        assert_eq!(
+            seen(100, 104, 7, 1).judge(172, 1, 60).state,
+            HostState::Fail
+        );
+        assert_eq!(
+            seen(100, 104, 7, 1).judge(173, 1, 60).state,
+            HostState::Dead
+        );
+        assert_eq!(
+            seen(100, 104, 0, 1).judge(500, 1, 60).state,
+            HostState::Free
+        );
+        // a host dead before we started: UNKNOWN, then FAIL, then DEAD
+        assert_eq!(
+            seen(100, 100, 9, 1).judge(108, 1, 60).state,
+            HostState::Unknown
+        );
+        assert_eq!(
+            seen(100, 100, 9, 1).judge(109, 1, 60).state,
+            HostState::Fail
+        );
+        // our own slot
+        let mut me = seen(100, 100, 9, 1);
+        me.owner_id = 1;
+        assert_eq!(me.judge(1000, 1, 60).state, HostState::Live);
+    }
+
+    #[test]
+    fn observe_tracks_changes_and_events() {
+        let name = Name::new("LS").unwrap();
+        let mut area = vec![0u8; 4 * 512];
+        let put = |area: &mut Vec<u8>, host: usize, ts: u64, bit_for: Option<u64>| {
+            let mut lr = LeaderRecord {
+                magic: ondisk::DELTA_DISK_MAGIC,
+                version: ondisk::DELTA_DISK_VERSION_MAJOR | 4,
+                sector_size: 512,
+                owner_id: host as u64,
+                owner_generation: 3,
+                timestamp: ts,
+                io_timeout: 1,
+                space_name: name,
+                write_id: 7,
+                write_generation: 42,
+                ..Default::default()
+            };
+            let b = lr.seal();
+            let s = (host - 1) * 512;
+            area[s..s + 200].copy_from_slice(&b);
+            if let Some(h) = bit_for {
+                let bit = (h - 1) as usize;
+                area[s + 256 + bit / 8] |= 1 << (bit % 8);
+            }
+        };
+        put(&mut area, 2, 50, Some(1));
+        let mut t = HostTable::new(4, 1);
+        let ev = t.observe(10, &area, 512, &name);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(
+            (ev[0].event, ev[0].from_host_id, ev[0].from_generation),
+            (42, 2, 3)
+        );
+        assert_eq!(t.hosts[1].last_live, 10);
+        assert_eq!(t.hosts[1].judge(11, 1, 60).state, HostState::Unknown);
+        // unchanged: last_live stays; changed: it moves
+        t.observe(12, &area, 512, &name);
+        assert_eq!(t.hosts[1].last_live, 10);
+        put(&mut area, 2, 52, None);
+        t.observe(14, &area, 512, &name);
+        assert_eq!(t.hosts[1].last_live, 14);
+        assert_eq!(t.hosts[1].judge(15, 1, 60).state, HostState::Live);
+        assert_eq!(t.hosts[2].judge(15, 1, 60).state, HostState::Free);
+    }
+}
