@@ -16,5 +16,6 @@ pub mod hosts;
 pub mod io;
 pub mod lease_str;
 pub mod ondisk;
+pub mod proto;
 pub mod rv;
 pub mod timeouts;

@@ -1,0 +1,848 @@
+//! A blocking client for the daemon's Unix socket
+//! (`$SANLOCK_RUN_DIR/sanlock.sock`), speaking exactly what libsanlock
+//! sends, so it works against the real sanlock daemon or hactl's. One
+//! method per lockspace-level command; each opens its own connection, as
+//! libsanlock does.
+//!
+//! Results are sanlock's numbers: a method returns `Ok` with the daemon's
+//! non-negative result (or the data it sent), or a [`ClientError`] whose
+//! [`ClientError::rv`] is what libsanlock would have returned (`-errno`,
+//! `-1` for a short reply, or the daemon's negative result).
+//!
+//! Every read and write has a timeout ([`Client::timeout`], default
+//! [`DEFAULT_TIMEOUT`]) except where the command legitimately blocks for
+//! long: add/rem/inq lockspace and shutdown-wait take their own `wait`
+//! parameter (`None` = wait forever, as sanlock's CLI does).
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::structs::{
+    EventCb, SanlkDisk, SanlkHost, SanlkHostEvent, SanlkLockspace, SanlkResource, SanlkState,
+    WireStruct,
+};
+use super::{
+    Cmd, DEFAULT_RUN_DIR, HEADER_SIZE, Header, ProtoError, SANLK_SOCKET_NAME,
+    SANLK_STATE_LOCKSPACE, SANLK_STATE_RESOURCE, SM_MAGIC,
+};
+use crate::ondisk::Name;
+
+/// The timeout of a command that the daemon answers without waiting on a
+/// lockspace: long enough for a write_lockspace (sanlock allows its init
+/// write 60 s) behind a busy worker pool.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The longest socket path sanlock builds (`snprintf` into
+/// `sizeof(sun_path) - 1`, so 106 characters and the NUL).
+pub const MAX_SOCKET_PATH: usize = 106;
+
+/// Why a command did not get a usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to the daemon at {path}: {source}")]
+    Connect { path: PathBuf, source: io::Error },
+    #[error("socket path {0} is over the {MAX_SOCKET_PATH} bytes sanlock allows")]
+    SocketPathTooLong(PathBuf),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("{what}: no answer from the daemon within {after:?}")]
+    Timeout { what: &'static str, after: Duration },
+    #[error("{what}: the daemon closed the connection after {got} of {want} bytes")]
+    Short {
+        what: &'static str,
+        got: usize,
+        want: usize,
+    },
+    #[error("{what}: malformed reply: {source}")]
+    Proto {
+        what: &'static str,
+        source: ProtoError,
+    },
+    #[error("the daemon answered {0}")]
+    Daemon(i32),
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+impl ClientError {
+    /// The number libsanlock returns for this failure.
+    pub fn rv(&self) -> i32 {
+        match self {
+            ClientError::Connect { source, .. } | ClientError::Io { source, .. } => {
+                -source.raw_os_error().unwrap_or(1)
+            }
+            ClientError::SocketPathTooLong(_) => -libc::ENAMETOOLONG,
+            ClientError::Timeout { .. } => -libc::EAGAIN,
+            ClientError::Short { .. } | ClientError::Proto { .. } => -1,
+            ClientError::Daemon(rv) => *rv,
+            ClientError::Invalid(_) => -libc::EINVAL,
+        }
+    }
+}
+
+/// sanlock's result for a call: the `Ok` value, or the error's number.
+pub fn rv_of(r: &Result<i32, ClientError>) -> i32 {
+    match r {
+        Ok(v) => *v,
+        Err(e) => e.rv(),
+    }
+}
+
+/// A list reply (`get_lockspaces`, `get_hosts`): the result (0, or
+/// `-ENOSPC` when the daemon ran out of buffer), the total count the daemon
+/// reported, and the items it sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing<T> {
+    pub result: i32,
+    pub count: u32,
+    pub items: Vec<T>,
+}
+
+/// What follows a `sanlk_state` in a `status` reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateBin {
+    None,
+    Lockspace(SanlkLockspace),
+    Resource(SanlkResource),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusEntry {
+    pub state: SanlkState,
+    pub bin: StateBin,
+}
+
+/// A streamed reply (`status`, `host_status`, `renewal`): the reply header
+/// and the records up to EOF. `truncated` says why the stream ended early
+/// (a record cut short or malformed), as sanlock's client silently stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateStream {
+    pub header: Header,
+    pub entries: Vec<StatusEntry>,
+    pub truncated: Option<String>,
+}
+
+/// `log_dump`: `declared` is the header's data (the length the daemon
+/// announced), `bytes` what arrived of it (nothing when `declared` is not
+/// in `1..=max_size`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDump {
+    pub header: Header,
+    pub declared: i32,
+    pub bytes: Vec<u8>,
+}
+
+/// `version`: the reply's result, socket protocol (`h.version`) and daemon
+/// version (`data2`, 0 when the result is an error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionReply {
+    pub result: i32,
+    pub proto: u32,
+    pub version: u32,
+}
+
+/// One connection: header + payload out, replies in, every read and write
+/// bounded by the connection's timeout.
+pub struct Conn {
+    stream: UnixStream,
+    timeout: Option<Duration>,
+}
+
+fn io_err(what: &'static str, after: Option<Duration>, e: io::Error) -> ClientError {
+    match (e.kind(), after) {
+        (io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut, Some(after)) => {
+            ClientError::Timeout { what, after }
+        }
+        _ => ClientError::Io { what, source: e },
+    }
+}
+
+impl Conn {
+    /// Sets the read and write timeout (`None`: block).
+    pub fn set_timeout(&mut self, t: Option<Duration>) -> Result<(), ClientError> {
+        let t = t.filter(|d| !d.is_zero());
+        self.stream
+            .set_read_timeout(t)
+            .and_then(|_| self.stream.set_write_timeout(t))
+            .map_err(|e| ClientError::Io {
+                what: "set socket timeout",
+                source: e,
+            })?;
+        self.timeout = t;
+        Ok(())
+    }
+
+    pub fn send(&mut self, what: &'static str, bytes: &[u8]) -> Result<(), ClientError> {
+        self.stream
+            .write_all(bytes)
+            .map_err(|e| io_err(what, self.timeout, e))
+    }
+
+    /// A header, then the payload, as two sends (like libsanlock).
+    pub fn send_msg(&mut self, h: &Header, payload: &[u8]) -> Result<(), ClientError> {
+        self.send("send header", &h.encode())?;
+        if !payload.is_empty() {
+            self.send("send payload", payload)?;
+        }
+        Ok(())
+    }
+
+    /// A request as libsanlock's `send_header` + `send_data`.
+    pub fn request(
+        &mut self,
+        cmd: Cmd,
+        cmd_flags: u32,
+        data: u32,
+        data2: u32,
+        payload: &[u8],
+    ) -> Result<(), ClientError> {
+        let h = Header::request(cmd, cmd_flags, payload.len(), data, data2);
+        self.send_msg(&h, payload)
+    }
+
+    /// Reads until `buf` is full or EOF, like `recv(MSG_WAITALL)`; returns
+    /// how much arrived.
+    pub fn read_full(&mut self, what: &'static str, buf: &mut [u8]) -> Result<usize, ClientError> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.stream.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(what, self.timeout, e)),
+            }
+        }
+        Ok(got)
+    }
+
+    /// Exactly `n` bytes, else [`ClientError::Short`].
+    pub fn recv_exact(&mut self, what: &'static str, n: usize) -> Result<Vec<u8>, ClientError> {
+        let mut b = vec![0u8; n];
+        let got = self.read_full(what, &mut b)?;
+        if got != n {
+            return Err(ClientError::Short { what, got, want: n });
+        }
+        Ok(b)
+    }
+
+    /// A reply header; its magic must be sanlock's.
+    pub fn recv_header(&mut self, what: &'static str) -> Result<Header, ClientError> {
+        let b = self.recv_exact(what, HEADER_SIZE)?;
+        let h = Header::decode(&b).map_err(|source| ClientError::Proto { what, source })?;
+        if h.magic != SM_MAGIC {
+            return Err(ClientError::Proto {
+                what,
+                source: ProtoError::BadMagic(h.magic),
+            });
+        }
+        Ok(h)
+    }
+
+    pub fn recv_struct<T: WireStruct>(&mut self, what: &'static str) -> Result<T, ClientError> {
+        let b = self.recv_exact(what, T::SIZE)?;
+        T::decode(&b).map_err(|source| ClientError::Proto { what, source })
+    }
+
+    /// `sanlk_state` records (and, with `bins`, the lockspace/resource
+    /// struct after each) until EOF.
+    pub fn recv_states(
+        &mut self,
+        what: &'static str,
+        bins: bool,
+    ) -> Result<(Vec<StatusEntry>, Option<String>), ClientError> {
+        let mut entries = Vec::new();
+        loop {
+            let mut head = [0u8; SanlkState::HEAD_SIZE];
+            let got = self.read_full(what, &mut head)?;
+            if got == 0 {
+                return Ok((entries, None));
+            }
+            let cut = |what: &str, got: usize, want: usize| {
+                Some(format!(
+                    "a {what} record was cut short ({got} of {want} bytes)"
+                ))
+            };
+            if got != head.len() {
+                return Ok((entries, cut("sanlk_state", got, head.len())));
+            }
+            let (mut state, str_len) = match SanlkState::decode_head(&head) {
+                Ok(v) => v,
+                Err(e) => return Ok((entries, Some(e.to_string()))),
+            };
+            let mut text = vec![0u8; str_len];
+            let got = self.read_full(what, &mut text)?;
+            if got != str_len {
+                return Ok((entries, cut("state string", got, str_len)));
+            }
+            state.text = text;
+            let mut bin = StateBin::None;
+            if bins && state.kind == SANLK_STATE_LOCKSPACE {
+                let mut b = vec![0u8; SanlkLockspace::SIZE];
+                let got = self.read_full(what, &mut b)?;
+                match SanlkLockspace::decode(&b[..got]) {
+                    Ok(ls) => bin = StateBin::Lockspace(ls),
+                    Err(_) => return Ok((entries, cut("sanlk_lockspace", got, b.len()))),
+                }
+            } else if bins && state.kind == SANLK_STATE_RESOURCE {
+                let mut b = vec![0u8; SanlkResource::HEAD_SIZE];
+                let got = self.read_full(what, &mut b)?;
+                if got != b.len() {
+                    return Ok((entries, cut("sanlk_resource", got, b.len())));
+                }
+                let n = match SanlkResource::num_disks_in(&b) {
+                    Ok(n) => n,
+                    Err(e) => return Ok((entries, Some(e.to_string()))),
+                };
+                let want = b.len() + n * SanlkDisk::SIZE;
+                b.resize(want, 0);
+                let got = SanlkResource::HEAD_SIZE
+                    + self.read_full(what, &mut b[SanlkResource::HEAD_SIZE..])?;
+                match SanlkResource::decode(&b[..got]) {
+                    Ok(r) => bin = StateBin::Resource(r),
+                    Err(_) => return Ok((entries, cut("sanlk_resource disks", got, want))),
+                }
+            }
+            entries.push(StatusEntry { state, bin });
+        }
+    }
+
+    /// The reply header's result: `Ok` if ≥ 0, else [`ClientError::Daemon`].
+    pub fn recv_result(&mut self, what: &'static str) -> Result<i32, ClientError> {
+        ok_or_daemon(self.recv_header(what)?.result())
+    }
+
+    pub fn into_stream(self) -> UnixStream {
+        self.stream
+    }
+}
+
+fn ok_or_daemon(rv: i32) -> Result<i32, ClientError> {
+    if rv < 0 {
+        Err(ClientError::Daemon(rv))
+    } else {
+        Ok(rv)
+    }
+}
+
+/// A `reg_event` registration: the connection the daemon writes
+/// [`EventCb`]s to. Poll its fd, then call [`EventFd::get_event`].
+pub struct EventFd {
+    stream: UnixStream,
+}
+
+impl EventFd {
+    /// One pending event without blocking (`sanlock_get_event`): `None`
+    /// when there is none.
+    pub fn get_event(&mut self) -> Result<Option<EventCb>, ClientError> {
+        let mut b = [0u8; EventCb::SIZE];
+        // SAFETY: recv into a buffer we own, of the length we pass.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                b.as_mut_ptr().cast(),
+                b.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(None);
+            }
+            return Err(ClientError::Io {
+                what: "get_event",
+                source: e,
+            });
+        }
+        let n = n as usize;
+        if n != b.len() {
+            return Err(ClientError::Short {
+                what: "get_event",
+                got: n,
+                want: b.len(),
+            });
+        }
+        EventCb::decode(&b)
+            .map(Some)
+            .map_err(|source| ClientError::Proto {
+                what: "get_event",
+                source,
+            })
+    }
+}
+
+impl AsFd for EventFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+}
+
+/// Where the daemon is, and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+    timeout: Option<Duration>,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::new()
+    }
+}
+
+impl Client {
+    /// `$SANLOCK_RUN_DIR` (even if empty, as sanlock reads it), else
+    /// `/run/sanlock`.
+    pub fn new() -> Client {
+        let dir = std::env::var_os("SANLOCK_RUN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR));
+        Client::with_run_dir(dir)
+    }
+
+    pub fn with_run_dir(dir: impl AsRef<Path>) -> Client {
+        // "%s/%s", not Path::join: an empty run dir means "/sanlock.sock".
+        let mut s = dir.as_ref().as_os_str().to_owned();
+        s.push("/");
+        s.push(SANLK_SOCKET_NAME);
+        Client {
+            socket: PathBuf::from(s),
+            timeout: Some(DEFAULT_TIMEOUT),
+        }
+    }
+
+    /// The timeout of every read and write (`None`: block forever).
+    pub fn timeout(mut self, t: Option<Duration>) -> Client {
+        self.timeout = t;
+        self
+    }
+
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn connect(&self) -> Result<Conn, ClientError> {
+        self.connect_with(self.timeout)
+    }
+
+    fn connect_with(&self, timeout: Option<Duration>) -> Result<Conn, ClientError> {
+        if self.socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(ClientError::SocketPathTooLong(self.socket.clone()));
+        }
+        let stream = UnixStream::connect(&self.socket).map_err(|e| ClientError::Connect {
+            path: self.socket.clone(),
+            source: e,
+        })?;
+        let mut c = Conn {
+            stream,
+            timeout: None,
+        };
+        c.set_timeout(timeout)?;
+        Ok(c)
+    }
+
+    /// `cmd_lockspace`: header + lockspace, then the result.
+    fn cmd_lockspace(
+        &self,
+        cmd: Cmd,
+        ls: &SanlkLockspace,
+        flags: u32,
+        data: u32,
+        timeout: Option<Duration>,
+    ) -> Result<i32, ClientError> {
+        let mut c = self.connect_with(timeout)?;
+        c.request(cmd, flags, data, 0, &ls.encode())?;
+        c.recv_result(cmd.name())
+    }
+
+    /// ADD_LOCKSPACE: `io_timeout` 0 lets the daemon use its own. Without
+    /// [`super::SANLK_ADD_ASYNC`] the daemon answers only when the delta
+    /// lease is acquired (seconds to minutes): `wait` bounds that.
+    pub fn add_lockspace(
+        &self,
+        ls: &SanlkLockspace,
+        flags: u32,
+        io_timeout: u32,
+        wait: Option<Duration>,
+    ) -> Result<i32, ClientError> {
+        self.cmd_lockspace(Cmd::AddLockspace, ls, flags, io_timeout, wait)
+    }
+
+    /// REM_LOCKSPACE ([`super::SANLK_REM_ASYNC`], [`super::SANLK_REM_UNUSED`]);
+    /// without ASYNC it waits until the lockspace is gone.
+    pub fn rem_lockspace(
+        &self,
+        ls: &SanlkLockspace,
+        flags: u32,
+        wait: Option<Duration>,
+    ) -> Result<i32, ClientError> {
+        self.cmd_lockspace(Cmd::RemLockspace, ls, flags, 0, wait)
+    }
+
+    /// INQ_LOCKSPACE: 0 joined, `-ENOENT`, `-EINPROGRESS`; with
+    /// [`super::SANLK_INQ_WAIT`] it waits while in progress.
+    pub fn inq_lockspace(
+        &self,
+        ls: &SanlkLockspace,
+        flags: u32,
+        wait: Option<Duration>,
+    ) -> Result<i32, ClientError> {
+        self.cmd_lockspace(Cmd::InqLockspace, ls, flags, 0, wait)
+    }
+
+    /// WRITE_LOCKSPACE (`init -s`): `ls.flags` carries the LSF sector/align
+    /// bits; max_hosts goes in data (ignored by sanlock), io_timeout in data2.
+    pub fn write_lockspace(
+        &self,
+        ls: &SanlkLockspace,
+        max_hosts: u32,
+        flags: u32,
+        io_timeout: u32,
+    ) -> Result<i32, ClientError> {
+        if ls.host_id_disk.path.is_empty() {
+            return Err(ClientError::Invalid("write_lockspace needs a path"));
+        }
+        let mut c = self.connect()?;
+        c.request(
+            Cmd::WriteLockspace,
+            flags,
+            max_hosts,
+            io_timeout,
+            &ls.encode(),
+        )?;
+        c.recv_result("write_lockspace")
+    }
+
+    /// READ_LOCKSPACE: the lockspace as read from disk (name, host_id,
+    /// LSF sector/align flags) and its io_timeout.
+    pub fn read_lockspace(
+        &self,
+        ls: &SanlkLockspace,
+        flags: u32,
+    ) -> Result<(SanlkLockspace, u32), ClientError> {
+        if ls.host_id_disk.path.is_empty() {
+            return Err(ClientError::Invalid("read_lockspace needs a path"));
+        }
+        let mut c = self.connect()?;
+        c.request(Cmd::ReadLockspace, flags, 0, 0, &ls.encode())?;
+        let h = c.recv_header("read_lockspace")?;
+        ok_or_daemon(h.result())?;
+        let out = c.recv_struct::<SanlkLockspace>("read_lockspace")?;
+        Ok((out, h.data2))
+    }
+
+    /// Reads `count` structs, without trusting `count` for an allocation.
+    fn recv_list<T: WireStruct>(
+        c: &mut Conn,
+        what: &'static str,
+        h: &Header,
+    ) -> Result<Listing<T>, ClientError> {
+        let result = h.result();
+        if result < 0 && result != -libc::ENOSPC {
+            return Err(ClientError::Daemon(result));
+        }
+        let mut items = Vec::new();
+        for _ in 0..h.data2 {
+            items.push(c.recv_struct::<T>(what)?);
+        }
+        Ok(Listing {
+            result,
+            count: h.data2,
+            items,
+        })
+    }
+
+    /// GET_LOCKSPACES: joined (flags 0), being removed (LSF_REM), being
+    /// added (LSF_ADD).
+    pub fn get_lockspaces(&self, flags: u32) -> Result<Listing<SanlkLockspace>, ClientError> {
+        let mut c = self.connect()?;
+        c.request(Cmd::GetLockspaces, flags, 0, 0, &[])?;
+        let h = c.recv_header("get_lockspaces")?;
+        Self::recv_list(&mut c, "get_lockspaces", &h)
+    }
+
+    /// GET_HOSTS of a lockspace (`host_id` 0: every host with a timestamp).
+    /// `-EAGAIN` means "hosts not ready" (no renewal read yet).
+    pub fn get_hosts(
+        &self,
+        name: &Name,
+        host_id: u64,
+        flags: u32,
+    ) -> Result<Listing<SanlkHost>, ClientError> {
+        let mut ls = SanlkLockspace::named(*name);
+        ls.host_id = host_id;
+        let mut c = self.connect()?;
+        c.request(Cmd::GetHosts, flags, 0, 0, &ls.encode())?;
+        let h = c.recv_header("get_hosts")?;
+        Self::recv_list(&mut c, "get_hosts", &h)
+    }
+
+    /// Sends a header with `length = 32` and then, separately, a
+    /// lockspace carrying only the name: the CLI's quirk for HOST_STATUS
+    /// and RENEWAL, which the daemon must accept.
+    fn named_stream(&self, cmd: Cmd, name: &Name) -> Result<StateStream, ClientError> {
+        let mut c = self.connect()?;
+        c.send_msg(&Header::request(cmd, 0, 0, 0, 0), &[])?;
+        c.send("send lockspace", &SanlkLockspace::named(*name).encode())?;
+        let header = c.recv_header(cmd.name())?;
+        let (entries, truncated) = c.recv_states(cmd.name(), false)?;
+        ok_or_daemon(header.result())?;
+        Ok(StateStream {
+            header,
+            entries,
+            truncated,
+        })
+    }
+
+    /// HOST_STATUS: one `SANLK_STATE_HOST` per host seen (data32 =
+    /// host_id, data64 = timestamp). Not found: `-ENOSPC`.
+    pub fn host_status(&self, name: &Name) -> Result<StateStream, ClientError> {
+        self.named_stream(Cmd::HostStatus, name)
+    }
+
+    /// RENEWAL: the renewal history, oldest first; `header.data2` is the
+    /// lockspace's io_timeout. Not found: `-ENOSPC`.
+    pub fn renewal(&self, name: &Name) -> Result<StateStream, ClientError> {
+        self.named_stream(Cmd::Renewal, name)
+    }
+
+    /// STATUS: `level` 0 for everything, 1 daemon only, 2 + clients,
+    /// 3 + lockspaces. Lockspace and resource records carry their struct.
+    pub fn status(&self, level: u32) -> Result<StateStream, ClientError> {
+        let mut c = self.connect()?;
+        c.request(Cmd::Status, 0, level, 0, &[])?;
+        let header = c.recv_header("status")?;
+        let (entries, truncated) = c.recv_states("status", true)?;
+        Ok(StateStream {
+            header,
+            entries,
+            truncated,
+        })
+    }
+
+    /// LOG_DUMP: the daemon's in-memory log, at most `max_size` bytes.
+    pub fn log_dump(&self, max_size: usize) -> Result<LogDump, ClientError> {
+        let mut c = self.connect()?;
+        c.request(Cmd::LogDump, 0, 0, 0, &[])?;
+        let header = c.recv_header("log_dump")?;
+        let declared = header.result();
+        let mut bytes = Vec::new();
+        if declared > 0 && declared as usize <= max_size {
+            bytes = vec![0u8; declared as usize];
+            let got = c.read_full("log_dump", &mut bytes)?;
+            bytes.truncate(got);
+        }
+        Ok(LogDump {
+            header,
+            declared,
+            bytes,
+        })
+    }
+
+    /// VERSION: the daemon's version (`0x03080500` for 3.8.5) and socket
+    /// protocol.
+    pub fn version(&self, flags: u32) -> Result<VersionReply, ClientError> {
+        let mut c = self.connect()?;
+        c.request(Cmd::Version, flags, 0, 0, &[])?;
+        let h = c.recv_header("version")?;
+        let result = h.result();
+        Ok(VersionReply {
+            result,
+            proto: h.version,
+            version: if result < 0 { 0 } else { h.data2 },
+        })
+    }
+
+    /// SHUTDOWN: no reply. Without force the daemon ignores it while
+    /// lockspaces exist.
+    pub fn shutdown(&self, force: u32) -> Result<(), ClientError> {
+        let mut c = self.connect()?;
+        c.request(Cmd::Shutdown, 0, force, 0, &[])
+    }
+
+    /// SHUTDOWN_WAIT: `-EBUSY` at once if lockspaces exist and not
+    /// `force`; otherwise the reply comes when the daemon exits.
+    pub fn shutdown_wait(&self, force: u32, wait: Option<Duration>) -> Result<i32, ClientError> {
+        let mut c = self.connect_with(wait)?;
+        c.request(Cmd::ShutdownWait, 0, force, 0, &[])?;
+        c.recv_result("shutdown_wait")
+    }
+
+    /// SET_CONFIG: `cmd` is one of `SANLK_CONFIG_*`.
+    pub fn set_config(&self, name: &Name, flags: u32, cmd: u32) -> Result<i32, ClientError> {
+        let mut c = self.connect()?;
+        c.request(
+            Cmd::SetConfig,
+            flags,
+            cmd,
+            0,
+            &SanlkLockspace::named(*name).encode(),
+        )?;
+        c.recv_result("set_config")
+    }
+
+    /// REG_EVENT: on success the connection becomes the event fd.
+    pub fn reg_event(
+        &self,
+        name: &Name,
+        he: Option<&SanlkHostEvent>,
+        flags: u32,
+    ) -> Result<EventFd, ClientError> {
+        let mut c = self.connect()?;
+        let mut payload = SanlkLockspace::named(*name).encode();
+        payload.extend_from_slice(&he.copied().unwrap_or_default().encode());
+        c.request(Cmd::RegEvent, flags, 0, 0, &payload)?;
+        c.recv_result("reg_event")?;
+        // Events are read with MSG_DONTWAIT; no timeout needed.
+        c.set_timeout(None)?;
+        Ok(EventFd {
+            stream: c.into_stream(),
+        })
+    }
+
+    /// END_EVENT: writes u32 1 to the event fd and closes it (`-EALREADY`
+    /// if that fails), then tells the daemon to drop closed event fds.
+    pub fn end_event(&self, reg: EventFd, name: &Name, flags: u32) -> Result<i32, ClientError> {
+        let mut s = reg.stream;
+        if s.write_all(&1u32.to_le_bytes()).is_err() {
+            return Err(ClientError::Daemon(-libc::EALREADY));
+        }
+        drop(s);
+        let mut c = self.connect()?;
+        c.request(
+            Cmd::EndEvent,
+            flags,
+            0,
+            0,
+            &SanlkLockspace::named(*name).encode(),
+        )?;
+        c.recv_result("end_event").map(|_| 0)
+    }
+
+    /// SET_EVENT: `flags` are `SANLK_SETEV_*`.
+    pub fn set_event(
+        &self,
+        name: &Name,
+        he: &SanlkHostEvent,
+        flags: u32,
+    ) -> Result<i32, ClientError> {
+        let mut c = self.connect()?;
+        let mut payload = SanlkLockspace::named(*name).encode();
+        payload.extend_from_slice(&he.encode());
+        c.request(Cmd::SetEvent, flags, 0, 0, &payload)?;
+        c.recv_result("set_event")
+    }
+
+    /// ALIGN: the lease alignment of a disk in bytes (1 MiB for 512-byte
+    /// sectors and regular files, 8 MiB for 4K), or `-ENODEV`.
+    pub fn align(&self, disk: &SanlkDisk) -> Result<i32, ClientError> {
+        let mut c = self.connect()?;
+        c.request(Cmd::Align, 0, 0, 0, &disk.encode())?;
+        c.recv_result("align")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+    use std::thread;
+
+    /// A one-shot fake daemon: records what the client sent (`expect`
+    /// bytes), answers `reply`, then closes.
+    fn fake(expect: usize, reply: Vec<u8>) -> (tempfile::TempDir, thread::JoinHandle<Vec<u8>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let l = UnixListener::bind(dir.path().join("sanlock.sock")).unwrap();
+        let t = thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut got = vec![0u8; expect];
+            s.read_exact(&mut got).unwrap();
+            s.write_all(&reply).unwrap();
+            got
+        });
+        (dir, t)
+    }
+
+    fn reply(cmd: Cmd, data: i32, data2: u32) -> Header {
+        let mut h = Header::request(cmd, 0, 0, 0, 0).result_reply(data);
+        h.data2 = data2;
+        h
+    }
+
+    #[test]
+    fn host_status_sends_length_32_then_a_lockspace() {
+        let mut r = reply(Cmd::HostStatus, 0, 0).encode().to_vec();
+        let mut st = SanlkState::with_text(5, Name::default(), "last_check=1 owner_id=1");
+        st.data32 = 1;
+        st.data64 = 99;
+        r.extend_from_slice(&st.encode());
+        let (dir, t) = fake(32 + 1104, r);
+        let name = Name::new("LS").unwrap();
+        let s = Client::with_run_dir(dir.path()).host_status(&name).unwrap();
+        let sent = t.join().unwrap();
+        let h = Header::decode(&sent).unwrap();
+        assert_eq!((h.cmd, h.length), (Cmd::HostStatus as u32, 32));
+        assert_eq!(SanlkLockspace::decode(&sent[32..]).unwrap().name, name);
+        assert_eq!(s.entries.len(), 1);
+        assert_eq!(s.entries[0].state.data64, 99);
+        assert_eq!(s.truncated, None);
+    }
+
+    #[test]
+    fn daemon_errors_and_short_replies_are_sanlock_numbers() {
+        let (dir, t) = fake(
+            32 + 1104,
+            reply(Cmd::AddLockspace, -17, 0).encode().to_vec(),
+        );
+        let ls = SanlkLockspace::named(Name::new("LS").unwrap());
+        let r = Client::with_run_dir(dir.path()).add_lockspace(&ls, 0, 1, None);
+        assert_eq!(rv_of(&r), -17);
+        let h = Header::decode(&t.join().unwrap()).unwrap();
+        assert_eq!((h.data, h.length), (1, 32 + 1104));
+
+        let (dir, t) = fake(32, vec![1, 2, 3]);
+        let r = Client::with_run_dir(dir.path()).get_lockspaces(0);
+        assert_eq!(r.unwrap_err().rv(), -1);
+        t.join().unwrap();
+
+        let empty = tempfile::tempdir().unwrap();
+        let r = Client::with_run_dir(empty.path()).version(0);
+        assert_eq!(r.unwrap_err().rv(), -libc::ENOENT);
+    }
+
+    #[test]
+    fn a_silent_daemon_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let _l = UnixListener::bind(dir.path().join("sanlock.sock")).unwrap();
+        let c = Client::with_run_dir(dir.path()).timeout(Some(Duration::from_millis(100)));
+        let e = c.get_lockspaces(0).unwrap_err();
+        assert!(matches!(e, ClientError::Timeout { .. }), "{e:?}");
+        assert_eq!(e.rv(), -libc::EAGAIN);
+    }
+
+    #[test]
+    fn a_truncated_stream_keeps_what_arrived() {
+        let mut r = reply(Cmd::Status, 0, 0).encode().to_vec();
+        r.extend_from_slice(&SanlkState::with_text(1, Name::default(), "a=1").encode());
+        let mut bad = SanlkState::with_text(2, Name::default(), "b=2").encode();
+        bad.truncate(40);
+        r.extend_from_slice(&bad);
+        let (dir, t) = fake(32, r);
+        let s = Client::with_run_dir(dir.path()).status(0).unwrap();
+        t.join().unwrap();
+        assert_eq!(s.entries.len(), 1);
+        assert!(s.truncated.unwrap().contains("40 of 80"));
+    }
+}
