@@ -9,6 +9,7 @@
 //! - [`cli`]: sanlock's command syntax and output text
 
 pub mod cli;
+pub mod daemon;
 pub mod delta;
 pub mod direct;
 pub mod geometry;

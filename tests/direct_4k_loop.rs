@@ -18,13 +18,22 @@ fn image(dir: &std::path::Path, name: &str, size: usize) -> std::path::PathBuf {
 fn lockspace_and_resources_on_4k_loop_devices() {
     let mut t = Tally("4K loop", 0);
     let dir = workdir();
-    let (ia, ib) = (image(dir.path(), "a.img", 24 * MIB), image(dir.path(), "b.img", 24 * MIB));
+    let (ia, ib) = (
+        image(dir.path(), "a.img", 24 * MIB),
+        image(dir.path(), "b.img", 24 * MIB),
+    );
     let (la, lb) = (LoopDev::new(&ia, 4096), LoopDev::new(&ib, 4096));
 
     // No -Z/-A: both read 4096 from the device and use the 8M default.
-    let o = run(sanlock(), &["direct", "init", "-s", &format!("LS:0:{}:0", la.dev)]);
+    let o = run(
+        sanlock(),
+        &["direct", "init", "-s", &format!("LS:0:{}:0", la.dev)],
+    );
     assert_eq!(o.code, 0, "{}", o.text());
-    let o = run(hactl(), &["direct", "init", "-s", &format!("LS:0:{}:0", lb.dev)]);
+    let o = run(
+        hactl(),
+        &["direct", "init", "-s", &format!("LS:0:{}:0", lb.dev)],
+    );
     assert_eq!(o.code, 0, "{}", o.stderr);
     for args in [["-Z", "4096", "-A", "8M"], ["-Z", "4096", "-A", "2M"]] {
         let off = if args[3] == "8M" { 8 * MIB } else { 16 * MIB };
@@ -47,11 +56,38 @@ fn lockspace_and_resources_on_4k_loop_devices() {
 
     for dev in [&la.dev, &lb.dev] {
         for args in [
-            vec!["direct".to_string(), "read_leader".into(), "-s".into(), format!("LS:1:{dev}:0")],
-            vec!["direct".to_string(), "read_leader".into(), "-s".into(), format!("LS:2000:{dev}:0")],
-            vec!["direct".to_string(), "read_leader".into(), "-r".into(), format!("LS:R8M:{dev}:8M")],
-            vec!["direct".to_string(), "dump".into(), dev.clone(), "-f".into(), "1".into()],
-            vec!["direct".to_string(), "dump".into(), format!("{dev}:16M"), "-f".into(), "1".into()],
+            vec![
+                "direct".to_string(),
+                "read_leader".into(),
+                "-s".into(),
+                format!("LS:1:{dev}:0"),
+            ],
+            vec![
+                "direct".to_string(),
+                "read_leader".into(),
+                "-s".into(),
+                format!("LS:2000:{dev}:0"),
+            ],
+            vec![
+                "direct".to_string(),
+                "read_leader".into(),
+                "-r".into(),
+                format!("LS:R8M:{dev}:8M"),
+            ],
+            vec![
+                "direct".to_string(),
+                "dump".into(),
+                dev.clone(),
+                "-f".into(),
+                "1".into(),
+            ],
+            vec![
+                "direct".to_string(),
+                "dump".into(),
+                format!("{dev}:16M"),
+                "-f".into(),
+                "1".into(),
+            ],
         ] {
             let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
             let (ours, theirs) = (run(hactl(), &a), run(sanlock(), &a));
@@ -59,21 +95,59 @@ fn lockspace_and_resources_on_4k_loop_devices() {
             assert_eq!(ours.code, theirs.code);
         }
     }
-    let rl = run(hactl(), &["direct", "read_leader", "-s", &format!("LS:1:{}:0", lb.dev)]).text();
-    assert!(rl.contains("\nsector_size 4096\n") && rl.contains("\nflags 0x80\n"), "{rl}");
+    let rl = run(
+        hactl(),
+        &["direct", "read_leader", "-s", &format!("LS:1:{}:0", lb.dev)],
+    )
+    .text();
+    assert!(
+        rl.contains("\nsector_size 4096\n") && rl.contains("\nflags 0x80\n"),
+        "{rl}"
+    );
 
     // A 512-byte layout cannot live on a 4K device; a lease past the end of
     // the device cannot be written. Both refused before any write.
     let before = std::fs::read(&ib).unwrap();
     for args in [
-        vec!["direct".to_string(), "init".into(), "-s".into(), format!("LS:0:{}:16M", lb.dev), "-Z".into(), "512".into(), "-A".into(), "1M".into()],
-        vec!["direct".to_string(), "init".into(), "-r".into(), format!("LS:BIG:{}:20M", lb.dev), "-Z".into(), "4096".into(), "-A".into(), "8M".into()],
-        vec!["direct".to_string(), "format".into(), "-x".into(), format!("LS:{}:16M", lb.dev), "-Z".into(), "4096".into(), "-A".into(), "8M".into()],
+        vec![
+            "direct".to_string(),
+            "init".into(),
+            "-s".into(),
+            format!("LS:0:{}:16M", lb.dev),
+            "-Z".into(),
+            "512".into(),
+            "-A".into(),
+            "1M".into(),
+        ],
+        vec![
+            "direct".to_string(),
+            "init".into(),
+            "-r".into(),
+            format!("LS:BIG:{}:20M", lb.dev),
+            "-Z".into(),
+            "4096".into(),
+            "-A".into(),
+            "8M".into(),
+        ],
+        vec![
+            "direct".to_string(),
+            "format".into(),
+            "-x".into(),
+            format!("LS:{}:16M", lb.dev),
+            "-Z".into(),
+            "4096".into(),
+            "-A".into(),
+            "8M".into(),
+        ],
     ] {
         let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         let o = run(hactl(), &a);
         assert_eq!(o.code, 1, "{a:?} should be refused: {}", o.text());
         assert!(!o.stderr.is_empty(), "{a:?}: no explanation");
-        assert_eq!(std::fs::read(&ib).unwrap(), before, "{a:?} wrote to the device");
+        assert_eq!(
+            std::fs::read(&ib).unwrap(),
+            before,
+            "{a:?} wrote to the device"
+        );
     }
 }

@@ -25,11 +25,38 @@ sys.stdin.read()
 fn compare_all(t: &mut Tally, fs: &str, when: &str) {
     let cases: Vec<Vec<String>> = vec![
         vec!["direct".into(), "dump".into(), fs.into()],
-        vec!["direct".into(), "dump".into(), fs.into(), "-f".into(), "1".into()],
-        vec!["direct".into(), "dump".into(), fs.into(), "-f".into(), "2".into()],
-        vec!["direct".into(), "read_leader".into(), "-s".into(), format!("LS:1:{fs}:0")],
-        vec!["direct".into(), "read_leader".into(), "-r".into(), format!("LS:R1:{fs}:1M")],
-        vec!["direct".into(), "read_leader".into(), "-r".into(), format!("LS:R2:{fs}:2M")],
+        vec![
+            "direct".into(),
+            "dump".into(),
+            fs.into(),
+            "-f".into(),
+            "1".into(),
+        ],
+        vec![
+            "direct".into(),
+            "dump".into(),
+            fs.into(),
+            "-f".into(),
+            "2".into(),
+        ],
+        vec![
+            "direct".into(),
+            "read_leader".into(),
+            "-s".into(),
+            format!("LS:1:{fs}:0"),
+        ],
+        vec![
+            "direct".into(),
+            "read_leader".into(),
+            "-r".into(),
+            format!("LS:R1:{fs}:1M"),
+        ],
+        vec![
+            "direct".into(),
+            "read_leader".into(),
+            "-r".into(),
+            format!("LS:R2:{fs}:2M"),
+        ],
     ];
     for args in cases {
         let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
@@ -58,7 +85,13 @@ fn dump_and_read_leader_match_sanlock_on_a_joined_and_leased_area() {
     }
     let daemon = SanlockDaemon::start(&dir.path().join("run"));
     let add = daemon.client(&["add_lockspace", "-s", &format!("LS:1:{fs}:0")]);
-    assert_eq!(add.code, 0, "sanlock refused hactl's lockspace: {} {}", add.text(), add.stderr);
+    assert_eq!(
+        add.code,
+        0,
+        "sanlock refused hactl's lockspace: {} {}",
+        add.text(),
+        add.stderr
+    );
 
     let mut holder = Command::new(python3())
         .args(["-c", HOLDER, &fs])
@@ -68,17 +101,32 @@ fn dump_and_read_leader_match_sanlock_on_a_joined_and_leased_area() {
         .spawn()
         .expect("python3 holder");
     let mut line = String::new();
-    BufReader::new(holder.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "held", "the real sanlock could not acquire leases hactl initialised");
+    BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(
+        line.trim(),
+        "held",
+        "the real sanlock could not acquire leases hactl initialised"
+    );
 
     // Freeze the daemon so that renewals do not move timestamps between runs.
     let pid = Pid::from_raw(daemon.pid());
     kill(pid, Signal::SIGSTOP).unwrap();
     compare_all(&mut t, &fs, "held");
     let dump = run(hactl(), &["direct", "dump", &fs, "-f", "2"]).text();
-    assert!(dump.contains(" 0001 0001 1/0/0"), "R1 not shown as owned by host 1 gen 1 lver 1:\n{dump}");
-    assert!(dump.contains("0001 0001 SH"), "R2's shared holder not shown:\n{dump}");
-    assert!(dump.contains("dblock[0000] mbal 1 bal 1 inp 1 inp2 1"), "{dump}");
+    assert!(
+        dump.contains(" 0001 0001 1/0/0"),
+        "R1 not shown as owned by host 1 gen 1 lver 1:\n{dump}"
+    );
+    assert!(
+        dump.contains("0001 0001 SH"),
+        "R2's shared holder not shown:\n{dump}"
+    );
+    assert!(
+        dump.contains("dblock[0000] mbal 1 bal 1 inp 1 inp2 1"),
+        "{dump}"
+    );
     kill(pid, Signal::SIGCONT).unwrap();
 
     // Release by exiting; then compare again.
@@ -90,7 +138,10 @@ fn dump_and_read_leader_match_sanlock_on_a_joined_and_leased_area() {
         if !st.contains("\nr ") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "leases not released:\n{st}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leases not released:\n{st}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     kill(pid, Signal::SIGSTOP).unwrap();

@@ -27,7 +27,10 @@ fn geo_args(g: Option<(u32, &str, usize)>) -> Vec<String> {
 }
 
 fn with(base: &[&str], extra: &[String]) -> Vec<String> {
-    base.iter().map(|s| s.to_string()).chain(extra.iter().cloned()).collect()
+    base.iter()
+        .map(|s| s.to_string())
+        .chain(extra.iter().cloned())
+        .collect()
 }
 
 fn run_s(bin: &str, args: &[String]) -> Out {
@@ -40,7 +43,11 @@ fn same_output(t: &mut Tally, what: &str, args: &[String]) -> Out {
     let ours = run_s(hactl(), args);
     let theirs = run_s(sanlock(), args);
     t.same(what, &ours.stdout, &theirs.stdout);
-    assert_eq!(ours.code, theirs.code, "{what}: exit codes differ (hactl stderr: {})", ours.stderr);
+    assert_eq!(
+        ours.code, theirs.code,
+        "{what}: exit codes differ (hactl stderr: {})",
+        ours.stderr
+    );
     ours
 }
 
@@ -61,8 +68,20 @@ fn init_lockspace_is_byte_identical_for_every_geometry() {
             if let Some(io) = io {
                 extra.extend(["-o".to_string(), io.to_string()]);
             }
-            let sa = run_s(sanlock(), &with(&["direct", "init", "-s", &format!("LS:0:{}:{off}", p(&a))], &extra));
-            let ha = run_s(hactl(), &with(&["direct", "init", "-s", &format!("LS:0:{}:{off}", p(&b))], &extra));
+            let sa = run_s(
+                sanlock(),
+                &with(
+                    &["direct", "init", "-s", &format!("LS:0:{}:{off}", p(&a))],
+                    &extra,
+                ),
+            );
+            let ha = run_s(
+                hactl(),
+                &with(
+                    &["direct", "init", "-s", &format!("LS:0:{}:{off}", p(&b))],
+                    &extra,
+                ),
+            );
             t.same(&format!("init -s {g:?} stdout"), &ha.stdout, &sa.stdout);
             assert_eq!(ha.code, 0, "{}", ha.stderr);
             let (ab, bb) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
@@ -73,8 +92,18 @@ fn init_lockspace_is_byte_identical_for_every_geometry() {
             // Each tool reads the other's lockspace the same way.
             for file in [&a, &b] {
                 for args in [
-                    vec!["direct".into(), "read_leader".into(), "-s".into(), format!("LS:1:{}:{off}", p(file))],
-                    vec!["direct".into(), "read_leader".into(), "-s".into(), format!("LS:250:{}:{off}", p(file))],
+                    vec![
+                        "direct".into(),
+                        "read_leader".into(),
+                        "-s".into(),
+                        format!("LS:1:{}:{off}", p(file)),
+                    ],
+                    vec![
+                        "direct".into(),
+                        "read_leader".into(),
+                        "-s".into(),
+                        format!("LS:250:{}:{off}", p(file)),
+                    ],
                     vec!["direct".into(), "dump".into(), format!("{}:{off}", p(file))],
                     vec!["direct".into(), "dump".into(), p(file).to_string()],
                 ] {
@@ -100,8 +129,30 @@ fn init_resource_is_byte_identical_for_every_geometry() {
             make_file(&a, size, GUARD);
             make_file(&b, size, GUARD);
             let extra = with(&["-n", n], &geo_args(g));
-            let sa = run_s(sanlock(), &with(&["direct", "init", "-r", &format!("LS:RES-{n}:{}:{off}", p(&a))], &extra));
-            let ha = run_s(hactl(), &with(&["direct", "init", "-r", &format!("LS:RES-{n}:{}:{off}", p(&b))], &extra));
+            let sa = run_s(
+                sanlock(),
+                &with(
+                    &[
+                        "direct",
+                        "init",
+                        "-r",
+                        &format!("LS:RES-{n}:{}:{off}", p(&a)),
+                    ],
+                    &extra,
+                ),
+            );
+            let ha = run_s(
+                hactl(),
+                &with(
+                    &[
+                        "direct",
+                        "init",
+                        "-r",
+                        &format!("LS:RES-{n}:{}:{off}", p(&b)),
+                    ],
+                    &extra,
+                ),
+            );
             t.same("init -r stdout", &ha.stdout, &sa.stdout);
             assert_eq!(ha.code, 0, "{}", ha.stderr);
             let (mut ab, mut bb) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
@@ -111,12 +162,26 @@ fn init_resource_is_byte_identical_for_every_geometry() {
             t.same(&format!("init -r {g:?} -n {n} bytes"), &bb, &ab);
             for file in [&a, &b] {
                 for f in ["0", "1", "2"] {
-                    let args: Vec<String> = with(&["direct", "dump", &format!("{}:{off}", p(file)), "-f", f], &[]);
+                    let args: Vec<String> = with(
+                        &["direct", "dump", &format!("{}:{off}", p(file)), "-f", f],
+                        &[],
+                    );
                     same_output(&mut t, &format!("{args:?}"), &args);
                 }
-                let args = with(&["direct", "read_leader", "-r", &format!("LS:RES-{n}:{}:{off}", p(file))], &[]);
+                let args = with(
+                    &[
+                        "direct",
+                        "read_leader",
+                        "-r",
+                        &format!("LS:RES-{n}:{}:{off}", p(file)),
+                    ],
+                    &[],
+                );
                 same_output(&mut t, "read_leader -r", &args);
-                let args = with(&["direct", "next_free", &format!("{}:0", p(file))], &geo_args(g.or(Some((512, "1M", MIB)))));
+                let args = with(
+                    &["direct", "next_free", &format!("{}:0", p(file))],
+                    &geo_args(g.or(Some((512, "1M", MIB)))),
+                );
                 same_output(&mut t, "next_free", &args);
             }
         }
@@ -129,15 +194,49 @@ fn cleared_resource_is_refused_by_both() {
     let dir = workdir();
     let f = dir.path().join("z.img");
     make_file(&f, 3 * MIB, 0);
-    let r = run(hactl(), &["direct", "init", "-r", &format!("LS:R:{}:1048576", p(&f)), "-z", "1"]);
+    let r = run(
+        hactl(),
+        &[
+            "direct",
+            "init",
+            "-r",
+            &format!("LS:R:{}:1048576", p(&f)),
+            "-z",
+            "1",
+        ],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let args = with(&["direct", "read_leader", "-r", &format!("LS:R:{}:1048576", p(&f))], &[]);
+    let args = with(
+        &[
+            "direct",
+            "read_leader",
+            "-r",
+            &format!("LS:R:{}:1048576", p(&f)),
+        ],
+        &[],
+    );
     let ours = run_s(hactl(), &args);
     let theirs = run_s(sanlock(), &args);
     // write_timestamp is the writer's monotonic clock; everything else matches.
-    let strip = |o: &Out| o.text().lines().filter(|l| !l.starts_with("write_timestamp")).collect::<Vec<_>>().join("\n");
-    t.same("read_leader of a cleared lease", strip(&ours).as_bytes(), strip(&theirs).as_bytes());
-    assert!(theirs.text().starts_with("read_leader done -223\nmagic 0x11282016"), "{}", theirs.text());
+    let strip = |o: &Out| {
+        o.text()
+            .lines()
+            .filter(|l| !l.starts_with("write_timestamp"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    t.same(
+        "read_leader of a cleared lease",
+        strip(&ours).as_bytes(),
+        strip(&theirs).as_bytes(),
+    );
+    assert!(
+        theirs
+            .text()
+            .starts_with("read_leader done -223\nmagic 0x11282016"),
+        "{}",
+        theirs.text()
+    );
 }
 
 #[test]
@@ -152,8 +251,14 @@ fn rindex_commands_interoperate() {
         make_file(&a, size, GUARD);
         make_file(&b, size, GUARD);
         let rx = |f: &std::path::Path| format!("LS:{}:{align}", p(f));
-        let sa = run_s(sanlock(), &with(&["direct", "format", "-x", &rx(&a)], &geo_args(g)));
-        let ha = run_s(hactl(), &with(&["direct", "format", "-x", &rx(&b)], &geo_args(g)));
+        let sa = run_s(
+            sanlock(),
+            &with(&["direct", "format", "-x", &rx(&a)], &geo_args(g)),
+        );
+        let ha = run_s(
+            hactl(),
+            &with(&["direct", "format", "-x", &rx(&b)], &geo_args(g)),
+        );
         t.same("format stdout", &ha.stdout, &sa.stdout);
         let (mut ab, mut bb) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
         assert_guards(&bb, align, 3 * align, GUARD, "hactl format");
@@ -163,18 +268,76 @@ fn rindex_commands_interoperate() {
 
         // Entries added by one tool are seen by the other.
         let slot = |i: usize| (3 + i) * align;
-        let r = run(sanlock(), &["direct", "update", "-x", &rx(&b), "-e", &format!("R0:{}", slot(0))]);
+        let r = run(
+            sanlock(),
+            &[
+                "direct",
+                "update",
+                "-x",
+                &rx(&b),
+                "-e",
+                &format!("R0:{}", slot(0)),
+            ],
+        );
         assert_eq!(r.code, 0);
-        let r = run(hactl(), &["direct", "update", "-x", &rx(&a), "-e", &format!("R0:{}", slot(0))]);
+        let r = run(
+            hactl(),
+            &[
+                "direct",
+                "update",
+                "-x",
+                &rx(&a),
+                "-e",
+                &format!("R0:{}", slot(0)),
+            ],
+        );
         assert_eq!(r.code, 0, "{}", r.stderr);
-        for (file, e) in [(&a, "R0"), (&b, "R0"), (&a, &format!("R0:{}", slot(0))[..]), (&b, &format!(":{}", slot(0))[..])] {
-            same_output(&mut t, "lookup", &with(&["direct", "lookup", "-x", &rx(file), "-e", e], &[]));
+        for (file, e) in [
+            (&a, "R0"),
+            (&b, "R0"),
+            (&a, &format!("R0:{}", slot(0))[..]),
+            (&b, &format!(":{}", slot(0))[..]),
+        ] {
+            same_output(
+                &mut t,
+                "lookup",
+                &with(&["direct", "lookup", "-x", &rx(file), "-e", e], &[]),
+            );
         }
         for file in [&a, &b] {
-            same_output(&mut t, "lookup free", &with(&["direct", "lookup", "-x", &rx(file)], &[]));
-            same_output(&mut t, "lookup missing", &with(&["direct", "lookup", "-x", &rx(file), "-e", "NOPE"], &[]));
-            same_output(&mut t, "lookup differs", &with(&["direct", "lookup", "-x", &rx(file), "-e", &format!("R5:{}", slot(0))], &[]));
-            same_output(&mut t, "dump -f 1", &with(&["direct", "dump", &format!("{}:{align}", p(file)), "-f", "1"], &[]));
+            same_output(
+                &mut t,
+                "lookup free",
+                &with(&["direct", "lookup", "-x", &rx(file)], &[]),
+            );
+            same_output(
+                &mut t,
+                "lookup missing",
+                &with(&["direct", "lookup", "-x", &rx(file), "-e", "NOPE"], &[]),
+            );
+            same_output(
+                &mut t,
+                "lookup differs",
+                &with(
+                    &[
+                        "direct",
+                        "lookup",
+                        "-x",
+                        &rx(file),
+                        "-e",
+                        &format!("R5:{}", slot(0)),
+                    ],
+                    &[],
+                ),
+            );
+            same_output(
+                &mut t,
+                "dump -f 1",
+                &with(
+                    &["direct", "dump", &format!("{}:{align}", p(file)), "-f", "1"],
+                    &[],
+                ),
+            );
         }
         let masked = |f: &std::path::Path| {
             let mut v = std::fs::read(f).unwrap();
@@ -186,7 +349,18 @@ fn rindex_commands_interoperate() {
         // Resources at slots 1 and 3, then rebuild on both.
         for file in [&a, &b] {
             for i in [1usize, 3] {
-                let r = run_s(sanlock(), &with(&["direct", "init", "-r", &format!("LS:RES{i}:{}:{}", p(file), slot(i))], &geo_args(g)));
+                let r = run_s(
+                    sanlock(),
+                    &with(
+                        &[
+                            "direct",
+                            "init",
+                            "-r",
+                            &format!("LS:RES{i}:{}:{}", p(file), slot(i)),
+                        ],
+                        &geo_args(g),
+                    ),
+                );
                 assert_eq!(r.code, 0);
             }
         }
@@ -203,11 +377,36 @@ fn rindex_commands_interoperate() {
         assert_guards(&bb, align, 3 * align + 4 * align, GUARD, "rebuild");
         t.same("after rebuild, bytes", &bb, &ab);
         for file in [&a, &b] {
-            same_output(&mut t, "dump after rebuild", &with(&["direct", "dump", &format!("{}:{align}", p(file)), "-f", "1"], &[]));
-            same_output(&mut t, "lookup RES3", &with(&["direct", "lookup", "-x", &rx(file), "-e", "RES3"], &[]));
+            same_output(
+                &mut t,
+                "dump after rebuild",
+                &with(
+                    &["direct", "dump", &format!("{}:{align}", p(file)), "-f", "1"],
+                    &[],
+                ),
+            );
+            same_output(
+                &mut t,
+                "lookup RES3",
+                &with(&["direct", "lookup", "-x", &rx(file), "-e", "RES3"], &[]),
+            );
         }
         // Removal.
-        let rm = |bin: &str, f: &std::path::Path| run(bin, &["direct", "update", "-x", &rx(f), "-e", &format!(":{}", slot(1)), "-z", "1"]);
+        let rm = |bin: &str, f: &std::path::Path| {
+            run(
+                bin,
+                &[
+                    "direct",
+                    "update",
+                    "-x",
+                    &rx(f),
+                    "-e",
+                    &format!(":{}", slot(1)),
+                    "-z",
+                    "1",
+                ],
+            )
+        };
         assert_eq!(rm(sanlock(), &a).code, 0);
         assert_eq!(rm(hactl(), &b).code, 0);
         let (mut ab, mut bb) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
@@ -228,28 +427,80 @@ fn write_leader_is_read_back_as_valid_by_sanlock() {
     let f = dir.path().join("w.img");
     make_file(&f, 3 * MIB, 0);
     let fs = p(&f);
-    assert_eq!(run(sanlock(), &["direct", "init", "-s", &format!("LS:0:{fs}:0")]).code, 0);
-    assert_eq!(run(sanlock(), &["direct", "init", "-r", &format!("LS:R1:{fs}:1M")]).code, 0);
+    assert_eq!(
+        run(
+            sanlock(),
+            &["direct", "init", "-s", &format!("LS:0:{fs}:0")]
+        )
+        .code,
+        0
+    );
+    assert_eq!(
+        run(
+            sanlock(),
+            &["direct", "init", "-r", &format!("LS:R1:{fs}:1M")]
+        )
+        .code,
+        0
+    );
     let edits = dir.path().join("edits");
     std::fs::write(&edits, "timestamp 5\nowner_id 3\nlver 9\nbogus 1\n").unwrap();
 
-    let w = run(hactl(), &["direct", "write_leader", "-s", &format!("LS:2:{fs}:0"), "-F", p(&edits)]);
+    let w = run(
+        hactl(),
+        &[
+            "direct",
+            "write_leader",
+            "-s",
+            &format!("LS:2:{fs}:0"),
+            "-F",
+            p(&edits),
+        ],
+    );
     assert_eq!(w.code, 0, "{}", w.stderr);
-    let r = run(sanlock(), &["direct", "read_leader", "-s", &format!("LS:2:{fs}:0")]);
-    assert!(r.text().starts_with("read_leader done 0\n"), "sanlock refused hactl's leader:\n{}", r.text());
+    let r = run(
+        sanlock(),
+        &["direct", "read_leader", "-s", &format!("LS:2:{fs}:0")],
+    );
+    assert!(
+        r.text().starts_with("read_leader done 0\n"),
+        "sanlock refused hactl's leader:\n{}",
+        r.text()
+    );
     assert!(r.text().contains("\ntimestamp 5\n") && r.text().contains("\nowner_id 3\n"));
 
     // For resources sanlock writes a correct checksum too: same text, same bytes.
-    let args = with(&["direct", "write_leader", "-r", &format!("LS:R1:{fs}:1M"), "-F", p(&edits)], &[]);
+    let args = with(
+        &[
+            "direct",
+            "write_leader",
+            "-r",
+            &format!("LS:R1:{fs}:1M"),
+            "-F",
+            p(&edits),
+        ],
+        &[],
+    );
     let before = std::fs::read(&f).unwrap();
     let theirs = run_s(sanlock(), &args);
     let after_sanlock = std::fs::read(&f).unwrap();
     std::fs::write(&f, &before).unwrap();
     let ours = run_s(hactl(), &args);
     t.same("write_leader -r stdout", &ours.stdout, &theirs.stdout);
-    t.same("write_leader -r bytes", &std::fs::read(&f).unwrap(), &after_sanlock);
-    let r = run(sanlock(), &["direct", "read_leader", "-r", &format!("LS:R1:{fs}:1M")]);
-    assert!(r.text().starts_with("read_leader done 0\n") && r.text().contains("\nlver 9\n"), "{}", r.text());
+    t.same(
+        "write_leader -r bytes",
+        &std::fs::read(&f).unwrap(),
+        &after_sanlock,
+    );
+    let r = run(
+        sanlock(),
+        &["direct", "read_leader", "-r", &format!("LS:R1:{fs}:1M")],
+    );
+    assert!(
+        r.text().starts_with("read_leader done 0\n") && r.text().contains("\nlver 9\n"),
+        "{}",
+        r.text()
+    );
 }
 
 fn flip_bit(path: &std::path::Path, at: usize) {
@@ -265,48 +516,143 @@ fn damaged_records_are_refused_alike_and_nothing_is_written() {
     let f = dir.path().join("d.img");
     make_file(&f, 4 * MIB, 0);
     let fs = p(&f).to_string();
-    assert_eq!(run(sanlock(), &["direct", "init", "-s", &format!("LS:0:{fs}:0")]).code, 0);
-    assert_eq!(run(sanlock(), &["direct", "init", "-r", &format!("LS:R1:{fs}:1M")]).code, 0);
-    assert_eq!(run(sanlock(), &["direct", "format", "-x", &format!("LS:{fs}:2M")]).code, 0);
+    assert_eq!(
+        run(
+            sanlock(),
+            &["direct", "init", "-s", &format!("LS:0:{fs}:0")]
+        )
+        .code,
+        0
+    );
+    assert_eq!(
+        run(
+            sanlock(),
+            &["direct", "init", "-r", &format!("LS:R1:{fs}:1M")]
+        )
+        .code,
+        0
+    );
+    assert_eq!(
+        run(
+            sanlock(),
+            &["direct", "format", "-x", &format!("LS:{fs}:2M")]
+        )
+        .code,
+        0
+    );
 
     // One bit flipped in host 1's owner_generation, and in the resource's lver.
     flip_bit(&f, 40);
     flip_bit(&f, MIB + 48);
     let snapshot = std::fs::read(&f).unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (with(&["direct", "read_leader", "-s", &format!("LS:1:{fs}:0")], &[]), "read_leader done -229"),
-        (with(&["direct", "read_leader", "-r", &format!("LS:R1:{fs}:1M")], &[]), "read_leader done -229"),
+        (
+            with(
+                &["direct", "read_leader", "-s", &format!("LS:1:{fs}:0")],
+                &[],
+            ),
+            "read_leader done -229",
+        ),
+        (
+            with(
+                &["direct", "read_leader", "-r", &format!("LS:R1:{fs}:1M")],
+                &[],
+            ),
+            "read_leader done -229",
+        ),
         // Foreign magic: a resource read as a lockspace and the other way round.
-        (with(&["direct", "read_leader", "-s", &format!("LS:1:{fs}:1M")], &[]), "read_leader done -223"),
-        (with(&["direct", "read_leader", "-r", &format!("LS:R1:{fs}:2M")], &[]), "read_leader done -223"),
-        (with(&["direct", "read_leader", "-s", &format!("OTHER:2:{fs}:0")], &[]), "read_leader done -226"),
+        (
+            with(
+                &["direct", "read_leader", "-s", &format!("LS:1:{fs}:1M")],
+                &[],
+            ),
+            "read_leader done -223",
+        ),
+        (
+            with(
+                &["direct", "read_leader", "-r", &format!("LS:R1:{fs}:2M")],
+                &[],
+            ),
+            "read_leader done -223",
+        ),
+        (
+            with(
+                &["direct", "read_leader", "-s", &format!("OTHER:2:{fs}:0")],
+                &[],
+            ),
+            "read_leader done -226",
+        ),
         // 3M holds the index's own lease: right lockspace, wrong resource.
-        (with(&["direct", "read_leader", "-r", &format!("LS:R2:{fs}:3M")], &[]), "read_leader done -227"),
-        (with(&["direct", "lookup", "-x", &format!("LS:{fs}:1M")], &[]), "lookup done -274"),
-        (with(&["direct", "update", "-x", &format!("LS:{fs}:0"), "-e", "X:4M"], &[]), "update done -274"),
-        (with(&["direct", "lookup", "-x", &format!("OTHER:{fs}:2M")], &[]), "lookup done -276"),
+        (
+            with(
+                &["direct", "read_leader", "-r", &format!("LS:R2:{fs}:3M")],
+                &[],
+            ),
+            "read_leader done -227",
+        ),
+        (
+            with(&["direct", "lookup", "-x", &format!("LS:{fs}:1M")], &[]),
+            "lookup done -274",
+        ),
+        (
+            with(
+                &[
+                    "direct",
+                    "update",
+                    "-x",
+                    &format!("LS:{fs}:0"),
+                    "-e",
+                    "X:4M",
+                ],
+                &[],
+            ),
+            "update done -274",
+        ),
+        (
+            with(&["direct", "lookup", "-x", &format!("OTHER:{fs}:2M")], &[]),
+            "lookup done -276",
+        ),
     ];
     for (args, first) in &cases {
         let o = same_output(&mut t, &format!("{args:?}"), args);
         assert!(o.text().starts_with(first), "{args:?}: {}", o.text());
         assert_eq!(o.code, 1);
-        assert!(!o.stderr.is_empty(), "hactl gives no explanation for {args:?}");
-        assert_eq!(std::fs::read(&f).unwrap(), snapshot, "{args:?} wrote to the file");
+        assert!(
+            !o.stderr.is_empty(),
+            "hactl gives no explanation for {args:?}"
+        );
+        assert_eq!(
+            std::fs::read(&f).unwrap(),
+            snapshot,
+            "{args:?} wrote to the file"
+        );
     }
-    let o = run(hactl(), &["direct", "read_leader", "-s", &format!("LS:1:{fs}:0")]);
+    let o = run(
+        hactl(),
+        &["direct", "read_leader", "-s", &format!("LS:1:{fs}:0")],
+    );
     assert!(o.stderr.contains("bad checksum"), "{}", o.stderr);
 
     // Refused before writing: bad geometry, misaligned offset, name too long.
     for args in [
         vec!["direct", "init", "-s", "LS:0:FILE:0", "-Z", "4096"],
         vec!["direct", "init", "-s", "LS:0:FILE:100"],
-        vec!["direct", "init", "-s", &format!("{}:0:FILE:0", "n".repeat(49))],
+        vec![
+            "direct",
+            "init",
+            "-s",
+            &format!("{}:0:FILE:0", "n".repeat(49)),
+        ],
         vec!["direct", "init", "-r", "LS:R:FILE"],
     ] {
         let args: Vec<String> = args.iter().map(|a| a.replace("FILE", &fs)).collect();
         let o = run_s(hactl(), &args);
         assert_eq!(o.code, 1, "{args:?} should fail: {}", o.text());
-        assert_eq!(std::fs::read(&f).unwrap(), snapshot, "{args:?} wrote to the file");
+        assert_eq!(
+            std::fs::read(&f).unwrap(),
+            snapshot,
+            "{args:?} wrote to the file"
+        );
     }
 
     // A truncated file: a clear error, and the file is left as it is.
@@ -314,20 +660,56 @@ fn damaged_records_are_refused_alike_and_nothing_is_written() {
     let mut bytes = snapshot.clone();
     bytes.truncate(MIB + 512);
     std::fs::write(&short, &bytes).unwrap();
-    let o = run(hactl(), &["direct", "read_leader", "-r", &format!("LS:R1:{}:1M", p(&short))]);
+    let o = run(
+        hactl(),
+        &[
+            "direct",
+            "read_leader",
+            "-r",
+            &format!("LS:R1:{}:1M", p(&short)),
+        ],
+    );
     assert_eq!(o.code, 1);
     assert!(o.text().starts_with("read_leader done -90"), "{}", o.text());
     assert!(o.stderr.contains("too short"), "{}", o.stderr);
-    let o = run(hactl(), &["direct", "dump", &format!("{}:1M", p(&short)), "-Z", "512", "-A", "1M"]);
-    assert!(o.stderr.contains("ends inside the area at offset 1048576"), "{}", o.stderr);
-    assert_eq!(std::fs::read(&short).unwrap(), bytes, "reading a truncated file changed it");
+    let o = run(
+        hactl(),
+        &[
+            "direct",
+            "dump",
+            &format!("{}:1M", p(&short)),
+            "-Z",
+            "512",
+            "-A",
+            "1M",
+        ],
+    );
+    assert!(
+        o.stderr.contains("ends inside the area at offset 1048576"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(
+        std::fs::read(&short).unwrap(),
+        bytes,
+        "reading a truncated file changed it"
+    );
 }
 
 #[test]
 fn usage_errors_match_sanlock() {
     let mut t = Tally("usage", 0);
     for args in [
-        vec!["direct", "init", "-s", "LS:0:/nonexistent/x:0", "-Z", "512", "-A", "2M"],
+        vec![
+            "direct",
+            "init",
+            "-s",
+            "LS:0:/nonexistent/x:0",
+            "-Z",
+            "512",
+            "-A",
+            "2M",
+        ],
         vec!["direct", "init", "-A", "1M"],
         vec!["direct", "init", "-Z4096"],
         vec!["direct", "init"],

@@ -339,10 +339,21 @@ impl<'d> Area<'d> {
     /// must fit, so that a sequence of writes is refused before the first one
     /// rather than failing half way through.
     pub fn new(disk: &'d Disk, offset: u64, len: u64, timeout: Duration) -> Result<Self, IoError> {
-        if disk.kind == DiskKind::Block && offset.checked_add(len).is_none_or(|end| end > disk.size) {
-            return Err(IoError::DeviceTooShort { path: disk.path.clone(), offset, len: len as usize, size: disk.size });
+        if disk.kind == DiskKind::Block && offset.checked_add(len).is_none_or(|end| end > disk.size)
+        {
+            return Err(IoError::DeviceTooShort {
+                path: disk.path.clone(),
+                offset,
+                len: len as usize,
+                size: disk.size,
+            });
         }
-        Ok(Area { disk, offset, len, timeout })
+        Ok(Area {
+            disk,
+            offset,
+            len,
+            timeout,
+        })
     }
 
     fn check_inside(&self, rel: u64, len: usize) -> Result<(), IoError> {

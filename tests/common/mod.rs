@@ -17,7 +17,9 @@ pub fn sanlock() -> &'static str {
             return p;
         }
     }
-    panic!("the real sanlock is not installed: run the README's test command (apt-get install sanlock python3-sanlock)");
+    panic!(
+        "the real sanlock is not installed: run the README's test command (apt-get install sanlock python3-sanlock)"
+    );
 }
 
 /// Debian's python3, which has the sanlock module (not a pyenv python).
@@ -48,7 +50,9 @@ pub fn run_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Out {
     for (k, v) in env {
         c.env(k, v);
     }
-    let o = c.output().unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+    let o = c
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
     Out {
         stdout: o.stdout,
         stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
@@ -76,10 +80,17 @@ pub fn p(path: &Path) -> &str {
 /// Asserts every byte outside `[start, end)` still equals `fill`.
 pub fn assert_guards(bytes: &[u8], start: usize, end: usize, fill: u8, what: &str) {
     if let Some(i) = bytes[..start].iter().position(|&b| b != fill) {
-        panic!("{what}: guard byte at {i} (before the area at {start}) was changed to {:#x}", bytes[i]);
+        panic!(
+            "{what}: guard byte at {i} (before the area at {start}) was changed to {:#x}",
+            bytes[i]
+        );
     }
     if let Some(i) = bytes[end..].iter().position(|&b| b != fill) {
-        panic!("{what}: guard byte at {} (after the area ending at {end}) was changed to {:#x}", end + i, bytes[end + i]);
+        panic!(
+            "{what}: guard byte at {} (after the area ending at {end}) was changed to {:#x}",
+            end + i,
+            bytes[end + i]
+        );
     }
 }
 
@@ -100,8 +111,15 @@ pub struct Tally(pub &'static str, pub usize);
 impl Tally {
     pub fn same(&mut self, what: &str, ours: &[u8], theirs: &[u8]) {
         if ours != theirs {
-            let at = ours.iter().zip(theirs).position(|(a, b)| a != b).unwrap_or(ours.len().min(theirs.len()));
-            let show = |b: &[u8]| String::from_utf8_lossy(&b[at.saturating_sub(200)..b.len().min(at + 200)]).into_owned();
+            let at = ours
+                .iter()
+                .zip(theirs)
+                .position(|(a, b)| a != b)
+                .unwrap_or(ours.len().min(theirs.len()));
+            let show = |b: &[u8]| {
+                String::from_utf8_lossy(&b[at.saturating_sub(200)..b.len().min(at + 200)])
+                    .into_owned()
+            };
             panic!(
                 "{what}: hactl and sanlock differ at byte {at} (lengths {} / {})\n--- sanlock\n{}\n--- hactl\n{}",
                 theirs.len(),
@@ -133,7 +151,9 @@ impl SanlockDaemon {
         std::fs::create_dir_all(run_dir).unwrap();
         let log = std::fs::File::create(run_dir.join("daemon.log")).unwrap();
         let child = Command::new(sanlock())
-            .args(["daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root"])
+            .args([
+                "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root",
+            ])
             .env("SANLOCK_RUN_DIR", run_dir)
             .env("SANLOCK_PRIVILEGED", "0")
             .stdin(Stdio::null())
@@ -141,10 +161,16 @@ impl SanlockDaemon {
             .stderr(log)
             .spawn()
             .expect("start sanlock daemon");
-        let d = SanlockDaemon { run_dir: run_dir.to_path_buf(), child };
+        let d = SanlockDaemon {
+            run_dir: run_dir.to_path_buf(),
+            child,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !run_dir.join("sanlock.sock").exists() {
-            assert!(Instant::now() < deadline, "sanlock daemon did not create its socket");
+            assert!(
+                Instant::now() < deadline,
+                "sanlock daemon did not create its socket"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         d
@@ -183,10 +209,23 @@ impl LoopDev {
     pub fn new(image: &Path, sector_size: u32) -> LoopDev {
         let o = run(
             "losetup",
-            &["-f", "--show", "--sector-size", &sector_size.to_string(), "--direct-io=on", p(image)],
+            &[
+                "-f",
+                "--show",
+                "--sector-size",
+                &sector_size.to_string(),
+                "--direct-io=on",
+                p(image),
+            ],
         );
-        assert_eq!(o.code, 0, "losetup failed (tests need root and loop devices): {}", o.stderr);
-        LoopDev { dev: o.text().trim().to_string() }
+        assert_eq!(
+            o.code, 0,
+            "losetup failed (tests need root and loop devices): {}",
+            o.stderr
+        );
+        LoopDev {
+            dev: o.text().trim().to_string(),
+        }
     }
 }
 
@@ -194,4 +233,85 @@ impl Drop for LoopDev {
     fn drop(&mut self) {
         let _ = run("losetup", &["-d", &self.dev]);
     }
+}
+
+/// An `hactl daemon` in its own run dir, killed by pid on drop.
+pub struct HactlDaemon {
+    pub run_dir: PathBuf,
+    child: Child,
+}
+
+impl HactlDaemon {
+    pub fn start(run_dir: &Path) -> HactlDaemon {
+        Self::start_with(run_dir, &[])
+    }
+
+    pub fn start_with(run_dir: &Path, extra: &[&str]) -> HactlDaemon {
+        std::fs::create_dir_all(run_dir).unwrap();
+        let log = std::fs::File::create(run_dir.join("daemon.stderr")).unwrap();
+        let mut args = vec![
+            "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root",
+        ];
+        args.extend_from_slice(extra);
+        let child = Command::new(hactl())
+            .args(&args)
+            .env("SANLOCK_RUN_DIR", run_dir)
+            .env("SANLOCK_PRIVILEGED", "0")
+            .env("HACTL_SANLOCK_CONF", "/nonexistent")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start hactl daemon");
+        let d = HactlDaemon {
+            run_dir: run_dir.to_path_buf(),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !run_dir.join("sanlock.sock").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "hactl daemon did not create its socket"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    pub fn env(&self) -> [(&str, &str); 1] {
+        [("SANLOCK_RUN_DIR", self.run_dir.to_str().unwrap())]
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for HactlDaemon {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// The states `client gets -h 1` printed, by host_id.
+pub fn parse_gets_hosts(text: &str) -> std::collections::BTreeMap<u64, (u64, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // h <id> gen <g> timestamp <t> <STATE>
+            if f.len() == 7 && f[0] == "h" {
+                Some((f[1].parse().ok()?, (f[3].parse().ok()?, f[6].to_string())))
+            } else {
+                None
+            }
+        })
+        .collect()
 }

@@ -1,0 +1,510 @@
+//! A joined lockspace: the thread that acquires our host_id, renews it every
+//! 2 * io_timeout, reads everyone's delta lease at each renewal to judge
+//! them, and releases the host_id when the lockspace is removed. The lease
+//! logic is in [`crate::delta`] and [`crate::hosts`]; this is the driver.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use crate::delta::{self, DeltaAcquire, DeltaParams, Input, Step};
+use crate::geometry::Geometry;
+use crate::hosts::{HostEvent, HostTable};
+use crate::io::{Area, Disk};
+use crate::ondisk::{self, HOSTID_BITMAP_SIZE, LeaderRecord, Name};
+use crate::rv;
+use crate::timeouts::Timeouts;
+
+/// Seconds of CLOCK_MONOTONIC, the clock sanlock writes into delta leases.
+pub fn monotime() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64)
+        .unwrap_or(0)
+}
+
+/// Which of sanlock's three lists a lockspace is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpaceList {
+    Adding,
+    Active,
+    Removing,
+}
+
+/// One renewal, for `client renewal`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RenewalEntry {
+    pub timestamp: u64,
+    pub read_ms: u64,
+    pub write_ms: u64,
+    pub next_timeouts: u32,
+    pub next_errors: u32,
+}
+
+/// What the lockspace thread reports, under one lock.
+#[derive(Debug)]
+pub struct SpaceState {
+    pub list: SpaceList,
+    pub sector_size: u32,
+    pub align_size: u32,
+    pub host_generation: u64,
+    /// 0 until the acquire finishes; then SANLK_OK (1) or an error.
+    pub acquire_last_result: i32,
+    pub acquire_last_attempt: u64,
+    pub acquire_last_success: u64,
+    pub renewal_last_result: i32,
+    pub renewal_last_attempt: u64,
+    pub renewal_last_success: u64,
+    pub corrupt_result: i32,
+    pub renew_fail: bool,
+    pub space_dead: bool,
+    pub external_used: bool,
+    pub used_by_orphans: bool,
+    pub hosts: HostTable,
+    pub history: VecDeque<RenewalEntry>,
+    pub history_size: usize,
+    /// Our event, sent to hosts whose bit we set (write_id/gen/timestamp).
+    pub host_event: (u64, u64, u64),
+    pub set_event_time: u64,
+    pub our_leader: LeaderRecord,
+}
+
+/// A lockspace this daemon has been asked to join.
+pub struct Space {
+    pub space_id: u32,
+    pub name: Name,
+    pub host_id: u64,
+    pub path: PathBuf,
+    pub offset: u64,
+    pub io_timeout: u64,
+    pub our_name: Name,
+    pub watchdog_fire_timeout: u64,
+    pub set_bitmap_seconds: u64,
+    pub state: Mutex<SpaceState>,
+    /// Signalled whenever state changes that waiters care about.
+    pub changed: Condvar,
+    pub stop: AtomicBool,
+    /// rem_lockspace asked for it (not a failure).
+    pub external_remove: AtomicBool,
+    pub thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub event_fds: Mutex<Vec<std::os::unix::net::UnixStream>>,
+}
+
+impl Space {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        space_id: u32,
+        name: Name,
+        host_id: u64,
+        path: PathBuf,
+        offset: u64,
+        io_timeout: u64,
+        our_name: Name,
+        watchdog_fire_timeout: u64,
+        set_bitmap_seconds: u64,
+        history_size: usize,
+    ) -> Space {
+        Space {
+            space_id,
+            name,
+            host_id,
+            path,
+            offset,
+            io_timeout,
+            our_name,
+            watchdog_fire_timeout,
+            set_bitmap_seconds,
+            state: Mutex::new(SpaceState {
+                list: SpaceList::Adding,
+                sector_size: 0,
+                align_size: 0,
+                host_generation: 0,
+                acquire_last_result: 0,
+                acquire_last_attempt: 0,
+                acquire_last_success: 0,
+                renewal_last_result: 0,
+                renewal_last_attempt: 0,
+                renewal_last_success: 0,
+                corrupt_result: 0,
+                renew_fail: false,
+                space_dead: false,
+                external_used: false,
+                used_by_orphans: false,
+                hosts: HostTable::new(0, host_id),
+                history: VecDeque::new(),
+                history_size,
+                host_event: (0, 0, 0),
+                set_event_time: 0,
+                our_leader: LeaderRecord::default(),
+            }),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+            external_remove: AtomicBool::new(false),
+            thread: Mutex::new(None),
+            event_fds: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            io_timeout: self.io_timeout,
+            watchdog_fire_timeout: self.watchdog_fire_timeout,
+        }
+    }
+
+    fn set(&self, f: impl FnOnce(&mut SpaceState)) {
+        let mut st = self.state.lock().unwrap();
+        f(&mut st);
+        self.changed.notify_all();
+    }
+
+    /// Sleeps `secs`, waking each 100 ms to see whether we must stop.
+    /// Returns false if stopped.
+    fn sleep_unless_stopped(&self, secs: f64) -> bool {
+        let end = std::time::Instant::now() + Duration::from_secs_f64(secs);
+        while std::time::Instant::now() < end {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100).min(end - std::time::Instant::now()));
+        }
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    pub fn start(self: &Arc<Self>) {
+        let sp = self.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("ls-{}", self.space_id))
+            .spawn(move || sp.run())
+            .expect("spawn lockspace thread");
+        *self.thread.lock().unwrap() = Some(h);
+    }
+
+    /// Finds the geometry from host 1's leader, as sanlock does before it
+    /// acquires (`delta_read_lockspace_sizes`).
+    fn read_sizes(&self, disk: &Disk) -> Result<Geometry, i32> {
+        let t = Duration::from_secs(self.io_timeout);
+        let buf = disk
+            .read(self.offset, 4096.max(disk.device_sector as usize), t)
+            .map_err(|e| e.sanlk_rv())?;
+        let lr = LeaderRecord::decode(&buf).map_err(|e| e.sanlk_rv())?;
+        if lr.magic != ondisk::DELTA_DISK_MAGIC {
+            return Err(rv::SANLK_LEADER_MAGIC);
+        }
+        if lr.version & 0xFFFF_0000 != ondisk::DELTA_DISK_VERSION_MAJOR {
+            return Err(rv::SANLK_LEADER_VERSION);
+        }
+        if lr.sector_size != 512 && lr.sector_size != 4096 {
+            return Err(rv::SANLK_LEADER_SECTORSIZE);
+        }
+        Geometry::from_leader(lr.sector_size, lr.flags).ok_or(rv::SANLK_ADDLS_SIZES)
+    }
+
+    fn run(self: Arc<Self>) {
+        let result = self.join_and_renew();
+        if let Err(e) = result {
+            self.set(|st| {
+                if st.acquire_last_result == 0 {
+                    st.acquire_last_result = e;
+                }
+            });
+        }
+    }
+
+    fn join_and_renew(&self) -> Result<(), i32> {
+        let begin = monotime();
+        self.set(|st| st.acquire_last_attempt = begin);
+        let disk = Disk::open(&self.path).map_err(|e| {
+            error!(space = %self.name, "open {}: {e}", self.path.display());
+            -libc::ENODEV
+        })?;
+        let g = self.read_sizes(&disk)?;
+        if self.host_id > g.max_hosts() as u64 {
+            return Err(rv::SANLK_ADDLS_INVALID_HOSTID);
+        }
+        let ss = g.sector_size as usize;
+        let io = Duration::from_secs(self.io_timeout);
+        let area =
+            Area::new(&disk, self.offset, g.align_size as u64, io).map_err(|e| e.sanlk_rv())?;
+        self.set(|st| {
+            st.sector_size = g.sector_size;
+            st.align_size = g.align_size;
+            st.hosts = HostTable::new(g.max_hosts() as usize, self.host_id);
+        });
+        let p = DeltaParams {
+            space_name: self.name,
+            host_id: self.host_id,
+            our_name: self.our_name,
+            io_timeout: self.io_timeout,
+            sector_size: ss,
+            watchdog_fire_timeout: self.watchdog_fire_timeout,
+        };
+        let slot = (self.host_id - 1) * ss as u64;
+
+        // Acquire our host_id.
+        let mut acq = DeltaAcquire::new(p.clone(), monotime());
+        let mut step = acq.step(monotime(), Input::Start);
+        let leader = loop {
+            step = match step {
+                Step::Read => {
+                    let r = area
+                        .read(slot, ss)
+                        .map(|b| b.to_vec())
+                        .map_err(|e| e.sanlk_rv());
+                    acq.step(monotime(), Input::ReadDone(r))
+                }
+                Step::Write(sector) => {
+                    let r = area.write(slot, &sector).map_err(|e| e.sanlk_rv());
+                    acq.step(monotime(), Input::WriteDone(r))
+                }
+                Step::Sleep(secs) => {
+                    info!(space = %self.name, "delta acquire waits {secs}s");
+                    if !self.sleep_unless_stopped(secs as f64) {
+                        return Err(rv::SANLK_ERROR);
+                    }
+                    acq.step(monotime(), Input::Slept)
+                }
+                Step::Done(Ok(lr)) => break lr,
+                Step::Done(Err(e)) => {
+                    warn!(space = %self.name, "host_id {} acquire failed {e}", self.host_id);
+                    return Err(e);
+                }
+            };
+        };
+        info!(space = %self.name, "host_id {} generation {} acquired", self.host_id, leader.owner_generation);
+        self.set(|st| {
+            st.acquire_last_result = rv::SANLK_OK;
+            st.acquire_last_success = leader.timestamp;
+            st.renewal_last_result = rv::SANLK_OK;
+            st.renewal_last_attempt = begin;
+            st.renewal_last_success = leader.timestamp;
+            st.host_generation = leader.owner_generation;
+            st.our_leader = leader;
+            push_history(
+                st,
+                RenewalEntry {
+                    timestamp: leader.timestamp,
+                    ..Default::default()
+                },
+            );
+        });
+
+        // Renew until asked to stop.
+        let mut last = leader;
+        let mut prev_ok = true;
+        let renew_every = self.timeouts().id_renewal_seconds();
+        // Renewal writes may take as long as the host could stay alive.
+        let write_timeout = Duration::from_secs(self.timeouts().host_dead_seconds());
+        let renew_area = Area::new(&disk, self.offset, g.align_size as u64, write_timeout)
+            .map_err(|e| e.sanlk_rv())?;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let last_success = self.state.lock().unwrap().renewal_last_success;
+            if monotime().saturating_sub(last_success) < renew_every {
+                self.sleep_unless_stopped(1.0);
+                continue;
+            }
+            if !self.sleep_unless_stopped(0.5) {
+                break;
+            }
+            let attempt = monotime();
+            let (bitmap, extra) = self.bitmap_and_extra(attempt);
+            let t0 = std::time::Instant::now();
+            let read = area.read(0, g.align_size as usize);
+            let read_ms = t0.elapsed().as_millis() as u64;
+            let result = match read {
+                Err(e) => Err(e.sanlk_rv()),
+                Ok(buf) => {
+                    let now = monotime();
+                    let events = {
+                        let mut st = self.state.lock().unwrap();
+                        st.hosts.observe(now, &buf, ss, &self.name)
+                    };
+                    if !events.is_empty() {
+                        self.deliver_events(&events);
+                    }
+                    match delta::renew(&p, &last, prev_ok, &buf, now, extra, &bitmap) {
+                        Err(e) => Err(e),
+                        Ok((lr, sector)) => {
+                            let t1 = std::time::Instant::now();
+                            match renew_area.write(slot, &sector) {
+                                Ok(()) => Ok((lr, read_ms, t1.elapsed().as_millis() as u64)),
+                                Err(e) => Err(e.sanlk_rv()),
+                            }
+                        }
+                    }
+                }
+            };
+            match result {
+                Ok((lr, rd, wr)) => {
+                    last = lr;
+                    prev_ok = true;
+                    self.set(|st| {
+                        st.renewal_last_result = rv::SANLK_OK;
+                        st.renewal_last_attempt = attempt;
+                        st.renewal_last_success = lr.timestamp;
+                        st.our_leader = lr;
+                        push_history(
+                            st,
+                            RenewalEntry {
+                                timestamp: lr.timestamp,
+                                read_ms: rd,
+                                write_ms: wr,
+                                ..Default::default()
+                            },
+                        );
+                    });
+                }
+                Err(e) => {
+                    prev_ok = false;
+                    warn!(space = %self.name, "renewal error {e}");
+                    self.set(|st| {
+                        st.renewal_last_result = e;
+                        st.renewal_last_attempt = attempt;
+                        if is_corrupt(e) && st.corrupt_result == 0 {
+                            st.corrupt_result = e;
+                        }
+                        if let Some(h) = st.history.back_mut() {
+                            if e == rv::SANLK_AIO_TIMEOUT {
+                                h.next_timeouts += 1;
+                            } else {
+                                h.next_errors += 1;
+                            }
+                        }
+                    });
+                }
+            }
+            self.check_our_lease();
+        }
+
+        // Release our host_id if our last renewal left it valid.
+        if prev_ok {
+            let (_, sector) = delta::release_sector(&last, ss);
+            if let Err(e) = area.write(slot, &sector) {
+                warn!(space = %self.name, "release of host_id {} failed: {e}", self.host_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// A lockspace whose renewals have failed for 8 * io_timeout is dead
+    /// here: its holders must go (sanlock's `check_our_lease`).
+    fn check_our_lease(&self) {
+        let now = monotime();
+        let fail = self.timeouts().id_renewal_fail_seconds();
+        let mut st = self.state.lock().unwrap();
+        let gap = now.saturating_sub(st.renewal_last_success);
+        if (gap >= fail || st.corrupt_result != 0) && !st.space_dead {
+            error!(space = %self.name, "renewal failed for {gap}s: lockspace lost (corrupt_result {})", st.corrupt_result);
+            st.renew_fail = true;
+            st.space_dead = true;
+            self.changed.notify_all();
+        } else if gap >= self.timeouts().id_renewal_warn_seconds() {
+            warn!(space = %self.name, "renewal is {gap}s late");
+        }
+    }
+
+    /// The bits we set for other hosts, and our event (`create_bitmap_and_extra`).
+    fn bitmap_and_extra(&self, now: u64) -> ([u8; HOSTID_BITMAP_SIZE], (u64, u64, u64)) {
+        let mut st = self.state.lock().unwrap();
+        let mut bm = [0u8; HOSTID_BITMAP_SIZE];
+        let our = self.host_id as usize;
+        let secs = self.set_bitmap_seconds;
+        for (i, hs) in st.hosts.hosts.iter_mut().enumerate() {
+            if i + 1 == our || hs.set_bit_time == 0 {
+                continue;
+            }
+            if now.saturating_sub(hs.set_bit_time) > secs {
+                hs.set_bit_time = 0;
+            } else if i / 8 < HOSTID_BITMAP_SIZE {
+                bm[i / 8] |= 1 << (i % 8);
+            }
+        }
+        (bm, st.host_event)
+    }
+
+    /// Sends events other hosts addressed to us to every `reg_event` fd; a
+    /// fd that cannot take it is dropped.
+    fn deliver_events(&self, events: &[HostEvent]) {
+        use crate::proto::{
+            EventCb, Header, SM_CB_GET_EVENT, SM_CB_PROTO, SM_MAGIC, SanlkHostEvent, WireStruct,
+        };
+        use std::io::Write;
+        let mut fds = self.event_fds.lock().unwrap();
+        for ev in events {
+            let cb = EventCb {
+                h: Header {
+                    magic: SM_MAGIC,
+                    version: SM_CB_PROTO,
+                    cmd: SM_CB_GET_EVENT,
+                    length: EventCb::SIZE as u32,
+                    ..Default::default()
+                },
+                he: SanlkHostEvent {
+                    host_id: ev.host_id,
+                    generation: ev.generation,
+                    event: ev.event,
+                    data: ev.data,
+                },
+                from_host_id: ev.from_host_id,
+                from_generation: ev.from_generation,
+            };
+            let bytes = cb.encode();
+            fds.retain_mut(|s| s.set_nonblocking(true).is_ok() && s.write_all(&bytes).is_ok());
+        }
+    }
+
+    /// Drops event fds whose client ended them (wrote 1 or closed).
+    pub fn prune_event_fds(&self) {
+        let mut fds = self.event_fds.lock().unwrap();
+        fds.retain(|s| {
+            let mut b = [0u8; 4];
+            let _ = s.set_nonblocking(true);
+            match nix::sys::socket::recv(
+                std::os::unix::io::AsRawFd::as_raw_fd(s),
+                &mut b,
+                nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+            ) {
+                Err(nix::errno::Errno::EAGAIN) => true,
+                Ok(4) => u32::from_le_bytes(b) != 1,
+                _ => false,
+            }
+        });
+    }
+
+    /// Asks the thread to stop (and release), and waits for it.
+    pub fn stop_and_join(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.thread.lock().unwrap().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn push_history(st: &mut SpaceState, e: RenewalEntry) {
+    if st.history_size == 0 {
+        return;
+    }
+    if st.history.len() == st.history_size {
+        st.history.pop_front();
+    }
+    st.history.push_back(e);
+}
+
+fn is_corrupt(e: i32) -> bool {
+    matches!(
+        e,
+        rv::SANLK_RENEW_OWNER
+            | rv::SANLK_RENEW_DIFF
+            | rv::SANLK_LEADER_MAGIC
+            | rv::SANLK_LEADER_VERSION
+            | rv::SANLK_LEADER_SECTORSIZE
+            | rv::SANLK_LEADER_LOCKSPACE
+            | rv::SANLK_LEADER_CHECKSUM
+    )
+}

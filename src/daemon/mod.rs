@@ -1,0 +1,406 @@
+//! `hactl daemon`: joins lockspaces, renews them, judges the other hosts,
+//! and answers sanlock's socket protocol.
+//!
+//! - [`lockspace`]: one thread per joined lockspace (acquire, renew, release)
+//! - [`server`]: the socket, one thread per connection, command dispatch
+//! - [`config`]: flags and sanlock.conf
+//! - [`log`]: the log_dump ring and log lines
+
+pub mod config;
+pub mod lockspace;
+pub mod log;
+pub mod server;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use self::config::DaemonConfig;
+use self::lockspace::{Space, SpaceList};
+use crate::ondisk::Name;
+
+/// A client connection as `client status` lists it.
+#[derive(Clone, Debug)]
+pub struct ClientSlot {
+    pub fd: i32,
+    pub pid: i32,
+    pub owner_name: String,
+    pub cmd_last: u32,
+    pub registered: bool,
+}
+
+/// Everything the daemon shares between its threads.
+pub struct Daemon {
+    pub cfg: DaemonConfig,
+    pub our_host_name: Name,
+    /// Every lockspace, each on one of sanlock's three lists (see SpaceState::list).
+    pub spaces: Mutex<Vec<Arc<Space>>>,
+    /// Slot 0 is the "helper", slot 1 the "listener", as in sanlock.
+    pub clients: Mutex<Vec<Option<ClientSlot>>>,
+    next_space_id: AtomicU32,
+    pub log: Arc<Mutex<log::LogRing>>,
+    pub shutting_down: AtomicBool,
+    pub started: u64,
+}
+
+/// Why a lockspace request was refused (sanlock's error numbers).
+pub type Rv = i32;
+
+impl Daemon {
+    pub fn new(cfg: DaemonConfig, log: Arc<Mutex<log::LogRing>>) -> Daemon {
+        let our_host_name = match &cfg.our_host_name {
+            Some(n) => Name::from_bytes(&n.as_bytes()[..n.len().min(48)]).unwrap_or_default(),
+            None => crate::delta::default_host_name(),
+        };
+        let fixed = |name: &str| {
+            Some(ClientSlot {
+                fd: -1,
+                pid: -1,
+                owner_name: name.into(),
+                cmd_last: 0,
+                registered: false,
+            })
+        };
+        Daemon {
+            cfg,
+            our_host_name,
+            spaces: Mutex::new(Vec::new()),
+            clients: Mutex::new(vec![fixed("helper"), fixed("listener")]),
+            next_space_id: AtomicU32::new(1),
+            log,
+            shutting_down: AtomicBool::new(false),
+            started: lockspace::monotime(),
+        }
+    }
+
+    pub fn list_of(sp: &Space) -> SpaceList {
+        sp.state.lock().unwrap().list
+    }
+
+    /// Spaces on one list, newest first (sanlock adds to the head).
+    pub fn spaces_on(&self, list: SpaceList) -> Vec<Arc<Space>> {
+        let v = self.spaces.lock().unwrap();
+        v.iter()
+            .rev()
+            .filter(|s| Self::list_of(s) == list)
+            .cloned()
+            .collect()
+    }
+
+    pub fn find_by_name(&self, name: &Name) -> Option<Arc<Space>> {
+        self.spaces
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.name.same_as(name))
+            .cloned()
+    }
+
+    /// `add_lockspace_start`: checks for duplicates and starts the thread.
+    pub fn add_lockspace_start(
+        &self,
+        name: Name,
+        host_id: u64,
+        path: &str,
+        offset: u64,
+        io_timeout: u64,
+    ) -> Result<Arc<Space>, Rv> {
+        if name.is_empty() || host_id == 0 || path.is_empty() {
+            return Err(-libc::EINVAL);
+        }
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(-libc::ESHUTDOWN);
+        }
+        let mut spaces = self.spaces.lock().unwrap();
+        for sp in spaces.iter() {
+            let exact = sp.name.same_as(&name)
+                && sp.path.as_os_str() == path
+                && sp.offset == offset
+                && sp.host_id == host_id;
+            if exact {
+                return Err(match Self::list_of(sp) {
+                    SpaceList::Active => -libc::EEXIST,
+                    SpaceList::Adding => -libc::EINPROGRESS,
+                    SpaceList::Removing => -libc::EAGAIN,
+                });
+            }
+            if sp.name.same_as(&name) || (sp.path.as_os_str() == path && sp.offset == offset) {
+                return Err(-libc::EINVAL);
+            }
+        }
+        let io = if io_timeout == 0 {
+            self.cfg.io_timeout
+        } else {
+            io_timeout
+        };
+        let sp = Arc::new(Space::new(
+            self.next_space_id.fetch_add(1, Ordering::Relaxed),
+            name,
+            host_id,
+            PathBuf::from(path),
+            offset,
+            io,
+            self.our_host_name,
+            self.cfg.watchdog_fire_timeout,
+            if self.cfg.set_bitmap_seconds > 0 {
+                self.cfg.set_bitmap_seconds
+            } else {
+                6 * io
+            },
+            self.cfg.renewal_history_size,
+        ));
+        spaces.push(sp.clone());
+        drop(spaces);
+        info!(
+            "s{} lockspace {}:{}:{}:{}",
+            sp.space_id, name, host_id, path, offset
+        );
+        sp.start();
+        Ok(sp)
+    }
+
+    /// `add_lockspace_wait`: waits for the host_id acquire to finish; on
+    /// success the lockspace becomes active, on failure it is forgotten.
+    pub fn add_lockspace_wait(&self, sp: &Arc<Space>) -> Rv {
+        let mut st = sp.state.lock().unwrap();
+        while st.acquire_last_result == 0 {
+            st = sp
+                .changed
+                .wait_timeout(st, Duration::from_secs(1))
+                .unwrap()
+                .0;
+        }
+        let r = st.acquire_last_result;
+        if r == crate::rv::SANLK_OK && !sp.external_remove.load(Ordering::Relaxed) {
+            st.list = SpaceList::Active;
+            return 0;
+        }
+        drop(st);
+        sp.stop_and_join();
+        self.spaces.lock().unwrap().retain(|s| !Arc::ptr_eq(s, sp));
+        if r == crate::rv::SANLK_OK { -1 } else { r }
+    }
+
+    /// Lockspaces match for inq/rem by name, path and offset (and host_id if given).
+    pub fn find_exact(
+        &self,
+        name: &Name,
+        host_id: u64,
+        path: &str,
+        offset: u64,
+    ) -> Option<Arc<Space>> {
+        self.spaces
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| {
+                s.name.same_as(name)
+                    && s.path.as_os_str() == path
+                    && s.offset == offset
+                    && (host_id == 0 || s.host_id == host_id)
+            })
+            .cloned()
+    }
+
+    pub fn inq_lockspace(&self, name: &Name, host_id: u64, path: &str, offset: u64) -> Rv {
+        match self.find_exact(name, host_id, path, offset) {
+            None => -libc::ENOENT,
+            Some(sp) => match Self::list_of(&sp) {
+                SpaceList::Active => 0,
+                _ => -libc::EINPROGRESS,
+            },
+        }
+    }
+
+    /// `rem_lockspace`: stops the thread (which releases the host_id).
+    /// Returns at once with `wait == false`.
+    pub fn rem_lockspace(
+        self: &Arc<Self>,
+        name: &Name,
+        host_id: u64,
+        path: &str,
+        offset: u64,
+        wait: bool,
+    ) -> Rv {
+        let Some(sp) = self.find_exact(name, host_id, path, offset) else {
+            return -libc::ENOENT;
+        };
+        {
+            let mut st = sp.state.lock().unwrap();
+            match st.list {
+                SpaceList::Removing => return -libc::EINPROGRESS,
+                SpaceList::Adding => {
+                    // The add in progress is abandoned; its waiter removes it.
+                    sp.external_remove.store(true, Ordering::Relaxed);
+                    sp.stop.store(true, Ordering::Relaxed);
+                    return 0;
+                }
+                SpaceList::Active => st.list = SpaceList::Removing,
+            }
+        }
+        sp.external_remove.store(true, Ordering::Relaxed);
+        let d = self.clone();
+        let remover = std::thread::spawn(move || {
+            sp.stop_and_join();
+            d.spaces.lock().unwrap().retain(|s| !Arc::ptr_eq(s, &sp));
+            info!("s{} lockspace removed", sp.space_id);
+        });
+        if wait {
+            let _ = remover.join();
+        }
+        0
+    }
+
+    /// Takes a client slot (lowest free at or after 2).
+    pub fn client_add(&self, slot: ClientSlot) -> usize {
+        let mut c = self.clients.lock().unwrap();
+        if let Some(i) = c.iter().skip(2).position(|s| s.is_none()) {
+            c[i + 2] = Some(slot);
+            i + 2
+        } else {
+            c.push(Some(slot));
+            c.len() - 1
+        }
+    }
+
+    pub fn client_update(&self, ci: usize, f: impl FnOnce(&mut ClientSlot)) {
+        if let Some(Some(s)) = self.clients.lock().unwrap().get_mut(ci) {
+            f(s);
+        }
+    }
+
+    pub fn client_free(&self, ci: usize) {
+        if let Some(s) = self.clients.lock().unwrap().get_mut(ci) {
+            *s = None;
+        }
+    }
+}
+
+/// Holds the run dir's `sanlock.pid` write lock for the daemon's life, so
+/// two daemons never share a run dir.
+pub fn lockfile(cfg: &DaemonConfig) -> Result<File, String> {
+    let dir = &cfg.run_dir;
+    // SAFETY: umask has no preconditions.
+    unsafe { libc::umask(0o002) };
+    match std::fs::create_dir(dir) {
+        Ok(()) => {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o775));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create run dir {}: {e}", dir.display())),
+    }
+    let gid = if cfg.privileged { 0 } else { cfg.gid };
+    let _ = nix::unistd::chown(dir, Some(cfg.uid.into()), Some(gid.into()));
+    let path = dir.join("sanlock.pid");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(&path)
+        .map_err(|e| format!("cannot open lockfile {}: {e}", path.display()))?;
+    let lock = libc::flock {
+        l_type: libc::F_WRLCK as i16,
+        l_whence: libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    // SAFETY: fcntl on our open fd with a valid flock struct.
+    let rc = unsafe {
+        libc::fcntl(
+            std::os::unix::io::AsRawFd::as_raw_fd(&f),
+            libc::F_SETLK,
+            &lock,
+        )
+    };
+    if rc < 0 {
+        return Err(format!(
+            "lockfile setlk error {}: another daemon is running with run dir {}",
+            path.display(),
+            dir.display()
+        ));
+    }
+    f.set_len(0).map_err(|e| e.to_string())?;
+    writeln!(f, "{}", std::process::id()).map_err(|e| e.to_string())?;
+    Ok(f)
+}
+
+/// Entry point of `hactl daemon [options]`. Returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let mut cfg = DaemonConfig::from_env();
+    let conf_path =
+        std::env::var("HACTL_SANLOCK_CONF").unwrap_or_else(|_| config::SANLK_CONF_PATH.into());
+    let conf_notes = cfg.load_conf(std::path::Path::new(&conf_path));
+    if let Err(e) = cfg.apply_args(args) {
+        println!("{e}");
+        return 1;
+    }
+    let ring = Arc::new(Mutex::new(log::LogRing::default()));
+    let logfile = if cfg.run_dir.as_os_str() == config::DEFAULT_RUN_DIR {
+        PathBuf::from("/var/log/hactl.log")
+    } else {
+        cfg.run_dir.join("hactl.log")
+    };
+    let layer = log::RingLayer {
+        ring: ring.clone(),
+        stderr_all: cfg.debug,
+        file: (cfg.logfile_priority >= 0)
+            .then(|| {
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&logfile)
+                    .ok()
+                    .map(Mutex::new)
+            })
+            .flatten(),
+    };
+    use tracing_subscriber::layer::SubscriberExt;
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+    for n in conf_notes {
+        warn!("{n}");
+    }
+
+    let _lock = match lockfile(&cfg) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("hactl daemon: {e}");
+            return 1;
+        }
+    };
+    if cfg.run_dir.as_os_str() != config::DEFAULT_RUN_DIR {
+        warn!(
+            "Using non-standard run directory '{}'",
+            cfg.run_dir.display()
+        );
+    }
+    if !cfg.privileged {
+        warn!("Running in unprivileged mode");
+    }
+    let daemon = Arc::new(Daemon::new(cfg, ring));
+    warn!(
+        "hactl daemon started {} (sanlock 3.8.5 protocol) host {}",
+        env!("CARGO_PKG_VERSION"),
+        daemon.our_host_name
+    );
+    let listener = match server::listen(&daemon.cfg) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("hactl daemon: {e}");
+            return 1;
+        }
+    };
+    server::serve(daemon.clone(), listener);
+    for sp in daemon.spaces.lock().unwrap().clone() {
+        sp.stop_and_join();
+    }
+    let _ = std::fs::remove_file(daemon.cfg.run_dir.join("sanlock.sock"));
+    0
+}
