@@ -241,7 +241,12 @@ pub fn renew(
     extra: (u64, u64, u64),
     bitmap: &[u8; HOSTID_BITMAP_SIZE],
 ) -> Result<(LeaderRecord, Vec<u8>), i32> {
-    let at = (p.host_id as usize - 1) * p.sector_size;
+    // The slot is the one the last lease names as its owner, as sanlock
+    // does: a lease that was never acquired (owner 0) cannot be renewed.
+    let at = (last.owner_id as usize)
+        .checked_sub(1)
+        .ok_or(-libc::EINVAL)?
+        * p.sector_size;
     let sector = area.get(at..at + p.sector_size).ok_or(-libc::EINVAL)?;
     let mut lr = verify_sector(sector, &p.space_name)?;
     if lr.owner_id != last.owner_id

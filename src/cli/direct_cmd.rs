@@ -229,6 +229,34 @@ pub fn run(com: &Com) -> i32 {
             }
         }
         "format" | "lookup" | "update" | "rebuild" => rindex_action(com, &o),
+        "acquire_id" | "renew_id" | "release_id" => {
+            let Some(ls) = com.lockspace.as_ref() else {
+                eprintln!("hactl: {} needs -s LOCKSPACE", com.action);
+                println!("{} done -22", com.action);
+                return 1;
+            };
+            let r = match com.action.as_str() {
+                "acquire_id" => {
+                    let name = com
+                        .our_host_name
+                        .as_deref()
+                        .and_then(|n| {
+                            crate::ondisk::Name::from_bytes(&n.as_bytes()[..n.len().min(48)])
+                        })
+                        .unwrap_or_else(crate::delta::default_host_name);
+                    direct::acquire_id(ls, &o, name)
+                }
+                "renew_id" => direct::renew_id(ls, &o),
+                _ => direct::release_id(ls, &o),
+            };
+            // sanlock prints its renew_id result as "rewew_id done".
+            let label = if com.action == "renew_id" {
+                "rewew_id"
+            } else {
+                com.action.as_str()
+            };
+            done(com, label, r.map(|_| ()))
+        }
         other => {
             println!("direct action \"{other}\" is unknown");
             1

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 
-use crate::delta::{self, DeltaAcquire, DeltaParams, Input, Step};
+use crate::delta::{self, DeltaParams};
 use crate::geometry::Geometry;
 use crate::hosts::{HostEvent, HostTable};
 use crate::io::{Area, Disk};
@@ -83,6 +83,8 @@ pub struct Space {
     pub our_name: Name,
     pub watchdog_fire_timeout: u64,
     pub set_bitmap_seconds: u64,
+    /// `-w 1`: a host_id may only be held with a watchdog behind it.
+    pub use_watchdog: bool,
     pub state: Mutex<SpaceState>,
     /// Signalled whenever state changes that waiters care about.
     pub changed: Condvar,
@@ -117,6 +119,7 @@ impl Space {
             our_name,
             watchdog_fire_timeout,
             set_bitmap_seconds,
+            use_watchdog: false,
             state: Mutex::new(SpaceState {
                 list: SpaceList::Adding,
                 sector_size: 0,
@@ -225,6 +228,13 @@ impl Space {
         if self.host_id > g.max_hosts() as u64 {
             return Err(rv::SANLK_ADDLS_INVALID_HOSTID);
         }
+        if self.use_watchdog {
+            // Holding a host_id is only safe if a watchdog resets this host
+            // before others may call it DEAD. hactl does not drive wdmd yet,
+            // so it refuses as sanlock does when wdmd is unavailable.
+            error!(space = %self.name, "no watchdog: hactl cannot drive wdmd yet; run the daemon with -w 0");
+            return Err(rv::SANLK_WD_ERROR);
+        }
         let ss = g.sector_size as usize;
         let io = Duration::from_secs(self.io_timeout);
         let area =
@@ -245,35 +255,13 @@ impl Space {
         let slot = (self.host_id - 1) * ss as u64;
 
         // Acquire our host_id.
-        let mut acq = DeltaAcquire::new(p.clone(), monotime());
-        let mut step = acq.step(monotime(), Input::Start);
-        let leader = loop {
-            step = match step {
-                Step::Read => {
-                    let r = area
-                        .read(slot, ss)
-                        .map(|b| b.to_vec())
-                        .map_err(|e| e.sanlk_rv());
-                    acq.step(monotime(), Input::ReadDone(r))
-                }
-                Step::Write(sector) => {
-                    let r = area.write(slot, &sector).map_err(|e| e.sanlk_rv());
-                    acq.step(monotime(), Input::WriteDone(r))
-                }
-                Step::Sleep(secs) => {
-                    info!(space = %self.name, "delta acquire waits {secs}s");
-                    if !self.sleep_unless_stopped(secs as f64) {
-                        return Err(rv::SANLK_ERROR);
-                    }
-                    acq.step(monotime(), Input::Slept)
-                }
-                Step::Done(Ok(lr)) => break lr,
-                Step::Done(Err(e)) => {
-                    warn!(space = %self.name, "host_id {} acquire failed {e}", self.host_id);
-                    return Err(e);
-                }
-            };
-        };
+        let leader = crate::direct::drive_delta_acquire(&area, p.clone(), |secs| {
+            info!(space = %self.name, "delta acquire waits {secs}s");
+            self.sleep_unless_stopped(secs as f64)
+        })
+        .inspect_err(
+            |e| warn!(space = %self.name, "host_id {} acquire failed {e}", self.host_id),
+        )?;
         info!(space = %self.name, "host_id {} generation {} acquired", self.host_id, leader.owner_generation);
         self.set(|st| {
             st.acquire_last_result = rv::SANLK_OK;

@@ -139,7 +139,7 @@ impl Daemon {
         } else {
             io_timeout
         };
-        let sp = Arc::new(Space::new(
+        let mut space = Space::new(
             self.next_space_id.fetch_add(1, Ordering::Relaxed),
             name,
             host_id,
@@ -154,7 +154,9 @@ impl Daemon {
                 6 * io
             },
             self.cfg.renewal_history_size,
-        ));
+        );
+        space.use_watchdog = self.cfg.use_watchdog;
+        let sp = Arc::new(space);
         spaces.push(sp.clone());
         drop(spaces);
         info!(

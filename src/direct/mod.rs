@@ -76,6 +76,9 @@ pub enum DirectError {
     RindexOffset(String),
     #[error("{0}")]
     RindexDiff(String),
+    /// A lease algorithm's own result (SANLK_* or -errno).
+    #[error("lease operation failed with {0}")]
+    Sanlk(i32),
 }
 
 impl DirectError {
@@ -92,6 +95,7 @@ impl DirectError {
             DirectError::NotFound(_) => -libc::ENOENT,
             DirectError::RindexOffset(_) => crate::rv::SANLK_RINDEX_OFFSET,
             DirectError::RindexDiff(_) => crate::rv::SANLK_RINDEX_DIFF,
+            DirectError::Sanlk(e) => *e,
         }
     }
 }
@@ -437,4 +441,131 @@ pub fn next_free(path: &str, offset: u64, opts: &DirectOpts) -> Result<u64> {
         }
         rel += g.align_size as u64;
     }
+}
+
+/// Runs a delta lease acquire against `area` (a lockspace), performing each
+/// step of [`crate::delta::DeltaAcquire`]. `sleep(secs)` waits and returns
+/// false to abandon the acquire (SANLK_ERROR).
+pub fn drive_delta_acquire(
+    area: &Area,
+    p: crate::delta::DeltaParams,
+    mut sleep: impl FnMut(u64) -> bool,
+) -> std::result::Result<LeaderRecord, i32> {
+    use crate::delta::{DeltaAcquire, Input, Step};
+    let now = crate::daemon::lockspace::monotime;
+    let slot = (p.host_id - 1) * p.sector_size as u64;
+    let ss = p.sector_size;
+    let mut acq = DeltaAcquire::new(p, now());
+    let mut step = acq.step(now(), Input::Start);
+    loop {
+        step = match step {
+            Step::Read => {
+                let r = area
+                    .read(slot, ss)
+                    .map(|b| b.to_vec())
+                    .map_err(|e| e.sanlk_rv());
+                acq.step(now(), Input::ReadDone(r))
+            }
+            Step::Write(sector) => {
+                let r = area.write(slot, &sector).map_err(|e| e.sanlk_rv());
+                acq.step(now(), Input::WriteDone(r))
+            }
+            Step::Sleep(secs) => {
+                if !sleep(secs) {
+                    return Err(crate::rv::SANLK_ERROR);
+                }
+                acq.step(now(), Input::Slept)
+            }
+            Step::Done(r) => return r,
+        }
+    }
+}
+
+/// The pieces every direct delta command needs: the open disk, the
+/// lockspace geometry (from `-Z/-A` or host 1's leader) and the parameters.
+fn delta_setup(
+    ls: &LockspaceArg,
+    opts: &DirectOpts,
+    our_name: crate::ondisk::Name,
+) -> Result<(Disk, Geometry, crate::delta::DeltaParams)> {
+    if ls.disk.path.is_empty() {
+        return Err(DirectError::NoDevice(IoError::Open {
+            path: "".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        }));
+    }
+    if ls.host_id == 0 {
+        return Err(DirectError::Invalid(
+            "host_id 0 has no delta lease (host_ids start at 1)".into(),
+        ));
+    }
+    let disk = Disk::open(ls.disk.path.as_ref()).map_err(DirectError::NoDevice)?;
+    let g = match (opts.sector_size, opts.align_size) {
+        (Some(s), Some(a)) => Geometry::new(s, a)?,
+        _ => read_leader_sizes(&disk, ls.disk.offset, opts.timeout())?,
+    };
+    if ls.host_id > g.max_hosts() as u64 {
+        return Err(DirectError::Invalid(format!(
+            "host_id {} is over the {} hosts of this lockspace",
+            ls.host_id,
+            g.max_hosts()
+        )));
+    }
+    let p = crate::delta::DeltaParams {
+        space_name: ls.name,
+        host_id: ls.host_id,
+        our_name,
+        io_timeout: opts.io_timeout as u64,
+        sector_size: g.sector_size as usize,
+        watchdog_fire_timeout: crate::timeouts::DEFAULT_WATCHDOG_FIRE_TIMEOUT,
+    };
+    Ok((disk, g, p))
+}
+
+fn sanlk(e: i32) -> DirectError {
+    DirectError::Sanlk(e)
+}
+
+/// `direct acquire_id`: joins the lockspace as the daemon's add_lockspace
+/// would, then leaves the lease to expire (nothing renews it).
+pub fn acquire_id(
+    ls: &LockspaceArg,
+    opts: &DirectOpts,
+    our_name: crate::ondisk::Name,
+) -> Result<LeaderRecord> {
+    let (disk, g, p) = delta_setup(ls, opts, our_name)?;
+    let area = Area::new(&disk, ls.disk.offset, g.align_size as u64, opts.timeout())?;
+    drive_delta_acquire(&area, p, |secs| {
+        std::thread::sleep(Duration::from_secs(secs));
+        true
+    })
+    .map_err(sanlk)
+}
+
+/// `direct renew_id`: one renewal of a host_id we hold.
+pub fn renew_id(ls: &LockspaceArg, opts: &DirectOpts) -> Result<LeaderRecord> {
+    let (disk, g, mut p) = delta_setup(ls, opts, Default::default())?;
+    let area = Area::new(&disk, ls.disk.offset, g.align_size as u64, opts.timeout())?;
+    let buf = area.read(0, g.align_size as usize)?;
+    let at = (ls.host_id as usize - 1) * p.sector_size;
+    let last =
+        crate::delta::verify_sector(&buf[at..at + p.sector_size], &ls.name).map_err(sanlk)?;
+    p.our_name = last.resource_name;
+    let now = crate::daemon::lockspace::monotime();
+    let (lr, sector) =
+        crate::delta::renew(&p, &last, false, &buf, now, (0, 0, 0), &[0; 256]).map_err(sanlk)?;
+    area.write(at as u64, &sector)?;
+    Ok(lr)
+}
+
+/// `direct release_id`: frees a host_id (timestamp 0).
+pub fn release_id(ls: &LockspaceArg, opts: &DirectOpts) -> Result<LeaderRecord> {
+    let (disk, g, p) = delta_setup(ls, opts, Default::default())?;
+    let area = Area::new(&disk, ls.disk.offset, g.align_size as u64, opts.timeout())?;
+    let at = (ls.host_id - 1) * p.sector_size as u64;
+    let buf = area.read(at, p.sector_size)?;
+    let last = crate::delta::verify_sector(&buf, &ls.name).map_err(sanlk)?;
+    let (lr, sector) = crate::delta::release_sector(&last, p.sector_size);
+    area.write(at, &sector)?;
+    Ok(lr)
 }
