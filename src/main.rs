@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
 
-use hactl::cli::{args, direct_cmd};
+use hactl::cli::{args, client_cmd, direct_cmd};
 
 /// hactl: shared-storage leases, compatible with sanlock.
 #[derive(Parser)]
@@ -23,6 +23,21 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Talk to the running daemon, sanlock's or hactl's (sanlock client ...).
+    ///
+    /// Actions: status [-D] [-o p|s], host_status [-s LOCKSPACE] [-D],
+    /// renewal -s LOCKSPACE, gets [-h 1], log_dump, version,
+    /// shutdown [-f 0|1] [-w 0|1], add_lockspace / inq_lockspace /
+    /// rem_lockspace -s LOCKSPACE [-o io_timeout], init -s LOCKSPACE
+    /// [-Z -A -o], read -s LOCKSPACE [-D], align -s LOCKSPACE,
+    /// set_config -s LOCKSPACE [-u 0|1] [-O 0|1], set_event -s LOCKSPACE
+    /// -i host_id [-g gen] [-e event] [-d data]. `--json` prints JSON.
+    #[command(disable_help_flag = true)]
+    Client {
+        action: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() {
@@ -35,6 +50,7 @@ fn main() {
                 1
             }
         },
+        Cmd::Client { action, args: rest } => client_cmd::main(&action, &rest),
     };
     std::process::exit(code);
 }

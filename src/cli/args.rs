@@ -37,6 +37,14 @@ pub struct Com {
     pub our_host_name: Option<String>,
     pub sort_arg: Option<char>,
     pub command: Vec<String>,
+    /// `-e` read as a number (`strtoull`): set_event's event.
+    pub he_event: u64,
+    /// `-d`: set_event's data.
+    pub he_data: u64,
+    /// `-u 0|1`: set_config used/unused.
+    pub used: Option<i64>,
+    /// `-O 0|1`: set_config used/unused by orphans (wins over `-u`).
+    pub orphan: Option<i64>,
 }
 
 /// A usage error, printed as sanlock prints it, then exit 1.
@@ -64,6 +72,38 @@ fn atoi(s: &str) -> i64 {
             acc.saturating_mul(10).saturating_add((b - b'0') as i64)
         });
     if neg { -n } else { n }
+}
+
+/// C's `strtoull(s, NULL, 0)`: the longest valid prefix (decimal, 0x hex,
+/// 0 octal), 0 if none, saturating on overflow.
+fn strtoull(s: &str) -> u64 {
+    let t = s.trim_start();
+    let (neg, t) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let (radix, digits) = if (t.starts_with("0x") || t.starts_with("0X"))
+        && t[2..].starts_with(|c: char| c.is_ascii_hexdigit())
+    {
+        (16, &t[2..])
+    } else if t.starts_with('0') {
+        (8, t)
+    } else {
+        (10, t)
+    };
+    let mut n: u64 = 0;
+    for c in digits.chars() {
+        let Some(d) = c.to_digit(radix) else { break };
+        n = match n
+            .checked_mul(radix as u64)
+            .and_then(|n| n.checked_add(d as u64))
+        {
+            Some(n) => n,
+            None => return u64::MAX,
+        };
+    }
+    if neg { n.wrapping_neg() } else { n }
 }
 
 fn usage(lines: &[&str]) -> UsageError {
@@ -122,7 +162,13 @@ pub fn parse(action: &str, args: &[String]) -> Result<Com, UsageError> {
             }
             'x' => com.rindex = Some(lease_str::parse_rindex(val).map_err(bad)?),
             'e' if rindex_op => com.rentry = Some(lease_str::parse_rentry(val).map_err(bad)?),
-            'e' => com.our_host_name = Some(val.clone()),
+            'e' => {
+                com.our_host_name = Some(val.clone());
+                com.he_event = strtoull(val);
+            }
+            'd' => com.he_data = strtoull(val),
+            'u' => com.used = Some(atoi(val)),
+            'O' => com.orphan = Some(atoi(val)),
             'o' if action == "status" => com.sort_arg = val.chars().next(),
             'o' => {
                 let v = atoi(val);
@@ -150,7 +196,7 @@ pub fn parse(action: &str, args: &[String]) -> Result<Com, UsageError> {
                 }
                 break;
             }
-            'Q' | 'R' | 'H' | 'L' | 'S' | 't' | 'l' | 'b' | 'd' | 'U' | 'G' | 'O' | 'P' | 'u' => {}
+            'Q' | 'R' | 'H' | 'L' | 'S' | 't' | 'l' | 'b' | 'U' | 'G' | 'P' => {}
             _ => return Err(usage(&[&format!("unknown option: {opt}")])),
         }
         i += 1;
@@ -217,6 +263,20 @@ mod tests {
             e.0[0],
             "Invalid sector_size/align_size combination (0/1048576)"
         );
+    }
+
+    #[test]
+    fn set_event_and_set_config_options() {
+        let c = parse(
+            "set_event",
+            &v(&["-s", "LS", "-e", "0x10", "-d", "012", "-u", "1", "-O", "0"]),
+        )
+        .unwrap();
+        assert_eq!((c.he_event, c.he_data), (16, 10));
+        assert_eq!((c.used, c.orphan), (Some(1), Some(0)));
+        assert_eq!(strtoull("12abc"), 12);
+        assert_eq!(strtoull("junk"), 0);
+        assert_eq!(strtoull("-1"), u64::MAX);
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! The command-line side: sanlock's syntax and text, plus `--json`.
 
 pub mod args;
+pub mod client_cmd;
 pub mod direct_cmd;
