@@ -38,6 +38,17 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the lease manager daemon (sanlock daemon ...).
+    ///
+    /// Options use sanlock's syntax: -D (foreground, log to stderr),
+    /// -w 0|1 (watchdog), -o io_timeout, -U user, -G group, -e host_name,
+    /// -H renewal history size, -g kill grace seconds, -h 0|1, -l 0|1|2, ...
+    /// The run dir is $SANLOCK_RUN_DIR (default /run/sanlock).
+    #[command(disable_help_flag = true)]
+    Daemon {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() {
@@ -51,6 +62,7 @@ fn main() {
             }
         },
         Cmd::Client { action, args: rest } => client_cmd::main(&action, &rest),
+        Cmd::Daemon { args: rest } => hactl::daemon::main(&rest),
     };
     std::process::exit(code);
 }

@@ -63,6 +63,8 @@ pub struct SpaceState {
     pub space_dead: bool,
     pub external_used: bool,
     pub used_by_orphans: bool,
+    /// Times removal found the lockspace still in use.
+    pub used_retries: u32,
     pub hosts: HostTable,
     pub history: VecDeque<RenewalEntry>,
     pub history_size: usize,
@@ -136,6 +138,7 @@ impl Space {
                 space_dead: false,
                 external_used: false,
                 used_by_orphans: false,
+                used_retries: 0,
                 hosts: HostTable::new(0, host_id),
                 history: VecDeque::new(),
                 history_size,

@@ -220,8 +220,10 @@ impl Daemon {
         }
     }
 
-    /// `rem_lockspace`: stops the thread (which releases the host_id).
-    /// Returns at once with `wait == false`.
+    /// `rem_lockspace`: marks the lockspace for removal; once nothing uses
+    /// it (sanlock's `all_pids_dead`, including `set_config -u 1`), it moves
+    /// to the removal list and its thread stops and releases the host_id.
+    /// With `wait`, returns when it is gone.
     pub fn rem_lockspace(
         self: &Arc<Self>,
         name: &Name,
@@ -233,7 +235,7 @@ impl Daemon {
         let Some(sp) = self.find_exact(name, host_id, path, offset) else {
             return -libc::ENOENT;
         };
-        {
+        let start_remover = {
             let mut st = sp.state.lock().unwrap();
             match st.list {
                 SpaceList::Removing => return -libc::EINPROGRESS,
@@ -243,18 +245,43 @@ impl Daemon {
                     sp.stop.store(true, Ordering::Relaxed);
                     return 0;
                 }
-                SpaceList::Active => st.list = SpaceList::Removing,
+                SpaceList::Active => {
+                    st.space_dead = true;
+                    !sp.external_remove.swap(true, Ordering::Relaxed)
+                }
             }
+        };
+        if start_remover {
+            let d = self.clone();
+            let sp = sp.clone();
+            std::thread::spawn(move || {
+                loop {
+                    let mut st = sp.state.lock().unwrap();
+                    if !st.external_used {
+                        st.list = SpaceList::Removing;
+                        break;
+                    }
+                    if st.used_retries % 50 == 0 {
+                        warn!("s{} used external blocking lockspace removal", sp.space_id);
+                    }
+                    st.used_retries += 1;
+                    drop(st);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                sp.stop_and_join();
+                d.spaces.lock().unwrap().retain(|s| !Arc::ptr_eq(s, &sp));
+                info!("s{} lockspace removed", sp.space_id);
+            });
         }
-        sp.external_remove.store(true, Ordering::Relaxed);
-        let d = self.clone();
-        let remover = std::thread::spawn(move || {
-            sp.stop_and_join();
-            d.spaces.lock().unwrap().retain(|s| !Arc::ptr_eq(s, &sp));
-            info!("s{} lockspace removed", sp.space_id);
-        });
-        if wait {
-            let _ = remover.join();
+        while wait
+            && self
+                .spaces
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|s| Arc::ptr_eq(s, &sp))
+        {
+            std::thread::sleep(Duration::from_millis(100));
         }
         0
     }

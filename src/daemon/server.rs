@@ -620,7 +620,7 @@ fn send_status(d: &Daemon, c: &mut Conn, h: &Header) {
                 let st = sp.state.lock().unwrap();
                 let text = format!(
                     "list={lname} space_id={} io_timeout={} sector_size={} align_size={} host_generation={} renew_fail={} \
-                     space_dead={} killing_pids=0 used_retries=0 external_used={} used_by_orphans={} \
+                     space_dead={} killing_pids=0 used_retries={} external_used={} used_by_orphans={} \
                      renewal_read_extend_sec={} set_max_sectors_kb=0 corrupt_result={} acquire_last_result={} \
                      renewal_last_result={} acquire_last_attempt={} acquire_last_success={} renewal_last_attempt={} \
                      renewal_last_success={}",
@@ -631,6 +631,7 @@ fn send_status(d: &Daemon, c: &mut Conn, h: &Header) {
                     st.host_generation,
                     st.renew_fail as i32,
                     st.space_dead as i32,
+                    st.used_retries,
                     st.external_used as i32,
                     st.used_by_orphans as i32,
                     d.cfg.renewal_read_extend_sec.unwrap_or(sp.io_timeout),
