@@ -274,3 +274,25 @@ fn without_a_watchdog_a_host_id_is_refused_under_w1() {
     let dump = run(hactl(), &["direct", "dump", p(&ids)]).text();
     assert_eq!(dump.lines().count(), 1, "{dump}");
 }
+
+#[test]
+fn one_daemon_per_run_dir() {
+    let dir = workdir();
+    let mut first = HactlDaemon::start(&dir.path().join("run"));
+    let second = std::process::Command::new(hactl())
+        .args(["daemon", "-D", "-w", "0", "-U", "root", "-G", "root"])
+        .env("SANLOCK_RUN_DIR", &first.run_dir)
+        .env("SANLOCK_PRIVILEGED", "0")
+        .env("HACTL_SANLOCK_CONF", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("another daemon is running"), "{err}");
+    // The first daemon still owns its socket and answers.
+    assert!(first.alive());
+    let pidfile = std::fs::read_to_string(first.run_dir.join("sanlock.pid")).unwrap();
+    assert_eq!(pidfile.trim(), first.pid().to_string());
+    let v = run_env(sanlock(), &["client", "version"], &first.env());
+    assert!(v.text().contains("daemon version 3.8.5"), "{}", v.text());
+}
