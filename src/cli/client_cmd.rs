@@ -185,7 +185,7 @@ fn print_state(o: &mut Out, e: &StatusEntry, debug: bool) {
         }
         SANLK_STATE_LOCKSPACE => {
             let ls = match &e.bin {
-                StateBin::Lockspace(ls) => ls.clone(),
+                StateBin::Lockspace(ls) => (**ls).clone(),
                 _ => SanlkLockspace::default(),
             };
             o.s("s")
@@ -1049,12 +1049,12 @@ mod tests {
     #[test]
     fn sorted_status_orders() {
         let lsb = |n: &str| {
-            StateBin::Lockspace(SanlkLockspace::new(
+            StateBin::Lockspace(Box::new(SanlkLockspace::new(
                 Name::new(n).unwrap(),
                 1,
                 SanlkPath::new("/f").unwrap(),
                 0,
-            ))
+            )))
         };
         let entries = vec![
             entry(1, 0, "host", "", StateBin::None),

@@ -108,7 +108,7 @@ pub struct Listing<T> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateBin {
     None,
-    Lockspace(SanlkLockspace),
+    Lockspace(Box<SanlkLockspace>),
     Resource(SanlkResource),
 }
 
@@ -286,7 +286,7 @@ impl Conn {
                 let mut b = vec![0u8; SanlkLockspace::SIZE];
                 let got = self.read_full(what, &mut b)?;
                 match SanlkLockspace::decode(&b[..got]) {
-                    Ok(ls) => bin = StateBin::Lockspace(ls),
+                    Ok(ls) => bin = StateBin::Lockspace(Box::new(ls)),
                     Err(_) => return Ok((entries, cut("sanlk_lockspace", got, b.len()))),
                 }
             } else if bins && state.kind == SANLK_STATE_RESOURCE {

@@ -546,7 +546,7 @@ mod tests {
     fn check_says_why() {
         let good = Header::request(Cmd::Status, 0, 0, 0, 0).encode();
         assert!(Header::check(&good[..31]).unwrap_err().is_incomplete());
-        assert_eq!(Header::check(&good[..0]).unwrap_err().is_incomplete(), true);
+        assert!(Header::check(&good[..0]).unwrap_err().is_incomplete());
         let mut b = good;
         b[0] = 0;
         assert!(matches!(Header::check(&b), Err(ProtoError::BadMagic(_))));
