@@ -17,6 +17,7 @@ pub mod hosts;
 pub mod io;
 pub mod lease_str;
 pub mod ondisk;
+pub mod paxos;
 pub mod proto;
 pub mod rv;
 pub mod timeouts;
