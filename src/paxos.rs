@@ -41,6 +41,11 @@ pub struct PaxosParams {
     pub seed: u64,
 }
 
+/// The result of an acquire: the leader we committed and our dblock.
+pub type Outcome = Result<(LeaderRecord, PaxosDblock), i32>;
+
+// One Step exists at a time per acquire, so Done's size costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// Read the whole lease area; answer with [`Input::Area`].
@@ -65,7 +70,7 @@ pub enum Step {
     WriteLeader(Vec<u8>),
     /// Wait; answer [`Input::Slept`].
     Sleep(Duration),
-    Done(Result<(LeaderRecord, PaxosDblock), i32>),
+    Done(Outcome),
 }
 
 #[derive(Clone, Debug)]
@@ -173,7 +178,7 @@ impl PaxosAcquire {
         }
     }
 
-    fn done(&mut self, r: Result<(LeaderRecord, PaxosDblock), i32>) -> Step {
+    fn done(&mut self, r: Outcome) -> Step {
         self.phase = Phase::Done;
         Step::Done(r)
     }
@@ -641,10 +646,7 @@ mod tests {
     }
 
     /// Hosts race for a free lease, interleaved at random step by step.
-    fn race(
-        seed: u64,
-        hosts: u64,
-    ) -> (Vec<Result<(LeaderRecord, PaxosDblock), i32>>, LeaderRecord) {
+    fn race(seed: u64, hosts: u64) -> (Vec<Outcome>, LeaderRecord) {
         let mut area = fresh_area(hosts + 1);
         let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let mut machines: Vec<_> = (1..=hosts)
@@ -654,7 +656,7 @@ mod tests {
             .iter_mut()
             .map(|m| m.step(100, Input::Start))
             .collect();
-        let mut results: Vec<Option<Result<_, i32>>> = vec![None; hosts as usize];
+        let mut results: Vec<Option<Outcome>> = vec![None; hosts as usize];
         let none = LeaderRecord::default();
         for tick in 0..100_000u64 {
             if results.iter().all(|r| r.is_some()) {
@@ -671,7 +673,7 @@ mod tests {
             match perform(&mut area, i as u64 + 1, &steps[i], &none, &None, now) {
                 None => {
                     if let Step::Done(r) = &steps[i] {
-                        results[i] = Some(r.clone());
+                        results[i] = Some(*r);
                     }
                 }
                 Some(input) => steps[i] = machines[i].step(now, input),
@@ -761,17 +763,15 @@ mod tests {
         mut delta: LeaderRecord,
         start: u64,
         renew_every: Option<u64>,
-    ) -> (Result<(LeaderRecord, PaxosDblock), i32>, u64) {
+    ) -> (Outcome, u64) {
         let mut m = PaxosAcquire::new(params(1, 5));
         let mut now = start;
         let mut step = m.step(now, Input::Start);
         loop {
             if let Step::Sleep(d) = &step {
                 now += d.as_secs().max(1);
-                if let Some(every) = renew_every {
-                    if now % every == 0 {
-                        delta.timestamp += every;
-                    }
+                if let Some(every) = renew_every.filter(|e| now.is_multiple_of(*e)) {
+                    delta.timestamp += every;
                 }
             }
             match perform(area, 1, &step, &delta, &hs, now) {
