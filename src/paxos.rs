@@ -39,6 +39,8 @@ pub struct PaxosParams {
     pub io_timeout: u64,
     /// Seeds the random back-off between aborted ballots.
     pub seed: u64,
+    /// The lockspace and resource the leader must name (as sanlock checks).
+    pub names: Option<(crate::ondisk::Name, crate::ondisk::Name)>,
 }
 
 /// The result of an acquire: the leader we committed and our dblock.
@@ -127,9 +129,13 @@ pub struct PaxosAcquire {
 
 /// Verifies a resource leader sector for this acquire (magic, version,
 /// num_hosts; names are the caller's concern).
-fn verify_leader(bytes: &[u8], host_id: u64) -> Result<LeaderRecord, i32> {
+fn verify_leader(bytes: &[u8], p: &PaxosParams) -> Result<LeaderRecord, i32> {
     let lr = LeaderRecord::decode(bytes).map_err(|e| e.sanlk_rv())?;
-    match lr.verify_paxos(None, None, host_id) {
+    let (ls, res) = match &p.names {
+        Some((l, r)) => (Some(l), Some(r)),
+        None => (None, None),
+    };
+    match lr.verify_paxos(ls, res, p.host_id) {
         Ok(()) | Err(DecodeError::WrongSectorSize { .. }) => Ok(lr),
         Err(e) => Err(e.sanlk_rv()),
     }
@@ -203,7 +209,7 @@ impl PaxosAcquire {
     /// After the first read: decide whether the lease is ours to ballot for.
     fn examine_area(&mut self, area: &[u8]) -> Step {
         let ss = self.p.sector_size;
-        let cur = match verify_leader(&area[..ss.min(area.len())], self.p.host_id) {
+        let cur = match verify_leader(&area[..ss.min(area.len())], &self.p) {
             Ok(l) => l,
             Err(e) => return self.fail(e),
         };
@@ -265,7 +271,7 @@ impl PaxosAcquire {
 
     /// retry_ballot's checks on a fresh leader, then phase 1.
     fn check_then_ballot(&mut self, leader_bytes: &[u8]) -> Step {
-        let tmp = match verify_leader(leader_bytes, self.p.host_id) {
+        let tmp = match verify_leader(leader_bytes, &self.p) {
             Ok(l) => l,
             Err(e) => return self.fail(e),
         };
@@ -420,7 +426,7 @@ impl PaxosAcquire {
             (Phase::RereadAfterWait, Input::Leader(r)) => match r {
                 Err(e) => self.fail(e),
                 Ok(b) => {
-                    if let Err(e) = verify_leader(&b, self.p.host_id) {
+                    if let Err(e) = verify_leader(&b, &self.p) {
                         return self.fail(e);
                     }
                     if b[..crate::ondisk::leader::LEADER_SIZE] != self.cur_bytes[..] {
@@ -600,6 +606,7 @@ mod tests {
             watchdog_fire_timeout: 60,
             io_timeout: 1,
             seed,
+            names: None,
         }
     }
 

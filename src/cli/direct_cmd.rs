@@ -229,6 +229,26 @@ pub fn run(com: &Com) -> i32 {
             }
         }
         "format" | "lookup" | "update" | "rebuild" => rindex_action(com, &o),
+        "acquire" | "release" => {
+            let Some(res) = com.resources.first() else {
+                eprintln!("hactl: {} needs -r RESOURCE", com.action);
+                println!("{} done -22", com.action);
+                return 1;
+            };
+            let r = if com.action == "acquire" {
+                direct::acquire(res, &o, com.host_id, com.host_generation).map(|_| ())
+            } else {
+                let r = direct::release(res, &o, com.host_id, com.host_generation);
+                if let Ok(None) = r {
+                    eprintln!(
+                        "hactl: nothing released: the leader was not written by host_id {} (sanlock's direct release acts as host_id 0; give -i and -g to release as a host)",
+                        com.host_id
+                    );
+                }
+                r.map(|_| ())
+            };
+            done(com, &com.action, r)
+        }
         "acquire_id" | "renew_id" | "release_id" => {
             let Some(ls) = com.lockspace.as_ref() else {
                 eprintln!("hactl: {} needs -s LOCKSPACE", com.action);

@@ -77,7 +77,7 @@ pub enum DirectError {
     #[error("{0}")]
     RindexDiff(String),
     /// A lease algorithm's own result (SANLK_* or -errno).
-    #[error("lease operation failed with {0}")]
+    #[error("{desc} ({code})", desc = crate::rv::describe(*.0), code = .0)]
     Sanlk(i32),
 }
 
@@ -568,4 +568,106 @@ pub fn release_id(ls: &LockspaceArg, opts: &DirectOpts) -> Result<LeaderRecord> 
     let (lr, sector) = crate::delta::release_sector(&last, p.sector_size);
     area.write(at, &sector)?;
     Ok(lr)
+}
+
+/// `direct acquire -r RESOURCE -i HOST_ID -g GENERATION`: runs Disk Paxos for
+/// the lease as that host. With no daemon there is no lockspace to judge an
+/// owner by, so a lease another host holds is refused
+/// (SANLK_ACQUIRE_LOCKSPACE), as by sanlock.
+pub fn acquire(
+    res: &ResourceArg,
+    opts: &DirectOpts,
+    host_id: u64,
+    host_generation: u64,
+) -> Result<LeaderRecord> {
+    use crate::paxos::{Input, PaxosAcquire, PaxosParams, Step};
+    let d = res
+        .disks
+        .first()
+        .ok_or_else(|| DirectError::Invalid("acquire needs a disk in -r".into()))?;
+    let disk = Disk::open(d.path.as_ref())?;
+    let g = match (opts.sector_size, opts.align_size) {
+        (Some(s), Some(a)) => Geometry::new(s, a)?,
+        _ => read_leader_sizes(&disk, d.offset, opts.timeout())?,
+    };
+    let ss = g.sector_size as usize;
+    let area = Area::new(&disk, d.offset, g.align_size as u64, opts.timeout())?;
+    let now = crate::daemon::lockspace::monotime;
+    let mut m = PaxosAcquire::new(PaxosParams {
+        host_id,
+        host_generation,
+        sector_size: ss,
+        flags: 0,
+        acquire_lver: 0,
+        new_num_hosts: 0,
+        watchdog_fire_timeout: crate::timeouts::DEFAULT_WATCHDOG_FIRE_TIMEOUT,
+        io_timeout: opts.io_timeout as u64,
+        seed: now() ^ (host_id << 32) ^ std::process::id() as u64,
+        names: Some((res.lockspace, res.name)),
+    });
+    let read = |off: u64, len: usize| {
+        area.read(off, len)
+            .map(|b| b.to_vec())
+            .map_err(|e| e.sanlk_rv())
+    };
+    let mut step = m.step(now(), Input::Start);
+    loop {
+        let input = match &step {
+            Step::ReadArea => Input::Area(read(0, g.align_size as usize)),
+            Step::ReadLeader => Input::Leader(read(0, ss)),
+            Step::HostInfo { .. } | Step::ReadOwnerDelta { .. } => {
+                return Err(DirectError::Sanlk(crate::rv::SANLK_ACQUIRE_LOCKSPACE));
+            }
+            Step::ReadDblock { host_id } => Input::Dblock(
+                read((1 + host_id) * ss as u64, ss)
+                    .map(|b| crate::ondisk::PaxosDblock::decode(&b).expect("sector")),
+            ),
+            Step::WriteDblock(s) => Input::Written(
+                area.write((1 + host_id) * ss as u64, s)
+                    .map_err(|e| e.sanlk_rv()),
+            ),
+            Step::WriteLeader(s) => Input::Written(area.write(0, s).map_err(|e| e.sanlk_rv())),
+            Step::Sleep(d) => {
+                std::thread::sleep(*d);
+                Input::Slept
+            }
+            Step::Done(r) => return r.map(|(lr, _)| lr).map_err(DirectError::Sanlk),
+        };
+        step = m.step(now(), input);
+    }
+}
+
+/// `direct release -r RESOURCE [-i HOST_ID -g GENERATION]`: frees the
+/// leader if that host wrote it as owner. sanlock 3.8.5 always releases as
+/// host_id 0 here (so it never frees anything); without `-i` hactl does the
+/// same, with `-i`/`-g` it releases as that host.
+pub fn release(
+    res: &ResourceArg,
+    opts: &DirectOpts,
+    host_id: u64,
+    host_generation: u64,
+) -> Result<Option<LeaderRecord>> {
+    let d = res
+        .disks
+        .first()
+        .ok_or_else(|| DirectError::Invalid("release needs a disk in -r".into()))?;
+    let disk = Disk::open(d.path.as_ref())?;
+    let ss = opts.sector_size.unwrap_or(4096).max(disk.device_sector);
+    let buf = disk.read(d.offset, ss as usize, opts.timeout())?;
+    let lr = LeaderRecord::decode(&buf).expect("sector holds a leader");
+    lr.verify_paxos(Some(&res.lockspace), Some(&res.name), 0)
+        .map_err(|e| record_err(&disk, d.offset, e))?;
+    let now = crate::daemon::lockspace::monotime();
+    let lss = lr.sector_size as usize;
+    match crate::paxos::release_leader(&lr, &lr, host_id, host_generation, now, lss)
+        .map_err(DirectError::Sanlk)?
+    {
+        None => Ok(None),
+        Some((freed, sector)) => {
+            let g = Geometry::from_leader(lr.sector_size, lr.flags)
+                .ok_or_else(|| DirectError::Invalid("leader has no valid geometry".into()))?;
+            Area::new(&disk, d.offset, g.align_size as u64, opts.timeout())?.write(0, &sector)?;
+            Ok(Some(freed))
+        }
+    }
 }
