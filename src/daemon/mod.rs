@@ -9,6 +9,7 @@
 pub mod config;
 pub mod lockspace;
 pub mod log;
+pub mod resource;
 pub mod server;
 
 use std::fs::{File, OpenOptions};
@@ -47,6 +48,8 @@ pub struct Daemon {
     pub log: Arc<Mutex<log::LogRing>>,
     pub shutting_down: AtomicBool,
     pub started: u64,
+    /// Resource leases held for registered clients.
+    pub held: Mutex<Vec<resource::Held>>,
 }
 
 /// Why a lockspace request was refused (sanlock's error numbers).
@@ -76,6 +79,7 @@ impl Daemon {
             log,
             shutting_down: AtomicBool::new(false),
             started: lockspace::monotime(),
+            held: Mutex::new(Vec::new()),
         }
     }
 

@@ -19,8 +19,8 @@ use crate::geometry::Geometry;
 use crate::lease_str::{DiskArg, LockspaceArg};
 use crate::ondisk::{self, LeaderRecord, Name};
 use crate::proto::{
-    self, Cmd, Header, SanlkDisk, SanlkHost, SanlkHostEvent, SanlkLockspace, SanlkPath, SanlkState,
-    WireStruct,
+    self, Cmd, Header, SanlkDisk, SanlkHost, SanlkHostEvent, SanlkLockspace, SanlkOptions,
+    SanlkPath, SanlkResource, SanlkState, WireStruct,
 };
 use crate::rv;
 
@@ -129,6 +129,15 @@ impl Conn {
         T::decode(&b).map_err(|_| -libc::EINVAL)
     }
 
+    fn read_bytes(&mut self, n: usize) -> Result<Vec<u8>, i32> {
+        let mut b = vec![0u8; n];
+        let _ = self.s.set_read_timeout(Some(PAYLOAD_TIMEOUT));
+        let r = self.s.read_exact(&mut b);
+        let _ = self.s.set_read_timeout(None);
+        r.map_err(|_| -libc::ENOTCONN)?;
+        Ok(b)
+    }
+
     fn send(&mut self, bytes: &[u8]) -> bool {
         self.s.write_all(bytes).is_ok()
     }
@@ -167,7 +176,12 @@ fn connection(d: Arc<Daemon>, s: UnixStream) {
             Next::Close => break,
         }
     }
-    // A registered client's leases would be released here (resource leases).
+    // A registered process that closed its connection has exited (or
+    // given up): its leases go with it.
+    let registered = matches!(d.clients.lock().unwrap().get(ci), Some(Some(s)) if s.registered);
+    if registered {
+        d.release_for(ci, None);
+    }
     d.client_free(ci);
 }
 
@@ -505,9 +519,77 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
             c.reply(h, rv);
             Next::Keep
         }
+        Cmd::Acquire => {
+            let r = read_acquire(c, h).and_then(|(resources, opts)| {
+                let (ci, pid) = target(d, c, h)?;
+                d.client_update(ci, |s| s.owner_name = opts.owner_name.to_string());
+                Ok(d.acquire_for(ci, pid, &resources, h.cmd_flags))
+            });
+            let rv = r.unwrap_or_else(|e| e);
+            c.reply(h, rv);
+            if rv == -libc::E2BIG || rv == -libc::ERANGE || rv == -libc::ENOTCONN {
+                return Next::Close;
+            }
+            Next::Keep
+        }
+        Cmd::Release => {
+            let rv = (|| {
+                if h.cmd_flags & (proto::SANLK_REL_ORPHAN | proto::SANLK_REL_RENAME) != 0 {
+                    discard_payload(c, h);
+                    return Err(-libc::EOPNOTSUPP);
+                }
+                let names = if h.cmd_flags & proto::SANLK_REL_ALL != 0 {
+                    None
+                } else {
+                    let count = (h.data as usize).min(proto::SANLK_MAX_RESOURCES);
+                    let mut v = Vec::new();
+                    for _ in 0..count {
+                        let b = c.read_bytes(SanlkResource::HEAD_SIZE)?;
+                        v.push(SanlkResource {
+                            lockspace_name: Name(b[0..48].try_into().unwrap()),
+                            name: Name(b[48..96].try_into().unwrap()),
+                            ..Default::default()
+                        });
+                    }
+                    Some(v)
+                };
+                let (ci, _) = target(d, c, h)?;
+                Ok(d.release_for(ci, names.as_deref()))
+            })()
+            .unwrap_or_else(|e| e);
+            c.reply(h, rv);
+            Next::Keep
+        }
+        Cmd::Inquire => {
+            match target(d, c, h) {
+                Err(e) => {
+                    c.reply(h, e);
+                }
+                Ok((ci, _)) => {
+                    let (count, state) = d.inquire(ci);
+                    let mut body = Vec::new();
+                    if count > 0 {
+                        body.extend_from_slice(state.as_bytes());
+                        body.push(0);
+                    }
+                    let r = Header {
+                        version: proto::SM_PROTO,
+                        length: (32 + body.len()) as u32,
+                        data: 0,
+                        data2: count as u32,
+                        ..*h
+                    };
+                    if c.send(&r.encode()) {
+                        c.send(&body);
+                    }
+                }
+            }
+            Next::Keep
+        }
         other => {
-            // Resource leases and the rindex over the socket come with the
-            // Disk Paxos work; until then they are refused, not faked.
+            // Shared leases, convert, request, examine, LVB, resource reads
+            // and writes, killpath and the rindex over the socket are not
+            // implemented yet: refused, not faked.
             warn!(
                 "client pid {}: {} is not supported by this hactl version",
                 c.pid, other
@@ -517,6 +599,49 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
             Next::Close
         }
     }
+}
+
+/// The registered client a command acts for: this connection (data2 -1)
+/// or the registered process whose pid is in data2.
+fn target(d: &Daemon, c: &Conn, h: &Header) -> Result<(usize, i32), i32> {
+    let clients = d.clients.lock().unwrap();
+    if h.data2 == u32::MAX {
+        return match clients.get(c.ci) {
+            Some(Some(s)) if s.registered => Ok((c.ci, s.pid)),
+            _ => Err(-libc::EBUSY),
+        };
+    }
+    let pid = h.data2 as i32;
+    clients
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| {
+            s.as_ref()
+                .filter(|s| s.registered && s.pid == pid)
+                .map(|_| (i, pid))
+        })
+        .ok_or(-libc::ESRCH)
+}
+
+/// ACQUIRE's payload: `data` resources, each with its disks, then options.
+fn read_acquire(c: &mut Conn, h: &Header) -> Result<(Vec<SanlkResource>, SanlkOptions), i32> {
+    let count = h.data as usize;
+    if count > proto::SANLK_MAX_RESOURCES {
+        discard_payload(c, h);
+        return Err(-libc::E2BIG);
+    }
+    let mut resources = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut b = c.read_bytes(SanlkResource::HEAD_SIZE)?;
+        let n = SanlkResource::num_disks_in(&b).map_err(|_| -libc::ERANGE)?;
+        if n == 0 {
+            return Err(-libc::ERANGE);
+        }
+        b.extend(c.read_bytes(n * SanlkDisk::SIZE)?);
+        resources.push(SanlkResource::decode(&b).map_err(|_| -libc::EINVAL)?);
+    }
+    let opts: SanlkOptions = c.read_payload()?;
+    Ok((resources, opts))
 }
 
 /// Reads and drops what follows the header of a refused command, as far
@@ -542,15 +667,16 @@ fn state(kind: u32, name: Name, data32: u32, data64: u64, text: &str) -> Vec<u8>
     st.encode()
 }
 
+/// The daemon's `status -D` string, field for field as Debian's sanlock
+/// 3.8.5 binary prints it (its source tree has two more fields).
 fn daemon_str(d: &Daemon) -> String {
     let c = &d.cfg;
     format!(
         "our_host_name={} use_watchdog={} high_priority={} mlock_level={} quiet_fail={} debug_renew={} debug_clients={} \
          debug_cmds=0x{:x} renewal_history_size={} gid={} uid={} sh_retries={} max_sectors_kb_ignore=0 \
          max_sectors_kb_align=0 max_sectors_kb_num=1024 max_worker_threads={} write_init_io_timeout={} use_aio={} \
-         io_timeout={} watchdog_fire_timeout={} kill_grace_seconds={} helper_pid=-1 helper_kill_fd=-1 \
-         helper_full_count=0 helper_last_status=0 monotime={} version_str=3.8.5 version_num=3.8.5 \
-         version_hex={:08x} smproto_hex={:08x}",
+         kill_grace_seconds={} helper_pid=-1 helper_kill_fd=-1 helper_full_count=0 helper_last_status=0 monotime={} \
+         version_str=3.8.5 version_num=3.8.5 version_hex={:08x} smproto_hex={:08x}",
         d.our_host_name,
         c.use_watchdog as i32,
         c.high_priority as i32,
@@ -566,8 +692,6 @@ fn daemon_str(d: &Daemon) -> String {
         c.max_worker_threads,
         c.write_init_io_timeout,
         c.use_aio,
-        c.io_timeout,
-        c.watchdog_fire_timeout,
         c.kill_grace_seconds,
         monotime(),
         proto::VERSION_COMBINED,
@@ -654,6 +778,26 @@ fn send_status(d: &Daemon, c: &mut Conn, h: &Header) {
                 ls.host_id_disk.pad1 = st.sector_size;
                 out.extend(ls.encode());
             }
+        }
+    }
+    if level == 0 || level > 3 {
+        for (token_id, hd) in d.held.lock().unwrap().iter().enumerate() {
+            let text = format!(
+                "list=held flags=0 sector_size={} align_size={} lver={} reused=0 res_id={} token_id={}",
+                hd.geometry.sector_size,
+                hd.geometry.align_size,
+                hd.leader.lver,
+                token_id + 1,
+                token_id + 1
+            );
+            out.extend(state(
+                proto::SANLK_STATE_RESOURCE,
+                hd.res.name,
+                hd.pid as u32,
+                hd.leader.lver,
+                &text,
+            ));
+            out.extend(hd.res.encode());
         }
     }
     c.send(&out);
