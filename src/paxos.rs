@@ -141,12 +141,6 @@ fn verify_leader(bytes: &[u8], p: &PaxosParams) -> Result<LeaderRecord, i32> {
     }
 }
 
-/// sanlock's `verify_dblock`: an empty dblock needs no checksum.
-pub fn dblock_ok(d: &PaxosDblock) -> bool {
-    (d.checksum == 0 && d.mbal == 0 && d.bal == 0 && d.inp == 0 && d.lver == 0)
-        || d.checksum == d.computed_checksum()
-}
-
 /// A dblock sector: the dblock with its checksum, the rest zero (which
 /// clears the mode block, as sanlock's plain dblock write does).
 pub fn dblock_sector(d: &mut PaxosDblock, sector_size: usize) -> Vec<u8> {
@@ -219,7 +213,7 @@ impl PaxosAcquire {
                 break;
             };
             let d = PaxosDblock::decode(s).expect("a sector holds a dblock");
-            if !dblock_ok(&d) {
+            if d.verify().is_err() {
                 return self.fail(rv::SANLK_DBLOCK_CHECKSUM);
             }
             max_mbal = max_mbal.max(d.mbal);
@@ -310,7 +304,7 @@ impl PaxosAcquire {
                 break;
             };
             let bk = PaxosDblock::decode(s).expect("a sector holds a dblock");
-            if !dblock_ok(&bk) || bk.lver < self.dblock.lver {
+            if bk.verify().is_err() || bk.lver < self.dblock.lver {
                 continue;
             }
             if bk.lver > self.dblock.lver {

@@ -66,10 +66,17 @@ impl PaxosDblock {
         self.encode()
     }
 
-    /// An all-zero dblock has never been written and is valid as such
-    /// (sanlock skips the checksum for it); any other must carry a good one.
+    /// Never written (or erased), as sanlock's `verify_dblock` tells it:
+    /// checksum, mbal, bal, inp and lver all zero (inp2, inp3 and flags are
+    /// not looked at).
+    pub fn is_empty(&self) -> bool {
+        self.checksum == 0 && self.mbal == 0 && self.bal == 0 && self.inp == 0 && self.lver == 0
+    }
+
+    /// An empty dblock is valid as such (sanlock skips the checksum for it);
+    /// any other must carry a good one.
     pub fn verify(&self) -> Result<(), DecodeError> {
-        if *self == PaxosDblock::default() {
+        if self.is_empty() {
             return Ok(());
         }
         let computed = self.computed_checksum();
