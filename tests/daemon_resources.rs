@@ -249,3 +249,154 @@ fn exclusion_across_implementations() {
     }
     assert_eq!(lver(&f), l1 + 3);
 }
+
+/// A python process that keeps trying to acquire `res` while its owner
+/// looks alive, and says when it got it.
+fn acquire_blocking(
+    run_dir: &std::path::Path,
+    f: &std::path::Path,
+    res: &str,
+    off: u64,
+) -> std::thread::JoinHandle<(String, Instant)> {
+    let script = r#"
+import sanlock, sys, time
+fd = sanlock.register()
+# A live-looking owner makes acquire fail at once (-243), as with sanlock:
+# retry every second, as vdsm does, until the owner is dead.
+deadline = time.monotonic() + 110
+while True:
+    try:
+        sanlock.acquire(b"LS", sys.argv[2].encode(), [(sys.argv[1], int(sys.argv[3]))], slkfd=fd)
+        print("held", flush=True)
+        break
+    except sanlock.SanlockException as e:
+        if e.errno != -243 or time.monotonic() > deadline:
+            print("refused %d" % e.errno, flush=True)
+            break
+        time.sleep(1)
+time.sleep(2)
+"#;
+    let (rd, f, res) = (run_dir.to_path_buf(), f.to_path_buf(), res.to_string());
+    std::thread::spawn(move || {
+        let mut c = Command::new(python3())
+            .args(["-c", script, p(&f), &res, &off.to_string()])
+            .env("SANLOCK_RUN_DIR", &rd)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(c.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let when = Instant::now();
+        let _ = c.wait();
+        (line.trim().to_string(), when)
+    })
+}
+
+#[test]
+fn a_hung_holders_lease_is_taken_over_only_once_it_is_dead() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let dir = workdir();
+    let f = setup(dir.path(), "hang");
+    // hactl host 1 holds VM1, sanlock host 2 holds VM2; sanlock host 3 and
+    // hactl host 4 will take them over.
+    let h1 = HactlDaemon::start(&dir.path().join("h1"));
+    let s2 = SanlockDaemon::start(&dir.path().join("s2"));
+    let s3 = SanlockDaemon::start(&dir.path().join("s3"));
+    let h4 = HactlDaemon::start(&dir.path().join("h4"));
+    let dirs = [
+        h1.run_dir.clone(),
+        s2.run_dir.clone(),
+        s3.run_dir.clone(),
+        h4.run_dir.clone(),
+    ];
+    std::thread::scope(|s| {
+        for (i, d) in dirs.iter().enumerate() {
+            let f = &f;
+            s.spawn(move || add_ls(d, i as u64 + 1, f));
+        }
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let lease = |name: &str, off: u64| format!("LS:{name}:{}:{off}", p(&f));
+    let lver_of = |name: &str, off: u64| -> u64 {
+        let t = run(
+            sanlock(),
+            &["direct", "read_leader", "-r", &lease(name, off)],
+        )
+        .text();
+        t.lines()
+            .find_map(|l| l.strip_prefix("lver "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (mut hold1, st1) = holder(&dirs[0], &f);
+    assert_eq!(st1, "held");
+    let vm2 = r#"
+import sanlock, sys
+fd = sanlock.register()
+sanlock.acquire(b"LS", b"VM2", [(sys.argv[1], 2097152)], slkfd=fd)
+print("held", flush=True)
+sys.stdin.read()
+"#;
+    let mut hold2 = Command::new(python3())
+        .args(["-c", vm2, p(&f)])
+        .env("SANLOCK_RUN_DIR", &dirs[1])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(hold2.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+    let (l1, l2) = (lver_of("VM1", 1 << 20), lver_of("VM2", 2 << 20));
+
+    // Hang both holding hosts: their daemons and their lease holders.
+    let t0 = Instant::now();
+    for pid in [h1.pid(), hold1.id() as i32, s2.pid(), hold2.id() as i32] {
+        kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
+    }
+    let take1 = acquire_blocking(&dirs[2], &f, "VM1", 1 << 20);
+    let take2 = acquire_blocking(&dirs[3], &f, "VM2", 2 << 20);
+    let (r1, w1) = take1.join().unwrap();
+    let (r2, w2) = take2.join().unwrap();
+    let (a1, a2) = (
+        w1.duration_since(t0).as_secs_f64(),
+        w2.duration_since(t0).as_secs_f64(),
+    );
+    eprintln!(
+        "sanlock took over hung hactl's VM1 after {a1:.1}s ({r1}); hactl took over hung sanlock's VM2 after {a2:.1}s ({r2})"
+    );
+    assert_eq!(
+        r1, "held",
+        "sanlock never took over the hung hactl host's lease"
+    );
+    assert_eq!(
+        r2, "held",
+        "hactl never took over the hung sanlock host's lease"
+    );
+    // host_dead_seconds at io_timeout 1 is 68 s after the last renewal,
+    // which happened at most one renewal interval (~3 s) before the hang.
+    assert!(
+        a1 >= 65.0,
+        "sanlock took the lease {a1:.1}s after the hang, before its owner could be dead"
+    );
+    assert!(
+        a2 >= 65.0,
+        "hactl took the lease {a2:.1}s after the hang, before its owner could be dead"
+    );
+    assert!(
+        a1 < 90.0 && a2 < 90.0,
+        "takeover far later than host_dead_seconds: {a1:.1}s / {a2:.1}s"
+    );
+    assert_eq!(lver_of("VM1", 1 << 20), l1 + 1);
+    assert_eq!(lver_of("VM2", 2 << 20), l2 + 1);
+    for pid in [hold1.id() as i32, hold2.id() as i32] {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let _ = (hold1.wait(), hold2.wait());
+}
