@@ -178,6 +178,11 @@ impl PaxosAcquire {
         }
     }
 
+    /// Our host_id and the lease's sector size (for the driver's offsets).
+    pub fn host_and_sector(&self) -> (u64, usize) {
+        (self.p.host_id, self.p.sector_size)
+    }
+
     fn done(&mut self, r: Outcome) -> Step {
         self.phase = Phase::Done;
         Step::Done(r)

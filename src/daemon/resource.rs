@@ -16,8 +16,8 @@ use super::Daemon;
 use super::lockspace::{Space, SpaceList, monotime};
 use crate::geometry::Geometry;
 use crate::io::{Area, Disk};
-use crate::ondisk::{self, LeaderRecord, PaxosDblock};
-use crate::paxos::{self, Input, PaxosAcquire, PaxosParams, Step};
+use crate::ondisk::{LeaderRecord, PaxosDblock};
+use crate::paxos::{self, PaxosAcquire, PaxosParams};
 use crate::proto::{self, SanlkResource};
 use crate::rv;
 
@@ -55,14 +55,10 @@ pub fn acquire(
     let disk = Disk::open(path.as_ref()).map_err(|e| e.sanlk_rv())?;
     let t = Duration::from_secs(sp.io_timeout);
     // The lease's own geometry, from its leader.
-    let head = disk
-        .read(offset, 4096.max(disk.device_sector as usize), t)
-        .map_err(|e| e.sanlk_rv())?;
-    let lr = LeaderRecord::decode(&head).map_err(|e| e.sanlk_rv())?;
-    if lr.magic != ondisk::PAXOS_DISK_MAGIC {
-        return Err(rv::SANLK_LEADER_MAGIC);
-    }
-    let g = Geometry::from_leader(lr.sector_size, lr.flags).ok_or(rv::SANLK_LEADER_SECTORSIZE)?;
+    let g = crate::direct::read_leader_sizes(&disk, offset, t).map_err(|e| match e {
+        crate::direct::DirectError::NoSizes { .. } => rv::SANLK_LEADER_MAGIC,
+        other => other.sanlk_rv(),
+    })?;
     let ss = g.sector_size as usize;
     let area = Area::new(&disk, offset, g.align_size as u64, t).map_err(|e| e.sanlk_rv())?;
 
@@ -75,7 +71,7 @@ pub fn acquire(
     if cmd_flags & proto::SANLK_ACQUIRE_OWNER_NOWAIT != 0 {
         flags |= paxos::PAXOS_ACQUIRE_OWNER_NOWAIT;
     }
-    let mut m = PaxosAcquire::new(PaxosParams {
+    let m = PaxosAcquire::new(PaxosParams {
         host_id,
         host_generation,
         sector_size: ss,
@@ -95,52 +91,44 @@ pub fn acquire(
         seed: monotime() ^ (host_id << 40) ^ std::process::id() as u64,
         names: Some((res.lockspace_name, res.name)),
     });
-    let read = |off: u64, len: usize| {
-        area.read(off, len)
-            .map(|b| b.to_vec())
-            .map_err(|e| e.sanlk_rv())
+    let owners = SpaceOwners {
+        sp,
+        ls_disk,
+        ls_ss,
+        timeout: t,
     };
-    let mut step = m.step(monotime(), Input::Start);
-    loop {
-        let input = match &step {
-            Step::ReadArea => Input::Area(read(0, g.align_size as usize)),
-            Step::ReadLeader => Input::Leader(read(0, ss)),
-            Step::HostInfo { owner_id } => {
-                let st = sp.state.lock().unwrap();
-                Input::HostInfo(
-                    st.hosts
-                        .hosts
-                        .get((*owner_id as usize).wrapping_sub(1))
-                        .cloned(),
-                )
-            }
-            Step::ReadOwnerDelta { owner_id } => {
-                let at = sp.offset + (owner_id - 1) * ls_ss as u64;
-                let r = ls_disk
-                    .read(at, ls_ss, t)
-                    .map_err(|e| e.sanlk_rv())
-                    .and_then(|b| crate::delta::verify_sector(&b, &sp.name));
-                Input::OwnerDelta(r)
-            }
-            Step::ReadDblock { host_id } => Input::Dblock(
-                read((1 + host_id) * ss as u64, ss)
-                    .map(|b| PaxosDblock::decode(&b).expect("sector")),
-            ),
-            Step::WriteDblock(s) => Input::Written(
-                area.write((1 + host_id) * ss as u64, s)
-                    .map_err(|e| e.sanlk_rv()),
-            ),
-            Step::WriteLeader(s) => Input::Written(area.write(0, s).map_err(|e| e.sanlk_rv())),
-            Step::Sleep(d) => {
-                std::thread::sleep(*d);
-                if sp.stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    return Err(-1);
-                }
-                Input::Slept
-            }
-            Step::Done(r) => return r.map(|(l, d)| (l, d, g)),
-        };
-        step = m.step(monotime(), input);
+    crate::direct::drive_paxos_acquire(&area, m, g.align_size as usize, &owners, |d| {
+        std::thread::sleep(d);
+        !sp.stop.load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .map(|(l, d)| (l, d, g))
+}
+
+/// The owner of a lease as our lockspace sees it, and its delta lease.
+struct SpaceOwners<'a> {
+    sp: &'a Arc<Space>,
+    ls_disk: Disk,
+    ls_ss: usize,
+    timeout: Duration,
+}
+
+impl crate::direct::OwnerView for SpaceOwners<'_> {
+    fn host_info(&self, owner_id: u64) -> Result<Option<crate::hosts::HostStatus>, i32> {
+        let st = self.sp.state.lock().unwrap();
+        Ok(st
+            .hosts
+            .hosts
+            .get((owner_id as usize).wrapping_sub(1))
+            .cloned())
+    }
+
+    fn owner_delta(&self, owner_id: u64) -> Result<LeaderRecord, i32> {
+        let at = self.sp.offset + (owner_id - 1) * self.ls_ss as u64;
+        let b = self
+            .ls_disk
+            .read(at, self.ls_ss, self.timeout)
+            .map_err(|e| e.sanlk_rv())?;
+        crate::delta::verify_sector(&b, &self.sp.name)
     }
 }
 

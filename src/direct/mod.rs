@@ -580,7 +580,7 @@ pub fn acquire(
     host_id: u64,
     host_generation: u64,
 ) -> Result<LeaderRecord> {
-    use crate::paxos::{Input, PaxosAcquire, PaxosParams, Step};
+    use crate::paxos::{PaxosAcquire, PaxosParams};
     let d = res
         .disks
         .first()
@@ -593,7 +593,7 @@ pub fn acquire(
     let ss = g.sector_size as usize;
     let area = Area::new(&disk, d.offset, g.align_size as u64, opts.timeout())?;
     let now = crate::daemon::lockspace::monotime;
-    let mut m = PaxosAcquire::new(PaxosParams {
+    let m = PaxosAcquire::new(PaxosParams {
         host_id,
         host_generation,
         sector_size: ss,
@@ -605,36 +605,12 @@ pub fn acquire(
         seed: now() ^ (host_id << 32) ^ std::process::id() as u64,
         names: Some((res.lockspace, res.name)),
     });
-    let read = |off: u64, len: usize| {
-        area.read(off, len)
-            .map(|b| b.to_vec())
-            .map_err(|e| e.sanlk_rv())
-    };
-    let mut step = m.step(now(), Input::Start);
-    loop {
-        let input = match &step {
-            Step::ReadArea => Input::Area(read(0, g.align_size as usize)),
-            Step::ReadLeader => Input::Leader(read(0, ss)),
-            Step::HostInfo { .. } | Step::ReadOwnerDelta { .. } => {
-                return Err(DirectError::Sanlk(crate::rv::SANLK_ACQUIRE_LOCKSPACE));
-            }
-            Step::ReadDblock { host_id } => Input::Dblock(
-                read((1 + host_id) * ss as u64, ss)
-                    .map(|b| crate::ondisk::PaxosDblock::decode(&b).expect("sector")),
-            ),
-            Step::WriteDblock(s) => Input::Written(
-                area.write((1 + host_id) * ss as u64, s)
-                    .map_err(|e| e.sanlk_rv()),
-            ),
-            Step::WriteLeader(s) => Input::Written(area.write(0, s).map_err(|e| e.sanlk_rv())),
-            Step::Sleep(d) => {
-                std::thread::sleep(*d);
-                Input::Slept
-            }
-            Step::Done(r) => return r.map(|(lr, _)| lr).map_err(DirectError::Sanlk),
-        };
-        step = m.step(now(), input);
-    }
+    drive_paxos_acquire(&area, m, g.align_size as usize, &NoLockspace, |d| {
+        std::thread::sleep(d);
+        true
+    })
+    .map(|(lr, _)| lr)
+    .map_err(DirectError::Sanlk)
 }
 
 /// `direct release -r RESOURCE [-i HOST_ID -g GENERATION]`: frees the
@@ -669,5 +645,74 @@ pub fn release(
             Area::new(&disk, d.offset, g.align_size as u64, opts.timeout())?.write(0, &sector)?;
             Ok(Some(freed))
         }
+    }
+}
+
+/// How an acquire learns about a lease's current owner: what our joined
+/// lockspace saw of it, and its delta lease on disk.
+pub trait OwnerView {
+    fn host_info(
+        &self,
+        owner_id: u64,
+    ) -> std::result::Result<Option<crate::hosts::HostStatus>, i32>;
+    fn owner_delta(&self, owner_id: u64) -> std::result::Result<LeaderRecord, i32>;
+}
+
+/// Direct mode has no joined lockspace: an owned lease cannot be judged.
+pub struct NoLockspace;
+
+impl OwnerView for NoLockspace {
+    fn host_info(&self, _: u64) -> std::result::Result<Option<crate::hosts::HostStatus>, i32> {
+        Err(crate::rv::SANLK_ACQUIRE_LOCKSPACE)
+    }
+    fn owner_delta(&self, _: u64) -> std::result::Result<LeaderRecord, i32> {
+        Err(crate::rv::SANLK_ACQUIRE_LOCKSPACE)
+    }
+}
+
+/// Runs a Disk Paxos acquire against `area` (one lease, `align_size`
+/// bytes), performing each step of [`crate::paxos::PaxosAcquire`].
+/// `sleep(d)` waits and returns false to abandon the acquire (-1).
+pub fn drive_paxos_acquire(
+    area: &Area,
+    mut m: crate::paxos::PaxosAcquire,
+    align_size: usize,
+    owner: &dyn OwnerView,
+    mut sleep: impl FnMut(Duration) -> bool,
+) -> crate::paxos::Outcome {
+    use crate::paxos::{Input, Step};
+    let now = crate::daemon::lockspace::monotime;
+    let (host_id, ss) = m.host_and_sector();
+    let read = |off: u64, len: usize| {
+        area.read(off, len)
+            .map(|b| b.to_vec())
+            .map_err(|e| e.sanlk_rv())
+    };
+    let mut step = m.step(now(), Input::Start);
+    loop {
+        let input = match &step {
+            Step::ReadArea => Input::Area(read(0, align_size)),
+            Step::ReadLeader => Input::Leader(read(0, ss)),
+            Step::HostInfo { owner_id } => Input::HostInfo(owner.host_info(*owner_id)?),
+            Step::ReadOwnerDelta { owner_id } => Input::OwnerDelta(owner.owner_delta(*owner_id)),
+            Step::ReadDblock { host_id } => {
+                Input::Dblock(read((1 + host_id) * ss as u64, ss).map(|b| {
+                    crate::ondisk::PaxosDblock::decode(&b).expect("a sector holds a dblock")
+                }))
+            }
+            Step::WriteDblock(s) => Input::Written(
+                area.write((1 + host_id) * ss as u64, s)
+                    .map_err(|e| e.sanlk_rv()),
+            ),
+            Step::WriteLeader(s) => Input::Written(area.write(0, s).map_err(|e| e.sanlk_rv())),
+            Step::Sleep(d) => {
+                if !sleep(*d) {
+                    return Err(-1);
+                }
+                Input::Slept
+            }
+            Step::Done(r) => return *r,
+        };
+        step = m.step(now(), input);
     }
 }
