@@ -140,6 +140,19 @@ impl Drop for Tally {
     }
 }
 
+/// Makes a spawned daemon die with the test that started it, even if the
+/// test process is killed before its Drop can stop the daemon by pid.
+fn die_with_parent(c: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and only affects the child.
+    unsafe {
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}
+
 /// A real sanlock daemon in its own run dir, stopped by pid on drop.
 pub struct SanlockDaemon {
     pub run_dir: PathBuf,
@@ -150,7 +163,7 @@ impl SanlockDaemon {
     pub fn start(run_dir: &Path) -> SanlockDaemon {
         std::fs::create_dir_all(run_dir).unwrap();
         let log = std::fs::File::create(run_dir.join("daemon.log")).unwrap();
-        let child = Command::new(sanlock())
+        let child = die_with_parent(&mut Command::new(sanlock()))
             .args([
                 "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root",
             ])
@@ -253,7 +266,7 @@ impl HactlDaemon {
             "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root",
         ];
         args.extend_from_slice(extra);
-        let child = Command::new(hactl())
+        let child = die_with_parent(&mut Command::new(hactl()))
             .args(&args)
             .env("SANLOCK_RUN_DIR", run_dir)
             .env("SANLOCK_PRIVILEGED", "0")
