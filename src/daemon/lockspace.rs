@@ -167,17 +167,22 @@ impl Space {
         self.changed.notify_all();
     }
 
-    /// Sleeps `secs`, waking each 100 ms to see whether we must stop.
-    /// Returns false if stopped.
+    /// Sleeps `secs` unless asked to stop meanwhile (stop_and_join wakes
+    /// the condvar), so an idle lockspace thread wakes once per wait, not
+    /// on a polling tick. Returns false if stopped.
     fn sleep_unless_stopped(&self, secs: f64) -> bool {
         let end = std::time::Instant::now() + Duration::from_secs_f64(secs);
-        while std::time::Instant::now() < end {
+        let mut st = self.state.lock().unwrap();
+        loop {
             if self.stop.load(Ordering::Relaxed) {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(100).min(end - std::time::Instant::now()));
+            let now = std::time::Instant::now();
+            if now >= end {
+                return true;
+            }
+            st = self.changed.wait_timeout(st, end - now).unwrap().0;
         }
-        !self.stop.load(Ordering::Relaxed)
     }
 
     pub fn start(self: &Arc<Self>) {
@@ -471,6 +476,10 @@ impl Space {
     /// Asks the thread to stop (and release), and waits for it.
     pub fn stop_and_join(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        {
+            let _st = self.state.lock().unwrap();
+            self.changed.notify_all();
+        }
         if let Some(h) = self.thread.lock().unwrap().take() {
             let _ = h.join();
         }

@@ -247,6 +247,7 @@ impl Daemon {
                     // The add in progress is abandoned; its waiter removes it.
                     sp.external_remove.store(true, Ordering::Relaxed);
                     sp.stop.store(true, Ordering::Relaxed);
+                    sp.changed.notify_all();
                     return 0;
                 }
                 SpaceList::Active => {

@@ -293,6 +293,9 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
         }
         Cmd::GetLockspaces => {
             set_owner(d, c, "get_lockspaces");
+            // sanlock sends at most 1 MiB of lockspaces, says -ENOSPC if
+            // there were more, and counts them all in data2.
+            let max = proto::MAX_CLIENT_MSG / SanlkLockspace::SIZE;
             let mut body = Vec::new();
             let mut count = 0u32;
             for (list, flags) in [
@@ -301,17 +304,24 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
                 (SpaceList::Adding, proto::SANLK_LSF_ADD),
             ] {
                 for sp in d.spaces_on(list) {
-                    let mut ls =
-                        SanlkLockspace::new(sp.name, sp.host_id, path_of(&sp.path), sp.offset);
-                    ls.flags = flags;
-                    body.extend(ls.encode());
+                    if (count as usize) < max {
+                        let mut ls =
+                            SanlkLockspace::new(sp.name, sp.host_id, path_of(&sp.path), sp.offset);
+                        ls.flags = flags;
+                        body.extend(ls.encode());
+                    }
                     count += 1;
                 }
             }
+            let rv = if count as usize > max {
+                -libc::ENOSPC
+            } else {
+                0
+            };
             let r = Header {
                 version: proto::SM_PROTO,
                 length: (32 + body.len()) as u32,
-                data: 0,
+                data: rv as u32,
                 data2: count,
                 ..*h
             };
