@@ -803,13 +803,15 @@ fn acquire_renew_release_id_match_sanlock() {
     );
 }
 
-/// Masks the clock readings (leader timestamp column, dblock inp3).
+/// Masks the clock readings (leader timestamp column, dblock inp3 and the
+/// dblock checksum that covers it).
 fn mask_clock(text: &str) -> String {
     text.lines()
         .map(|l| {
             let mut w: Vec<String> = l.split(' ').map(String::from).collect();
-            for i in 0..w.len() {
-                if i > 0 && w[i - 1] == "inp3" {
+            // inp3 is a clock reading, and the dblock checksum covers it.
+            for i in 1..w.len() {
+                if w[i - 1] == "inp3" || (w[i - 1] == "sum" && l.starts_with("dblock[")) {
                     w[i] = "T".into();
                 }
             }
