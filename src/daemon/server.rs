@@ -145,6 +145,31 @@ impl Conn {
     fn reply(&mut self, h: &Header, result: i32) -> bool {
         self.send(&h.result_reply(result).encode())
     }
+
+    /// The request header with `data` = result and length 32, `data2`
+    /// echoed (sanlock's replies to set_config, reg_event, end_event).
+    fn reply_echo(&mut self, h: &Header, result: i32) -> bool {
+        let r = Header {
+            version: proto::SM_PROTO,
+            length: 32,
+            data: result as u32,
+            ..*h
+        };
+        self.send(&r.encode())
+    }
+
+    /// The request header with `data` = result, `data2` = a count, and a
+    /// length that covers `body`, then the body.
+    fn reply_listing(&mut self, h: &Header, result: i32, count: u32, body: &[u8]) -> bool {
+        let r = Header {
+            version: proto::SM_PROTO,
+            length: (proto::HEADER_SIZE + body.len()) as u32,
+            data: result as u32,
+            data2: count,
+            ..*h
+        };
+        self.send(&r.encode()) && (body.is_empty() || self.send(body))
+    }
 }
 
 fn connection(d: Arc<Daemon>, s: UnixStream) {
@@ -318,16 +343,7 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
             } else {
                 0
             };
-            let r = Header {
-                version: proto::SM_PROTO,
-                length: (32 + body.len()) as u32,
-                data: rv as u32,
-                data2: count,
-                ..*h
-            };
-            if c.send(&r.encode()) {
-                c.send(&body);
-            }
+            c.reply_listing(h, rv, count, &body);
             Next::Close
         }
         Cmd::GetHosts => {
@@ -341,16 +357,7 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
             };
             let (rv, hosts) = get_hosts(d, &ls.name, ls.host_id);
             let body: Vec<u8> = hosts.iter().flat_map(|x| x.encode()).collect();
-            let r = Header {
-                version: proto::SM_PROTO,
-                length: (32 + body.len()) as u32,
-                data: rv as u32,
-                data2: hosts.len() as u32,
-                ..*h
-            };
-            if c.send(&r.encode()) {
-                c.send(&body);
-            }
+            c.reply_listing(h, rv, hosts.len() as u32, &body);
             Next::Close
         }
         Cmd::SetConfig => {
@@ -359,13 +366,7 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
                 Err(e) => e,
                 Ok(ls) => set_config(d, &ls.name, h.data),
             };
-            let r = Header {
-                version: proto::SM_PROTO,
-                length: 32,
-                data: rv as u32,
-                ..*h
-            };
-            c.send(&r.encode());
+            c.reply_echo(h, rv);
             Next::Close
         }
         Cmd::RegEvent => {
@@ -377,13 +378,7 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
                 (Ok(ls), Ok(_)) => reg_event(d, c, &ls.name),
                 (Err(e), _) | (_, Err(e)) => e,
             };
-            let r = Header {
-                version: proto::SM_PROTO,
-                length: 32,
-                data: rv as u32,
-                ..*h
-            };
-            c.send(&r.encode());
+            c.reply_echo(h, rv);
             Next::Close
         }
         Cmd::EndEvent => {
@@ -403,13 +398,7 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
                     }
                 },
             };
-            let r = Header {
-                version: proto::SM_PROTO,
-                length: 32,
-                data: rv as u32,
-                ..*h
-            };
-            c.send(&r.encode());
+            c.reply_echo(h, rv);
             Next::Close
         }
         Cmd::AddLockspace => {
@@ -498,16 +487,7 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
                 Err(e) => (e, 0, SanlkLockspace::default()),
                 Ok(ls) => read_lockspace(d, ls),
             };
-            let r = Header {
-                version: proto::SM_PROTO,
-                length: (32 + SanlkLockspace::SIZE) as u32,
-                data: rv as u32,
-                data2: io,
-                ..*h
-            };
-            if c.send(&r.encode()) {
-                c.send(&ls.encode());
-            }
+            c.reply_listing(h, rv, io, &ls.encode());
             Next::Keep
         }
         Cmd::Align => {
@@ -582,16 +562,7 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
                         body.extend_from_slice(state.as_bytes());
                         body.push(0);
                     }
-                    let r = Header {
-                        version: proto::SM_PROTO,
-                        length: (32 + body.len()) as u32,
-                        data: 0,
-                        data2: count as u32,
-                        ..*h
-                    };
-                    if c.send(&r.encode()) {
-                        c.send(&body);
-                    }
+                    c.reply_listing(h, 0, count as u32, &body);
                 }
             }
             Next::Keep
@@ -815,13 +786,7 @@ fn send_status(d: &Daemon, c: &mut Conn, h: &Header) {
 
 fn send_host_status(d: &Daemon, c: &mut Conn, h: &Header, name: &Name) {
     let Some(sp) = d.find_by_name(name) else {
-        let r = Header {
-            version: proto::SM_PROTO,
-            length: 32,
-            data: (-libc::ENOSPC) as u32,
-            ..*h
-        };
-        c.send(&r.encode());
+        c.reply_echo(h, -libc::ENOSPC);
         return;
     };
     let r = Header {
@@ -884,13 +849,7 @@ fn send_renewal(d: &Daemon, c: &mut Conn, h: &Header) {
         }
     };
     let Some(sp) = d.find_by_name(&ls.name) else {
-        let r = Header {
-            version: proto::SM_PROTO,
-            length: 32,
-            data: (-libc::ENOSPC) as u32,
-            ..*h
-        };
-        c.send(&r.encode());
+        c.reply_echo(h, -libc::ENOSPC);
         return;
     };
     let st = sp.state.lock().unwrap();
