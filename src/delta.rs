@@ -81,6 +81,16 @@ pub fn verify_sector(sector: &[u8], space_name: &Name) -> Result<LeaderRecord, i
     }
 }
 
+/// A read's result, verified as our lockspace's delta lease.
+fn read_verified(
+    r: Result<Vec<u8>, i32>,
+    space_name: &Name,
+) -> Result<(Vec<u8>, LeaderRecord), i32> {
+    let sector = r?;
+    let lr = verify_sector(&sector, space_name)?;
+    Ok((sector, lr))
+}
+
 /// A sector holding `lr` (checksummed), zeros, and `bitmap` at offset 256.
 pub fn lease_sector(
     lr: &mut LeaderRecord,
@@ -146,12 +156,8 @@ impl DeltaAcquire {
                 Step::Read
             }
             (Phase::FirstRead, Input::ReadDone(r)) => {
-                let sector = match r {
-                    Ok(s) => s,
-                    Err(e) => return self.finish(Err(e)),
-                };
-                let lr = match verify_sector(&sector, &self.p.space_name) {
-                    Ok(lr) => lr,
+                let (sector, lr) = match read_verified(r, &self.p.space_name) {
+                    Ok(x) => x,
                     Err(e) => return self.finish(Err(e)),
                 };
                 if lr.io_timeout != 0 {
@@ -177,12 +183,8 @@ impl DeltaAcquire {
                 Step::Read
             }
             (Phase::RereadAfterWatch { seen }, Input::ReadDone(r)) => {
-                let sector = match r {
-                    Ok(s) => s,
-                    Err(e) => return self.finish(Err(e)),
-                };
-                let lr = match verify_sector(&sector, &self.p.space_name) {
-                    Ok(lr) => lr,
+                let (sector, lr) = match read_verified(r, &self.p.space_name) {
+                    Ok(x) => x,
                     Err(e) => return self.finish(Err(e)),
                 };
                 if sector[..ondisk::leader::LEADER_SIZE] == seen[..] || lr.timestamp == 0 {
@@ -203,12 +205,8 @@ impl DeltaAcquire {
                 Step::Read
             }
             (Phase::Confirming { wrote }, Input::ReadDone(r)) => {
-                let sector = match r {
-                    Ok(s) => s,
-                    Err(e) => return self.finish(Err(e)),
-                };
-                let lr = match verify_sector(&sector, &self.p.space_name) {
-                    Ok(lr) => lr,
+                let (sector, lr) = match read_verified(r, &self.p.space_name) {
+                    Ok(x) => x,
                     Err(e) => return self.finish(Err(e)),
                 };
                 if sector[..ondisk::leader::LEADER_SIZE] != wrote[..] {
