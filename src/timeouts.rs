@@ -6,6 +6,14 @@
 /// keepalive until the watchdog resets the machine.
 pub const DEFAULT_WATCHDOG_FIRE_TIMEOUT: u64 = 60;
 
+/// Seconds of CLOCK_MONOTONIC: the clock sanlock writes into leases and
+/// judges hosts by.
+pub fn monotime() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64)
+        .unwrap_or(0)
+}
+
 /// The timeouts of one io_timeout, all in seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {

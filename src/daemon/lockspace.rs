@@ -19,12 +19,7 @@ use crate::ondisk::{self, HOSTID_BITMAP_SIZE, LeaderRecord, Name};
 use crate::rv;
 use crate::timeouts::Timeouts;
 
-/// Seconds of CLOCK_MONOTONIC, the clock sanlock writes into delta leases.
-pub fn monotime() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64)
-        .unwrap_or(0)
-}
+use crate::timeouts::monotime;
 
 /// Which of sanlock's three lists a lockspace is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -110,7 +110,7 @@ impl<S: Subscriber> Layer<S> for RingLayer {
         let mut line = format!(
             "{} {} [{}]: {}",
             local_time(),
-            crate::daemon::lockspace::monotime(),
+            crate::timeouts::monotime(),
             tid,
             m.0
         );

@@ -78,7 +78,7 @@ impl Daemon {
             next_space_id: AtomicU32::new(1),
             log,
             shutting_down: AtomicBool::new(false),
-            started: lockspace::monotime(),
+            started: crate::timeouts::monotime(),
             held: Mutex::new(Vec::new()),
         }
     }

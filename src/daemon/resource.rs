@@ -13,13 +13,14 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::Daemon;
-use super::lockspace::{Space, SpaceList, monotime};
+use super::lockspace::{Space, SpaceList};
 use crate::geometry::Geometry;
 use crate::io::{Area, Disk};
 use crate::ondisk::{LeaderRecord, PaxosDblock};
 use crate::paxos::{self, PaxosAcquire, PaxosParams};
 use crate::proto::{self, SanlkResource};
 use crate::rv;
+use crate::timeouts::monotime;
 
 /// A lease held for a client.
 #[derive(Clone, Debug)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use super::config::DaemonConfig;
-use super::lockspace::{SpaceList, monotime};
+use super::lockspace::SpaceList;
 use super::{ClientSlot, Daemon};
 use crate::geometry::Geometry;
 use crate::lease_str::{DiskArg, LockspaceArg};
@@ -23,6 +23,7 @@ use crate::proto::{
     SanlkPath, SanlkResource, SanlkState, WireStruct,
 };
 use crate::rv;
+use crate::timeouts::monotime;
 
 /// How long a client may take to send the payload that follows a header.
 const PAYLOAD_TIMEOUT: Duration = Duration::from_secs(30);

@@ -144,12 +144,6 @@ pub fn read_leader_sizes(disk: &Disk, offset: u64, timeout: Duration) -> Result<
     Geometry::from_leader(lr.sector_size, lr.flags).ok_or_else(no_sizes)
 }
 
-fn monotime() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64)
-        .unwrap_or(0)
-}
-
 /// `direct init -s`: writes every host's delta lease in one aligned area,
 /// with host 1's magic left invalid, then commits by writing host 1's
 /// sector, so a crash in between leaves no half-valid lockspace.
@@ -231,7 +225,11 @@ pub fn init_resource(res: &ResourceArg, opts: &DirectOpts) -> Result<()> {
         max_hosts: max_hosts as u64,
         space_name: res.lockspace,
         resource_name: res.name,
-        write_timestamp: if opts.clear { monotime() } else { 0 },
+        write_timestamp: if opts.clear {
+            crate::timeouts::monotime()
+        } else {
+            0
+        },
         ..Default::default()
     };
     let ss = g.sector_size as usize;
@@ -452,7 +450,7 @@ pub fn drive_delta_acquire(
     mut sleep: impl FnMut(u64) -> bool,
 ) -> std::result::Result<LeaderRecord, i32> {
     use crate::delta::{DeltaAcquire, Input, Step};
-    let now = crate::daemon::lockspace::monotime;
+    let now = crate::timeouts::monotime;
     let slot = (p.host_id - 1) * p.sector_size as u64;
     let ss = p.sector_size;
     let mut acq = DeltaAcquire::new(p, now());
@@ -551,7 +549,7 @@ pub fn renew_id(ls: &LockspaceArg, opts: &DirectOpts) -> Result<LeaderRecord> {
     let last =
         crate::delta::verify_sector(&buf[at..at + p.sector_size], &ls.name).map_err(sanlk)?;
     p.our_name = last.resource_name;
-    let now = crate::daemon::lockspace::monotime();
+    let now = crate::timeouts::monotime();
     let (lr, sector) =
         crate::delta::renew(&p, &last, false, &buf, now, (0, 0, 0), &[0; 256]).map_err(sanlk)?;
     area.write(at as u64, &sector)?;
@@ -592,7 +590,7 @@ pub fn acquire(
     };
     let ss = g.sector_size as usize;
     let area = Area::new(&disk, d.offset, g.align_size as u64, opts.timeout())?;
-    let now = crate::daemon::lockspace::monotime;
+    let now = crate::timeouts::monotime;
     let m = PaxosAcquire::new(PaxosParams {
         host_id,
         host_generation,
@@ -633,7 +631,7 @@ pub fn release(
     let lr = LeaderRecord::decode(&buf).expect("sector holds a leader");
     lr.verify_paxos(Some(&res.lockspace), Some(&res.name), 0)
         .map_err(|e| record_err(&disk, d.offset, e))?;
-    let now = crate::daemon::lockspace::monotime();
+    let now = crate::timeouts::monotime();
     let lss = lr.sector_size as usize;
     match crate::paxos::release_leader(&lr, &lr, host_id, host_generation, now, lss)
         .map_err(DirectError::Sanlk)?
@@ -681,7 +679,7 @@ pub fn drive_paxos_acquire(
     mut sleep: impl FnMut(Duration) -> bool,
 ) -> crate::paxos::Outcome {
     use crate::paxos::{Input, Step};
-    let now = crate::daemon::lockspace::monotime;
+    let now = crate::timeouts::monotime;
     let (host_id, ss) = m.host_and_sector();
     let read = |off: u64, len: usize| {
         area.read(off, len)
