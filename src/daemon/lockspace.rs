@@ -66,7 +66,6 @@ pub struct SpaceState {
     /// Our event, sent to hosts whose bit we set (write_id/gen/timestamp).
     pub host_event: (u64, u64, u64),
     pub set_event_time: u64,
-    pub our_leader: LeaderRecord,
 }
 
 /// A lockspace this daemon has been asked to join.
@@ -139,7 +138,6 @@ impl Space {
                 history_size,
                 host_event: (0, 0, 0),
                 set_event_time: 0,
-                our_leader: LeaderRecord::default(),
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -273,7 +271,6 @@ impl Space {
             st.renewal_last_attempt = begin;
             st.renewal_last_success = leader.timestamp;
             st.host_generation = leader.owner_generation;
-            st.our_leader = leader;
             push_history(
                 st,
                 RenewalEntry {
@@ -339,7 +336,6 @@ impl Space {
                         st.renewal_last_result = rv::SANLK_OK;
                         st.renewal_last_attempt = attempt;
                         st.renewal_last_success = lr.timestamp;
-                        st.our_leader = lr;
                         push_history(
                             st,
                             RenewalEntry {

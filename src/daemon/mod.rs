@@ -47,7 +47,6 @@ pub struct Daemon {
     next_space_id: AtomicU32,
     pub log: Arc<Mutex<log::LogRing>>,
     pub shutting_down: AtomicBool,
-    pub started: u64,
     /// Resource leases held for registered clients.
     pub held: Mutex<Vec<resource::Held>>,
 }
@@ -78,7 +77,6 @@ impl Daemon {
             next_space_id: AtomicU32::new(1),
             log,
             shutting_down: AtomicBool::new(false),
-            started: crate::timeouts::monotime(),
             held: Mutex::new(Vec::new()),
         }
     }
