@@ -95,6 +95,14 @@ impl Daemon {
             .collect()
     }
 
+    /// The joined (active) lockspace of this name, as the commands that
+    /// need one look it up.
+    pub fn find_active(&self, name: &Name) -> Option<Arc<Space>> {
+        self.spaces_on(SpaceList::Active)
+            .into_iter()
+            .find(|s| s.name.same_as(name))
+    }
+
     pub fn find_by_name(&self, name: &Name) -> Option<Arc<Space>> {
         self.spaces
             .lock()
@@ -312,6 +320,13 @@ impl Daemon {
             *s = None;
         }
     }
+}
+
+/// A path from a socket message, as a string (-EINVAL if it has no NUL
+/// within its 1024 bytes or is not UTF-8).
+pub fn path_string(p: &crate::proto::SanlkPath) -> Result<String, Rv> {
+    let b = p.as_bytes().map_err(|_| -libc::EINVAL)?;
+    String::from_utf8(b.to_vec()).map_err(|_| -libc::EINVAL)
 }
 
 /// Holds the run dir's `sanlock.pid` write lock for the daemon's life, so

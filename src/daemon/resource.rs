@@ -13,7 +13,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::Daemon;
-use super::lockspace::{Space, SpaceList};
+use super::lockspace::Space;
 use crate::geometry::Geometry;
 use crate::io::{Area, Disk};
 use crate::ondisk::{LeaderRecord, PaxosDblock};
@@ -39,11 +39,7 @@ pub struct Held {
 
 fn disk_path(res: &SanlkResource) -> Result<(String, u64), i32> {
     let d = res.disks.first().ok_or(-libc::ERANGE)?;
-    let p = d.path.as_bytes().map_err(|_| -libc::EINVAL)?;
-    Ok((
-        String::from_utf8(p.to_vec()).map_err(|_| -libc::EINVAL)?,
-        d.offset,
-    ))
+    Ok((super::path_string(&d.path)?, d.offset))
 }
 
 /// Runs one exclusive acquire for `sp`'s host.
@@ -200,9 +196,10 @@ impl Daemon {
                 result = -libc::EOPNOTSUPP;
                 break;
             }
-            let Some(sp) = self.spaces_on(SpaceList::Active).into_iter().find(|s| {
-                s.name.same_as(&res.lockspace_name) && !s.state.lock().unwrap().space_dead
-            }) else {
+            let Some(sp) = self
+                .find_active(&res.lockspace_name)
+                .filter(|s| !s.state.lock().unwrap().space_dead)
+            else {
                 result = -libc::ENOSPC;
                 break;
             };

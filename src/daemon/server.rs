@@ -221,8 +221,7 @@ fn set_owner(d: &Daemon, c: &Conn, name: &str) {
 }
 
 fn ls_path(ls: &SanlkLockspace) -> Result<String, i32> {
-    let b = ls.host_id_disk.path.as_bytes().map_err(|_| -libc::EINVAL)?;
-    String::from_utf8(b.to_vec()).map_err(|_| -libc::EINVAL)
+    super::path_string(&ls.host_id_disk.path)
 }
 
 fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
@@ -387,11 +386,7 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
             let rv = match c.read_payload::<SanlkLockspace>() {
                 Err(e) => e,
                 Ok(ls) if ls.name.is_empty() => -libc::EINVAL,
-                Ok(ls) => match d
-                    .spaces_on(SpaceList::Active)
-                    .into_iter()
-                    .find(|s| s.name.same_as(&ls.name))
-                {
+                Ok(ls) => match d.find_active(&ls.name) {
                     None => -libc::ENOENT,
                     Some(sp) => {
                         sp.prune_event_fds();
@@ -885,11 +880,7 @@ fn send_renewal(d: &Daemon, c: &mut Conn, h: &Header) {
 }
 
 fn get_hosts(d: &Daemon, name: &Name, host_id: u64) -> (i32, Vec<SanlkHost>) {
-    let Some(sp) = d
-        .spaces_on(SpaceList::Active)
-        .into_iter()
-        .find(|s| s.name.same_as(name))
-    else {
+    let Some(sp) = d.find_active(name) else {
         return (-libc::ENOENT, Vec::new());
     };
     let st = sp.state.lock().unwrap();
@@ -916,11 +907,7 @@ fn get_hosts(d: &Daemon, name: &Name, host_id: u64) -> (i32, Vec<SanlkHost>) {
 }
 
 fn set_config(d: &Daemon, name: &Name, what: u32) -> i32 {
-    let Some(sp) = d
-        .spaces_on(SpaceList::Active)
-        .into_iter()
-        .find(|s| s.name.same_as(name))
-    else {
+    let Some(sp) = d.find_active(name) else {
         return -libc::ENOENT;
     };
     let mut st = sp.state.lock().unwrap();
@@ -950,11 +937,7 @@ fn reg_event(d: &Daemon, c: &Conn, name: &Name) -> i32 {
     if name.is_empty() {
         return -libc::EINVAL;
     }
-    let Some(sp) = d
-        .spaces_on(SpaceList::Active)
-        .into_iter()
-        .find(|s| s.name.same_as(name))
-    else {
+    let Some(sp) = d.find_active(name) else {
         return -libc::ENOENT;
     };
     let Ok(dup) = c.s.try_clone() else {
@@ -977,11 +960,7 @@ fn set_event(d: &Daemon, name: &Name, he: SanlkHostEvent, flags: u32) -> i32 {
     if name.is_empty() || he.host_id == 0 || he.host_id > proto::DEFAULT_MAX_HOSTS as u64 {
         return -libc::EINVAL;
     }
-    let Some(sp) = d
-        .spaces_on(SpaceList::Active)
-        .into_iter()
-        .find(|s| s.name.same_as(name))
-    else {
+    let Some(sp) = d.find_active(name) else {
         return -libc::ENOENT;
     };
     let now = monotime();
