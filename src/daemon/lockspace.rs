@@ -190,21 +190,15 @@ impl Space {
     /// Finds the geometry from host 1's leader, as sanlock does before it
     /// acquires (`delta_read_lockspace_sizes`).
     fn read_sizes(&self, disk: &Disk) -> Result<Geometry, i32> {
-        let t = Duration::from_secs(self.io_timeout);
-        let buf = disk
-            .read(self.offset, 4096.max(disk.device_sector as usize), t)
-            .map_err(|e| e.sanlk_rv())?;
-        let lr = LeaderRecord::decode(&buf).map_err(|e| e.sanlk_rv())?;
-        if lr.magic != ondisk::DELTA_DISK_MAGIC {
-            return Err(rv::SANLK_LEADER_MAGIC);
-        }
-        if lr.version & 0xFFFF_0000 != ondisk::DELTA_DISK_VERSION_MAJOR {
-            return Err(rv::SANLK_LEADER_VERSION);
-        }
-        if lr.sector_size != 512 && lr.sector_size != 4096 {
-            return Err(rv::SANLK_LEADER_SECTORSIZE);
-        }
-        Geometry::from_leader(lr.sector_size, lr.flags).ok_or(rv::SANLK_ADDLS_SIZES)
+        read_lockspace_sizes(disk, self.offset, Duration::from_secs(self.io_timeout)).map_err(|e| {
+            match e {
+                SizesError::Read(rv) => rv,
+                SizesError::Magic => rv::SANLK_LEADER_MAGIC,
+                SizesError::Version => rv::SANLK_LEADER_VERSION,
+                SizesError::SectorSize => rv::SANLK_LEADER_SECTORSIZE,
+                SizesError::Geometry => rv::SANLK_ADDLS_SIZES,
+            }
+        })
     }
 
     fn run(self: Arc<Self>) {
@@ -475,6 +469,39 @@ impl Space {
             let _ = h.join();
         }
     }
+}
+
+/// Why a lockspace's geometry could not be read; callers number these as
+/// their sanlock counterparts do (add_lockspace and read_lockspace differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizesError {
+    Read(i32),
+    Magic,
+    Version,
+    SectorSize,
+    Geometry,
+}
+
+/// The geometry of the lockspace at `offset`, from host 1's delta lease.
+pub fn read_lockspace_sizes(
+    disk: &Disk,
+    offset: u64,
+    timeout: Duration,
+) -> Result<Geometry, SizesError> {
+    let buf = disk
+        .read(offset, 4096.max(disk.device_sector as usize), timeout)
+        .map_err(|e| SizesError::Read(e.sanlk_rv()))?;
+    let lr = LeaderRecord::decode(&buf).expect("4096 bytes hold a leader");
+    if lr.magic != ondisk::DELTA_DISK_MAGIC {
+        return Err(SizesError::Magic);
+    }
+    if lr.version & 0xFFFF_0000 != ondisk::DELTA_DISK_VERSION_MAJOR {
+        return Err(SizesError::Version);
+    }
+    if lr.sector_size != 512 && lr.sector_size != 4096 {
+        return Err(SizesError::SectorSize);
+    }
+    Geometry::from_leader(lr.sector_size, lr.flags).ok_or(SizesError::Geometry)
 }
 
 fn push_history(st: &mut SpaceState, e: RenewalEntry) {

@@ -17,7 +17,7 @@ use super::lockspace::SpaceList;
 use super::{ClientSlot, Daemon};
 use crate::geometry::Geometry;
 use crate::lease_str::{DiskArg, LockspaceArg};
-use crate::ondisk::{self, LeaderRecord, Name};
+use crate::ondisk::{LeaderRecord, Name};
 use crate::proto::{
     self, Cmd, Header, SanlkDisk, SanlkHost, SanlkHostEvent, SanlkLockspace, SanlkOptions,
     SanlkPath, SanlkResource, SanlkState, WireStruct,
@@ -1059,20 +1059,14 @@ fn read_lockspace(d: &Daemon, mut ls: SanlkLockspace) -> (i32, u32, SanlkLockspa
         )
         .ok()
     } else {
-        let Ok(buf) = disk.read(off, 4096, t) else {
-            return (rv::SANLK_LEADER_READ, 0, ls);
-        };
-        let lr = LeaderRecord::decode(&buf).expect("4096 bytes hold a leader");
-        if lr.magic != ondisk::DELTA_DISK_MAGIC {
-            return (rv::SANLK_LEADER_MAGIC, 0, ls);
+        use super::lockspace::{SizesError, read_lockspace_sizes};
+        match read_lockspace_sizes(&disk, off, t) {
+            Ok(g) => Some(g),
+            Err(SizesError::Read(_)) => return (rv::SANLK_LEADER_READ, 0, ls),
+            Err(SizesError::Magic) => return (rv::SANLK_LEADER_MAGIC, 0, ls),
+            Err(SizesError::Version) => return (rv::SANLK_LEADER_VERSION, 0, ls),
+            Err(SizesError::SectorSize | SizesError::Geometry) => None,
         }
-        if lr.version & 0xFFFF_0000 != ondisk::DELTA_DISK_VERSION_MAJOR {
-            return (rv::SANLK_LEADER_VERSION, 0, ls);
-        }
-        if lr.sector_size != 512 && lr.sector_size != 4096 {
-            return (-libc::EINVAL, 0, ls);
-        }
-        Geometry::from_leader(lr.sector_size, lr.flags)
     };
     let Some(g) = g else {
         return (-libc::EINVAL, 0, ls);
