@@ -164,6 +164,52 @@ fn die_with_parent(c: &mut Command) -> &mut Command {
     }
 }
 
+/// Starts `bin daemon` (sanlock's or hactl's) in its own run dir, the way
+/// every test runs one, and waits for its socket.
+fn spawn_daemon(
+    bin: &str,
+    extra: &[&str],
+    run_dir: &Path,
+    log_name: &str,
+    env: &[(&str, &str)],
+) -> Child {
+    std::fs::create_dir_all(run_dir).unwrap();
+    let log = std::fs::File::create(run_dir.join(log_name)).unwrap();
+    let mut args = vec![
+        "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root",
+    ];
+    args.extend_from_slice(extra);
+    let mut cmd = Command::new(bin);
+    die_with_parent(&mut cmd)
+        .args(&args)
+        .env("SANLOCK_RUN_DIR", run_dir)
+        .env("SANLOCK_PRIVILEGED", "0")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {bin} daemon: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !run_dir.join("sanlock.sock").exists() {
+        if Instant::now() >= deadline {
+            stop_daemon(&mut child);
+            panic!("{bin} daemon did not create its socket");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Stops a daemon by its pid (also if it is SIGSTOPped).
+fn stop_daemon(child: &mut Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait();
+}
+
 /// A real sanlock daemon in its own run dir, stopped by pid on drop.
 pub struct SanlockDaemon {
     pub run_dir: PathBuf,
@@ -172,32 +218,11 @@ pub struct SanlockDaemon {
 
 impl SanlockDaemon {
     pub fn start(run_dir: &Path) -> SanlockDaemon {
-        std::fs::create_dir_all(run_dir).unwrap();
-        let log = std::fs::File::create(run_dir.join("daemon.log")).unwrap();
-        let child = die_with_parent(&mut Command::new(sanlock()))
-            .args([
-                "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root",
-            ])
-            .env("SANLOCK_RUN_DIR", run_dir)
-            .env("SANLOCK_PRIVILEGED", "0")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start sanlock daemon");
-        let d = SanlockDaemon {
+        let child = spawn_daemon(sanlock(), &[], run_dir, "daemon.log", &[]);
+        SanlockDaemon {
             run_dir: run_dir.to_path_buf(),
             child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !run_dir.join("sanlock.sock").exists() {
-            assert!(
-                Instant::now() < deadline,
-                "sanlock daemon did not create its socket"
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        d
     }
 
     pub fn env(&self) -> [(&str, &str); 1] {
@@ -217,10 +242,7 @@ impl SanlockDaemon {
 
 impl Drop for SanlockDaemon {
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.pid());
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = self.child.wait();
+        stop_daemon(&mut self.child);
     }
 }
 
@@ -271,35 +293,12 @@ impl HactlDaemon {
     }
 
     pub fn start_with(run_dir: &Path, extra: &[&str]) -> HactlDaemon {
-        std::fs::create_dir_all(run_dir).unwrap();
-        let log = std::fs::File::create(run_dir.join("daemon.stderr")).unwrap();
-        let mut args = vec![
-            "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root",
-        ];
-        args.extend_from_slice(extra);
-        let child = die_with_parent(&mut Command::new(hactl()))
-            .args(&args)
-            .env("SANLOCK_RUN_DIR", run_dir)
-            .env("SANLOCK_PRIVILEGED", "0")
-            .env("HACTL_SANLOCK_CONF", "/nonexistent")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start hactl daemon");
-        let d = HactlDaemon {
+        let env = [("HACTL_SANLOCK_CONF", "/nonexistent")];
+        let child = spawn_daemon(hactl(), extra, run_dir, "daemon.stderr", &env);
+        HactlDaemon {
             run_dir: run_dir.to_path_buf(),
             child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !run_dir.join("sanlock.sock").exists() {
-            assert!(
-                Instant::now() < deadline,
-                "hactl daemon did not create its socket"
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
-        d
     }
 
     pub fn env(&self) -> [(&str, &str); 1] {
@@ -318,10 +317,7 @@ impl HactlDaemon {
 
 impl Drop for HactlDaemon {
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.pid());
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = self.child.wait();
+        stop_daemon(&mut self.child);
     }
 }
 
