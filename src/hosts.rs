@@ -61,7 +61,44 @@ pub struct HostStatus {
     pub set_bit_time: u64,
 }
 
-/// An event another host sent us through its bitmap and write_* fields.
+/// Whether a host seen holding a lease SHARED (its mode block names
+/// generation `generation`) may still hold it (sanlock's `host_live`): in doubt,
+/// live. Dead once its delta lease is free, taken by a newer generation,
+/// or unrenewed for host_dead_seconds.
+pub fn shared_holder_live(
+    hs: Option<&HostStatus>,
+    generation: u64,
+    now: u64,
+    our_io_timeout: u64,
+    watchdog_fire_timeout: u64,
+) -> bool {
+    let Some(hs) = hs else { return true };
+    if hs.last_check == 0 {
+        return true;
+    }
+    if hs.timestamp == 0 || hs.owner_generation > generation {
+        return false;
+    }
+    let io = if hs.io_timeout != 0 {
+        hs.io_timeout
+    } else {
+        our_io_timeout
+    };
+    let dead = Timeouts {
+        io_timeout: io,
+        watchdog_fire_timeout,
+    }
+    .host_dead_seconds();
+    let since = if hs.last_live == 0 {
+        hs.first_check
+    } else {
+        hs.last_live
+    };
+    now.saturating_sub(since) <= dead
+}
+
+/// An event another host sent us through its bitmap and write_* fields
+/// (`event` 0: only the bit, a resource request).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostEvent {
     pub host_id: u64,
@@ -191,8 +228,9 @@ impl HostTable {
                 if bitmap
                     .get(bit / 8)
                     .is_some_and(|b| b & (1 << (bit % 8)) != 0)
-                    && lr.write_generation != 0
                 {
+                    // event 0: a plain bit, i.e. a request for one of our
+                    // resources (the caller examines them).
                     events.push(HostEvent {
                         host_id: our,
                         generation: lr.write_id,
@@ -320,5 +358,37 @@ mod tests {
         assert_eq!(t.hosts[1].last_live, 14);
         assert_eq!(t.hosts[1].judge(15, 1, 60).state, HostState::Live);
         assert_eq!(t.hosts[2].judge(15, 1, 60).state, HostState::Free);
+    }
+
+    #[test]
+    fn shared_holder_liveness() {
+        let hs = HostStatus {
+            first_check: 1,
+            last_check: 100,
+            last_live: 100,
+            owner_id: 2,
+            owner_generation: 5,
+            timestamp: 99,
+            io_timeout: 1,
+            ..Default::default()
+        };
+        // dead seconds at io 1 = 8 + 60
+        assert!(shared_holder_live(Some(&hs), 5, 168, 10, 60));
+        assert!(!shared_holder_live(Some(&hs), 5, 169, 10, 60));
+        assert!(
+            !shared_holder_live(Some(&hs), 4, 101, 10, 60),
+            "restarted since"
+        );
+        let freed = HostStatus {
+            timestamp: 0,
+            ..hs.clone()
+        };
+        assert!(!shared_holder_live(Some(&freed), 5, 101, 10, 60));
+        let unseen = HostStatus {
+            last_check: 0,
+            ..hs.clone()
+        };
+        assert!(shared_holder_live(Some(&unseen), 5, 10_000, 10, 60));
+        assert!(shared_holder_live(None, 5, 10_000, 10, 60));
     }
 }

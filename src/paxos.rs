@@ -22,6 +22,9 @@ pub const PAXOS_ACQUIRE_FORCE: u32 = 0x1;
 pub const PAXOS_ACQUIRE_OWNER_NOWAIT: u32 = 0x2;
 pub const PAXOS_ACQUIRE_QUIET_FAIL: u32 = 0x4;
 pub const PAXOS_ACQUIRE_SHARED: u32 = 0x8;
+/// Every dblock we write carries our SHARED mode block (SH→EX convert:
+/// our shared hold stays visible to others while we ballot).
+pub const PAXOS_WRITE_MBLOCK_SH: u32 = 0x10;
 
 /// Who is acquiring, and how.
 #[derive(Clone, Debug)]
@@ -125,6 +128,10 @@ pub struct PaxosAcquire {
     dblock: PaxosDblock,
     new_leader: LeaderRecord,
     rng: u64,
+    /// Hosts whose mode block said SHARED in a phase-1 read (incl. ours).
+    shared_seen: Vec<u64>,
+    /// The last leader read (what the lease looked like when we failed).
+    seen: LeaderRecord,
 }
 
 /// Verifies a resource leader sector for this acquire (magic, version,
@@ -175,6 +182,60 @@ impl PaxosAcquire {
             dblock: PaxosDblock::default(),
             new_leader: LeaderRecord::default(),
             rng,
+            shared_seen: Vec::new(),
+            seen: LeaderRecord::default(),
+        }
+    }
+
+    /// Hosts seen holding the lease SHARED during our ballots (sorted; may
+    /// include our own host_id). An EX winner must check they are gone.
+    pub fn shared_seen(&self) -> &[u64] {
+        &self.shared_seen
+    }
+
+    /// The leader as last read: on failure, who holds the lease and whether
+    /// only briefly for a shared acquire (LFL_SHORT_HOLD).
+    pub fn seen_leader(&self) -> &LeaderRecord {
+        &self.seen
+    }
+
+    /// A ballot dblock sector, with our SHARED mode block when converting.
+    fn our_dblock_sector(&self) -> Vec<u8> {
+        let mut d = self.dblock;
+        let mut s = dblock_sector(&mut d, self.p.sector_size);
+        if self.p.flags & PAXOS_WRITE_MBLOCK_SH != 0 {
+            let mb = crate::ondisk::dblock::ModeBlock {
+                flags: crate::ondisk::dblock::MBLOCK_SHARED,
+                generation: self.p.host_generation,
+            };
+            let at = crate::ondisk::dblock::MBLOCK_OFFSET;
+            s[at..at + crate::ondisk::dblock::MODE_BLOCK_SIZE].copy_from_slice(&mb.encode());
+        }
+        s
+    }
+
+    /// Notes the SHARED mode blocks of valid host blocks (check_mode_block).
+    fn note_shared(&mut self, area: &[u8]) {
+        let ss = self.p.sector_size;
+        for q in 0..self.cur.num_hosts as usize {
+            let Some(s) = area.get((2 + q) * ss..(3 + q) * ss) else {
+                break;
+            };
+            let bk = PaxosDblock::decode(s).expect("a sector holds a dblock");
+            if bk.verify().is_err() {
+                continue;
+            }
+            let at = crate::ondisk::dblock::MBLOCK_OFFSET;
+            let mb = crate::ondisk::dblock::ModeBlock::decode(
+                &s[at..at + crate::ondisk::dblock::MODE_BLOCK_SIZE],
+            )
+            .expect("a sector holds a mode block");
+            let h = q as u64 + 1;
+            if mb.is_shared()
+                && let Err(i) = self.shared_seen.binary_search(&h)
+            {
+                self.shared_seen.insert(i, h);
+            }
         }
     }
 
@@ -212,6 +273,7 @@ impl PaxosAcquire {
             Ok(l) => l,
             Err(e) => return self.fail(e),
         };
+        self.seen = cur;
         let mut max_mbal = 0;
         for q in 0..cur.num_hosts as usize {
             let Some(s) = area.get((2 + q) * ss..(3 + q) * ss) else {
@@ -274,6 +336,7 @@ impl PaxosAcquire {
             Ok(l) => l,
             Err(e) => return self.fail(e),
         };
+        self.seen = tmp;
         if tmp.lver == self.next_lver {
             // Someone committed this version already, perhaps with us as owner.
             return if tmp.owner_id == self.p.host_id
@@ -295,8 +358,7 @@ impl PaxosAcquire {
             ..Default::default()
         };
         self.phase = Phase::Ballot1Written;
-        let mut d = self.dblock;
-        Step::WriteDblock(dblock_sector(&mut d, self.p.sector_size))
+        Step::WriteDblock(self.our_dblock_sector())
     }
 
     /// Reads every dblock of a phase; Err is an abort. In phase 1 also
@@ -452,6 +514,7 @@ impl PaxosAcquire {
                 let Ok(area) = r else {
                     return self.fail(rv::SANLK_DBLOCK_READ);
                 };
+                self.note_shared(&area);
                 match self.scan(&area) {
                     Err(_) => self.abort_and_retry(),
                     Ok(best) => {
@@ -467,8 +530,7 @@ impl PaxosAcquire {
                         }
                         self.dblock.bal = self.dblock.mbal;
                         self.phase = Phase::Ballot2Written;
-                        let mut d = self.dblock;
-                        Step::WriteDblock(dblock_sector(&mut d, self.p.sector_size))
+                        Step::WriteDblock(self.our_dblock_sector())
                     }
                 }
             }

@@ -85,6 +85,10 @@ pub struct Space {
     /// Signalled whenever state changes that waiters care about.
     pub changed: Condvar,
     pub stop: AtomicBool,
+    /// Another host asked for one of our resources (its bit in our slot),
+    /// or a client asked us to examine: the resource thread reads the
+    /// request records of what we hold here.
+    pub examine: AtomicBool,
     /// rem_lockspace asked for it (not a failure).
     pub external_remove: AtomicBool,
     pub thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -141,6 +145,7 @@ impl Space {
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
+            examine: AtomicBool::new(false),
             external_remove: AtomicBool::new(false),
             thread: Mutex::new(None),
             event_fds: Mutex::new(Vec::new()),
@@ -308,6 +313,7 @@ impl Space {
                         st.hosts.observe(now, &buf, ss, &self.name)
                     };
                     if !events.is_empty() {
+                        self.note_requests(now, &events);
                         self.deliver_events(&events);
                     }
                     match delta::renew(&p, &last, prev_ok, &buf, now, extra, &bitmap) {
@@ -409,15 +415,36 @@ impl Space {
         (bm, st.host_event)
     }
 
+    /// A host whose bit for us is set may want one of our resources:
+    /// examine them, at most once per set_bitmap_seconds per host.
+    fn note_requests(&self, now: u64, events: &[HostEvent]) {
+        let mut st = self.state.lock().unwrap();
+        let mut new = false;
+        for ev in events {
+            if let Some(hs) = st
+                .hosts
+                .hosts
+                .get_mut((ev.from_host_id as usize).wrapping_sub(1))
+                && (hs.last_req == 0 || now.saturating_sub(hs.last_req) >= self.set_bitmap_seconds)
+            {
+                hs.last_req = now;
+                new = true;
+            }
+        }
+        if new {
+            self.examine.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Sends events other hosts addressed to us to every `reg_event` fd; a
-    /// fd that cannot take it is dropped.
+    /// fd that cannot take it is dropped. Event 0 is only a request.
     fn deliver_events(&self, events: &[HostEvent]) {
         use crate::proto::{
             EventCb, Header, SM_CB_GET_EVENT, SM_CB_PROTO, SM_MAGIC, SanlkHostEvent, WireStruct,
         };
         use std::io::Write;
         let mut fds = self.event_fds.lock().unwrap();
-        for ev in events {
+        for ev in events.iter().filter(|e| e.event != 0) {
             let cb = EventCb {
                 h: Header {
                     magic: SM_MAGIC,

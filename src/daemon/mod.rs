@@ -10,6 +10,7 @@ pub mod config;
 pub mod lockspace;
 pub mod log;
 pub mod resource;
+pub mod resource_ops;
 pub mod server;
 
 use std::fs::{File, OpenOptions};
@@ -27,13 +28,19 @@ use self::lockspace::{Space, SpaceList};
 use crate::ondisk::Name;
 
 /// A client connection as `client status` lists it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ClientSlot {
     pub fd: i32,
     pub pid: i32,
     pub owner_name: String,
     pub cmd_last: u32,
     pub registered: bool,
+    /// `SANLK_RESTRICT_*` set by the client on its registered connection.
+    pub restricted: u32,
+    /// `killpath`: a program run (with its args) instead of signals.
+    pub killpath: Option<(String, String)>,
+    /// SANLK_KILLPATH_PID: append the pid to the killpath's arguments.
+    pub killpath_pid: bool,
 }
 
 /// Everything the daemon shares between its threads.
@@ -48,7 +55,7 @@ pub struct Daemon {
     pub log: Arc<Mutex<log::LogRing>>,
     pub shutting_down: AtomicBool,
     /// Resource leases held for registered clients.
-    pub held: Mutex<Vec<resource::Held>>,
+    pub res: Mutex<resource::ResTable>,
 }
 
 /// Why a lockspace request was refused (sanlock's error numbers).
@@ -66,7 +73,7 @@ impl Daemon {
                 pid: -1,
                 owner_name: name.into(),
                 cmd_last: 0,
-                registered: false,
+                ..Default::default()
             })
         };
         Daemon {
@@ -77,7 +84,7 @@ impl Daemon {
             next_space_id: AtomicU32::new(1),
             log,
             shutting_down: AtomicBool::new(false),
-            held: Mutex::new(Vec::new()),
+            res: Mutex::new(Default::default()),
         }
     }
 
@@ -444,6 +451,12 @@ pub fn main(args: &[String]) -> i32 {
             return 1;
         }
     };
+    {
+        let d = daemon.clone();
+        let _ = std::thread::Builder::new()
+            .name("resource".into())
+            .spawn(move || resource::examine_loop(d));
+    }
     server::serve(daemon.clone(), listener);
     for sp in daemon.spaces.lock().unwrap().clone() {
         sp.stop_and_join();

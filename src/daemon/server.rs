@@ -181,7 +181,7 @@ fn connection(d: Arc<Daemon>, s: UnixStream) {
         pid: -1,
         owner_name: String::new(),
         cmd_last: 0,
-        registered: false,
+        ..Default::default()
     });
     let mut c = Conn { s, ci, pid };
     loop {
@@ -206,7 +206,7 @@ fn connection(d: Arc<Daemon>, s: UnixStream) {
     // given up): its leases go with it.
     let registered = matches!(d.clients.lock().unwrap().get(ci), Some(Some(s)) if s.registered);
     if registered {
-        d.release_for(ci, None);
+        d.client_gone(ci);
     }
     d.client_free(ci);
 }
@@ -247,6 +247,7 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
             Next::Keep
         }
         Cmd::Restrict => {
+            d.client_update(c.ci, |s| s.restricted = h.cmd_flags);
             c.reply(h, 0);
             Next::Keep
         }
@@ -509,7 +510,7 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
             let r = read_acquire(c, h).and_then(|(resources, opts)| {
                 let (ci, pid) = target(d, c, h)?;
                 d.client_update(ci, |s| s.owner_name = opts.owner_name.to_string());
-                Ok(d.acquire_for(ci, pid, &resources, h.cmd_flags))
+                Ok(d.acquire_for(super::resource::Holder { ci, pid }, &resources, h.cmd_flags))
             });
             let rv = r.unwrap_or_else(|e| e);
             c.reply(h, rv);
@@ -520,9 +521,16 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
         }
         Cmd::Release => {
             let rv = (|| {
-                if h.cmd_flags & (proto::SANLK_REL_ORPHAN | proto::SANLK_REL_RENAME) != 0 {
-                    discard_payload(c, h);
-                    return Err(-libc::EOPNOTSUPP);
+                if h.cmd_flags & proto::SANLK_REL_ORPHAN != 0 {
+                    let res = read_res_head(c)?;
+                    target(d, c, h)?;
+                    return Ok(d.release_orphans(&res));
+                }
+                if h.cmd_flags & proto::SANLK_REL_RENAME != 0 {
+                    let old = read_res_head(c)?;
+                    let new = read_res_head(c)?;
+                    let (ci, _) = target(d, c, h)?;
+                    return Ok(d.release_rename(ci, &old, &new));
                 }
                 let names = if h.cmd_flags & proto::SANLK_REL_ALL != 0 {
                     None
@@ -563,10 +571,149 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
             }
             Next::Keep
         }
+        Cmd::Convert => {
+            let rv = read_res_head(c)
+                .and_then(|res| {
+                    let (ci, _) = target(d, c, h)?;
+                    Ok(d.convert(ci, &res, h.cmd_flags))
+                })
+                .unwrap_or_else(|e| e);
+            c.reply(h, rv);
+            Next::Keep
+        }
+        Cmd::Killpath => {
+            let rv = c
+                .read_bytes(2 * KILLPATH_FIELD)
+                .and_then(|b| {
+                    let (ci, _) = target(d, c, h)?;
+                    let field = |x: &[u8]| {
+                        // sanlock forces a NUL at the last byte of each field.
+                        let x = &x[..KILLPATH_FIELD - 1];
+                        let n = x.iter().position(|&b| b == 0).unwrap_or(x.len());
+                        String::from_utf8_lossy(&x[..n]).into_owned()
+                    };
+                    let path = field(&b[..KILLPATH_FIELD]);
+                    let args = field(&b[KILLPATH_FIELD..]);
+                    d.client_update(ci, |s| {
+                        s.killpath = (!path.is_empty()).then(|| (path.clone(), args.clone()));
+                        s.killpath_pid = h.cmd_flags & proto::SANLK_KILLPATH_PID != 0;
+                    });
+                    Ok(0)
+                })
+                .unwrap_or_else(|e| e);
+            c.reply(h, rv);
+            Next::Keep
+        }
+        Cmd::Request => {
+            let rv = read_res_disks(c)
+                .and_then(|res| {
+                    let sp = d
+                        .find_active(&res.lockspace_name)
+                        .filter(|s| !s.state.lock().unwrap().space_dead)
+                        .ok_or(-libc::ENOSPC)?;
+                    let next = h.cmd_flags & proto::SANLK_REQUEST_NEXT_LVER != 0;
+                    let owner = super::resource_ops::request(&res, h.data, next, sp.io_timeout)?;
+                    if owner != 0 {
+                        // Our next renewals carry the owner's bit: it examines.
+                        let mut st = sp.state.lock().unwrap();
+                        if let Some(hs) = st.hosts.hosts.get_mut(owner as usize - 1) {
+                            hs.set_bit_time = crate::timeouts::monotime().max(1);
+                        }
+                    }
+                    Ok(0)
+                })
+                .unwrap_or_else(|e| e);
+            c.reply(h, rv);
+            Next::Keep
+        }
+        Cmd::ExamineResource | Cmd::ExamineLockspace => {
+            let name = if cmd == Cmd::ExamineResource {
+                read_res_head(c).map(|r| r.lockspace_name)
+            } else {
+                c.read_payload::<SanlkLockspace>().map(|l| l.name)
+            };
+            if let Ok(name) = name
+                && let Some(sp) = d.find_active(&name)
+            {
+                sp.examine.store(true, Ordering::Relaxed);
+            }
+            // sanlock replies 0 whatever it found.
+            c.reply(h, 0);
+            Next::Keep
+        }
+        Cmd::ReadResource => {
+            let (rv, res) = match read_res_disks(c) {
+                Ok(res) => super::resource_ops::read_resource(res, d.cfg.io_timeout),
+                Err(e) => (e, SanlkResource::default()),
+            };
+            c.reply_listing(h, rv, 0, &res_head(&res));
+            Next::Keep
+        }
+        Cmd::WriteResource => {
+            let rv = read_res_disks(c)
+                .map(|res| {
+                    super::resource_ops::write_resource(
+                        &res,
+                        h.data,
+                        h.cmd_flags & proto::SANLK_WRITE_CLEAR != 0,
+                        d.cfg.io_timeout,
+                    )
+                })
+                .unwrap_or_else(|e| e);
+            c.reply(h, rv);
+            Next::Keep
+        }
+        Cmd::ReadResourceOwners => {
+            let (rv, res, hosts) = match read_res_disks(c) {
+                Ok(res) => super::resource_ops::read_resource_owners(res, d.cfg.io_timeout),
+                Err(e) => (e, SanlkResource::default(), Vec::new()),
+            };
+            let mut body = res_head(&res);
+            for hs in &hosts {
+                body.extend(hs.encode());
+            }
+            c.reply_listing(h, rv, hosts.len() as u32, &body);
+            Next::Keep
+        }
+        Cmd::SetLvb => {
+            let lvb_len =
+                (h.length as usize).saturating_sub(proto::HEADER_SIZE + SanlkResource::HEAD_SIZE);
+            let rv = read_res_head(c)
+                .and_then(|res| {
+                    if lvb_len > 4096 {
+                        return Err(-libc::E2BIG);
+                    }
+                    let data = c.read_bytes(lvb_len)?;
+                    Ok(d.set_lvb(&res, &data))
+                })
+                .unwrap_or_else(|e| e);
+            c.reply(h, rv);
+            if rv == -libc::E2BIG {
+                return Next::Close;
+            }
+            Next::Keep
+        }
+        Cmd::GetLvb => {
+            match read_res_head(c).and_then(|res| d.get_lvb(&res, h.data2 as usize)) {
+                Ok(b) => {
+                    c.reply_listing(h, 0, 0, &b);
+                }
+                Err(e) => {
+                    let r = Header {
+                        version: proto::SM_PROTO,
+                        length: (proto::HEADER_SIZE as u32).saturating_add(h.data2),
+                        data: e as u32,
+                        data2: 0,
+                        ..*h
+                    };
+                    c.send(&r.encode());
+                }
+            }
+            Next::Keep
+        }
         other => {
-            // Shared leases, convert, request, examine, LVB, resource reads
-            // and writes, killpath and the rindex over the socket are not
-            // implemented yet: refused, not faked.
+            // The rindex commands over the socket are not implemented yet:
+            // refused, not faked (`hactl direct` has them).
             warn!(
                 "client pid {}: {} is not supported by this hactl version",
                 c.pid, other
@@ -576,6 +723,37 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
             Next::Close
         }
     }
+}
+
+/// Each killpath field (path, args) on the wire.
+const KILLPATH_FIELD: usize = 128;
+
+/// A resource without disks (release, convert, lvb, examine payloads).
+fn read_res_head(c: &mut Conn) -> Result<SanlkResource, i32> {
+    let b = c.read_bytes(SanlkResource::HEAD_SIZE)?;
+    let mut head = b.clone();
+    // Decode the head alone: its num_disks says nothing here.
+    head[124..128].copy_from_slice(&0u32.to_ne_bytes());
+    SanlkResource::decode(&head).map_err(|_| -libc::EINVAL)
+}
+
+/// A resource followed by its disks (1 to 4, else -ERANGE).
+fn read_res_disks(c: &mut Conn) -> Result<SanlkResource, i32> {
+    let mut b = c.read_bytes(SanlkResource::HEAD_SIZE)?;
+    let n = SanlkResource::num_disks_in(&b).map_err(|_| -libc::ERANGE)?;
+    if n == 0 {
+        return Err(-libc::ERANGE);
+    }
+    b.extend(c.read_bytes(n * SanlkDisk::SIZE)?);
+    SanlkResource::decode(&b).map_err(|_| -libc::EINVAL)
+}
+
+/// The 128-byte head of a resource (replies carry no disks).
+fn res_head(r: &SanlkResource) -> Vec<u8> {
+    let mut b = r.encode();
+    b.truncate(SanlkResource::HEAD_SIZE);
+    b[124..128].copy_from_slice(&(r.disks.len() as u32).to_ne_bytes());
+    b
 }
 
 /// The registered client a command acts for: this connection (data2 -1)
@@ -758,23 +936,15 @@ fn send_status(d: &Daemon, c: &mut Conn, h: &Header) {
         }
     }
     if level == 0 || level > 3 {
-        for (token_id, hd) in d.held.lock().unwrap().iter().enumerate() {
-            let text = format!(
-                "list=held flags=0 sector_size={} align_size={} lver={} reused=0 res_id={} token_id={}",
-                hd.geometry.sector_size,
-                hd.geometry.align_size,
-                hd.leader.lver,
-                token_id + 1,
-                token_id + 1
-            );
+        for (text, pid, lver, res) in d.resource_states() {
             out.extend(state(
                 proto::SANLK_STATE_RESOURCE,
-                hd.res.name,
-                hd.pid as u32,
-                hd.leader.lver,
+                res.name,
+                pid,
+                lver,
                 &text,
             ));
-            out.extend(hd.res.encode());
+            out.extend(res.encode());
         }
     }
     c.send(&out);

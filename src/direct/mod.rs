@@ -591,7 +591,7 @@ pub fn acquire(
     let ss = g.sector_size as usize;
     let area = Area::new(&disk, d.offset, g.align_size as u64, opts.timeout())?;
     let now = crate::timeouts::monotime;
-    let m = PaxosAcquire::new(PaxosParams {
+    let mut m = PaxosAcquire::new(PaxosParams {
         host_id,
         host_generation,
         sector_size: ss,
@@ -603,7 +603,7 @@ pub fn acquire(
         seed: now() ^ (host_id << 32) ^ std::process::id() as u64,
         names: Some((res.lockspace, res.name)),
     });
-    drive_paxos_acquire(&area, m, g.align_size as usize, &NoLockspace, |d| {
+    drive_paxos_acquire(&area, &mut m, g.align_size as usize, &NoLockspace, |d| {
         std::thread::sleep(d);
         true
     })
@@ -673,7 +673,7 @@ impl OwnerView for NoLockspace {
 /// `sleep(d)` waits and returns false to abandon the acquire (-1).
 pub fn drive_paxos_acquire(
     area: &Area,
-    mut m: crate::paxos::PaxosAcquire,
+    m: &mut crate::paxos::PaxosAcquire,
     align_size: usize,
     owner: &dyn OwnerView,
     mut sleep: impl FnMut(Duration) -> bool,
