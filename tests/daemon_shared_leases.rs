@@ -214,7 +214,7 @@ fn shared_holders_across_implementations() {
     t.same(
         "owners after convert",
         s2.ask("own R 1048576").as_bytes(),
-        format!("2/1").as_bytes(),
+        b"2/1",
     );
     // sanlock's shared request is refused while hactl holds it EX.
     let r = s1.ask("acq R 1048576 sh");
