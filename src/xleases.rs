@@ -908,7 +908,11 @@ pub fn rebuild(path: &Path, lockspace: Option<&str>, opts: &Opts) -> Result<Vec<
         };
         match (record, res) {
             (Err(_), Some(name)) => {
-                if check_name("lease id", &name).is_ok() && ix.find(&name).is_none() {
+                // vdsm also finds the damaged record itself here (its name
+                // bytes may be intact) and then clears the lease; a record
+                // only duplicates the lease if it is another one.
+                let elsewhere = ix.find(&name).is_some_and(|m| m != n);
+                if check_name("lease id", &name).is_ok() && !elsewhere {
                     ix.set_record(
                         n,
                         &Record {
