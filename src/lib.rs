@@ -6,6 +6,7 @@
 //! - [`geometry`]: sector/align sizes and what they imply
 //! - [`lease_str`]: LOCKSPACE / RESOURCE / RINDEX strings
 //! - [`direct`]: `hactl direct` operations on storage
+//! - [`xleases`]: vdsm's xleases volume (VM leases) over [`io`]
 //! - [`cli`]: sanlock's command syntax and output text
 
 pub mod cli;
@@ -21,3 +22,4 @@ pub mod paxos;
 pub mod proto;
 pub mod rv;
 pub mod timeouts;
+pub mod xleases;

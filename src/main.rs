@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
 
-use hactl::cli::{args, client_cmd, direct_cmd};
+use hactl::cli::{args, client_cmd, direct_cmd, xleases_cmd};
 
 /// hactl: shared-storage leases, compatible with sanlock.
 #[derive(Parser)]
@@ -38,6 +38,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// vdsm's xleases volume (oVirt VM leases): format, add, remove,
+    /// lookup, list, rebuild. Each lease is a sanlock resource at its slot.
+    Xleases(xleases_cmd::XleasesArgs),
     /// Run the lease manager daemon (sanlock daemon ...).
     ///
     /// Options use sanlock's syntax: -D (foreground, log to stderr),
@@ -62,6 +65,7 @@ fn main() {
             }
         },
         Cmd::Client { action, args: rest } => client_cmd::main(&action, &rest),
+        Cmd::Xleases(a) => xleases_cmd::main(a),
         Cmd::Daemon { args: rest } => hactl::daemon::main(&rest),
     };
     std::process::exit(code);

@@ -3,3 +3,4 @@
 pub mod args;
 pub mod client_cmd;
 pub mod direct_cmd;
+pub mod xleases_cmd;

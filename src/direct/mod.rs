@@ -212,8 +212,34 @@ pub fn init_resource(res: &ResourceArg, opts: &DirectOpts) -> Result<()> {
     } else {
         opts.num_hosts
     };
+    let buf = resource_area_bytes(
+        g,
+        max_hosts,
+        num_hosts,
+        &res.lockspace,
+        &res.name,
+        opts.clear,
+    );
+
+    for (disk, arg) in disks.iter().zip(&res.disks) {
+        disk.check_sector_size(g.sector_size)?;
+        Area::new(disk, arg.offset, g.align_size as u64, WRITE_INIT_IO_TIMEOUT)?.write(0, &buf)?;
+    }
+    Ok(())
+}
+
+/// The bytes `paxos_lease_init` writes for one resource lease area: leader
+/// (or a cleared leader), the request record, and zeroes for every dblock.
+pub fn resource_area_bytes(
+    g: Geometry,
+    max_hosts: u32,
+    num_hosts: u64,
+    lockspace: &ondisk::Name,
+    name: &ondisk::Name,
+    clear: bool,
+) -> Vec<u8> {
     let mut leader = LeaderRecord {
-        magic: if opts.clear {
+        magic: if clear {
             ondisk::PAXOS_DISK_CLEAR
         } else {
             ondisk::PAXOS_DISK_MAGIC
@@ -223,9 +249,9 @@ pub fn init_resource(res: &ResourceArg, opts: &DirectOpts) -> Result<()> {
         sector_size: g.sector_size,
         num_hosts,
         max_hosts: max_hosts as u64,
-        space_name: res.lockspace,
-        resource_name: res.name,
-        write_timestamp: if opts.clear {
+        space_name: *lockspace,
+        resource_name: *name,
+        write_timestamp: if clear {
             crate::timeouts::monotime()
         } else {
             0
@@ -238,12 +264,7 @@ pub fn init_resource(res: &ResourceArg, opts: &DirectOpts) -> Result<()> {
     buf[..b.len()].copy_from_slice(&b);
     let rr = RequestRecord::fresh().encode();
     buf[ss..ss + rr.len()].copy_from_slice(&rr);
-
-    for (disk, arg) in disks.iter().zip(&res.disks) {
-        disk.check_sector_size(g.sector_size)?;
-        Area::new(disk, arg.offset, g.align_size as u64, WRITE_INIT_IO_TIMEOUT)?.write(0, &buf)?;
-    }
-    Ok(())
+    buf
 }
 
 /// A leader as read, with the verdict on it: sanlock prints what it read

@@ -1,0 +1,2 @@
+# Stand-in for vdsm's module of this name: only what xlease.py uses.
+
