@@ -20,6 +20,7 @@ pub mod lease_str;
 pub mod ondisk;
 pub mod paxos;
 pub mod proto;
+pub mod recovery;
 pub mod rv;
 pub mod timeouts;
 pub mod xleases;

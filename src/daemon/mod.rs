@@ -9,6 +9,7 @@
 pub mod config;
 pub mod lockspace;
 pub mod log;
+pub mod main_loop;
 pub mod resource;
 pub mod resource_ops;
 pub mod server;
@@ -274,8 +275,10 @@ impl Daemon {
             let sp = sp.clone();
             std::thread::spawn(move || {
                 loop {
+                    // Holders are being killed by the main loop (SIGKILL).
+                    let held = d.space_has_resources(sp.space_id);
                     let mut st = sp.state.lock().unwrap();
-                    if !st.external_used {
+                    if !st.external_used && !held {
                         st.list = SpaceList::Removing;
                         break;
                     }
@@ -455,7 +458,7 @@ pub fn main(args: &[String]) -> i32 {
         let d = daemon.clone();
         let _ = std::thread::Builder::new()
             .name("resource".into())
-            .spawn(move || resource::examine_loop(d));
+            .spawn(move || main_loop::run(d));
     }
     server::serve(daemon.clone(), listener);
     for sp in daemon.spaces.lock().unwrap().clone() {

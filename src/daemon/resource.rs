@@ -875,6 +875,21 @@ impl Daemon {
         (strs.len(), strs.join(" "))
     }
 
+    /// The processes holding (or acquiring) leases in lockspace `space_id`.
+    pub fn holder_pids(&self, space_id: u32) -> Vec<(usize, i32)> {
+        let t = self.res.lock().unwrap();
+        let mut v: Vec<(usize, i32)> = t
+            .list
+            .iter()
+            .filter(|r| r.space_id == space_id)
+            .flat_map(|r| r.tokens.iter().map(|k| (k.ci, k.pid)))
+            .filter(|&(_, pid)| pid > 0)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// Whether any resource of lockspace `space_id` is held or in flight.
     pub fn space_has_resources(&self, space_id: u32) -> bool {
         self.res
@@ -1067,29 +1082,8 @@ impl Daemon {
     }
 }
 
-/// The resource thread: when a lockspace was asked to examine (another
-/// host set our bit, or a client sent examine), reads the request records
-/// of our exclusive leases there and acts on forced or graceful requests
-/// for a newer lver (`do_request`): FORCE kills the holder with SIGKILL,
-/// GRACEFUL runs its killpath or sends SIGTERM; restrict flags swap them.
-pub fn examine_loop(d: Arc<Daemon>) {
-    use std::sync::atomic::Ordering;
-    while !d.shutting_down.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(500));
-        let spaces = d.spaces.lock().unwrap().clone();
-        for sp in spaces {
-            if !sp.examine.swap(false, Ordering::Relaxed) {
-                continue;
-            }
-            for (pid, force_mode, what) in d.requested_holders(&sp.name) {
-                d.do_request(pid, force_mode, &what);
-            }
-        }
-    }
-}
-
 impl Daemon {
-    fn do_request(&self, pid: i32, force_mode: u32, what: &str) {
+    pub fn do_request(&self, pid: i32, force_mode: u32, what: &str) {
         if pid <= 0 {
             return;
         }

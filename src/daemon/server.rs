@@ -459,6 +459,11 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
                     }
                     std::thread::sleep(Duration::from_secs(1));
                 }
+            } else if h.cmd_flags & proto::SANLK_REM_UNUSED != 0
+                && d.find_exact(&ls.name, ls.host_id, &path, off)
+                    .is_some_and(|sp| d.space_has_resources(sp.space_id))
+            {
+                -libc::EBUSY
             } else {
                 d.rem_lockspace(
                     &ls.name,

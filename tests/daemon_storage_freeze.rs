@@ -1,0 +1,290 @@
+//! A host whose storage freezes (its path to the lease file goes through a
+//! FUSE pass-through whose server is SIGSTOPped, as a hung NFS server; the
+//! other host reaches the file directly) must have its lease holders gone
+//! before the other host acquires their leases: a holder that exits on
+//! SIGTERM, and one that ignores SIGTERM and needs SIGKILL. The other host
+//! acquires only once the frozen host is DEAD (when its watchdog would have
+//! fired). Measured both ways in a mixed cluster: hactl frozen with sanlock
+//! taking over, and sanlock frozen with hactl taking over.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The FUSE server process and its mount, unmounted and stopped on drop.
+struct Fuse {
+    child: Child,
+    mnt: PathBuf,
+}
+
+impl Fuse {
+    fn start(back: &Path, mnt: &Path) -> Fuse {
+        let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/fuse-passthrough.py");
+        let child = Command::new(python3())
+            .arg(&tool)
+            .args([back, mnt])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("fuse-passthrough.py (needs fuse3 and python3-fusepy)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string("/proc/mounts")
+            .unwrap()
+            .contains(p(mnt))
+        {
+            assert!(Instant::now() < deadline, "the FUSE mount did not appear");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Fuse {
+            child,
+            mnt: mnt.to_path_buf(),
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Fuse {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = Command::new("fusermount")
+            .args(["-u", "-z", p(&self.mnt)])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A registered process holding `res`; with `ignore_term` it survives SIGTERM.
+fn holder(run_dir: &Path, f: &Path, res: &str, off: u64, ignore_term: bool) -> Child {
+    let script = r#"
+import sanlock, sys, signal, time
+if sys.argv[4] == "1":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+fd = sanlock.register()
+sanlock.acquire(b"LS", sys.argv[2].encode(), [(sys.argv[1], int(sys.argv[3]))], slkfd=fd)
+print("held", flush=True)
+while True:
+    time.sleep(1)
+"#;
+    let mut c = Command::new(python3())
+        .args([
+            "-c",
+            script,
+            p(f),
+            res,
+            &off.to_string(),
+            if ignore_term { "1" } else { "0" },
+        ])
+        .env("SANLOCK_RUN_DIR", run_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(c.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held", "{res} was not acquired");
+    c
+}
+
+/// Keeps acquiring `res` (each second while its owner looks alive); the
+/// moment it got it.
+fn acquire_blocking(
+    run_dir: &Path,
+    f: &Path,
+    res: &str,
+    off: u64,
+) -> std::thread::JoinHandle<(String, Instant)> {
+    let script = r#"
+import sanlock, sys, time
+fd = sanlock.register()
+deadline = time.monotonic() + 150
+while True:
+    try:
+        sanlock.acquire(b"LS", sys.argv[2].encode(), [(sys.argv[1], int(sys.argv[3]))], slkfd=fd)
+        print("held", flush=True)
+        break
+    except sanlock.SanlockException as e:
+        if e.errno not in (-243, 11) or time.monotonic() > deadline:
+            print("refused %d" % e.errno, flush=True)
+            break
+        time.sleep(0.5)
+time.sleep(1)
+"#;
+    let (rd, f, res) = (run_dir.to_path_buf(), f.to_path_buf(), res.to_string());
+    std::thread::spawn(move || {
+        let mut c = Command::new(python3())
+            .args(["-c", script, p(&f), &res, &off.to_string()])
+            .env("SANLOCK_RUN_DIR", &rd)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(c.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let when = Instant::now();
+        let _ = c.wait();
+        (line.trim().to_string(), when)
+    })
+}
+
+fn add_ls(run_dir: &Path, host_id: u64, f: &Path) {
+    let o = run_env(
+        sanlock(),
+        &[
+            "client",
+            "add_lockspace",
+            "-s",
+            &format!("LS:{host_id}:{}:0", p(f)),
+            "-o",
+            "1",
+        ],
+        &[("SANLOCK_RUN_DIR", p(run_dir))],
+    );
+    assert!(o.text().contains("done 0"), "{}", o.text());
+}
+
+fn wait_gone(c: &mut Child, t0: Instant, limit: Duration) -> Duration {
+    loop {
+        if c.try_wait().unwrap().is_some() {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "a holder on the frozen host outlived {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Timings {
+    term_gone: Duration,
+    kill_gone: Duration,
+    takeover: [Duration; 2],
+}
+
+/// Freezes the storage of host 1 (`frozen_hactl`: hactl's daemon, else
+/// sanlock's) while host 2 (the other implementation) waits for its leases.
+fn freeze(frozen_hactl: bool) -> Timings {
+    let dir = workdir();
+    let (back, mnt) = (dir.path().join("back"), dir.path().join("mnt"));
+    std::fs::create_dir_all(&back).unwrap();
+    std::fs::create_dir_all(&mnt).unwrap();
+    let direct = back.join("leases");
+    make_file(&direct, 3 << 20, 0);
+    let ds = p(&direct);
+    for args in [
+        vec!["direct", "init", "-s", &format!("LS:0:{ds}:0"), "-o", "1"],
+        vec!["direct", "init", "-r", &format!("LS:R1:{ds}:1M")],
+        vec!["direct", "init", "-r", &format!("LS:R2:{ds}:2M")],
+    ] {
+        assert_eq!(run(hactl(), &args).code, 0);
+    }
+    let fuse = Fuse::start(&back, &mnt);
+    let via_fuse = mnt.join("leases");
+    let (hd, sd) = (
+        HactlDaemon::start(&dir.path().join("h")),
+        SanlockDaemon::start(&dir.path().join("s")),
+    );
+    let (frozen_dir, other_dir) = if frozen_hactl {
+        (hd.run_dir.clone(), sd.run_dir.clone())
+    } else {
+        (sd.run_dir.clone(), hd.run_dir.clone())
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| add_ls(&frozen_dir, 1, &via_fuse));
+        s.spawn(|| add_ls(&other_dir, 2, &direct));
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let mut term = holder(&frozen_dir, &via_fuse, "R1", 1 << 20, false);
+    let mut stubborn = holder(&frozen_dir, &via_fuse, "R2", 2 << 20, true);
+
+    fuse.signal(libc::SIGSTOP);
+    let t0 = Instant::now();
+    let a1 = acquire_blocking(&other_dir, &direct, "R1", 1 << 20);
+    let a2 = acquire_blocking(&other_dir, &direct, "R2", 2 << 20);
+    let term_gone = wait_gone(&mut term, t0, Duration::from_secs(100));
+    let kill_gone = wait_gone(&mut stubborn, t0, Duration::from_secs(100));
+    let (r1, at1) = a1.join().unwrap();
+    let (r2, at2) = a2.join().unwrap();
+    assert_eq!(
+        (r1.as_str(), r2.as_str()),
+        ("held", "held"),
+        "the other host never took the leases over"
+    );
+    let takeover = [at1 - t0, at2 - t0];
+    // Never before the holders were gone.
+    assert!(
+        takeover[0] > term_gone && takeover[1] > kill_gone,
+        "a lease was taken over while its holder lived"
+    );
+    // Not before the frozen host's watchdog would have fired: 8 io_timeouts
+    // + 60 s after its last renewal, which was at most one renewal interval
+    // (2 s) and one io_timeout before the freeze.
+    for t in takeover {
+        assert!(
+            t >= Duration::from_secs(65),
+            "taken over {t:?} after the freeze, before the owner could be DEAD"
+        );
+    }
+    drop(fuse);
+    Timings {
+        term_gone,
+        kill_gone,
+        takeover,
+    }
+}
+
+#[test]
+fn storage_freeze_kills_holders_before_takeover_both_ways() {
+    let h = freeze(true);
+    let s = freeze(false);
+    let secs = |d: Duration| format!("{:.1}", d.as_secs_f64());
+    eprintln!("seconds after the freeze          hactl frozen   sanlock frozen");
+    eprintln!(
+        "  SIGTERM holder gone             {:>12}   {:>14}",
+        secs(h.term_gone),
+        secs(s.term_gone)
+    );
+    eprintln!(
+        "  SIGTERM-ignoring holder gone    {:>12}   {:>14}",
+        secs(h.kill_gone),
+        secs(s.kill_gone)
+    );
+    eprintln!(
+        "  other host holds R1             {:>12}   {:>14}",
+        secs(h.takeover[0]),
+        secs(s.takeover[0])
+    );
+    eprintln!(
+        "  other host holds R2             {:>12}   {:>14}",
+        secs(h.takeover[1]),
+        secs(s.takeover[1])
+    );
+    // hactl kills on sanlock's schedule: the SIGTERM holder at the fail
+    // time (8 io_timeouts after the last renewal), the other after the
+    // 40 s grace; allow for the renewal phase (≤ 3 s) and the poll period.
+    let close = |a: Duration, b: Duration| a.as_secs_f64() - b.as_secs_f64();
+    assert!(
+        close(h.term_gone, s.term_gone).abs() < 4.0,
+        "SIGTERM times differ: {h:?} vs {s:?}",
+        h = h.term_gone,
+        s = s.term_gone
+    );
+    assert!(
+        close(h.kill_gone, s.kill_gone).abs() < 4.0,
+        "SIGKILL times differ: {h:?} vs {s:?}",
+        h = h.kill_gone,
+        s = s.kill_gone
+    );
+}
