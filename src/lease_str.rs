@@ -429,6 +429,34 @@ pub fn parse_resource_sanlock(s: &str) -> Result<ResourceArg, i32> {
     Ok(out)
 }
 
+/// `sanlock_state_to_args`: the state string split at unescaped spaces,
+/// each piece parsed as a RESOURCE.
+pub fn state_to_args(state: &[u8]) -> Result<Vec<ResourceArg>, (i32, usize)> {
+    let text = String::from_utf8_lossy(state);
+    let mut pieces = Vec::new();
+    let mut cur = String::new();
+    let mut esc = false;
+    for c in text.chars() {
+        if esc {
+            cur.push(c);
+            esc = false;
+        } else if c == '\\' {
+            cur.push(c);
+            esc = true;
+        } else if c == ' ' {
+            pieces.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(c);
+        }
+    }
+    pieces.push(cur);
+    let count = pieces.len();
+    pieces
+        .iter()
+        .map(|p| parse_resource_sanlock(p).map_err(|rv| (rv, count)))
+        .collect()
+}
+
 impl ResourceArg {
     /// `sanlock_res_to_str`: `LS:RES:path:off[:path:off...]:lver|SH`.
     pub fn to_sanlock_string(&self) -> String {
@@ -480,6 +508,34 @@ mod tests {
             parse_lockspace(&format!("{long}:1:/f:0")),
             Err(ArgError::NameTooLong(_))
         ));
+    }
+
+    #[test]
+    fn sanlock_client_resource_parse() {
+        // sanlock's M rewrite finds colons with strchr, escaped or not: the
+        // escaped one counts as the third, "b:2" becomes 0 MiB, and the
+        // rest ("2M") is then read by %llu as 2.
+        let r = parse_resource_sanlock(&rewrite_mib_offset(r"LS:R:/a\:b:2M:7")).unwrap();
+        assert_eq!((r.disks[0].path.as_str(), r.disks[0].offset), ("/a:0", 2));
+        let r = parse_resource_sanlock(r"LS:R:/a\:b:2:7").unwrap();
+        assert_eq!((r.disks[0].path.as_str(), r.lver), ("/a:b", Some(7)));
+        assert_eq!(rewrite_mib_offset("LS:R:/f:1M"), "LS:R:/f:1048576");
+        assert_eq!(rewrite_mib_offset("LS:R:/f:1M:5"), "LS:R:/f:1048576:5");
+        let r = parse_resource_sanlock("LS:R:/f:0:/g:512:SH").unwrap();
+        assert_eq!((r.disks.len(), r.shared, r.lver), (2, true, None));
+        let r = parse_resource_sanlock("LS:R:/f:12abc:0x10").unwrap();
+        assert_eq!((r.disks[0].offset, r.lver), (12, Some(16)));
+        assert_eq!(parse_resource_sanlock("L"), Err(-libc::ENXIO));
+        assert_eq!(parse_resource_sanlock("LS:R:/f"), Err(-1));
+        assert_eq!(parse_resource_sanlock("LS:R:/f:x"), Err(-1));
+        assert_eq!(parse_resource_sanlock("LS:R::0"), Err(-1));
+        assert_eq!(parse_resource_sanlock("LS:R:/f:0:"), Err(-1));
+        assert_eq!(parse_resource_sanlock("LS:R:a:0:b:0:c:0:d:0:e:0"), Err(-2));
+        let names = parse_resource_sanlock("LS:R").unwrap();
+        assert!(names.disks.is_empty());
+        let st = state_to_args(b"LS:a:/f:0:1 LS:b:/f:1048576:SH").unwrap();
+        assert_eq!(st.len(), 2);
+        assert!(st[1].shared);
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! - [`lease_str`]: LOCKSPACE / RESOURCE / RINDEX strings
 //! - [`direct`]: `hactl direct` operations on storage
 //! - [`cli`]: sanlock's command syntax and output text
+//! - [`client`]: a typed Rust API to a sanlock daemon, instead of libsanlock
 
 pub mod cli;
+pub mod client;
 pub mod daemon;
 pub mod delta;
 pub mod direct;

@@ -1065,34 +1065,6 @@ pub fn res_to_str(res: &SanlkResource) -> Vec<u8> {
     s
 }
 
-/// `sanlock_state_to_args`: the state string split at unescaped spaces,
-/// each piece parsed as a RESOURCE.
-pub fn state_to_args(state: &[u8]) -> Result<Vec<ResourceArg>, (i32, usize)> {
-    let text = String::from_utf8_lossy(state);
-    let mut pieces = Vec::new();
-    let mut cur = String::new();
-    let mut esc = false;
-    for c in text.chars() {
-        if esc {
-            cur.push(c);
-            esc = false;
-        } else if c == '\\' {
-            cur.push(c);
-            esc = true;
-        } else if c == ' ' {
-            pieces.push(std::mem::take(&mut cur));
-        } else {
-            cur.push(c);
-        }
-    }
-    pieces.push(cur);
-    let count = pieces.len();
-    pieces
-        .iter()
-        .map(|p| crate::lease_str::parse_resource_sanlock(p).map_err(|rv| (rv, count)))
-        .collect()
-}
-
 fn resource_json(res: &SanlkResource) -> Value {
     json!({
         "lockspace": res.lockspace_name.to_string_lossy(),
@@ -1225,7 +1197,7 @@ fn inquire(com: &Com, client: &Client, pid: i32, o: &mut Out) -> i32 {
         let mut v = json!({"action": "inquire", "pid": pid, "rv": rv, "res_count": count});
         if let Some(st) = &state {
             v["state"] = json!(lossy(st));
-            if let Ok(list) = state_to_args(st) {
+            if let Ok(list) = crate::lease_str::state_to_args(st) {
                 v["resources"] = list
                     .iter()
                     .filter_map(|r| resource_to_wire(r).ok())
@@ -1238,16 +1210,14 @@ fn inquire(com: &Com, client: &Client, pid: i32, o: &mut Out) -> i32 {
     }
     o.line(&format!("inquire done {rv} res_count {count}"));
     if rv < 0 {
-        if let Some(e) = Some(ClientError::Daemon(rv)) {
-            explain("inquire", &e);
-        }
+        explain("inquire", &ClientError::Daemon(rv));
         return 1;
     }
     let Some(state) = state else {
         // printf("%s", NULL) in glibc.
         o.line("\"(null)\"");
         if com.debug {
-            // sanlock crashes here (state_to_args(NULL)); say why we stop.
+            // sanlock crashes here (sanlock_state_to_args(NULL)); say why we stop.
             eprintln!("hactl: inquire -D: no resources to convert");
         }
         return exit_code(rv);
@@ -1256,7 +1226,7 @@ fn inquire(com: &Com, client: &Client, pid: i32, o: &mut Out) -> i32 {
     if !com.debug {
         return exit_code(rv);
     }
-    let list = match state_to_args(&state) {
+    let list = match crate::lease_str::state_to_args(&state) {
         Ok(l) => l,
         Err((e, n)) => {
             o.line(&format!("\nstate_to_args done {e} res_count {n}"));
