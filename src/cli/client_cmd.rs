@@ -1346,7 +1346,11 @@ fn exec_keeping(conn: proto::client::Conn, path: &str, argv: &[String]) -> i32 {
     // SAFETY: NUL-terminated strings and a NULL-terminated argv that live
     // across the call; execv returns only on failure.
     unsafe { libc::execv(cpath.as_ptr(), ptrs.as_ptr()) };
-    eprintln!("execv failed: {}", std::io::Error::last_os_error());
+    // perror(): "execv failed: " and strerror, without Rust's "(os error N)".
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    // SAFETY: strerror returns a valid C string (static or thread-local).
+    let msg = unsafe { std::ffi::CStr::from_ptr(libc::strerror(errno)) };
+    eprintln!("execv failed: {}", msg.to_string_lossy());
     0
 }
 
