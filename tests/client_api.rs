@@ -206,6 +206,11 @@ fn full_steps(rd: &Path, f: &Files) -> Vec<(&'static str, String)> {
     assert_eq!(sl.read_resource_owners(&r3).unwrap(), vec![]);
 
     let mut a = sl.register().unwrap();
+    steps.push(("restrict 0", rv(&a.restrict(0)).to_string()));
+    let kp = a.killpath("/bin/true", &["a b", "c\\"]);
+    steps.push(("killpath", rv(&kp).to_string()));
+    let long = "x".repeat(200);
+    steps.push(("killpath too long", rv(&a.killpath(&long, &[])).to_string()));
     a.acquire(
         std::slice::from_ref(&r3),
         AcquireFlags {
@@ -271,6 +276,9 @@ fn api_resource_io_on_sanlock_daemon() {
         get("read_resource nothing"),
         hactl::rv::SANLK_LEADER_MAGIC.to_string()
     );
+    assert_eq!(get("restrict 0"), "0");
+    assert_eq!(get("killpath"), "0");
+    assert_eq!(get("killpath too long"), (-libc::EINVAL).to_string());
 }
 
 #[test]

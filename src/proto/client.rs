@@ -1137,6 +1137,7 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::SanlkPath;
     use std::os::unix::net::UnixListener;
     use std::thread;
 
@@ -1200,6 +1201,61 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let r = Client::with_run_dir(empty.path()).version(0);
         assert_eq!(r.unwrap_err().rv(), -libc::ENOENT);
+    }
+
+    #[test]
+    fn write_resource_puts_max_hosts_in_data_and_killpath_cuts_at_126() {
+        let mut res = SanlkResource {
+            lockspace_name: Name::new("LS").unwrap(),
+            name: Name::new("R").unwrap(),
+            ..Default::default()
+        };
+        res.disks
+            .push(SanlkDisk::new(SanlkPath::new("/f").unwrap(), 1 << 20));
+        let (dir, t) = fake(
+            32 + 128 + 1040,
+            reply(Cmd::WriteResource, 0, 0).encode().to_vec(),
+        );
+        let c = Client::with_run_dir(dir.path());
+        assert_eq!(c.write_resource(&res, 7, 9, 1).unwrap(), 0);
+        let sent = t.join().unwrap();
+        let h = Header::decode(&sent).unwrap();
+        assert_eq!(
+            (h.cmd_flags, h.data, h.data2, h.length),
+            (1, 7, 9, 32 + 128 + 1040)
+        );
+        assert_eq!(SanlkResource::decode(&sent[32..]).unwrap(), res);
+
+        let (dir, t) = fake(32 + 256, reply(Cmd::Killpath, 0, 0).encode().to_vec());
+        let c = Client::with_run_dir(dir.path()).timeout(Some(Duration::from_secs(5)));
+        let mut conn = c.connect().unwrap();
+        c.killpath(&mut conn, 0, &[b'p'; 200], b"a\\ b").unwrap();
+        let sent = t.join().unwrap();
+        let h = Header::decode(&sent).unwrap();
+        assert_eq!(
+            (h.cmd, h.data2, h.length),
+            (Cmd::Killpath as u32, u32::MAX, 32 + 256)
+        );
+        assert!(sent[32..32 + 126].iter().all(|&b| b == b'p'));
+        assert_eq!(&sent[32 + 126..32 + 128], &[0, 0]);
+        assert_eq!(&sent[160..165], b"a\\ b\0");
+
+        // Release for another pid: a new connection, data2 = pid, and the
+        // 128-byte head only (num_disks as given).
+        let (dir, t) = fake(32 + 128, reply(Cmd::Release, 0, 0).encode().to_vec());
+        let c = Client::with_run_dir(dir.path()).timeout(Some(Duration::from_secs(5)));
+        c.release(Target::Pid(42), 0, std::slice::from_ref(&res))
+            .unwrap();
+        let sent = t.join().unwrap();
+        let h = Header::decode(&sent).unwrap();
+        assert_eq!(
+            (h.cmd, h.data, h.data2, h.length),
+            (Cmd::Release as u32, 1, 42, 160)
+        );
+        assert_eq!(
+            u32::from_le_bytes(sent[32 + 124..32 + 128].try_into().unwrap()),
+            1
+        );
     }
 
     #[test]
