@@ -8,8 +8,10 @@
 //! - [`direct`]: `hactl direct` operations on storage
 //! - [`xleases`]: vdsm's xleases volume (VM leases) over [`io`]
 //! - [`cli`]: sanlock's command syntax and output text
+//! - [`client`]: a typed Rust API to a sanlock daemon, instead of libsanlock
 
 pub mod cli;
+pub mod client;
 pub mod daemon;
 pub mod delta;
 pub mod direct;

@@ -6,14 +6,18 @@
 //!
 //! Actions: status, host_status, renewal, gets, log_dump, shutdown,
 //! add_lockspace, inq_lockspace, rem_lockspace, init/write -s, read -s,
-//! align, version, set_event, set_config. Resource actions come later.
+//! align, version, set_event, set_config; resource leases: acquire,
+//! release, inquire, convert, request, examine, init/write -r, read -r,
+//! command (register, acquire, exec).
 
 use std::io::Write;
 
 use serde_json::{Map, Value, json};
 
 use super::args::Com;
+use crate::lease_str::ResourceArg;
 use crate::ondisk::Name;
+use crate::proto::client::Target;
 use crate::proto::client::{
     Client, ClientError, Listing, StateBin, StateStream, StatusEntry, rv_of,
 };
@@ -24,6 +28,7 @@ use crate::proto::{
     SANLK_STATE_LOCKSPACE, SANLK_STATE_RENEWAL, SANLK_STATE_RESOURCE, SanlkHost, SanlkHostEvent,
     SanlkLockspace, SanlkPath, SanlkState,
 };
+use crate::proto::{SANLK_WRITE_CLEAR, SanlkDisk, SanlkResource};
 
 /// The actions this module implements (anything else is "unknown").
 pub const ACTIONS: &[&str] = &[
@@ -43,6 +48,13 @@ pub const ACTIONS: &[&str] = &[
     "version",
     "set_event",
     "set_config",
+    "acquire",
+    "release",
+    "inquire",
+    "convert",
+    "request",
+    "examine",
+    "command",
 ];
 
 /// sanlock's `MAX_SORT_ENTRIES` for `status -o p|s`.
@@ -395,6 +407,7 @@ fn describe(rv: i32) -> String {
         SANLK_ADDLS_SIZES => "SANLK_ADDLS_SIZES: invalid sector/align sizes on disk",
         SANLK_ADDLS_INVALID_HOSTID => "SANLK_ADDLS_INVALID_HOSTID: host_id over max_hosts",
         SANLK_HOSTID_BUSY => "SANLK_HOSTID_BUSY: another host holds this host_id",
+        _ if rv <= -200 => return crate::rv::describe(rv),
         _ if rv < 0 => return std::io::Error::from_raw_os_error(-rv).to_string(),
         _ => return format!("{rv}"),
     };
@@ -479,7 +492,7 @@ pub fn main(action: &str, args: &[String]) -> i32 {
         println!("client action \"{action}\" is unknown");
         return 1;
     }
-    match super::args::parse(action, args) {
+    match super::args::parse_client(action, args) {
         Ok(com) => run(&com),
         Err(e) => {
             println!("{e}");
@@ -502,7 +515,13 @@ pub fn run(com: &Com) -> i32 {
     };
     let client = Client::new();
     let mut o = Out(Vec::new());
+    for n in &com.notes {
+        o.line(n);
+    }
     match com.action.as_str() {
+        "acquire" | "release" | "inquire" | "convert" | "request" | "examine" | "command" => {
+            resource_action(com, &client, &ls, &mut o)
+        }
         "status" => status(com, &client, &mut o),
         "host_status" => host_status(com, &client, &mut o),
         "renewal" => renewal(com, &client, &mut o),
@@ -903,25 +922,9 @@ fn lsf_flags(com: &Com) -> u32 {
         | com.align_size.map(proto::lsf_align_flag).unwrap_or(0)
 }
 
-fn resource_actions_later(com: &Com) -> bool {
-    if com.resources.is_empty() {
-        return false;
-    }
-    eprintln!(
-        "hactl: client {} -r (resources) is not implemented yet",
-        com.action
-    );
-    true
-}
-
 fn read(com: &Com, client: &Client, ls: &SanlkLockspace, o: &mut Out) -> i32 {
     if ls.host_id_disk.path.is_empty() {
-        if resource_actions_later(com) {
-            return 1;
-        }
-        // sanlock_read_resource(NULL): -EINVAL.
-        o.line(&format!("read error {}", -libc::EINVAL));
-        return 1;
+        return read_resource(com, client, o);
     }
     let mut req = ls.clone();
     req.flags |= lsf_flags(com);
@@ -963,16 +966,28 @@ fn read(com: &Com, client: &Client, ls: &SanlkLockspace, o: &mut Out) -> i32 {
 }
 
 fn init(com: &Com, client: &Client, ls: &SanlkLockspace, o: &mut Out) -> i32 {
-    if ls.host_id_disk.path.is_empty() && resource_actions_later(com) {
-        return 1;
-    }
     if !com.json {
         o.line("init");
         o.flush();
     }
     let r = if ls.host_id_disk.path.is_empty() {
-        // sanlock_write_resource(NULL): -EINVAL.
-        Err(ClientError::Invalid("init needs -s LOCKSPACE with a path"))
+        match first_resource(com) {
+            // sanlock_write_resource(NULL): -EINVAL.
+            None => Err(ClientError::Invalid(
+                "init needs -s LOCKSPACE or -r RESOURCE with a path",
+            )),
+            Some(Err(e)) => Err(e),
+            Some(Ok(mut res)) => {
+                res.flags |= res_size_flags(com);
+                let clear = if com.clear { SANLK_WRITE_CLEAR } else { 0 };
+                client.write_resource(
+                    &res,
+                    clamp_u32(com.max_hosts),
+                    clamp_u32(com.num_hosts),
+                    clear,
+                )
+            }
+        }
     } else {
         let mut req = ls.clone();
         req.flags |= lsf_flags(com);
@@ -989,6 +1004,420 @@ fn init(com: &Com, client: &Client, ls: &SanlkLockspace, o: &mut Out) -> i32 {
         explain("init", e);
     }
     exit_code(rv)
+}
+
+fn clamp_u32(v: u64) -> u32 {
+    v.min(u32::MAX as u64) as u32
+}
+
+/// A parsed `-r` as the wire struct (`SANLK_RES_LVER` / `SANLK_RES_SHARED`
+/// as sanlock_str_to_res sets them).
+pub fn resource_to_wire(r: &ResourceArg) -> Result<SanlkResource, ClientError> {
+    let mut disks = Vec::with_capacity(r.disks.len());
+    for d in &r.disks {
+        let path = SanlkPath::new(&d.path)
+            .map_err(|_| ClientError::Invalid("a resource path is too long or has a NUL"))?;
+        disks.push(SanlkDisk::new(path, d.offset));
+    }
+    let mut flags = 0;
+    if r.shared {
+        flags |= SANLK_RES_SHARED;
+    }
+    if r.lver.is_some() {
+        flags |= proto::SANLK_RES_LVER;
+    }
+    Ok(SanlkResource {
+        lockspace_name: r.lockspace,
+        name: r.name,
+        lver: r.lver.unwrap_or(0),
+        flags,
+        disks,
+        ..Default::default()
+    })
+}
+
+fn first_resource(com: &Com) -> Option<Result<SanlkResource, ClientError>> {
+    com.resources.first().map(resource_to_wire)
+}
+
+fn res_size_flags(com: &Com) -> u32 {
+    // The SANLK_RES_* size bits are the LSF ones.
+    lsf_flags(com)
+}
+
+/// `sanlock_res_to_str`: `LS:RES:path:off[:path:off...]:lver|:SH`, paths
+/// escaped.
+pub fn res_to_str(res: &SanlkResource) -> Vec<u8> {
+    let mut s = Vec::new();
+    s.extend_from_slice(res.lockspace_name.bytes());
+    s.push(b':');
+    s.extend_from_slice(res.name.bytes());
+    for d in &res.disks {
+        s.push(b':');
+        s.extend_from_slice(&export_path(&d.path.0));
+        s.extend_from_slice(format!(":{}", d.offset).as_bytes());
+    }
+    if res.flags & SANLK_RES_SHARED != 0 {
+        s.extend_from_slice(b":SH");
+    } else {
+        s.extend_from_slice(format!(":{}", res.lver).as_bytes());
+    }
+    s
+}
+
+fn resource_json(res: &SanlkResource) -> Value {
+    json!({
+        "lockspace": res.lockspace_name.to_string_lossy(),
+        "name": res.name.to_string_lossy(),
+        "lver": res.lver,
+        "shared": res.flags & SANLK_RES_SHARED != 0,
+        "disks": res.disks.iter()
+            .map(|d| json!({"path": d.path.to_string_lossy(), "offset": d.offset}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// The `-r` arguments as wire structs, with acquire's `-n`/`-P` flags.
+fn wire_resources(com: &Com) -> Result<Vec<SanlkResource>, ClientError> {
+    let mut out = Vec::new();
+    for r in &com.resources {
+        let mut w = resource_to_wire(r)?;
+        if matches!(com.action.as_str(), "acquire" | "command") {
+            if com.num_hosts != 0 {
+                w.flags |= proto::SANLK_RES_NUM_HOSTS;
+                w.data32 = clamp_u32(com.num_hosts);
+            }
+            if com.persistent != 0 {
+                w.flags |= proto::SANLK_RES_PERSISTENT;
+            }
+        }
+        out.push(w);
+    }
+    Ok(out)
+}
+
+/// acquire, release, inquire, convert, request, examine, command: sanlock's
+/// lines (`<what> pid N` / `<what> done RV`), or one JSON object.
+fn resource_action(com: &Com, client: &Client, ls: &SanlkLockspace, o: &mut Out) -> i32 {
+    let action = com.action.as_str();
+    let pid = com.pid.unwrap_or(-1);
+    let orphan = com.orphan.unwrap_or(0) != 0;
+    let mut res = match wire_resources(com) {
+        Ok(r) => r,
+        Err(e) => {
+            explain(action, &e);
+            return 1;
+        }
+    };
+    if action == "command" {
+        return command(com, client, &res, o);
+    }
+    if action == "inquire" {
+        return inquire(com, client, pid, o);
+    }
+    if !com.json {
+        match action {
+            "acquire" | "release" | "convert" => o.line(&format!("{action} pid {pid}")),
+            a => o.line(a),
+        }
+        o.flush();
+    }
+    let r = match action {
+        "acquire" => {
+            let flags = if orphan {
+                proto::SANLK_ACQUIRE_ORPHAN
+            } else {
+                0
+            };
+            client.acquire(Target::Pid(pid), flags, &res, None)
+        }
+        "release" => {
+            // `-O 1 -s LS` without -r: every orphan of that lockspace.
+            if orphan && res.is_empty() && !ls.name.is_empty() {
+                res.push(SanlkResource {
+                    lockspace_name: ls.name,
+                    ..Default::default()
+                });
+            }
+            let mut flags = 0;
+            if orphan {
+                flags |= proto::SANLK_REL_ORPHAN;
+            }
+            if com.all != 0 {
+                flags |= proto::SANLK_REL_ALL;
+            }
+            client.release(Target::Pid(pid), flags, &res)
+        }
+        "convert" => match res.first() {
+            Some(r) => client.convert(Target::Pid(pid), 0, r),
+            None => Err(ClientError::Invalid("convert needs -r RESOURCE")),
+        },
+        "request" => match res.first() {
+            Some(r) => client.request_resource(0, com.force_mode, r),
+            None => Err(ClientError::Invalid("request needs -r RESOURCE")),
+        },
+        "examine" => client.examine(
+            0,
+            Some(ls).filter(|l| !l.host_id_disk.path.is_empty()),
+            res.first(),
+        ),
+        other => unreachable!("{other} is not a resource action"),
+    };
+    let rv = rv_of(&r);
+    if com.json {
+        let mut v = json!({"action": action, "rv": rv});
+        if matches!(action, "acquire" | "release" | "convert") {
+            v["pid"] = json!(pid);
+        }
+        if let Err(e) = &r {
+            v["error"] = json!(e.to_string());
+        }
+        print_json(&v);
+    } else {
+        o.line(&format!("{action} done {rv}"));
+    }
+    if let Err(e) = &r {
+        explain(action, e);
+    }
+    exit_code(rv)
+}
+
+fn inquire(com: &Com, client: &Client, pid: i32, o: &mut Out) -> i32 {
+    if !com.json {
+        o.line(&format!("inquire pid {pid}"));
+    }
+    let (rv, count, state) = match client.inquire(Target::Pid(pid), 0) {
+        Ok(i) => (i.result, i.count, i.state),
+        Err(e) => {
+            explain("inquire", &e);
+            (e.rv(), 0, None)
+        }
+    };
+    if com.json {
+        let mut v = json!({"action": "inquire", "pid": pid, "rv": rv, "res_count": count});
+        if let Some(st) = &state {
+            v["state"] = json!(lossy(st));
+            if let Ok(list) = crate::lease_str::state_to_args(st) {
+                v["resources"] = list
+                    .iter()
+                    .filter_map(|r| resource_to_wire(r).ok())
+                    .map(|r| resource_json(&r))
+                    .collect();
+            }
+        }
+        print_json(&v);
+        return exit_code(rv);
+    }
+    o.line(&format!("inquire done {rv} res_count {count}"));
+    if rv < 0 {
+        explain("inquire", &ClientError::Daemon(rv));
+        return 1;
+    }
+    let Some(state) = state else {
+        // printf("%s", NULL) in glibc.
+        o.line("\"(null)\"");
+        if com.debug {
+            // sanlock crashes here (sanlock_state_to_args(NULL)); say why we stop.
+            eprintln!("hactl: inquire -D: no resources to convert");
+        }
+        return exit_code(rv);
+    };
+    o.s("\"").b(&state).s("\"\n");
+    if !com.debug {
+        return exit_code(rv);
+    }
+    let list = match crate::lease_str::state_to_args(&state) {
+        Ok(l) => l,
+        Err((e, n)) => {
+            o.line(&format!("\nstate_to_args done {e} res_count {n}"));
+            return 1;
+        }
+    };
+    o.line(&format!("\nstate_to_args done 0 res_count {}", list.len()));
+    let mut wire = Vec::new();
+    for r in &list {
+        let d0 = r.disks.first();
+        o.s("\"")
+            .b(r.lockspace.bytes())
+            .s(":")
+            .b(r.name.bytes())
+            .s(&format!(
+                ":{}:{}:{}\"\n",
+                d0.map(|d| d.path.as_str()).unwrap_or(""),
+                d0.map(|d| d.offset).unwrap_or(0),
+                r.lver.unwrap_or(0)
+            ));
+        match resource_to_wire(r) {
+            Ok(w) => wire.push(w),
+            Err(e) => {
+                explain("inquire", &e);
+                return 1;
+            }
+        }
+    }
+    let joined: Vec<Vec<u8>> = wire.iter().map(res_to_str).collect();
+    o.line("\nargs_to_state done 0");
+    o.s("\"").b(&joined.join(&b' ')).s("\"\n");
+    0
+}
+
+/// `command -r RES... -c PATH ARGS`: register, acquire on the registered
+/// connection, then exec PATH in this process, which keeps the
+/// registration (same pid, inherited socket): the leases go when it exits.
+fn command(com: &Com, client: &Client, res: &[SanlkResource], o: &mut Out) -> i32 {
+    use std::os::fd::AsRawFd;
+    // sanlock prints with stdio: line-buffered on a terminal, otherwise
+    // buffered until exit, so a successful exec discards its lines. Do the
+    // same, or scripts capturing `command`'s output would see other text.
+    // SAFETY: isatty only inspects fd 1.
+    let tty = unsafe { libc::isatty(1) } == 1;
+    let show = |o: &mut Out| {
+        if tty {
+            o.flush();
+        }
+    };
+    o.line("register");
+    show(o);
+    let mut conn = match client.register() {
+        Ok(c) => c,
+        Err(e) => {
+            explain("register", &e);
+            o.line(&format!("register done {}", e.rv()));
+            // sanlock: rv stays 0 when register fails.
+            return 0;
+        }
+    };
+    let fd = conn.as_raw_fd();
+    o.line(&format!("register done {fd}"));
+    o.line(&format!("acquire fd {fd}"));
+    show(o);
+    let flags = if com.orphan.unwrap_or(0) != 0 {
+        proto::SANLK_ACQUIRE_ORPHAN
+    } else {
+        0
+    };
+    // The lease may wait for a dead owner: no timeout, as libsanlock.
+    let r = conn
+        .set_timeout(None)
+        .and_then(|_| client.acquire(Target::Conn(&mut conn), flags, res, None));
+    let rv = rv_of(&r);
+    o.line(&format!("acquire done {rv}"));
+    show(o);
+    if let Err(e) = &r {
+        explain("acquire", e);
+        return 1;
+    }
+    let Some(path) = com.command.first().filter(|p| !p.is_empty()) else {
+        // sanlock without a command path: hold the leases forever.
+        o.flush();
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(10));
+        }
+    };
+    let failed = exec_keeping(conn, path, &com.command);
+    // Only reached when exec failed: sanlock's buffered lines come out at exit.
+    failed
+}
+
+/// execv(path, argv) with the registered socket inherited (Rust opens it
+/// close-on-exec). Returns only if exec failed (exit 0, as sanlock).
+fn exec_keeping(conn: proto::client::Conn, path: &str, argv: &[String]) -> i32 {
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    let stream = conn.into_stream();
+    let fd = stream.as_raw_fd();
+    // SAFETY: fcntl on an fd we own.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFD);
+        libc::fcntl(fd, libc::F_SETFD, fl & !libc::FD_CLOEXEC);
+    }
+    let _ = stream.into_raw_fd();
+    let (Ok(cpath), Ok(cargs)) = (
+        CString::new(path),
+        argv.iter()
+            .map(|a| CString::new(a.as_str()))
+            .collect::<Result<Vec<_>, _>>(),
+    ) else {
+        eprintln!("execv failed: Invalid argument");
+        return 0;
+    };
+    let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    // SAFETY: NUL-terminated strings and a NULL-terminated argv that live
+    // across the call; execv returns only on failure.
+    unsafe { libc::execv(cpath.as_ptr(), ptrs.as_ptr()) };
+    // perror(): "execv failed: " and strerror, without Rust's "(os error N)".
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    // SAFETY: strerror returns a valid C string (static or thread-local).
+    let msg = unsafe { std::ffi::CStr::from_ptr(libc::strerror(errno)) };
+    eprintln!("execv failed: {}", msg.to_string_lossy());
+    0
+}
+
+/// `read -r RES [-h 1] [-D]`: the lease's leader (and, with -h 1, its
+/// owners) as sanlock prints them.
+fn read_resource(com: &Com, client: &Client, o: &mut Out) -> i32 {
+    let got = match first_resource(com) {
+        // sanlock_read_resource(NULL): -EINVAL.
+        None => Err(ClientError::Invalid(
+            "read needs -s LOCKSPACE or -r RESOURCE",
+        )),
+        Some(Err(e)) => Err(e),
+        Some(Ok(mut res)) => {
+            res.flags |= res_size_flags(com);
+            if com.get_hosts != 0 {
+                client
+                    .read_resource_owners(&res, 0)
+                    .map(|w| (w.res, Some(w.hosts)))
+            } else {
+                client.read_resource(&res, 0).map(|r| (r, None))
+            }
+        }
+    };
+    let (res, hosts) = match got {
+        Err(e) => {
+            explain("read", &e);
+            if com.json {
+                print_json(&json!({"rv": e.rv(), "error": e.to_string()}));
+            } else {
+                o.line(&format!("read error {}", e.rv()));
+            }
+            return 1;
+        }
+        Ok(v) => v,
+    };
+    let sector = proto::lsf_sector_size(res.flags);
+    let align = proto::lsf_align_size(res.flags);
+    if com.json {
+        let mut v = resource_json(&res);
+        v["rv"] = json!(0);
+        v["sector_size"] = json!(sector);
+        v["align_size"] = json!(align);
+        if let Some(h) = &hosts {
+            v["owners"] = h
+                .iter()
+                .map(|h| json!({"host_id": h.host_id, "generation": h.generation, "timestamp": h.timestamp}))
+                .collect();
+        }
+        print_json(&v);
+        return 0;
+    }
+    o.s("r ").b(&res_to_str(&res)).s("\n");
+    if com.debug {
+        o.line(&format!("sector_size {sector}"));
+        o.line(&format!("align_size {align}"));
+    }
+    for h in hosts.iter().flatten() {
+        if h.timestamp != 0 {
+            o.line(&format!(
+                "h {} gen {} timestamp {}",
+                h.host_id, h.generation, h.timestamp
+            ));
+        } else {
+            o.line(&format!("h {} gen {}", h.host_id, h.generation));
+        }
+    }
+    0
 }
 
 #[cfg(test)]

@@ -21,11 +21,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::structs::{
-    EventCb, SanlkDisk, SanlkHost, SanlkHostEvent, SanlkLockspace, SanlkResource, SanlkState,
-    WireStruct,
+    EventCb, SanlkDisk, SanlkHost, SanlkHostEvent, SanlkLockspace, SanlkOptions, SanlkResource,
+    SanlkState, WireStruct,
 };
 use super::{
-    Cmd, DEFAULT_RUN_DIR, HEADER_SIZE, Header, ProtoError, SANLK_SOCKET_NAME,
+    Cmd, DEFAULT_RUN_DIR, HEADER_SIZE, Header, ProtoError, SANLK_HELPER_ARGS_LEN,
+    SANLK_HELPER_PATH_LEN, SANLK_MAX_DISKS, SANLK_MAX_RESOURCES, SANLK_REL_ALL, SANLK_SOCKET_NAME,
     SANLK_STATE_LOCKSPACE, SANLK_STATE_RESOURCE, SM_MAGIC,
 };
 use crate::ondisk::Name;
@@ -319,6 +320,18 @@ impl Conn {
 
     pub fn into_stream(self) -> UnixStream {
         self.stream
+    }
+}
+
+impl AsRawFd for Conn {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+}
+
+impl AsFd for Conn {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
     }
 }
 
@@ -754,9 +767,377 @@ impl Client {
     }
 }
 
+/// Who a "registered" command (acquire, release, inquire, convert) is
+/// for: the process registered on this connection (header data2 = -1), or
+/// another registered pid, asked on a new connection (data2 = pid), as
+/// libsanlock's `sock == -1` form.
+pub enum Target<'a> {
+    Conn(&'a mut Conn),
+    Pid(i32),
+}
+
+/// `inquire`: the daemon's result, its token count (data2) and the state
+/// string (`sanlock_args_to_state` format, without the NUL), `None` when
+/// the reply carried no payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inquiry {
+    pub result: i32,
+    pub count: u32,
+    pub state: Option<Vec<u8>>,
+}
+
+/// `read_resource_owners`: the resource as read (names, lver, SH flag) and
+/// the holders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owners {
+    pub res: SanlkResource,
+    pub hosts: Vec<SanlkHost>,
+}
+
+/// The first 128 bytes of a resource as sent without its disks (release,
+/// convert, examine, LVB): `num_disks` keeps the caller's count, as
+/// libsanlock sends `sizeof(struct sanlk_resource)` of the caller's struct.
+fn res_head(res: &SanlkResource) -> Vec<u8> {
+    let mut b = res.encode();
+    b.truncate(SanlkResource::HEAD_SIZE);
+    b
+}
+
+/// A 128-byte resource head from a reply; its num_disks is the daemon's
+/// and is not followed by disks, so it is read as zero.
+fn decode_res_head(b: &[u8]) -> Result<SanlkResource, ProtoError> {
+    let mut b = b.to_vec();
+    if b.len() >= SanlkResource::HEAD_SIZE {
+        b[124..128].fill(0);
+    }
+    SanlkResource::decode(&b)
+}
+
+/// read/write_resource and read_resource_owners refuse what libsanlock
+/// refuses before connecting.
+fn check_disks(res: &SanlkResource, what: &'static str) -> Result<(), ClientError> {
+    if res.disks.is_empty() || res.disks.len() > SANLK_MAX_DISKS || res.disks[0].path.is_empty() {
+        return Err(ClientError::Invalid(what));
+    }
+    Ok(())
+}
+
+/// A C string into a fixed field as `snprintf(buf, len - 1, "%s")` does:
+/// at most `len - 2` bytes and a NUL, the rest zero.
+fn helper_field(s: &[u8], len: usize) -> Vec<u8> {
+    let mut b = vec![0u8; len];
+    let n = s.len().min(len - 2);
+    b[..n].copy_from_slice(&s[..n]);
+    b
+}
+
+impl Client {
+    /// Runs a registered command on the target's connection.
+    fn on_target<R>(
+        &self,
+        t: Target<'_>,
+        f: impl FnOnce(&mut Conn, u32) -> Result<R, ClientError>,
+    ) -> Result<R, ClientError> {
+        match t {
+            Target::Conn(c) => f(c, u32::MAX),
+            Target::Pid(pid) => {
+                let mut c = self.connect()?;
+                f(&mut c, pid as u32)
+            }
+        }
+    }
+
+    /// REGISTER: no reply; the returned connection is the registration of
+    /// this process (its pid, from SO_PEERCRED). Keep it open while leases
+    /// are held: the daemon releases them when it closes.
+    pub fn register(&self) -> Result<Conn, ClientError> {
+        let mut c = self.connect()?;
+        c.request(Cmd::Register, 0, 0, 0, &[])?;
+        Ok(c)
+    }
+
+    /// RESTRICT (`SANLK_RESTRICT_*`) on a registered connection.
+    pub fn restrict(&self, conn: &mut Conn, flags: u32) -> Result<i32, ClientError> {
+        conn.request(Cmd::Restrict, flags, 0, u32::MAX, &[])?;
+        conn.recv_result("restrict")
+    }
+
+    /// KILLPATH on a registered connection: the program (and its
+    /// arguments, already joined and escaped) the daemon runs instead of
+    /// SIGTERM when the lease is requested; each field is 128 bytes, cut
+    /// to 126 characters as libsanlock's snprintf does.
+    pub fn killpath(
+        &self,
+        conn: &mut Conn,
+        flags: u32,
+        path: &[u8],
+        args: &[u8],
+    ) -> Result<i32, ClientError> {
+        let mut payload = helper_field(path, SANLK_HELPER_PATH_LEN);
+        payload.extend_from_slice(&helper_field(args, SANLK_HELPER_ARGS_LEN));
+        conn.request(Cmd::Killpath, flags, 0, u32::MAX, &payload)?;
+        conn.recv_result("killpath")
+    }
+
+    /// ACQUIRE of up to 8 resources (each with its disks; `SANLK_RES_LVER`,
+    /// `SANLK_RES_SHARED`, ... in their flags) with `SANLK_ACQUIRE_*`
+    /// flags. `opt` is sent as zeros when `None`; its owner_name becomes
+    /// the name `client status` shows for the holder.
+    pub fn acquire(
+        &self,
+        t: Target<'_>,
+        flags: u32,
+        res: &[SanlkResource],
+        opt: Option<&SanlkOptions>,
+    ) -> Result<i32, ClientError> {
+        if res.len() > SANLK_MAX_RESOURCES {
+            return Err(ClientError::Invalid("more than 8 resources"));
+        }
+        if res.iter().any(|r| r.disks.len() > SANLK_MAX_DISKS) {
+            return Err(ClientError::Invalid("more than 4 disks"));
+        }
+        let mut payload = Vec::new();
+        for r in res {
+            payload.extend_from_slice(&r.encode());
+        }
+        payload.extend_from_slice(&opt.cloned().unwrap_or_default().encode());
+        self.on_target(t, |c, data2| {
+            c.request(Cmd::Acquire, flags, res.len() as u32, data2, &payload)?;
+            c.recv_result("acquire")
+        })
+    }
+
+    /// RELEASE of the named resources (heads only: the daemon matches
+    /// lockspace and resource names). With `SANLK_REL_ALL` the list is
+    /// ignored and nothing follows the header, as the daemon reads nothing;
+    /// with `SANLK_REL_ORPHAN` the reply is the number of orphans released.
+    pub fn release(
+        &self,
+        t: Target<'_>,
+        flags: u32,
+        res: &[SanlkResource],
+    ) -> Result<i32, ClientError> {
+        let mut payload = Vec::new();
+        for r in res {
+            payload.extend_from_slice(&res_head(r));
+        }
+        self.on_target(t, |c, data2| {
+            c.request(Cmd::Release, flags, res.len() as u32, data2, &payload)?;
+            c.recv_result("release")
+        })
+    }
+
+    /// RELEASE with `SANLK_REL_ALL`: every lease of the target.
+    pub fn release_all(&self, t: Target<'_>) -> Result<i32, ClientError> {
+        self.release(t, SANLK_REL_ALL, &[])
+    }
+
+    /// INQUIRE: the target's leases as a state string. A negative result
+    /// is returned in [`Inquiry::result`], not as an error, because the
+    /// CLI prints the count with it.
+    pub fn inquire(&self, t: Target<'_>, flags: u32) -> Result<Inquiry, ClientError> {
+        self.on_target(t, |c, data2| {
+            c.request(Cmd::Inquire, flags, 0, data2, &[])?;
+            let h = c.recv_header("inquire")?;
+            let len = (h.length as usize).saturating_sub(HEADER_SIZE);
+            if len == 0 {
+                return Ok(Inquiry {
+                    result: h.result(),
+                    count: 0,
+                    state: None,
+                });
+            }
+            if len > super::MAX_CLIENT_MSG {
+                return Err(ClientError::Proto {
+                    what: "inquire",
+                    source: ProtoError::WrongLength {
+                        what: "inquire state",
+                        need: super::MAX_CLIENT_MSG,
+                        have: len,
+                    },
+                });
+            }
+            let mut state = c.recv_exact("inquire", len)?;
+            let end = state.iter().position(|&b| b == 0).unwrap_or(state.len());
+            state.truncate(end);
+            Ok(Inquiry {
+                result: h.result(),
+                count: h.data2,
+                state: Some(state),
+            })
+        })
+    }
+
+    /// CONVERT one held resource to shared (`SANLK_RES_SHARED` in
+    /// `res.flags`) or exclusive; the disks are not sent.
+    pub fn convert(
+        &self,
+        t: Target<'_>,
+        flags: u32,
+        res: &SanlkResource,
+    ) -> Result<i32, ClientError> {
+        // The head's flags word is what the daemon reads as the target mode.
+        let payload = res_head(res);
+        self.on_target(t, |c, data2| {
+            c.request(Cmd::Convert, flags, 0, data2, &payload)?;
+            c.recv_result("convert")
+        })
+    }
+
+    /// REQUEST: writes a request record asking the owner to release
+    /// (`force_mode` `SANLK_REQ_FORCE` / `SANLK_REQ_GRACEFUL`, 0 clears);
+    /// `flags` `SANLK_REQUEST_NEXT_LVER` asks for the next version.
+    pub fn request_resource(
+        &self,
+        flags: u32,
+        force_mode: u32,
+        res: &SanlkResource,
+    ) -> Result<i32, ClientError> {
+        let mut c = self.connect()?;
+        c.request(Cmd::Request, flags, force_mode, 0, &res.encode())?;
+        c.recv_result("request")
+    }
+
+    /// EXAMINE_LOCKSPACE when `ls` has a disk path, else EXAMINE_RESOURCE:
+    /// makes the daemon check request records of its held leases. The
+    /// daemon always answers 0.
+    pub fn examine(
+        &self,
+        flags: u32,
+        ls: Option<&SanlkLockspace>,
+        res: Option<&SanlkResource>,
+    ) -> Result<i32, ClientError> {
+        let (cmd, payload) = match (ls, res) {
+            (Some(ls), _) if !ls.host_id_disk.path.is_empty() => {
+                (Cmd::ExamineLockspace, ls.encode())
+            }
+            (_, Some(r)) => (Cmd::ExamineResource, res_head(r)),
+            (_, None) => {
+                return Err(ClientError::Invalid(
+                    "examine needs a lockspace with a path or a resource",
+                ));
+            }
+        };
+        let mut c = self.connect()?;
+        c.request(cmd, flags, 0, 0, &payload)?;
+        c.recv_result("examine")
+    }
+
+    /// READ_RESOURCE: the lease's leader as a resource (names, lver; sector
+    /// and align flags from disk). The disks are the ones asked for.
+    pub fn read_resource(
+        &self,
+        res: &SanlkResource,
+        flags: u32,
+    ) -> Result<SanlkResource, ClientError> {
+        check_disks(res, "read_resource needs 1 to 4 disks with a path")?;
+        let mut c = self.connect()?;
+        c.request(Cmd::ReadResource, flags, 0, 0, &res.encode())?;
+        let h = c.recv_header("read_resource")?;
+        let b = c.recv_exact("read_resource", SanlkResource::HEAD_SIZE)?;
+        ok_or_daemon(h.result())?;
+        let mut out = decode_res_head(&b).map_err(|source| ClientError::Proto {
+            what: "read_resource",
+            source,
+        })?;
+        out.disks = res.disks.clone();
+        Ok(out)
+    }
+
+    /// WRITE_RESOURCE (`init -r`): `num_hosts` is the on-disk num_hosts
+    /// (0: the geometry's maximum). libsanlock sends its `max_hosts`
+    /// argument where the daemon reads num_hosts (header data) and its
+    /// `num_hosts` in data2, which the daemon ignores; this sends the same
+    /// bytes, so `max_hosts_arg` is what lands on disk.
+    pub fn write_resource(
+        &self,
+        res: &SanlkResource,
+        max_hosts_arg: u32,
+        num_hosts_arg: u32,
+        flags: u32,
+    ) -> Result<i32, ClientError> {
+        check_disks(res, "write_resource needs 1 to 4 disks with a path")?;
+        let mut c = self.connect()?;
+        c.request(
+            Cmd::WriteResource,
+            flags,
+            max_hosts_arg,
+            num_hosts_arg,
+            &res.encode(),
+        )?;
+        c.recv_result("write_resource")
+    }
+
+    /// READ_RESOURCE_OWNERS: the EX owner (with its timestamp) and the SH
+    /// holders (timestamp 0) as the lease's blocks record them.
+    pub fn read_resource_owners(
+        &self,
+        res: &SanlkResource,
+        flags: u32,
+    ) -> Result<Owners, ClientError> {
+        check_disks(res, "read_resource_owners needs 1 to 4 disks with a path")?;
+        let mut c = self.connect()?;
+        c.request(Cmd::ReadResourceOwners, flags, 0, 0, &res.encode())?;
+        let h = c.recv_header("read_resource_owners")?;
+        ok_or_daemon(h.result())?;
+        let b = c.recv_exact("read_resource_owners", SanlkResource::HEAD_SIZE)?;
+        let mut out = decode_res_head(&b).map_err(|source| ClientError::Proto {
+            what: "read_resource_owners",
+            source,
+        })?;
+        out.disks = res.disks.clone();
+        let mut hosts = Vec::new();
+        // A count is at most max_hosts (2000); do not trust more.
+        for _ in 0..h.data2.min(super::DEFAULT_MAX_HOSTS) {
+            hosts.push(c.recv_struct::<SanlkHost>("read_resource_owners")?);
+        }
+        Ok(Owners { res: out, hosts })
+    }
+
+    /// SET_LVB of a lease held with `SANLK_ACQUIRE_LVB` by this host (it
+    /// is written to disk on release).
+    pub fn set_lvb(&self, flags: u32, res: &SanlkResource, lvb: &[u8]) -> Result<i32, ClientError> {
+        if lvb.is_empty() {
+            return Err(ClientError::Invalid("set_lvb needs data"));
+        }
+        let mut payload = res_head(res);
+        payload.extend_from_slice(lvb);
+        let mut c = self.connect()?;
+        c.request(Cmd::SetLvb, flags, 0, 0, &payload)?;
+        c.recv_result("set_lvb")
+    }
+
+    /// GET_LVB: `len` bytes of the lease's LVB (the daemon sends a whole
+    /// sector, as libsanlock asks with data2 = 0; cut or zero-padded here).
+    pub fn get_lvb(
+        &self,
+        flags: u32,
+        res: &SanlkResource,
+        len: usize,
+    ) -> Result<Vec<u8>, ClientError> {
+        if len == 0 {
+            return Err(ClientError::Invalid("get_lvb needs a length"));
+        }
+        let mut c = self.connect()?;
+        c.request(Cmd::GetLvb, flags, 0, 0, &res_head(res))?;
+        let h = c.recv_header("get_lvb")?;
+        let n = (h.length as usize).saturating_sub(HEADER_SIZE);
+        ok_or_daemon(h.result())?;
+        if n > super::MAX_CLIENT_MSG {
+            return Err(ClientError::Invalid(
+                "get_lvb: the daemon announced an oversized LVB",
+            ));
+        }
+        let mut got = c.recv_exact("get_lvb", n)?;
+        got.resize(len, 0);
+        Ok(got)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::SanlkPath;
     use std::os::unix::net::UnixListener;
     use std::thread;
 
@@ -820,6 +1201,61 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let r = Client::with_run_dir(empty.path()).version(0);
         assert_eq!(r.unwrap_err().rv(), -libc::ENOENT);
+    }
+
+    #[test]
+    fn write_resource_puts_max_hosts_in_data_and_killpath_cuts_at_126() {
+        let mut res = SanlkResource {
+            lockspace_name: Name::new("LS").unwrap(),
+            name: Name::new("R").unwrap(),
+            ..Default::default()
+        };
+        res.disks
+            .push(SanlkDisk::new(SanlkPath::new("/f").unwrap(), 1 << 20));
+        let (dir, t) = fake(
+            32 + 128 + 1040,
+            reply(Cmd::WriteResource, 0, 0).encode().to_vec(),
+        );
+        let c = Client::with_run_dir(dir.path());
+        assert_eq!(c.write_resource(&res, 7, 9, 1).unwrap(), 0);
+        let sent = t.join().unwrap();
+        let h = Header::decode(&sent).unwrap();
+        assert_eq!(
+            (h.cmd_flags, h.data, h.data2, h.length),
+            (1, 7, 9, 32 + 128 + 1040)
+        );
+        assert_eq!(SanlkResource::decode(&sent[32..]).unwrap(), res);
+
+        let (dir, t) = fake(32 + 256, reply(Cmd::Killpath, 0, 0).encode().to_vec());
+        let c = Client::with_run_dir(dir.path()).timeout(Some(Duration::from_secs(5)));
+        let mut conn = c.connect().unwrap();
+        c.killpath(&mut conn, 0, &[b'p'; 200], b"a\\ b").unwrap();
+        let sent = t.join().unwrap();
+        let h = Header::decode(&sent).unwrap();
+        assert_eq!(
+            (h.cmd, h.data2, h.length),
+            (Cmd::Killpath as u32, u32::MAX, 32 + 256)
+        );
+        assert!(sent[32..32 + 126].iter().all(|&b| b == b'p'));
+        assert_eq!(&sent[32 + 126..32 + 128], &[0, 0]);
+        assert_eq!(&sent[160..165], b"a\\ b\0");
+
+        // Release for another pid: a new connection, data2 = pid, and the
+        // 128-byte head only (num_disks as given).
+        let (dir, t) = fake(32 + 128, reply(Cmd::Release, 0, 0).encode().to_vec());
+        let c = Client::with_run_dir(dir.path()).timeout(Some(Duration::from_secs(5)));
+        c.release(Target::Pid(42), 0, std::slice::from_ref(&res))
+            .unwrap();
+        let sent = t.join().unwrap();
+        let h = Header::decode(&sent).unwrap();
+        assert_eq!(
+            (h.cmd, h.data, h.data2, h.length),
+            (Cmd::Release as u32, 1, 42, 160)
+        );
+        assert_eq!(
+            u32::from_le_bytes(sent[32 + 124..32 + 128].try_into().unwrap()),
+            1
+        );
     }
 
     #[test]

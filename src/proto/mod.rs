@@ -139,9 +139,11 @@ pub const SANLK_REL_ALL: u32 = 0x1;
 pub const SANLK_REL_RENAME: u32 = 0x2;
 pub const SANLK_REL_ORPHAN: u32 = 0x4;
 pub const SANLK_CONVERT_OWNER_NOWAIT: u32 = 0x8;
-pub const SANLK_REQUEST_NEXT_LVER: u32 = 0x1;
+/// `sanlock_request` force modes (header data) and flags.
 pub const SANLK_REQ_FORCE: u32 = 1;
 pub const SANLK_REQ_GRACEFUL: u32 = 2;
+pub const SANLK_REQUEST_NEXT_LVER: u32 = 0x1;
+/// `sanlock_killpath` flag: the helper passes the pid to the kill program.
 pub const SANLK_KILLPATH_PID: u32 = 0x1;
 
 // sanlk_state types.
