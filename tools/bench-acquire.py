@@ -5,12 +5,15 @@ the real sanlock daemon and hactl's, side by side in one run.
 Usage (root; Debian's python3 with python3-sanlock; hactl built):
     tools/bench-acquire.py [--hactl target/release/hactl] [--n 200] [--clients 64] [--secs 10]
 
-Reports the latency of one acquire+release (median, p90) and the throughput
-of --clients processes, each looping acquire+release on its own lease, as
-hactl/sanlock ratios. Daemons run in their own run dirs and are stopped by
+Reports the latency of one acquire+release (median, p90) through
+python3-sanlock and through hactl's Rust client API (examples/api_latency,
+which talks to either daemon), the throughput of --clients processes, each
+looping acquire+release on its own lease, and the O_DIRECT lease I/Os per
+acquire+release (counted with strace on the daemon, lease area only) beside
+the Disk Paxos minimum, as hactl/sanlock ratios. Daemons run in their own run dirs and are stopped by
 pid; files go under target/bench-acquire/.
 """
-import argparse, multiprocessing as mp, os, shutil, signal, statistics, subprocess, sys, time
+import argparse, multiprocessing as mp, os, re, shutil, signal, statistics, subprocess, sys, time
 
 import sanlock
 
@@ -70,6 +73,13 @@ def measure(kind, hactl, base, n, clients, secs):
             sanlock.acquire(b"LS", b"R0", [(path, MIB)], slkfd=fd)
             sanlock.release(b"LS", b"R0", [(path, MIB)], slkfd=fd)
             lat.append((time.perf_counter() - t) * 1000)
+        # The Rust API, same lease, same daemon.
+        api = subprocess.run([API, run_dir, path, str(MIB), str(n)], check=True,
+                             capture_output=True, text=True).stdout.split()
+        # Lease I/Os of 10 acquire+release cycles, from the daemon's syscalls.
+        ios = count_ios(p.pid, lambda: [
+            (sanlock.acquire(b"LS", b"R0", [(path, MIB)], slkfd=fd),
+             sanlock.release(b"LS", b"R0", [(path, MIB)], slkfd=fd)) for _ in range(10)])
         os.close(fd)
         q = mp.Queue()
         procs = [mp.Process(target=one_client, args=(run_dir, path, i, secs, q)) for i in range(clients)]
@@ -84,11 +94,40 @@ def measure(kind, hactl, base, n, clients, secs):
         return {
             "median ms": statistics.median(lat),
             "p90 ms": lat[int(0.9 * (len(lat) - 1))],
+            "Rust API median ms": float(api[0]),
+            "Rust API p90 ms": float(api[1]),
+            "lease I/Os per acquire+release (reads+writes)": ios / 10,
             f"ops/s, {clients} clients": total / elapsed,
         }
     finally:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
+
+
+API = os.path.abspath("target/release/examples/api_latency")
+
+
+def count_ios(pid, work):
+    """Lease-area I/Os (offset >= 1 MiB) the daemon `pid` issues during
+    `work()`: pread/pwrite (hactl) or io_submit'ed iocbs (sanlock)."""
+    out = "/tmp/bench-acquire-strace.txt"
+    tr = subprocess.Popen(["strace", "-f", "-qq", "-p", str(pid), "-o", out, "-e",
+                           "trace=pread64,pwrite64,preadv,pwritev,io_submit"],
+                          stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # let strace attach to every thread
+    work()
+    time.sleep(0.5)
+    tr.send_signal(signal.SIGINT)
+    tr.wait()
+    n = 0
+    for line in open(out):
+        m = re.search(r"(?:pread64|pwrite64)\(\d+, .*, (\d+)\) = ", line)
+        if m and int(m.group(1)) >= MIB:
+            n += 1
+        for off in re.findall(r"aio_offset=(\d+)", line):
+            if int(off) >= MIB:
+                n += 1
+    return n
 
 
 def main():
@@ -108,7 +147,10 @@ def main():
         pr.start()
         r[k] = q.get()
         pr.join()
-    print(f"acquire+release of a free lease via python3-sanlock, n={args.n}, nproc {os.cpu_count()}")
+    print(f"acquire+release of a free lease, n={args.n}, nproc {os.cpu_count()}")
+    print("Disk Paxos minimum per acquire+release of a free lease, one disk: 6 I/Os to acquire"
+          " (read the lease, write+read phase 1, write+read phase 2, write the leader)"
+          " and 2 to release (write our dblock released, write the leader): 8")
     print(f"| metric | sanlock | hactl | hactl/sanlock |\n|---|--:|--:|--:|")
     for m in r["sanlock"]:
         s, h = r["sanlock"][m], r["hactl"][m]

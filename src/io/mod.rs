@@ -301,19 +301,17 @@ impl Disk {
     }
 }
 
-/// Runs blocking I/O on its own thread and waits at most `timeout`. On
-/// timeout the thread (with the buffer it owns) is left to finish alone.
+/// Runs blocking I/O on an I/O thread and waits at most `timeout`. On
+/// timeout the thread (with the buffer it owns) is left to finish alone;
+/// it rejoins the pool only when the kernel has returned.
 fn run_bounded<T: Send + 'static>(
     timeout: Duration,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
     let (tx, rx) = mpsc::sync_channel(1);
-    let spawned = std::thread::Builder::new()
-        .name("hactl-io".into())
-        .spawn(move || {
-            let _ = tx.send(f());
-        });
-    if spawned.is_err() {
+    if !pool::submit(Box::new(move || {
+        let _ = tx.send(f());
+    })) {
         return None;
     }
     match rx.recv_timeout(timeout) {
@@ -322,6 +320,52 @@ fn run_bounded<T: Send + 'static>(
             ABANDONED_IOS.fetch_add(1, Ordering::Relaxed);
             None
         }
+    }
+}
+
+/// Reusable I/O threads: spawning one per I/O cost more than the I/O on
+/// a busy 2-core host. A thread whose I/O hangs is simply not idle; new
+/// work goes to another (or a new) thread.
+mod pool {
+    use std::sync::Mutex;
+    use std::sync::mpsc;
+
+    pub type Job = Box<dyn FnOnce() + Send>;
+
+    /// Idle threads kept beyond this many exit.
+    const MAX_IDLE: usize = 64;
+
+    static IDLE: Mutex<Vec<mpsc::Sender<Job>>> = Mutex::new(Vec::new());
+
+    pub fn submit(job: Job) -> bool {
+        let mut job = job;
+        loop {
+            let Some(tx) = IDLE.lock().unwrap().pop() else {
+                break;
+            };
+            match tx.send(job) {
+                Ok(()) => return true,
+                Err(mpsc::SendError(j)) => job = j, // that thread has exited
+            }
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("hactl-io".into())
+            .spawn(move || {
+                let mut next = Some(job);
+                while let Some(j) = next.take() {
+                    j();
+                    {
+                        let mut idle = IDLE.lock().unwrap();
+                        if idle.len() >= MAX_IDLE {
+                            return;
+                        }
+                        idle.push(tx.clone());
+                    }
+                    next = rx.recv().ok();
+                }
+            })
+            .is_ok()
     }
 }
 
