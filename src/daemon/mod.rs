@@ -11,6 +11,7 @@ pub mod lockspace;
 pub mod log;
 pub mod resource;
 pub mod resource_ops;
+pub mod rindex;
 pub mod server;
 
 use std::fs::{File, OpenOptions};
@@ -263,6 +264,7 @@ impl Daemon {
                     sp.changed.notify_all();
                     return 0;
                 }
+                SpaceList::Active if st.rindex_op != 0 => return -libc::EBUSY,
                 SpaceList::Active => {
                     st.space_dead = true;
                     !sp.external_remove.swap(true, Ordering::Relaxed)
