@@ -191,6 +191,10 @@ impl Rx {
         n.min(fit)
     }
 
+    /// Where entry `i`'s resource lease lies. sanlock's `search_entries`
+    /// computes `i * align_size` in a C int, which wraps from 2 GiB past
+    /// the first lease (entry 2048 with 1M areas, 256 with 8M) and points
+    /// create at an earlier area; hactl keeps the true offset.
     fn res_offset(&self, i: u64) -> u64 {
         self.offset + 2 * self.align() + i * self.align()
     }
