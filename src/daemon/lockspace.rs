@@ -66,6 +66,9 @@ pub struct SpaceState {
     /// Our event, sent to hosts whose bit we set (write_id/gen/timestamp).
     pub host_event: (u64, u64, u64),
     pub set_event_time: u64,
+    /// The rindex command running in this lockspace (sanlock's RX_OP_*),
+    /// 0 for none: one at a time, and the lockspace cannot be removed meanwhile.
+    pub rindex_op: u32,
 }
 
 /// A lockspace this daemon has been asked to join.
@@ -142,6 +145,7 @@ impl Space {
                 history_size,
                 host_event: (0, 0, 0),
                 set_event_time: 0,
+                rindex_op: 0,
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),

@@ -12,6 +12,7 @@ pub mod log;
 pub mod main_loop;
 pub mod resource;
 pub mod resource_ops;
+pub mod rindex;
 pub mod server;
 
 use std::fs::{File, OpenOptions};
@@ -264,6 +265,7 @@ impl Daemon {
                     sp.changed.notify_all();
                     return 0;
                 }
+                SpaceList::Active if st.rindex_op != 0 => return -libc::EBUSY,
                 SpaceList::Active => {
                     st.space_dead = true;
                     !sp.external_remove.swap(true, Ordering::Relaxed)

@@ -1226,3 +1226,49 @@ pub fn res_string(r: &SanlkResource) -> String {
     }
     s
 }
+
+/// A Paxos lease the daemon takes for itself for the length of one
+/// command (sanlock's "rindex_lease", which serialises changes to a
+/// resource index among hosts).
+pub struct InternalLease {
+    io: LeaseIo,
+    leader: LeaderRecord,
+    host_id: u64,
+    generation: u64,
+}
+
+/// Acquires the lease `lockspace`:`name` at `path`:`offset` (geometry `g`)
+/// for `sp`'s host, without waiting for a live owner (OWNER_NOWAIT), as
+/// sanlock's rindex commands do.
+pub fn acquire_internal(
+    sp: &Arc<Space>,
+    path: &str,
+    offset: u64,
+    g: Geometry,
+    lockspace: Name,
+    name: Name,
+) -> Result<InternalLease, i32> {
+    let io = LeaseIo::open(path, offset, sp.io_timeout, Some(g))?;
+    let res = SanlkResource {
+        lockspace_name: lockspace,
+        name,
+        ..Default::default()
+    };
+    let flags = paxos::PAXOS_ACQUIRE_OWNER_NOWAIT | paxos::PAXOS_ACQUIRE_QUIET_FAIL;
+    let won = paxos_acquire(sp, &io, &res, flags).map_err(|(e, _)| e)?;
+    Ok(InternalLease {
+        io,
+        leader: won.leader,
+        host_id: sp.host_id,
+        generation: sp.state.lock().unwrap().host_generation,
+    })
+}
+
+impl InternalLease {
+    /// Frees the leader only: sanlock's `paxos_lease_release` leaves our
+    /// dblock as the ballot wrote it (no RELEASED flag) for this lease.
+    pub fn release(self) -> Result<(), i32> {
+        self.io
+            .release_leader(&self.leader, self.host_id, self.generation, None)
+    }
+}

@@ -20,7 +20,7 @@ use crate::lease_str::{DiskArg, LockspaceArg};
 use crate::ondisk::{LeaderRecord, Name};
 use crate::proto::{
     self, Cmd, Header, SanlkDisk, SanlkHost, SanlkHostEvent, SanlkLockspace, SanlkOptions,
-    SanlkPath, SanlkResource, SanlkState, WireStruct,
+    SanlkPath, SanlkRentry, SanlkResource, SanlkRindex, SanlkState, WireStruct,
 };
 use crate::rv;
 use crate::timeouts::monotime;
@@ -716,16 +716,45 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
             }
             Next::Keep
         }
-        other => {
-            // The rindex commands over the socket are not implemented yet:
-            // refused, not faked (`hactl direct` has them).
-            warn!(
-                "client pid {}: {} is not supported by this hactl version",
-                c.pid, other
-            );
-            discard_payload(c, h);
-            c.reply(h, -libc::EOPNOTSUPP);
-            Next::Close
+        Cmd::FormatRindex | Cmd::RebuildRindex => {
+            let rv = match c.read_payload::<SanlkRindex>() {
+                Err(e) => e,
+                Ok(ri) if cmd == Cmd::FormatRindex => super::rindex::format(d, &ri),
+                Ok(ri) => super::rindex::rebuild(d, &ri, h.cmd_flags),
+            };
+            debug!("{cmd} done {rv}");
+            c.reply(h, rv);
+            Next::Keep
+        }
+        Cmd::UpdateRindex | Cmd::LookupRindex | Cmd::CreateResource | Cmd::DeleteResource => {
+            // Fixed sizes, whatever `length` says: sanlock's lookup client
+            // counts a sanlk_resource (128) where it sends a sanlk_rentry (64).
+            let got = c
+                .read_payload::<SanlkRindex>()
+                .and_then(|ri| Ok((ri, c.read_payload::<SanlkRentry>()?)));
+            let (rv, re_ret) = match got {
+                Err(e) => (e, SanlkRentry::default()),
+                Ok((ri, re)) => match cmd {
+                    Cmd::LookupRindex => super::rindex::lookup(d, &ri, &re, h.cmd_flags),
+                    Cmd::UpdateRindex => super::rindex::update(d, &ri, &re, h.cmd_flags),
+                    // data = max_hosts (unused by sanlock), data2 = num_hosts.
+                    Cmd::CreateResource => super::rindex::create(d, &ri, &re, h.data2),
+                    _ => super::rindex::delete(d, &ri, &re),
+                },
+            };
+            debug!("{cmd} done {rv}");
+            // The result header always carries the entry, even on failure.
+            let r = Header {
+                version: proto::SM_PROTO,
+                length: (proto::HEADER_SIZE + SanlkRentry::SIZE) as u32,
+                data: rv as u32,
+                data2: 0,
+                ..*h
+            };
+            let mut out = r.encode().to_vec();
+            out.extend_from_slice(&re_ret.encode());
+            c.send(&out);
+            Next::Keep
         }
     }
 }
