@@ -214,6 +214,21 @@ fn freeze(frozen_hactl: bool) -> Timings {
     let a1 = acquire_blocking(&other_dir, &direct, "R1", 1 << 20);
     let a2 = acquire_blocking(&other_dir, &direct, "R2", 2 << 20);
     let term_gone = wait_gone(&mut term, t0, Duration::from_secs(100));
+    if frozen_hactl {
+        // With its storage hung, hactl's daemon still answers at once.
+        let t = Instant::now();
+        let st = run_env(
+            sanlock(),
+            &["client", "status"],
+            &[("SANLOCK_RUN_DIR", p(&frozen_dir))],
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(3) && st.text().contains("s LS:1:"),
+            "hactl's daemon did not answer status while its storage hung ({:?}): {}",
+            t.elapsed(),
+            st.text()
+        );
+    }
     let kill_gone = wait_gone(&mut stubborn, t0, Duration::from_secs(100));
     let (r1, at1) = a1.join().unwrap();
     let (r2, at2) = a2.join().unwrap();
