@@ -19,5 +19,7 @@ pub mod lease_str;
 pub mod ondisk;
 pub mod paxos;
 pub mod proto;
+pub mod recovery;
 pub mod rv;
+pub mod sim;
 pub mod timeouts;
