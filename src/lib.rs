@@ -24,5 +24,6 @@ pub mod paxos;
 pub mod proto;
 pub mod recovery;
 pub mod rv;
+pub mod sim;
 pub mod timeouts;
 pub mod xleases;

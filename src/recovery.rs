@@ -322,7 +322,10 @@ mod tests {
     fn corrupt_lease_kills_at_once_and_short_watchdog_has_no_grace() {
         let mut r = Recovery::new(RecoveryConfig::new(1, 10, None));
         assert_eq!(r.cfg.kill_grace_seconds, 0);
+        // corrupt: signals start at once, SIGTERM until the fail time + grace
         let a = r.check(101, 100, true, false, &[Holder::plain(3)]);
+        assert_eq!(signals(&a), vec![(3, Signal::Term)]);
+        let a = r.check(108, 100, true, false, &[Holder::plain(3)]);
         assert_eq!(signals(&a), vec![(3, Signal::Kill)]);
         assert_eq!(r.cfg.watchdog_fire(100), 118);
     }
