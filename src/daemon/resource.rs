@@ -671,7 +671,39 @@ impl Daemon {
                 busy: false,
             });
         }
-        let r = acquire_disk(&sp, res, cmd_flags);
+        let mut r = acquire_disk(&sp, res, cmd_flags);
+        // The lockspace may have failed, or been rejoined with a new
+        // generation, while we balloted: a lease won for the old instance
+        // is not ours to hand out (others may take it at once). sanlock
+        // compares only the host_id here; the simulation showed why the
+        // generation matters too.
+        let generation_then = {
+            let t = self.res.lock().unwrap();
+            t.find(&res.lockspace_name, &res.name)
+                .map(|i| t.list[i].host_generation)
+        };
+        if let Ok(a) = &r {
+            let still = self.live_space(&res.lockspace_name).is_some_and(|now| {
+                now.space_id == sp.space_id
+                    && Some(now.state.lock().unwrap().host_generation) == generation_then
+            });
+            if !still {
+                warn!(
+                    "r {}:{} acquired for a lockspace instance that is gone: dropped",
+                    res.lockspace_name, res.name
+                );
+                if !sp.state.lock().unwrap().space_dead {
+                    let gone = self.res.lock().unwrap();
+                    if let Some(i) = gone.find(&res.lockspace_name, &res.name) {
+                        let mut tmp = gone.list[i].clone();
+                        drop(gone);
+                        (tmp.leader, tmp.dblock, tmp.geometry) = (a.leader, a.dblock, a.geometry);
+                        release_disk(&tmp, None);
+                    }
+                }
+                r = Err(-libc::ENOSPC);
+            }
+        }
         let mut t = self.res.lock().unwrap();
         let i = t
             .find(&res.lockspace_name, &res.name)
