@@ -78,6 +78,16 @@ pub struct Config {
     pub trace: bool,
 }
 
+impl Config {
+    pub fn with(knob: Knob) -> Self {
+        Config { knob, trace: false }
+    }
+
+    pub fn with_trace(knob: Knob) -> Self {
+        Config { knob, trace: true }
+    }
+}
+
 /// What happened in one seed (coverage: the faults and paths it went through).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -754,6 +764,7 @@ impl Sim {
         x.params.our_name = Name::new(&format!("h{h}-b{}", x.boot)).unwrap();
         x.recovery = Recovery::new(self.rcfg);
         x.corrupt = false;
+        x.cleared = false;
         x.table = HostTable::new(MAX_HOSTS, x.host_id);
         let now = self.monotime(h);
         let mut acq = DeltaAcquire::new(self.hosts[h].params.clone(), now);
@@ -938,14 +949,15 @@ impl Sim {
         let x = &mut self.hosts[h];
         x.prev_ok = false;
         x.ls = Ls::Idle;
-        if corrupt {
-            x.corrupt = true;
-        }
+        let newly_corrupt = corrupt && !x.corrupt;
+        x.corrupt |= corrupt;
         if x.recovery.space_dead() {
             self.stop_lockspace_if_cleared(h);
             return;
         }
-        if corrupt {
+        // Only the first time: rescheduling at each failed retry would keep
+        // pushing the main loop's check away.
+        if newly_corrupt {
             self.schedule_main(h);
         }
         // sanlock retries 500 ms later (it is past its renewal time).
@@ -1162,6 +1174,9 @@ impl Sim {
                         .get((owner_id as usize).wrapping_sub(1))
                         .cloned();
                     let now = self.monotime(h);
+                    self.tr(|| {
+                        format!("host {h}: owner {owner_id} as we saw it: {hs:?} (now {now})")
+                    });
                     step = m.step(now, paxos::Input::HostInfo(hs));
                     continue;
                 }
@@ -1309,6 +1324,13 @@ impl Sim {
                 let r = data.and_then(|b| {
                     delta::verify_sector(&b.unwrap_or_default(), &disk::space_name())
                 });
+                self.tr(|| match &r {
+                    Ok(d) => format!(
+                        "host {h}: owner's delta: host_id {} gen {} ts {}",
+                        d.owner_id, d.owner_generation, d.timestamp
+                    ),
+                    Err(e) => format!("host {h}: owner's delta: {e}"),
+                });
                 let step = m.step(now, paxos::Input::OwnerDelta(r));
                 self.paxos_step(h, *m, step);
             }
@@ -1316,6 +1338,7 @@ impl Sim {
                 let r = data.map(|b| {
                     PaxosDblock::decode(&b.unwrap_or_default()).expect("a sector holds a dblock")
                 });
+                self.tr(|| format!("host {h}: owner's dblock: {r:?}"));
                 let step = m.step(now, paxos::Input::Dblock(r));
                 self.paxos_step(h, *m, step);
             }
