@@ -79,22 +79,7 @@ pub fn shared_holder_live(
     if hs.timestamp == 0 || hs.owner_generation > generation {
         return false;
     }
-    let io = if hs.io_timeout != 0 {
-        hs.io_timeout
-    } else {
-        our_io_timeout
-    };
-    let dead = Timeouts {
-        io_timeout: io,
-        watchdog_fire_timeout,
-    }
-    .host_dead_seconds();
-    let since = if hs.last_live == 0 {
-        hs.first_check
-    } else {
-        hs.last_live
-    };
-    now.saturating_sub(since) <= dead
+    now.saturating_sub(hs.last_seen()) <= hs.dead_seconds(our_io_timeout, watchdog_fire_timeout)
 }
 
 /// An event another host sent us through its bitmap and write_* fields
@@ -110,6 +95,29 @@ pub struct HostEvent {
 }
 
 impl HostStatus {
+    /// When we last saw its lease change (or first saw it, if never).
+    fn last_seen(&self) -> u64 {
+        if self.last_live != 0 {
+            self.last_live
+        } else {
+            self.first_check
+        }
+    }
+
+    /// host_dead_seconds by its own io_timeout, or ours when its lease
+    /// does not say.
+    pub fn dead_seconds(&self, our_io_timeout: u64, watchdog_fire_timeout: u64) -> u64 {
+        Timeouts {
+            io_timeout: if self.io_timeout != 0 {
+                self.io_timeout
+            } else {
+                our_io_timeout
+            },
+            watchdog_fire_timeout,
+        }
+        .host_dead_seconds()
+    }
+
     /// Judges the host as `get_host_flag` does. `our_host_id` is never
     /// judged: our own slot is LIVE while we hold it.
     pub fn judge(&self, now: u64, our_host_id: u64, watchdog_fire_timeout: u64) -> Verdict {
@@ -124,12 +132,7 @@ impl HostStatus {
             watchdog_fire_timeout,
         };
         let (fail, dead) = (t.id_renewal_fail_seconds(), t.host_dead_seconds());
-        let last = if self.last_live != 0 {
-            self.last_live
-        } else {
-            self.first_check
-        };
-        let since = now.saturating_sub(last);
+        let since = now.saturating_sub(self.last_seen());
         if our_host_id == self.owner_id {
             return Verdict {
                 state: HostState::Live,

@@ -16,7 +16,6 @@ use std::time::Duration;
 use crate::hosts::HostStatus;
 use crate::ondisk::{DecodeError, LeaderRecord, PaxosDblock, dblock::DBLOCK_FL_RELEASED};
 use crate::rv;
-use crate::timeouts::Timeouts;
 
 pub const PAXOS_ACQUIRE_FORCE: u32 = 0x1;
 pub const PAXOS_ACQUIRE_OWNER_NOWAIT: u32 = 0x2;
@@ -457,16 +456,7 @@ impl PaxosAcquire {
                     }
                     return self.fail(rv::SANLK_ACQUIRE_IDLIVE);
                 }
-                let io = if hs.io_timeout != 0 {
-                    hs.io_timeout
-                } else {
-                    self.p.io_timeout
-                };
-                let dead = Timeouts {
-                    io_timeout: io,
-                    watchdog_fire_timeout: self.p.watchdog_fire_timeout,
-                }
-                .host_dead_seconds();
+                let dead = hs.dead_seconds(self.p.io_timeout, self.p.watchdog_fire_timeout);
                 if now.saturating_sub(self.wait_start) > dead {
                     return self.run();
                 }
