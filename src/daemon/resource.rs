@@ -130,7 +130,7 @@ impl ResTable {
     }
 }
 
-fn disk_path(res: &SanlkResource) -> Result<(String, u64), i32> {
+pub(super) fn disk_path(res: &SanlkResource) -> Result<(String, u64), i32> {
     let d = res.disks.first().ok_or(-libc::ERANGE)?;
     Ok((super::path_string(&d.path)?, d.offset))
 }
@@ -265,6 +265,16 @@ impl LeaseIo {
             .read(at, self.ss())
             .map_err(|e| e.sanlk_rv())?
             .to_vec())
+    }
+
+    /// Writes a resource's LVB if a client set it since it was read (at
+    /// an EX release or EX→SH convert); a failure is only logged, as sanlock.
+    fn write_dirty_lvb(&self, r: &Resource) {
+        if let (true, Some(lvb)) = (r.lvb_dirty, &r.lvb)
+            && let Err(e) = self.write_lvb(lvb)
+        {
+            warn!("{}:{}: lvb write failed: {e}", r.ls, r.name);
+        }
     }
 
     fn write_lvb(&self, lvb: &[u8]) -> Result<(), i32> {
@@ -526,11 +536,7 @@ fn release_disk(r: &Resource, rename: Option<Name>) -> i32 {
         if r.shared {
             return io.write_host_block(r.host_id, Some(d), None);
         }
-        if let (true, Some(lvb)) = (r.lvb_dirty, &r.lvb)
-            && let Err(e) = io.write_lvb(lvb)
-        {
-            warn!("{}:{}: lvb write failed: {e}", r.ls, r.name);
-        }
+        io.write_dirty_lvb(r);
         let _ = io.write_host_block(r.host_id, Some(d), None);
         io.release_leader(&r.leader, r.host_id, r.host_generation, rename)
     };
@@ -1197,11 +1203,7 @@ pub fn run_killpath(path: &str, args: &str, pid: Option<i32>) {
 /// is freed (`convert_ex2sh_token`).
 fn convert_ex2sh(r: &Resource) -> Result<(), i32> {
     let io = LeaseIo::open(&r.path, r.offset, r.io_timeout, Some(r.geometry))?;
-    if let (true, Some(lvb)) = (r.lvb_dirty, &r.lvb)
-        && let Err(e) = io.write_lvb(lvb)
-    {
-        warn!("{}:{}: lvb write failed: {e}", r.ls, r.name);
-    }
+    io.write_dirty_lvb(r);
     let mut d = r.dblock;
     d.flags = DBLOCK_FL_RELEASED;
     io.write_host_block(r.host_id, Some(d), Some(r.host_generation))?;

@@ -72,8 +72,7 @@ fn first_disk(res: &SanlkResource) -> Result<(String, u64), i32> {
     if res.disks.is_empty() || res.disks.len() > proto::SANLK_MAX_DISKS {
         return Err(-libc::ERANGE);
     }
-    let d = &res.disks[0];
-    Ok((super::path_string(&d.path)?, d.offset))
+    super::resource::disk_path(res)
 }
 
 fn open(path: &str) -> Result<Disk, i32> {
@@ -264,15 +263,9 @@ pub fn request(
     io_timeout: u64,
 ) -> Result<u64, i32> {
     let (path, offset) = first_disk(res)?;
-    let disk = open(&path)?;
-    let t = Duration::from_secs(io_timeout.max(1));
-    let g = direct::read_leader_sizes(&disk, offset, t).map_err(|e| match e {
-        direct::DirectError::NoSizes { .. } => rv::SANLK_LEADER_MAGIC,
-        other => other.sanlk_rv(),
-    })?;
-    let ss = g.sector_size as usize;
-    let area =
-        crate::io::Area::new(&disk, offset, g.align_size as u64, t).map_err(|e| e.sanlk_rv())?;
+    let io = super::resource::LeaseIo::open(&path, offset, io_timeout, None)?;
+    let ss = io.g.sector_size as usize;
+    let area = io.area()?;
     let mut lver = res.lver;
     let mut owner = 0;
     let asking = !(lver == 0 && force_mode == 0);
