@@ -9,10 +9,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -30,62 +30,6 @@ fn setup(dir: &std::path::Path) -> std::path::PathBuf {
         assert_eq!(run(hactl(), &args).code, 0);
     }
     f
-}
-
-fn add_ls(run_dir: &std::path::Path, host_id: u64, f: &std::path::Path) {
-    let o = run_env(
-        sanlock(),
-        &[
-            "client",
-            "add_lockspace",
-            "-s",
-            &format!("LS:{host_id}:{}:0", p(f)),
-            "-o",
-            "1",
-        ],
-        &[("SANLOCK_RUN_DIR", p(run_dir))],
-    );
-    assert!(o.text().contains("done 0"), "{}", o.text());
-}
-
-/// A registered python process holding R exclusively until killed.
-fn holder(run_dir: &std::path::Path, f: &std::path::Path) -> (Child, String) {
-    let script = r#"
-import sanlock, sys
-fd = sanlock.register()
-try:
-    sanlock.acquire(b"LS", b"R", [(sys.argv[1], 1048576)], slkfd=fd)
-    print("held", flush=True)
-except sanlock.SanlockException as e:
-    print("refused %d" % e.errno, flush=True)
-    sys.exit(0)
-sys.stdin.read()
-"#;
-    let mut c = Command::new(python3())
-        .args(["-c", script, p(f)])
-        .env("SANLOCK_RUN_DIR", run_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(c.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (c, line.trim().to_string())
-}
-
-fn lver(f: &std::path::Path) -> u64 {
-    let t = run(
-        sanlock(),
-        &["direct", "read_leader", "-r", &format!("LS:R:{}:1M", p(f))],
-    )
-    .text();
-    t.lines()
-        .find_map(|l| l.strip_prefix("lver "))
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 /// Waits until `c` exits; how long it took and the signal that ended it.
@@ -111,18 +55,18 @@ fn forced_requests_kill_the_holder_across_implementations() {
     let sd = SanlockDaemon::start(&dir.path().join("s"));
     let hd = HactlDaemon::start(&dir.path().join("h"));
     std::thread::scope(|s| {
-        s.spawn(|| add_ls(&sd.run_dir, 1, &f));
-        s.spawn(|| add_ls(&hd.run_dir, 2, &f));
+        s.spawn(|| add_lockspace(&sd.run_dir, 1, &f));
+        s.spawn(|| add_lockspace(&hd.run_dir, 2, &f));
     });
     std::thread::sleep(Duration::from_secs(3));
     let r = |l: u64| format!("LS:R:{}:1048576:{l}", p(&f));
 
     for (holder_side, requester) in [(&hd.run_dir, &sd.run_dir), (&sd.run_dir, &hd.run_dir)] {
-        let (mut h, st) = holder(holder_side, &f);
+        let (mut h, st) = python_holder(holder_side, &f, "R", 1 << 20, false);
         assert_eq!(st, "held");
-        let l = lver(&f);
+        let l = lease_lver(&f, "R", 1 << 20);
         // The requester's own holder is refused while the lease is held.
-        let (_, st) = holder(requester, &f);
+        let (_, st) = python_holder(requester, &f, "R", 1 << 20, false);
         assert_eq!(st, "refused -243");
         // A request for an lver already reached is refused as old.
         let old = run_env(
@@ -154,7 +98,7 @@ fn forced_requests_kill_the_holder_across_implementations() {
         // Its daemon released the lease for it: the requester gets it.
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut got = loop {
-            let (c, st) = holder(requester, &f);
+            let (c, st) = python_holder(requester, &f, "R", 1 << 20, false);
             if st == "held" {
                 break c;
             }
@@ -164,7 +108,7 @@ fn forced_requests_kill_the_holder_across_implementations() {
             );
             std::thread::sleep(Duration::from_millis(300));
         };
-        assert_eq!(lver(&f), l + 1);
+        assert_eq!(lease_lver(&f, "R", 1 << 20), l + 1);
         // Clear the request record for the next round: request lver 0, mode 0.
         got.kill().unwrap();
         got.wait().unwrap();
@@ -222,7 +166,7 @@ fn a_client_gone_mid_acquire_leaves_nothing_held() {
     let dir = workdir();
     let f = setup(dir.path());
     let mut hd = HactlDaemon::start(&dir.path().join("h"));
-    add_ls(&hd.run_dir, 1, &f);
+    add_lockspace(&hd.run_dir, 1, &f);
     let sock = hd.run_dir.join("sanlock.sock");
     let status = || run_env(sanlock(), &["client", "status"], &hd.env()).text();
 
@@ -258,7 +202,7 @@ fn a_client_gone_mid_acquire_leaves_nothing_held() {
     }
     assert!(hd.alive());
     // And the lease is acquirable by the next client.
-    let (mut c, st) = holder(&hd.run_dir, &f);
+    let (mut c, st) = python_holder(&hd.run_dir, &f, "R", 1 << 20, false);
     assert_eq!(st, "held");
     c.kill().unwrap();
     c.wait().unwrap();

@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -55,22 +55,6 @@ fn setup(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     f
 }
 
-fn add_ls(run_dir: &std::path::Path, host_id: u64, f: &std::path::Path) {
-    let o = run_env(
-        sanlock(),
-        &[
-            "client",
-            "add_lockspace",
-            "-s",
-            &format!("LS:{host_id}:{}:0", p(f)),
-            "-o",
-            "1",
-        ],
-        &[("SANLOCK_RUN_DIR", p(run_dir))],
-    );
-    assert!(o.text().contains("done 0"), "{}", o.text());
-}
-
 #[test]
 fn python3_sanlock_resource_calls_match() {
     let mut t = Tally("python3-sanlock resources", 0);
@@ -78,8 +62,8 @@ fn python3_sanlock_resource_calls_match() {
     let (fa, fb) = (setup(dir.path(), "a"), setup(dir.path(), "b"));
     let sd = SanlockDaemon::start(&dir.path().join("s"));
     let hd = HactlDaemon::start(&dir.path().join("h"));
-    add_ls(&sd.run_dir, 1, &fa);
-    add_ls(&hd.run_dir, 1, &fb);
+    add_lockspace(&sd.run_dir, 1, &fa);
+    add_lockspace(&hd.run_dir, 1, &fb);
     let run_calls = |rd: &std::path::Path, f: &std::path::Path| {
         let o = run_env(
             python3(),
@@ -118,51 +102,6 @@ fn python3_sanlock_resource_calls_match() {
     );
 }
 
-/// A python process that holds VM1 until its stdin closes (or it is killed).
-fn holder(run_dir: &std::path::Path, f: &std::path::Path) -> (Child, String) {
-    let script = r#"
-import sanlock, sys
-fd = sanlock.register()
-try:
-    sanlock.acquire(b"LS", b"VM1", [(sys.argv[1], 1048576)], slkfd=fd)
-    print("held", flush=True)
-except sanlock.SanlockException as e:
-    print("refused %d" % e.errno, flush=True)
-    sys.exit(0)
-sys.stdin.read()
-"#;
-    let mut c = Command::new(python3())
-        .args(["-c", script, p(f)])
-        .env("SANLOCK_RUN_DIR", run_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(c.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (c, line.trim().to_string())
-}
-
-fn lver(f: &std::path::Path) -> u64 {
-    let t = run(
-        sanlock(),
-        &[
-            "direct",
-            "read_leader",
-            "-r",
-            &format!("LS:VM1:{}:1M", p(f)),
-        ],
-    )
-    .text();
-    t.lines()
-        .find_map(|l| l.strip_prefix("lver "))
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn exclusion_across_implementations() {
     let dir = workdir();
@@ -170,16 +109,16 @@ fn exclusion_across_implementations() {
     let hd = HactlDaemon::start(&dir.path().join("h"));
     let sd = SanlockDaemon::start(&dir.path().join("s"));
     std::thread::scope(|s| {
-        s.spawn(|| add_ls(&hd.run_dir, 1, &f));
-        s.spawn(|| add_ls(&sd.run_dir, 2, &f));
+        s.spawn(|| add_lockspace(&hd.run_dir, 1, &f));
+        s.spawn(|| add_lockspace(&sd.run_dir, 2, &f));
     });
     // Let each host see the other renew (so owners are judged LIVE).
     std::thread::sleep(Duration::from_secs(4));
 
     // hactl's process holds; sanlock's is refused; after release, sanlock gets it.
-    let (mut h1, s1) = holder(&hd.run_dir, &f);
+    let (mut h1, s1) = python_holder(&hd.run_dir, &f, "VM1", 1 << 20, false);
     assert_eq!(s1, "held");
-    let l1 = lver(&f);
+    let l1 = lease_lver(&f, "VM1", 1 << 20);
     let status = run_env(
         sanlock(),
         &["client", "status"],
@@ -191,24 +130,28 @@ fn exclusion_across_implementations() {
         status.lines().any(|l| l == want),
         "sanlock client status does not show {want:?}:\n{status}"
     );
-    let (_, s2) = holder(&sd.run_dir, &f);
+    let (_, s2) = python_holder(&sd.run_dir, &f, "VM1", 1 << 20, false);
     assert!(
         s2.starts_with("refused"),
         "sanlock took a lease hactl holds: {s2}"
     );
-    assert_eq!(lver(&f), l1, "a refused acquire changed the lease");
+    assert_eq!(
+        lease_lver(&f, "VM1", 1 << 20),
+        l1,
+        "a refused acquire changed the lease"
+    );
     h1.stdin.take().unwrap().write_all(b"").unwrap();
     h1.wait().unwrap();
-    let (mut s3, st) = holder(&sd.run_dir, &f);
+    let (mut s3, st) = python_holder(&sd.run_dir, &f, "VM1", 1 << 20, false);
     assert_eq!(
         st, "held",
         "sanlock could not take the lease hactl released"
     );
-    assert_eq!(lver(&f), l1 + 1);
+    assert_eq!(lease_lver(&f, "VM1", 1 << 20), l1 + 1);
 
     // sanlock's process holds; hactl's is refused; the holder is killed,
     // sanlock releases for it, and hactl gets it.
-    let (_, h2) = holder(&hd.run_dir, &f);
+    let (_, h2) = python_holder(&hd.run_dir, &f, "VM1", 1 << 20, false);
     assert!(
         h2.starts_with("refused"),
         "hactl took a lease sanlock holds: {h2}"
@@ -220,7 +163,7 @@ fn exclusion_across_implementations() {
     s3.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut h4 = loop {
-        let (c, st) = holder(&hd.run_dir, &f);
+        let (c, st) = python_holder(&hd.run_dir, &f, "VM1", 1 << 20, false);
         if st == "held" {
             break c;
         }
@@ -230,14 +173,14 @@ fn exclusion_across_implementations() {
         );
         std::thread::sleep(Duration::from_millis(500));
     };
-    assert_eq!(lver(&f), l1 + 2);
+    assert_eq!(lease_lver(&f, "VM1", 1 << 20), l1 + 2);
 
     // hactl's holder is killed: hactl releases for it; sanlock gets it.
     h4.kill().unwrap();
     h4.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, st) = holder(&sd.run_dir, &f);
+        let (_, st) = python_holder(&sd.run_dir, &f, "VM1", 1 << 20, false);
         if st == "held" {
             break;
         }
@@ -247,51 +190,7 @@ fn exclusion_across_implementations() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert_eq!(lver(&f), l1 + 3);
-}
-
-/// A python process that keeps trying to acquire `res` while its owner
-/// looks alive, and says when it got it.
-fn acquire_blocking(
-    run_dir: &std::path::Path,
-    f: &std::path::Path,
-    res: &str,
-    off: u64,
-) -> std::thread::JoinHandle<(String, Instant)> {
-    let script = r#"
-import sanlock, sys, time
-fd = sanlock.register()
-# A live-looking owner makes acquire fail at once (-243), as with sanlock:
-# retry every second, as vdsm does, until the owner is dead.
-deadline = time.monotonic() + 110
-while True:
-    try:
-        sanlock.acquire(b"LS", sys.argv[2].encode(), [(sys.argv[1], int(sys.argv[3]))], slkfd=fd)
-        print("held", flush=True)
-        break
-    except sanlock.SanlockException as e:
-        if e.errno != -243 or time.monotonic() > deadline:
-            print("refused %d" % e.errno, flush=True)
-            break
-        time.sleep(1)
-time.sleep(2)
-"#;
-    let (rd, f, res) = (run_dir.to_path_buf(), f.to_path_buf(), res.to_string());
-    std::thread::spawn(move || {
-        let mut c = Command::new(python3())
-            .args(["-c", script, p(&f), &res, &off.to_string()])
-            .env("SANLOCK_RUN_DIR", &rd)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(c.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let when = Instant::now();
-        let _ = c.wait();
-        (line.trim().to_string(), when)
-    })
+    assert_eq!(lease_lver(&f, "VM1", 1 << 20), l1 + 3);
 }
 
 #[test]
@@ -315,24 +214,11 @@ fn a_hung_holders_lease_is_taken_over_only_once_it_is_dead() {
     std::thread::scope(|s| {
         for (i, d) in dirs.iter().enumerate() {
             let f = &f;
-            s.spawn(move || add_ls(d, i as u64 + 1, f));
+            s.spawn(move || add_lockspace(d, i as u64 + 1, f));
         }
     });
     std::thread::sleep(Duration::from_secs(4));
-    let lease = |name: &str, off: u64| format!("LS:{name}:{}:{off}", p(&f));
-    let lver_of = |name: &str, off: u64| -> u64 {
-        let t = run(
-            sanlock(),
-            &["direct", "read_leader", "-r", &lease(name, off)],
-        )
-        .text();
-        t.lines()
-            .find_map(|l| l.strip_prefix("lver "))
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let (mut hold1, st1) = holder(&dirs[0], &f);
+    let (mut hold1, st1) = python_holder(&dirs[0], &f, "VM1", 1 << 20, false);
     assert_eq!(st1, "held");
     let vm2 = r#"
 import sanlock, sys
@@ -353,15 +239,18 @@ sys.stdin.read()
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "held");
-    let (l1, l2) = (lver_of("VM1", 1 << 20), lver_of("VM2", 2 << 20));
+    let (l1, l2) = (
+        lease_lver(&f, "VM1", 1 << 20),
+        lease_lver(&f, "VM2", 2 << 20),
+    );
 
     // Hang both holding hosts: their daemons and their lease holders.
     let t0 = Instant::now();
     for pid in [h1.pid(), hold1.id() as i32, s2.pid(), hold2.id() as i32] {
         kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
     }
-    let take1 = acquire_blocking(&dirs[2], &f, "VM1", 1 << 20);
-    let take2 = acquire_blocking(&dirs[3], &f, "VM2", 2 << 20);
+    let take1 = acquire_blocking(&dirs[2], &f, "VM1", 1 << 20, &[-243], 110);
+    let take2 = acquire_blocking(&dirs[3], &f, "VM2", 2 << 20, &[-243], 110);
     let (r1, w1) = take1.join().unwrap();
     let (r2, w2) = take2.join().unwrap();
     let (a1, a2) = (
@@ -393,8 +282,8 @@ sys.stdin.read()
         a1 < 90.0 && a2 < 90.0,
         "takeover far later than host_dead_seconds: {a1:.1}s / {a2:.1}s"
     );
-    assert_eq!(lver_of("VM1", 1 << 20), l1 + 1);
-    assert_eq!(lver_of("VM2", 2 << 20), l2 + 1);
+    assert_eq!(lease_lver(&f, "VM1", 1 << 20), l1 + 1);
+    assert_eq!(lease_lver(&f, "VM2", 2 << 20), l2 + 1);
     for pid in [hold1.id() as i32, hold2.id() as i32] {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }

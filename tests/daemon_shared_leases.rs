@@ -82,35 +82,6 @@ impl Drop for Holder {
     }
 }
 
-fn lver(f: &std::path::Path) -> u64 {
-    let t = run(
-        sanlock(),
-        &["direct", "read_leader", "-r", &format!("LS:R:{}:1M", p(f))],
-    )
-    .text();
-    t.lines()
-        .find_map(|l| l.strip_prefix("lver "))
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-fn add_ls(run_dir: &std::path::Path, host_id: u64, f: &std::path::Path) {
-    let o = run_env(
-        sanlock(),
-        &[
-            "client",
-            "add_lockspace",
-            "-s",
-            &format!("LS:{host_id}:{}:0", p(f)),
-            "-o",
-            "1",
-        ],
-        &[("SANLOCK_RUN_DIR", p(run_dir))],
-    );
-    assert!(o.text().contains("done 0"), "{}", o.text());
-}
-
 /// `sanlock client convert` (the real client) against a daemon.
 fn convert(run_dir: &std::path::Path, f: &std::path::Path, pid: i32, sh: bool) -> String {
     let r = format!("LS:R:{}:1048576{}", p(f), if sh { ":SH" } else { "" });
@@ -142,8 +113,8 @@ fn shared_holders_across_implementations() {
     let sd = SanlockDaemon::start(&dir.path().join("s"));
     let hd = HactlDaemon::start(&dir.path().join("h"));
     std::thread::scope(|s| {
-        s.spawn(|| add_ls(&sd.run_dir, 1, &f));
-        s.spawn(|| add_ls(&hd.run_dir, 2, &f));
+        s.spawn(|| add_lockspace(&sd.run_dir, 1, &f));
+        s.spawn(|| add_lockspace(&hd.run_dir, 2, &f));
     });
     // Each host must have seen the other renew, so a shared holder is
     // judged by its renewals, not by "no knowledge yet".
@@ -154,13 +125,17 @@ fn shared_holders_across_implementations() {
 
     // Both hosts hold it shared at once; each acquisition is a Paxos round.
     assert_eq!(s1.ask("acq R 1048576 sh"), "ok");
-    let l0 = lver(&f);
+    let l0 = lease_lver(&f, "R", 1 << 20);
     assert_eq!(
         h1.ask("acq R 1048576 sh"),
         "ok",
         "hactl refused a shared lease sanlock holds shared"
     );
-    assert_eq!(lver(&f), l0 + 1, "a shared acquire is a Paxos acquisition");
+    assert_eq!(
+        lease_lver(&f, "R", 1 << 20),
+        l0 + 1,
+        "a shared acquire is a Paxos acquisition"
+    );
     let want = "1/1 2/1";
     t.same(
         "owners via sanlock",
@@ -192,13 +167,16 @@ fn shared_holders_across_implementations() {
     // Only hactl's host holds it shared now: sanlock's exclusive request
     // must fail with -EAGAIN, without taking it.
     assert_eq!(s1.ask("rel R 1048576"), "ok");
-    let before = lver(&f);
+    let before = lease_lver(&f, "R", 1 << 20);
     t.same(
         "sanlock EX vs hactl SH",
         s2.ask("acq R 1048576").as_bytes(),
         b"err 11",
     );
-    assert!(lver(&f) > before, "sanlock ran its ballot");
+    assert!(
+        lease_lver(&f, "R", 1 << 20) > before,
+        "sanlock ran its ballot"
+    );
     t.same(
         "owners after the refused EX",
         h1.ask("own R 1048576").as_bytes(),
@@ -210,7 +188,7 @@ fn shared_holders_across_implementations() {
         convert(&hd.run_dir, &f, h1_pid, false).as_bytes(),
         b"0",
     );
-    let lex = lver(&f);
+    let lex = lease_lver(&f, "R", 1 << 20);
     t.same(
         "owners after convert",
         s2.ask("own R 1048576").as_bytes(),
@@ -219,7 +197,11 @@ fn shared_holders_across_implementations() {
     // sanlock's shared request is refused while hactl holds it EX.
     let r = s1.ask("acq R 1048576 sh");
     t.same("sanlock SH vs hactl EX", r.as_bytes(), b"err -243");
-    assert_eq!(lver(&f), lex, "a refused shared acquire changed the lease");
+    assert_eq!(
+        lease_lver(&f, "R", 1 << 20),
+        lex,
+        "a refused shared acquire changed the lease"
+    );
     // EX -> SH: sanlock may join again.
     t.same(
         "convert EX->SH",

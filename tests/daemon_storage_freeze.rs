@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,98 +61,6 @@ impl Drop for Fuse {
     }
 }
 
-/// A registered process holding `res`; with `ignore_term` it survives SIGTERM.
-fn holder(run_dir: &Path, f: &Path, res: &str, off: u64, ignore_term: bool) -> Child {
-    let script = r#"
-import sanlock, sys, signal, time
-if sys.argv[4] == "1":
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-fd = sanlock.register()
-sanlock.acquire(b"LS", sys.argv[2].encode(), [(sys.argv[1], int(sys.argv[3]))], slkfd=fd)
-print("held", flush=True)
-while True:
-    time.sleep(1)
-"#;
-    let mut c = Command::new(python3())
-        .args([
-            "-c",
-            script,
-            p(f),
-            res,
-            &off.to_string(),
-            if ignore_term { "1" } else { "0" },
-        ])
-        .env("SANLOCK_RUN_DIR", run_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(c.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "held", "{res} was not acquired");
-    c
-}
-
-/// Keeps acquiring `res` (each second while its owner looks alive); the
-/// moment it got it.
-fn acquire_blocking(
-    run_dir: &Path,
-    f: &Path,
-    res: &str,
-    off: u64,
-) -> std::thread::JoinHandle<(String, Instant)> {
-    let script = r#"
-import sanlock, sys, time
-fd = sanlock.register()
-deadline = time.monotonic() + 150
-while True:
-    try:
-        sanlock.acquire(b"LS", sys.argv[2].encode(), [(sys.argv[1], int(sys.argv[3]))], slkfd=fd)
-        print("held", flush=True)
-        break
-    except sanlock.SanlockException as e:
-        if e.errno not in (-243, 11) or time.monotonic() > deadline:
-            print("refused %d" % e.errno, flush=True)
-            break
-        time.sleep(0.5)
-time.sleep(1)
-"#;
-    let (rd, f, res) = (run_dir.to_path_buf(), f.to_path_buf(), res.to_string());
-    std::thread::spawn(move || {
-        let mut c = Command::new(python3())
-            .args(["-c", script, p(&f), &res, &off.to_string()])
-            .env("SANLOCK_RUN_DIR", &rd)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(c.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let when = Instant::now();
-        let _ = c.wait();
-        (line.trim().to_string(), when)
-    })
-}
-
-fn add_ls(run_dir: &Path, host_id: u64, f: &Path) {
-    let o = run_env(
-        sanlock(),
-        &[
-            "client",
-            "add_lockspace",
-            "-s",
-            &format!("LS:{host_id}:{}:0", p(f)),
-            "-o",
-            "1",
-        ],
-        &[("SANLOCK_RUN_DIR", p(run_dir))],
-    );
-    assert!(o.text().contains("done 0"), "{}", o.text());
-}
-
 fn wait_gone(c: &mut Child, t0: Instant, limit: Duration) -> Duration {
     loop {
         if c.try_wait().unwrap().is_some() {
@@ -202,17 +109,22 @@ fn freeze(frozen_hactl: bool) -> Timings {
         (sd.run_dir.clone(), hd.run_dir.clone())
     };
     std::thread::scope(|s| {
-        s.spawn(|| add_ls(&frozen_dir, 1, &via_fuse));
-        s.spawn(|| add_ls(&other_dir, 2, &direct));
+        s.spawn(|| add_lockspace(&frozen_dir, 1, &via_fuse));
+        s.spawn(|| add_lockspace(&other_dir, 2, &direct));
     });
     std::thread::sleep(Duration::from_secs(4));
-    let mut term = holder(&frozen_dir, &via_fuse, "R1", 1 << 20, false);
-    let mut stubborn = holder(&frozen_dir, &via_fuse, "R2", 2 << 20, true);
+    let (mut term, t) = python_holder(&frozen_dir, &via_fuse, "R1", 1 << 20, false);
+    let (mut stubborn, k) = python_holder(&frozen_dir, &via_fuse, "R2", 2 << 20, true);
+    assert_eq!(
+        (t.as_str(), k.as_str()),
+        ("held", "held"),
+        "the leases were not acquired"
+    );
 
     fuse.signal(libc::SIGSTOP);
     let t0 = Instant::now();
-    let a1 = acquire_blocking(&other_dir, &direct, "R1", 1 << 20);
-    let a2 = acquire_blocking(&other_dir, &direct, "R2", 2 << 20);
+    let a1 = acquire_blocking(&other_dir, &direct, "R1", 1 << 20, &[-243, 11], 150);
+    let a2 = acquire_blocking(&other_dir, &direct, "R2", 2 << 20, &[-243, 11], 150);
     let term_gone = wait_gone(&mut term, t0, Duration::from_secs(100));
     if frozen_hactl {
         // With its storage hung, hactl's daemon still answers at once.

@@ -335,3 +335,149 @@ pub fn parse_gets_hosts(text: &str) -> std::collections::BTreeMap<u64, (u64, Str
         })
         .collect()
 }
+
+/// `sanlock client add_lockspace -s LS:HOST_ID:F:0 -o 1` against the daemon
+/// in `run_dir` (either implementation); it must succeed.
+pub fn add_lockspace(run_dir: &Path, host_id: u64, f: &Path) {
+    let o = run_env(
+        sanlock(),
+        &[
+            "client",
+            "add_lockspace",
+            "-s",
+            &format!("LS:{host_id}:{}:0", p(f)),
+            "-o",
+            "1",
+        ],
+        &[("SANLOCK_RUN_DIR", p(run_dir))],
+    );
+    assert!(o.text().contains("done 0"), "{}", o.text());
+}
+
+/// The lver of lease `name` of lockspace LS at `offset` of `f`, as the
+/// real `sanlock direct read_leader` reads it.
+pub fn lease_lver(f: &Path, name: &str, offset: u64) -> u64 {
+    let t = run(
+        sanlock(),
+        &[
+            "direct",
+            "read_leader",
+            "-r",
+            &format!("LS:{name}:{}:{offset}", p(f)),
+        ],
+    )
+    .text();
+    t.lines()
+        .find_map(|l| l.strip_prefix("lver "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A registered python3-sanlock process that acquires LS:`res` at `off`
+/// and holds it until its stdin closes or it is killed (`ignore_term`: it
+/// survives SIGTERM). Returns it and its first line: `held` or `refused N`.
+pub fn python_holder(
+    run_dir: &Path,
+    f: &Path,
+    res: &str,
+    off: u64,
+    ignore_term: bool,
+) -> (Child, String) {
+    let script = r#"
+import sanlock, sys, signal
+if sys.argv[4] == "1":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+fd = sanlock.register()
+try:
+    sanlock.acquire(b"LS", sys.argv[2].encode(), [(sys.argv[1], int(sys.argv[3]))], slkfd=fd)
+    print("held", flush=True)
+except sanlock.SanlockException as e:
+    print("refused %d" % e.errno, flush=True)
+    sys.exit(0)
+sys.stdin.read()
+"#;
+    let mut c = Command::new(python3())
+        .args([
+            "-c",
+            script,
+            p(f),
+            res,
+            &off.to_string(),
+            if ignore_term { "1" } else { "0" },
+        ])
+        .env("SANLOCK_RUN_DIR", run_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    (c, line.trim().to_string())
+}
+
+/// A python3-sanlock process that keeps acquiring LS:`res` at `off` every
+/// half second while the answer is one of `retry` (e.g. -243: the owner
+/// looks alive), for at most `deadline_secs`, as vdsm retries. Joins to
+/// its answer (`held` or `refused N`) and the moment it came.
+pub fn acquire_blocking(
+    run_dir: &Path,
+    f: &Path,
+    res: &str,
+    off: u64,
+    retry: &[i32],
+    deadline_secs: u64,
+) -> std::thread::JoinHandle<(String, Instant)> {
+    let script = r#"
+import sanlock, sys, time
+fd = sanlock.register()
+retry = [int(x) for x in sys.argv[4].split(",")]
+deadline = time.monotonic() + int(sys.argv[5])
+while True:
+    try:
+        sanlock.acquire(b"LS", sys.argv[2].encode(), [(sys.argv[1], int(sys.argv[3]))], slkfd=fd)
+        print("held", flush=True)
+        break
+    except sanlock.SanlockException as e:
+        if e.errno not in retry or time.monotonic() > deadline:
+            print("refused %d" % e.errno, flush=True)
+            break
+        time.sleep(0.5)
+time.sleep(2)
+"#;
+    let retry = retry
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (rd, f, res) = (run_dir.to_path_buf(), f.to_path_buf(), res.to_string());
+    std::thread::spawn(move || {
+        let mut c = Command::new(python3())
+            .args([
+                "-c",
+                script,
+                p(&f),
+                &res,
+                &off.to_string(),
+                &retry,
+                &deadline_secs.to_string(),
+            ])
+            .env("SANLOCK_RUN_DIR", &rd)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let when = Instant::now();
+        let _ = c.wait();
+        (line.trim().to_string(), when)
+    })
+}
