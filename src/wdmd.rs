@@ -11,7 +11,12 @@
 //! The protocol: a stream socket at `$WDMD_RUN_DIR/wdmd.sock` (sanlock and
 //! wdmd have `/run/wdmd` built in; the variable lets tests run a peer of
 //! their own). Every message, both ways, is one `struct wdmd_header` in the
-//! host's byte order; only `open_watchdog` and `status` are answered.
+//! host's byte order; only `status` (and `open_watchdog`) are answered.
+//!
+//! sanlock 3.8.5 and its wdmd (Debian's) use connect, register,
+//! refcount_set/clear, status and test_live; wdmd opens the device itself
+//! at start. `open_watchdog` (cmd 7) is from later sanlock releases, where
+//! wdmd opens the device on a client's request; a 3.8.5 wdmd never answers it.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -210,8 +215,9 @@ impl Conn {
         Ok(Header::decode(&b))
     }
 
-    /// `wdmd_open_watchdog`: wdmd opens the device with this fire timeout
-    /// (or checks that the one it has matches) and starts petting it.
+    /// `wdmd_open_watchdog` (after 3.8.5, unused by the daemon): wdmd opens
+    /// the device with this fire timeout (or checks that the one it has
+    /// matches) and starts petting it.
     pub fn open_watchdog(&mut self, fire_timeout: u32) -> Result<(), Error> {
         self.send(&Header {
             fire_timeout,
@@ -307,20 +313,27 @@ impl Conn {
 
 /// What to send wdmd for one lockspace, decided from its renewals alone.
 ///
-/// - each successful renewal at `t` arms expiry at `t + 8 * io_timeout`
-///   (sanlock's `id_renewal_fail_seconds`): the moment this host's lease
-///   counts as lost here and its holders are killed;
+/// - the acquired lease, and each successful renewal at `t`, arm expiry at
+///   `t + 8 * io_timeout` (sanlock's `id_renewal_fail_seconds`): when this
+///   host's lease counts as lost here and its holders are killed;
 /// - a failed renewal sends nothing, so the last expiry stands;
-/// - once the lockspace has failed (renewals failed for 8 * io_timeout, or
-///   our lease was changed by someone else) nothing is ever sent again,
-///   not even after a late successful renewal: the holders are being
-///   killed and the watchdog is what ends one that will not die. (sanlock
-///   would re-arm on such a renewal; we keep the stricter rule.)
+/// - once the lockspace has failed (a renewal came at or after the expiry
+///   the previous renewal armed, or the daemon judged it lost: renewals
+///   failing, our lease changed by someone else)
+///   nothing is ever sent again, not even after a late successful renewal:
+///   the holders are being killed and the watchdog is what ends one that
+///   will not die. (sanlock would re-arm on such a renewal; we keep the
+///   stricter rule.)
+/// - the acquire's own arming does not count for lateness: its timestamp
+///   predates the acquire's wait (20 s with io_timeout 1), so it is often
+///   expired when sent, as in sanlock; the first renewal follows at once.
 /// - disarm, once, when the lockspace is stopped with every holder gone
 ///   (removed, or failed and cleared); nothing after that.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Keepalive {
     pub fail_seconds: u64,
+    /// The expire_time the last renewal (not the acquire) armed.
+    renewal_expire: Option<u64>,
     failed: bool,
     disarmed: bool,
 }
@@ -329,6 +342,7 @@ impl Keepalive {
     pub fn new(io_timeout: u64) -> Keepalive {
         Keepalive {
             fail_seconds: crate::timeouts::Timeouts::new(io_timeout).id_renewal_fail_seconds(),
+            renewal_expire: None,
             failed: false,
             disarmed: false,
         }
@@ -339,21 +353,29 @@ impl Keepalive {
         last_success + self.fail_seconds
     }
 
-    /// After a renewal attempt: the `(renewal_time, expire_time)` to send,
-    /// if any. `renewed`: the new lease timestamp if it succeeded.
-    /// `lockspace_failed`: the lockspace has been judged lost (latched).
+    /// The first arming, for the lease just acquired at `timestamp`.
+    pub fn arm(&mut self, timestamp: u64) -> (u64, u64) {
+        (timestamp, self.expire_time(timestamp))
+    }
+
+    /// After a renewal attempt at `now`: the `(renewal_time, expire_time)`
+    /// to send, if any. `renewed`: the new lease timestamp if it succeeded.
+    /// `lockspace_failed`: the daemon judged the lockspace lost (latched).
     /// `stopping`: the lockspace is being stopped (disarm is on its way).
     pub fn after_renewal(
         &mut self,
+        now: u64,
         renewed: Option<u64>,
         lockspace_failed: bool,
         stopping: bool,
     ) -> Option<(u64, u64)> {
-        self.failed |= lockspace_failed;
+        self.failed |= lockspace_failed || self.renewal_expire.is_some_and(|e| now >= e);
         if self.failed || self.disarmed || stopping {
             return None;
         }
-        renewed.map(|t| (t, self.expire_time(t)))
+        let (t, e) = self.arm(renewed?);
+        self.renewal_expire = Some(e);
+        Some((t, e))
     }
 
     /// Whether to send the disarming `test_live(0, 0)` now (true once).
@@ -363,6 +385,11 @@ impl Keepalive {
 
     pub fn disarmed(&self) -> bool {
         self.disarmed
+    }
+
+    /// No refresh will ever be sent again (the lockspace failed).
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 }
 
@@ -520,39 +547,72 @@ mod tests {
     #[test]
     fn wdmd_keepalive_expiry_is_renewal_plus_8_io_timeouts() {
         let mut k = Keepalive::new(10);
-        assert_eq!(k.after_renewal(Some(500), false, false), Some((500, 580)));
+        assert_eq!(k.arm(500), (500, 580));
+        assert_eq!(
+            k.after_renewal(520, Some(520), false, false),
+            Some((520, 600))
+        );
         let mut k = Keepalive::new(1);
-        assert_eq!(k.after_renewal(Some(500), false, false), Some((500, 508)));
-        assert_eq!(k.after_renewal(Some(502), false, false), Some((502, 510)));
+        assert_eq!(k.arm(500), (500, 508));
+        assert_eq!(
+            k.after_renewal(502, Some(502), false, false),
+            Some((502, 510))
+        );
     }
 
     #[test]
     fn wdmd_keepalive_failed_renewal_sends_nothing() {
         let mut k = Keepalive::new(1);
-        assert_eq!(k.after_renewal(Some(100), false, false), Some((100, 108)));
-        assert_eq!(k.after_renewal(None, false, false), None);
+        k.arm(100);
+        assert_eq!(k.after_renewal(102, None, false, false), None);
         // A transient failure within the fail window: the next success re-arms.
-        assert_eq!(k.after_renewal(Some(104), false, false), Some((104, 112)));
+        assert_eq!(
+            k.after_renewal(104, Some(104), false, false),
+            Some((104, 112))
+        );
+        assert!(!k.failed());
     }
 
     #[test]
     fn wdmd_keepalive_never_rearms_after_the_lockspace_failed() {
         let mut k = Keepalive::new(1);
-        assert_eq!(k.after_renewal(Some(100), false, false), Some((100, 108)));
-        assert_eq!(k.after_renewal(None, true, false), None);
+        k.arm(100);
+        assert_eq!(k.after_renewal(103, None, true, false), None);
         // The storage came back: still nothing, the kill is under way.
-        assert_eq!(k.after_renewal(Some(109), false, false), None);
+        assert_eq!(k.after_renewal(105, Some(105), false, false), None);
+        assert!(k.failed());
         // Holders gone: disarm once.
         assert!(k.disarm());
         assert!(!k.disarm());
     }
 
     #[test]
+    fn wdmd_keepalive_never_rearms_once_the_expiry_passed() {
+        // A renewal that lands at or after the expiry the previous renewal
+        // armed comes too late: the lease already counts as lost here.
+        let mut k = Keepalive::new(1);
+        k.arm(100);
+        // The acquire's arming was stale (its wait); the first renewal re-arms.
+        assert_eq!(
+            k.after_renewal(120, Some(120), false, false),
+            Some((120, 128))
+        );
+        assert_eq!(
+            k.after_renewal(127, Some(127), false, false),
+            Some((127, 135))
+        );
+        assert_eq!(k.after_renewal(135, Some(135), false, false), None);
+        assert_eq!(k.after_renewal(136, Some(136), false, false), None);
+        assert!(k.failed());
+    }
+
+    #[test]
     fn wdmd_keepalive_nothing_while_stopping_or_after_disarm() {
         let mut k = Keepalive::new(1);
-        assert_eq!(k.after_renewal(Some(100), false, true), None);
+        k.arm(100);
+        assert_eq!(k.after_renewal(102, Some(102), false, true), None);
         assert!(k.disarm());
         assert!(k.disarmed());
-        assert_eq!(k.after_renewal(Some(102), false, false), None);
+        assert_eq!(k.after_renewal(104, Some(104), false, false), None);
     }
 }
