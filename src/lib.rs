@@ -9,6 +9,7 @@
 //! - [`xleases`]: vdsm's xleases volume (VM leases) over [`io`]
 //! - [`cli`]: sanlock's command syntax and output text
 //! - [`client`]: a typed Rust API to a sanlock daemon, instead of libsanlock
+//! - [`wdmd`]: the watchdog daemon's client protocol and when to pet it
 
 pub mod cli;
 pub mod client;
@@ -26,4 +27,5 @@ pub mod recovery;
 pub mod rv;
 pub mod sim;
 pub mod timeouts;
+pub mod wdmd;
 pub mod xleases;

@@ -18,6 +18,7 @@ use crate::io::{Area, Disk};
 use crate::ondisk::{self, HOSTID_BITMAP_SIZE, LeaderRecord, Name};
 use crate::rv;
 use crate::timeouts::Timeouts;
+use crate::wdmd;
 
 use crate::timeouts::monotime;
 
@@ -84,6 +85,9 @@ pub struct Space {
     pub set_bitmap_seconds: u64,
     /// `-w 1`: a host_id may only be held with a watchdog behind it.
     pub use_watchdog: bool,
+    /// `-w 1`: this lockspace's wdmd connection once the host_id is held,
+    /// and what to send it. One lock, so a disarm cannot cross a refresh.
+    pub watchdog: Mutex<Option<(wdmd::Conn, wdmd::Keepalive)>>,
     pub state: Mutex<SpaceState>,
     /// Signalled whenever state changes that waiters care about.
     pub changed: Condvar,
@@ -123,6 +127,7 @@ impl Space {
             watchdog_fire_timeout,
             set_bitmap_seconds,
             use_watchdog: false,
+            watchdog: Mutex::new(None),
             state: Mutex::new(SpaceState {
                 list: SpaceList::Adding,
                 sector_size: 0,
@@ -232,13 +237,14 @@ impl Space {
         if self.host_id > g.max_hosts() as u64 {
             return Err(rv::SANLK_ADDLS_INVALID_HOSTID);
         }
-        if self.use_watchdog {
-            // Holding a host_id is only safe if a watchdog resets this host
-            // before others may call it DEAD. hactl does not drive wdmd yet,
-            // so it refuses as sanlock does when wdmd is unavailable.
-            error!(space = %self.name, "no watchdog: hactl cannot drive wdmd yet; run the daemon with -w 0");
-            return Err(rv::SANLK_WD_ERROR);
-        }
+        // -w 1: holding a host_id is only safe if a watchdog resets this
+        // host before others may call it DEAD. As sanlock, reach wdmd
+        // before acquiring, to fail fast.
+        let wd = if self.use_watchdog {
+            Some(self.connect_watchdog()?)
+        } else {
+            None
+        };
         let ss = g.sector_size as usize;
         let io = Duration::from_secs(self.io_timeout);
         let area =
@@ -267,6 +273,15 @@ impl Space {
             |e| warn!(space = %self.name, "host_id {} acquire failed {e}", self.host_id),
         )?;
         info!(space = %self.name, "host_id {} generation {} acquired", self.host_id, leader.owner_generation);
+        if let Some(conn) = wd {
+            // Armed before anyone may use the lockspace; if wdmd will not
+            // take it, give the host_id back (sanlock's activate_watchdog).
+            if let Err(e) = self.activate_watchdog(conn, leader.timestamp) {
+                let (_, sector) = delta::release_sector(&leader, ss);
+                let _ = area.write(slot, &sector);
+                return Err(e);
+            }
+        }
         self.set(|st| {
             st.acquire_last_result = rv::SANLK_OK;
             st.acquire_last_success = leader.timestamp;
@@ -336,6 +351,7 @@ impl Space {
                 Ok((lr, rd, wr)) => {
                     last = lr;
                     prev_ok = true;
+                    self.pet_watchdog(Some(lr.timestamp));
                     self.set(|st| {
                         st.renewal_last_result = rv::SANLK_OK;
                         st.renewal_last_attempt = attempt;
@@ -354,6 +370,7 @@ impl Space {
                 Err(e) => {
                     prev_ok = false;
                     warn!(space = %self.name, "renewal error {e}");
+                    self.pet_watchdog(None);
                     self.set(|st| {
                         st.renewal_last_result = e;
                         st.renewal_last_attempt = attempt;
@@ -373,6 +390,11 @@ impl Space {
             self.check_our_lease();
         }
 
+        // Usually disarmed already by stop_and_join; this catches a stop
+        // that came while wdmd was being armed. Then close the connection.
+        self.disarm_watchdog();
+        self.watchdog.lock().unwrap().take();
+
         // Release our host_id if our last renewal left it valid.
         if prev_ok {
             let (_, sector) = delta::release_sector(&last, ss);
@@ -381,6 +403,68 @@ impl Space {
             }
         }
         Ok(())
+    }
+
+    /// wdmd_connect: SANLK_WD_ERROR if wdmd is not there. (sanlock 3.8.5
+    /// sends nothing more before the acquire; open_watchdog came later.)
+    fn connect_watchdog(&self) -> Result<wdmd::Conn, i32> {
+        let path = wdmd::socket_path();
+        wdmd::Conn::connect().map_err(|e| {
+            error!(space = %self.name, "connect_watchdog {}: {e}", path.display());
+            rv::SANLK_WD_ERROR
+        })
+    }
+
+    /// Registers this lockspace with wdmd and arms it for the lease just
+    /// acquired at `timestamp`.
+    fn activate_watchdog(&self, mut conn: wdmd::Conn, timestamp: u64) -> Result<(), i32> {
+        let mut ka = wdmd::Keepalive::new(self.io_timeout);
+        let (renewal, expire) = ka.arm(timestamp);
+        let name = wdmd::client_name(&self.name.to_string_lossy(), self.host_id);
+        conn.activate(&name, self.watchdog_fire_timeout as u32, renewal, expire)
+            .map_err(|e| {
+                error!(space = %self.name, "activate_watchdog {name} failed: {e}");
+                rv::SANLK_WD_ERROR
+            })?;
+        info!(space = %self.name, "wdmd {name} armed: renewal {renewal} expire {expire}");
+        *self.watchdog.lock().unwrap() = Some((conn, ka));
+        Ok(())
+    }
+
+    /// After each renewal attempt: refresh wdmd's expiry if the lease is
+    /// still good (see [`wdmd::Keepalive`] for when it is not).
+    fn pet_watchdog(&self, renewed: Option<u64>) {
+        let failed = {
+            let st = self.state.lock().unwrap();
+            st.renew_fail || st.corrupt_result != 0
+        };
+        let mut wd = self.watchdog.lock().unwrap();
+        let Some((conn, ka)) = wd.as_mut() else {
+            return;
+        };
+        let was_failed = ka.failed();
+        let stopping = self.stop.load(Ordering::Relaxed);
+        if let Some((renewal, expire)) = ka.after_renewal(monotime(), renewed, failed, stopping) {
+            if let Err(e) = conn.test_live(renewal, expire) {
+                error!(space = %self.name, "wdmd_test_live {renewal} failed: {e}");
+            }
+        } else if ka.failed() && !was_failed {
+            error!(space = %self.name, "lockspace lost: wdmd is no longer refreshed; it fires unless every holder is gone");
+        }
+    }
+
+    /// sanlock's deactivate_watchdog: test_live(0, 0), once; from whichever
+    /// thread stops the lockspace first, without waiting for its I/O.
+    pub fn disarm_watchdog(&self) {
+        let mut wd = self.watchdog.lock().unwrap();
+        if let Some((conn, ka)) = wd.as_mut()
+            && ka.disarm()
+        {
+            info!(space = %self.name, "wdmd_test_live 0 0 to disable");
+            if let Err(e) = conn.deactivate() {
+                error!(space = %self.name, "wdmd_test_live 0 0 failed: {e}");
+            }
+        }
     }
 
     /// A lockspace whose renewals have failed for 8 * io_timeout is dead
@@ -489,9 +573,13 @@ impl Space {
         });
     }
 
-    /// Asks the thread to stop (and release), and waits for it.
+    /// Asks the thread to stop (and release), and waits for it. Callers
+    /// stop a lockspace nothing holds any more (a forced shutdown releases
+    /// the host_id regardless), so wdmd is disarmed at once, not after the
+    /// thread's I/O, which may be stuck for long.
     pub fn stop_and_join(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.disarm_watchdog();
         {
             let _st = self.state.lock().unwrap();
             self.changed.notify_all();

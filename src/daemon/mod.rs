@@ -198,6 +198,22 @@ impl Daemon {
                 .0;
         }
         let r = st.acquire_last_result;
+        // sanlock polls for the acquire once a second, so by the time the
+        // main loop watches the lockspace its first renewal (due at once:
+        // the acquire's timestamp predates its wait) has been made. Waking
+        // at once instead, give it that second, or the main loop would see
+        // the stale timestamp and fail the lockspace.
+        let waited = std::time::Instant::now();
+        while r == crate::rv::SANLK_OK
+            && st.renewal_last_attempt == st.acquire_last_attempt
+            && waited.elapsed() < Duration::from_secs(1)
+        {
+            st = sp
+                .changed
+                .wait_timeout(st, Duration::from_millis(100))
+                .unwrap()
+                .0;
+        }
         if r == crate::rv::SANLK_OK && !sp.external_remove.load(Ordering::Relaxed) {
             st.list = SpaceList::Active;
             return 0;

@@ -153,7 +153,7 @@ impl Drop for Tally {
 
 /// Makes a spawned daemon die with the test that started it, even if the
 /// test process is killed before its Drop can stop the daemon by pid.
-fn die_with_parent(c: &mut Command) -> &mut Command {
+pub fn die_with_parent(c: &mut Command) -> &mut Command {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and only affects the child.
     unsafe {
@@ -293,8 +293,13 @@ impl HactlDaemon {
     }
 
     pub fn start_with(run_dir: &Path, extra: &[&str]) -> HactlDaemon {
-        let env = [("HACTL_SANLOCK_CONF", "/nonexistent")];
-        let child = spawn_daemon(hactl(), extra, run_dir, "daemon.stderr", &env);
+        Self::start_with_env(run_dir, extra, &[])
+    }
+
+    pub fn start_with_env(run_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> HactlDaemon {
+        let mut all = vec![("HACTL_SANLOCK_CONF", "/nonexistent")];
+        all.extend_from_slice(env);
+        let child = spawn_daemon(hactl(), extra, run_dir, "daemon.stderr", &all);
         HactlDaemon {
             run_dir: run_dir.to_path_buf(),
             child,
