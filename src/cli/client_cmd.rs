@@ -534,6 +534,22 @@ pub fn run(com: &Com) -> i32 {
     }
 }
 
+/// A daemon that refuses a listing answers with a negative result and no
+/// entries (hactl's credential check: -EACCES). sanlock's client prints
+/// nothing then; we say why on stderr and exit 1.
+fn refused(h: &crate::proto::Header, what: &str, com: &Com) -> bool {
+    let rv = h.result();
+    if rv >= 0 {
+        return false;
+    }
+    let why = std::io::Error::from_raw_os_error(-rv);
+    eprintln!("hactl: {what}: the daemon refused: {rv} ({why})");
+    if com.json {
+        print_json(&json!({"rv": rv, "error": why.to_string()}));
+    }
+    true
+}
+
 /// Actions that print "<what> ..." / "<what> done <rv>".
 fn simple(com: &Com, client: &Client, ls: &SanlkLockspace, o: &mut Out) -> i32 {
     let name = ls_name(com);
@@ -659,6 +675,9 @@ fn status(com: &Com, client: &Client, o: &mut Out) -> i32 {
             return 1;
         }
     };
+    if refused(&s.header, "status", com) {
+        return 1;
+    }
     if let Some(t) = &s.truncated {
         eprintln!("hactl: status: the reply ended early: {t}");
     }
@@ -745,6 +764,9 @@ fn host_status(com: &Com, client: &Client, o: &mut Out) -> i32 {
             return 1;
         }
     };
+    if refused(&s.header, "host_status", com) {
+        return 1;
+    }
     let names: Vec<Name> = s
         .entries
         .iter()

@@ -6,6 +6,7 @@
 //! - [`config`]: flags and sanlock.conf
 //! - [`log`]: the log_dump ring and log lines
 
+pub mod access;
 pub mod config;
 pub mod lockspace;
 pub mod log;
@@ -417,6 +418,13 @@ pub fn main(args: &[String]) -> i32 {
         println!("{e}");
         return 1;
     }
+    // As sanlock: groups first (may be slow), then limits, then the
+    // lockfile as root, then -U/-G, then memory locking and priority.
+    access::setup_groups(&cfg);
+    if let Err(e) = access::setup_limits(&cfg) {
+        eprintln!("hactl daemon: {e}");
+        return 1;
+    }
     let ring = Arc::new(Mutex::new(log::LogRing::default()));
     let logfile = if cfg.run_dir.as_os_str() == config::DEFAULT_RUN_DIR {
         PathBuf::from("/var/log/hactl.log")
@@ -459,12 +467,14 @@ pub fn main(args: &[String]) -> i32 {
     if !cfg.privileged {
         warn!("Running in unprivileged mode");
     }
+    access::setup_uid_gid(&cfg);
     let daemon = Arc::new(Daemon::new(cfg, ring));
     warn!(
         "hactl daemon started {} (sanlock 3.8.5 protocol) host {}",
         env!("CARGO_PKG_VERSION"),
         daemon.our_host_name
     );
+    access::setup_priority(&daemon.cfg);
     let listener = match server::listen(&daemon.cfg) {
         Ok(l) => l,
         Err(e) => {

@@ -107,10 +107,35 @@ pub fn serve(d: Arc<Daemon>, l: UnixListener) {
     }
 }
 
-fn peer_pid(s: &UnixStream) -> i32 {
-    nix::sys::socket::getsockopt(s, nix::sys::socket::sockopt::PeerCredentials)
-        .map(|c| c.pid())
-        .unwrap_or(-1)
+/// A refused connection: its first request that expects a reply is
+/// answered `-EACCES` (the error a client of sanlock sees when the
+/// socket's mode refuses it) and the connection is closed at once, so
+/// clients that read until EOF (status, log_dump) do not wait. Register,
+/// which sanlock never answers, is passed over: the client's next request
+/// gets the refusal.
+fn refuse(mut s: UnixStream) {
+    // A refused client has no business sending large payloads.
+    const MAX_DISCARD: u64 = 1 << 20;
+    let _ = s.set_read_timeout(Some(PAYLOAD_TIMEOUT));
+    loop {
+        let mut hb = [0u8; proto::HEADER_SIZE];
+        if s.read_exact(&mut hb).is_err() {
+            return;
+        }
+        let Ok((h, cmd)) = Header::parse(&hb) else {
+            return;
+        };
+        let rest = (h.length as u64).saturating_sub(proto::HEADER_SIZE as u64);
+        if rest > MAX_DISCARD
+            || std::io::copy(&mut (&s).take(rest), &mut std::io::sink()).ok() != Some(rest)
+        {
+            return;
+        }
+        if cmd != Cmd::Register {
+            let _ = s.write_all(&h.result_reply(-libc::EACCES).encode());
+            return;
+        }
+    }
 }
 
 /// A connection's socket and its slot in the client table.
@@ -174,7 +199,20 @@ impl Conn {
 }
 
 fn connection(d: Arc<Daemon>, s: UnixStream) {
-    let pid = peer_pid(&s);
+    let peer = super::access::peer_of(&s);
+    let me = nix::unistd::geteuid().as_raw();
+    let ok = peer
+        .as_ref()
+        .is_some_and(|p| super::access::allowed(p, d.cfg.uid, d.cfg.gid, me));
+    if !ok {
+        match &peer {
+            Some(p) => warn!("{}", super::access::refusal_line(p, &d.cfg)),
+            None => warn!("client with no peer credentials refused"),
+        }
+        refuse(s);
+        return;
+    }
+    let pid = peer.map(|p| p.pid).unwrap_or(-1);
     let fd = s.as_raw_fd();
     let ci = d.client_add(ClientSlot {
         fd,

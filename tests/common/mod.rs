@@ -218,7 +218,15 @@ pub struct SanlockDaemon {
 
 impl SanlockDaemon {
     pub fn start(run_dir: &Path) -> SanlockDaemon {
-        let child = spawn_daemon(sanlock(), &[], run_dir, "daemon.log", &[]);
+        Self::start_with_env(run_dir, &[], &[])
+    }
+
+    pub fn start_with(run_dir: &Path, extra: &[&str]) -> SanlockDaemon {
+        Self::start_with_env(run_dir, extra, &[])
+    }
+
+    pub fn start_with_env(run_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> SanlockDaemon {
+        let child = spawn_daemon(sanlock(), extra, run_dir, "daemon.log", env);
         SanlockDaemon {
             run_dir: run_dir.to_path_buf(),
             child,
