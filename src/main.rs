@@ -1,8 +1,13 @@
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use hactl::cli::{args, client_cmd, direct_cmd, xleases_cmd};
+use hactl::cli::{args, client_cmd, direct_cmd, docs, xleases_cmd};
 
-/// hactl: shared-storage leases, compatible with sanlock.
+/// Shared-storage leases, compatible with sanlock.
+///
+/// hactl reimplements sanlock 3.8.5: the same on-disk lockspaces, resource
+/// leases and resource indexes, byte for byte; a daemon speaking sanlock's
+/// socket protocol, so sanlock's client, libsanlock and python3-sanlock
+/// talk to it; and sanlock's command syntax and output.
 #[derive(Parser)]
 #[command(name = "hactl", version, disable_help_subcommand = true)]
 struct Cli {
@@ -14,10 +19,10 @@ struct Cli {
 enum Cmd {
     /// Access storage directly, with no daemon (sanlock direct ...).
     ///
-    /// Actions: init, dump, read_leader, write_leader, next_free, format,
-    /// lookup, update, rebuild. Options use sanlock's syntax (`-s LOCKSPACE`,
-    /// `-r RESOURCE`, `-x RINDEX`, `-Z 512|4096`, `-A 1M|2M|4M|8M`, ...);
-    /// `--json` prints JSON instead of sanlock's text.
+    /// Options use sanlock's syntax (`-s LOCKSPACE`, `-r RESOURCE`,
+    /// `-x RINDEX`, `-Z 512|4096`, `-A 1M|2M|4M|8M`, ...); `--json` prints
+    /// JSON instead of sanlock's text.
+    #[command(after_long_help = DIRECT_ACTIONS)]
     Direct {
         action: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -25,14 +30,9 @@ enum Cmd {
     },
     /// Talk to the running daemon, sanlock's or hactl's (sanlock client ...).
     ///
-    /// Actions: status [-D] [-o p|s], host_status [-s LOCKSPACE] [-D],
-    /// renewal -s LOCKSPACE, gets [-h 1], log_dump, version,
-    /// shutdown [-f 0|1] [-w 0|1], add_lockspace / inq_lockspace /
-    /// rem_lockspace -s LOCKSPACE [-o io_timeout], init -s LOCKSPACE
-    /// [-Z -A -o], read -s LOCKSPACE [-D], align -s LOCKSPACE,
-    /// set_config -s LOCKSPACE [-u 0|1] [-O 0|1], set_event -s LOCKSPACE
-    /// -i host_id [-g gen] [-e event] [-d data]. `--json` prints JSON.
-    #[command(disable_help_flag = true)]
+    /// Options use sanlock's syntax; `--json` prints JSON instead of
+    /// sanlock's text. The daemon is found at $SANLOCK_RUN_DIR/sanlock.sock.
+    #[command(disable_help_flag = true, after_long_help = CLIENT_ACTIONS)]
     Client {
         action: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -43,16 +43,84 @@ enum Cmd {
     Xleases(xleases_cmd::XleasesArgs),
     /// Run the lease manager daemon (sanlock daemon ...).
     ///
-    /// Options use sanlock's syntax: -D (foreground, log to stderr),
-    /// -w 0|1 (watchdog), -o io_timeout, -U user, -G group, -e host_name,
-    /// -H renewal history size, -g kill grace seconds, -h 0|1, -l 0|1|2, ...
-    /// The run dir is $SANLOCK_RUN_DIR (default /run/sanlock).
-    #[command(disable_help_flag = true)]
+    /// Options use sanlock's syntax and override /etc/sanlock/sanlock.conf.
+    /// The daemon stays in the foreground. The run dir is $SANLOCK_RUN_DIR
+    /// (default /run/sanlock).
+    #[command(disable_help_flag = true, after_long_help = DAEMON_OPTIONS)]
     Daemon {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Print hactl's version (`--version` says "hactl VERSION").
+    Version,
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    ///
+    /// e.g. `hactl completions bash > /etc/bash_completion.d/hactl`.
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (hactl.8, hactl-client.8, ...) into DIR.
+    #[command(hide = true)]
+    Man {
+        #[arg(default_value = ".")]
+        dir: std::path::PathBuf,
+    },
 }
+
+// One line per action: the man pages print these lines as they are.
+const DIRECT_ACTIONS: &str = "\
+Actions:
+direct init -s LOCKSPACE [-Z 512|4096 -A 1M|2M|4M|8M] [-o io_timeout]
+direct init -r RESOURCE [-Z .. -A ..] [-n num_hosts] [-z 1]
+direct dump PATH[:OFFSET[:SIZE]] [-f 1|2] [-Z .. -A ..]
+direct read_leader -s LOCKSPACE | -r RESOURCE
+direct write_leader -s LOCKSPACE | -r RESOURCE -F FILE [-f 1]
+direct next_free PATH[:OFFSET] [-Z .. -A ..]
+direct acquire_id | renew_id | release_id -s LOCKSPACE [-e host_name]
+direct acquire -r RESOURCE -i host_id -g generation
+direct release -r RESOURCE [-i host_id -g generation]
+direct format -x RINDEX [-Z .. -A ..]
+direct lookup -x RINDEX [-e NAME[:OFFSET]]
+direct update -x RINDEX -e NAME:OFFSET [-z 1]
+direct rebuild -x RINDEX";
+
+const CLIENT_ACTIONS: &str = "\
+Actions:
+client status [-D] [-o p|s]
+client host_status [-s LOCKSPACE] [-D]
+client renewal -s LOCKSPACE
+client gets [-h 1]
+client log_dump
+client version
+client shutdown [-f 0|1] [-w 0|1]
+client add_lockspace | inq_lockspace | rem_lockspace -s LOCKSPACE [-o io_timeout]
+client init -s LOCKSPACE [-Z .. -A ..] [-o io_timeout]
+client init -r RESOURCE [-Z .. -A ..] [-n num_hosts]
+client read -s LOCKSPACE | -r RESOURCE [-h 1] [-D]
+client align -s LOCKSPACE
+client set_config -s LOCKSPACE [-u 0|1] [-O 0|1]
+client set_event -s LOCKSPACE -i host_id [-g gen] [-e event] [-d data]
+client acquire | release | convert -r RESOURCE -p pid
+client inquire -p pid [-D]
+client request -r RESOURCE -f force_mode
+client examine -r RESOURCE | -s LOCKSPACE
+client command -r RESOURCE -c PATH ARGS
+client format | create | delete | lookup | update | rebuild -x RINDEX [-e NAME[:OFFSET]]";
+
+const DAEMON_OPTIONS: &str = "\
+Options (as sanlock daemon):
+-D             log to stderr too
+-w 0|1         use wdmd (default 1)
+-o SECONDS     io_timeout (default 10)
+-U USER        socket owner, and the user a privileged daemon becomes
+-G GROUP       socket group (default sanlock)
+-e NAME        host name in delta leases
+-H NUM         renewal history size
+-g SECONDS     kill grace (0-60, default 40)
+-h 0|1         SCHED_RR priority
+-l 0|1|2       mlockall: none, current, current and future
+-t NUM         max worker threads
+-b SECONDS     set_bitmap_seconds
+-a 0|1         use_aio
+-Q, -R, -L, -S quiet_fail, debug_renew, logfile and syslog priority";
 
 fn main() {
     let cli = Cli::parse();
@@ -67,6 +135,27 @@ fn main() {
         Cmd::Client { action, args: rest } => client_cmd::main(&action, &rest),
         Cmd::Xleases(a) => xleases_cmd::main(a),
         Cmd::Daemon { args: rest } => hactl::daemon::main(&rest),
+        // As `sanlock version`: the bare version.
+        Cmd::Version => {
+            println!("{}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Cmd::Completions { shell } => {
+            docs::completions(Cli::command(), shell);
+            0
+        }
+        Cmd::Man { dir } => match docs::write_man_pages(Cli::command(), &dir) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("hactl man: {}: {e}", dir.display());
+                1
+            }
+        },
     };
     std::process::exit(code);
 }
