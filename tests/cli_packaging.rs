@@ -144,3 +144,171 @@ fn version_is_the_crate_version() {
         s.text()
     );
 }
+
+fn dist(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("dist")
+        .join(path)
+}
+
+/// The units with `/usr/bin/hactl` pointed at the binary under test (the
+/// verifier checks that ExecStart's program exists), in one directory so
+/// the agent's `Requires=hactl.service` resolves.
+fn units_for_test(dir: &Path) -> Vec<std::path::PathBuf> {
+    ["hactl.service", "hactl-ha-agent.service"]
+        .iter()
+        .map(|u| {
+            let text = std::fs::read_to_string(dist(&format!("systemd/{u}"))).unwrap();
+            assert!(text.contains("/usr/bin/hactl "), "{u} runs /usr/bin/hactl");
+            let to = dir.join(u);
+            std::fs::write(
+                &to,
+                text.replace("/usr/bin/hactl ", &format!("{} ", hactl())),
+            )
+            .unwrap();
+            to
+        })
+        .collect()
+}
+
+#[test]
+fn systemd_units_verify() {
+    let Some(analyze) = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        println!("skipped: systemd-analyze is not installed (package systemd)");
+        return;
+    };
+    let w = workdir();
+    let units = units_for_test(w.path());
+    let mut args = vec!["verify", "--man=no"];
+    args.extend(units.iter().map(|u| p(u)));
+    let o = run(analyze, &args);
+    // verify exits 0 on keys it ignores: any line about our units fails.
+    let about_ours: Vec<&str> = o.stderr.lines().filter(|l| l.contains("hactl")).collect();
+    assert!(o.code == 0 && about_ours.is_empty(), "{}", o.stderr);
+
+    // The check has teeth: a typo, or the agent without the daemon's unit.
+    let typo = w.path().join("typo");
+    std::fs::create_dir(&typo).unwrap();
+    let bad = typo.join("hactl.service");
+    let text = std::fs::read_to_string(&units[0]).unwrap();
+    std::fs::write(&bad, text.replace("SendSIGKILL=no", "SendSigKill=no")).unwrap();
+    let o = run(analyze, &["verify", "--man=no", p(&bad)]);
+    assert!(o.stderr.contains("Unknown key"), "{o:?}");
+    let alone = w.path().join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    std::fs::copy(&units[1], alone.join("hactl-ha-agent.service")).unwrap();
+    let o = run(
+        analyze,
+        &[
+            "verify",
+            "--man=no",
+            p(&alone.join("hactl-ha-agent.service")),
+        ],
+    );
+    assert_ne!(o.code, 0, "{o:?}");
+
+    // The agent runs the planned CLI with this host's id from its env file.
+    let agent = std::fs::read_to_string(dist("systemd/hactl-ha-agent.service")).unwrap();
+    assert!(agent.contains(
+        "ExecStart=/usr/bin/hactl ha agent -c /etc/hactl/ha.toml --host-id ${HACTL_HA_HOST_ID}"
+    ));
+    let env = std::fs::read_to_string(dist("default/hactl-ha-agent")).unwrap();
+    assert!(env.lines().any(|l| l.starts_with("HACTL_HA_HOST_ID=")));
+}
+
+/// What systemd does with hactl.service (Type=simple, stop = SIGTERM,
+/// SendSIGKILL=no): runs ExecStart with `$hactl_opts` split into words
+/// and expects that very process to be the daemon until SIGTERM ends it;
+/// while a lockspace is joined, SIGTERM must not end it.
+#[test]
+fn unit_exec_start_is_the_daemon_and_sigterm_stops_it() {
+    let unit = std::fs::read_to_string(dist("systemd/hactl.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    assert!(unit.contains("Type=simple") && unit.contains("SendSIGKILL=no"));
+    let hactl_opts = "-w 0 -l 0 -h 0 -U root -G root"; // as /etc/default/hactl would
+    let mut argv: Vec<String> = Vec::new();
+    for word in exec.split_whitespace() {
+        match word {
+            "$hactl_opts" => argv.extend(hactl_opts.split(' ').map(String::from)),
+            "/usr/bin/hactl" => argv.push(hactl().into()),
+            w => argv.push(w.into()),
+        }
+    }
+    let w = workdir();
+    let rd = w.path().join("run");
+    let f = w.path().join("ids");
+    make_file(&f, 1 << 20, 0);
+    assert_eq!(
+        run(
+            sanlock(),
+            &["direct", "init", "-s", &format!("LS:0:{}:0", p(&f))]
+        )
+        .code,
+        0
+    );
+    let mut cmd = std::process::Command::new(&argv[0]);
+    // Killed with the test if it fails half-way.
+    let mut child = die_with_parent(&mut cmd)
+        .args(&argv[1..])
+        .env("SANLOCK_RUN_DIR", &rd)
+        .env("SANLOCK_PRIVILEGED", "0")
+        .env("HACTL_SANLOCK_CONF", "/nonexistent")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let t0 = std::time::Instant::now();
+    while !rd.join("sanlock.sock").exists() {
+        assert!(t0.elapsed().as_secs() < 10, "no socket");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pidfile = std::fs::read_to_string(rd.join("sanlock.pid")).unwrap();
+    assert_eq!(
+        pidfile.trim(),
+        pid.to_string(),
+        "the started process is the daemon"
+    );
+    add_lockspace(&rd, 1, &f);
+
+    let term = || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM).unwrap()
+    };
+    term();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGTERM with a lockspace joined"
+    );
+    let o = run_env(
+        sanlock(),
+        &[
+            "client",
+            "rem_lockspace",
+            "-s",
+            &format!("LS:1:{}:0", p(&f)),
+        ],
+        &[("SANLOCK_RUN_DIR", p(&rd))],
+    );
+    assert!(o.text().contains("done 0"), "{}", o.text());
+    term();
+    let t1 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t1.elapsed().as_secs() > 10 {
+            let _ = child.kill();
+            panic!("the daemon did not stop on SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(!rd.join("sanlock.sock").exists(), "socket removed");
+}
