@@ -35,7 +35,42 @@ pub struct DaemonConfig {
     pub debug_clients: i32,
     pub run_dir: PathBuf,
     pub privileged: bool,
+    /// Log timestamps in UTC instead of local time.
+    pub logfile_use_utc: bool,
+    // Accepted and shown as sanlock shows them; hactl's logging does not
+    // distinguish these (no per-name or per-I/O debug lines).
+    pub names_log_priority: i32,
+    pub paxos_debug_all: bool,
+    pub debug_io_submit: bool,
+    pub debug_io_complete: bool,
+    /// One bit per command number (sanlock's `debug_cmd = +name|-name|+all|-all`).
+    pub debug_cmds: u64,
+    /// sanlock adjusts a device's max_sectors_kb; hactl never writes sysfs,
+    /// but keeps the setting for `status -D`.
+    pub max_sectors_kb: MaxSectorsKb,
 }
+
+/// sanlock's `max_sectors_kb` setting: `ignore`, `align` or a size in KiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaxSectorsKb {
+    Ignore,
+    Align,
+    Num(u32),
+}
+
+impl MaxSectorsKb {
+    /// `(ignore, align, num)` as `status -D` prints them.
+    pub fn fields(self) -> (i32, i32, u32) {
+        match self {
+            MaxSectorsKb::Ignore => (1, 0, 0),
+            MaxSectorsKb::Align => (0, 1, 0),
+            MaxSectorsKb::Num(n) => (0, 0, n),
+        }
+    }
+}
+
+/// The command debug mask `status -D` shows for sanlock 3.8.5's default.
+pub const DEFAULT_DEBUG_CMDS: u64 = 0xffff_ffff_fe2e_ffff;
 
 impl Default for DaemonConfig {
     fn default() -> Self {
@@ -66,6 +101,13 @@ impl Default for DaemonConfig {
             debug_clients: 0,
             run_dir: PathBuf::from(DEFAULT_RUN_DIR),
             privileged: true,
+            logfile_use_utc: false,
+            names_log_priority: 4,
+            paxos_debug_all: false,
+            debug_io_submit: false,
+            debug_io_complete: false,
+            debug_cmds: DEFAULT_DEBUG_CMDS,
+            max_sectors_kb: MaxSectorsKb::Num(1024),
         }
     }
 }
@@ -113,52 +155,109 @@ impl DaemonConfig {
         c
     }
 
-    /// Applies `key = value` lines (sanlock.conf). Unknown keys are reported.
+    /// Applies `key = value` lines (sanlock.conf), read as sanlock reads
+    /// them: the key ends at the first space, tab or `=`, the value is the
+    /// first word after the `=`, `#` comments only at the start of a line.
+    /// Unknown keys and refused values are returned as notes for the log.
     pub fn apply_conf(&mut self, text: &str) -> Vec<String> {
         let mut notes = Vec::new();
         for line in text.lines() {
             if line.starts_with('#') || line.trim().is_empty() {
                 continue;
             }
-            let Some((k, v)) = line.split_once('=') else {
-                notes.push(format!("sanlock.conf: ignored line {line:?}"));
+            let k = line.split([' ', '\t', '=']).next().unwrap_or("");
+            let Some(v) = line
+                .split_once('=')
+                .and_then(|(_, v)| v.split_whitespace().next())
+            else {
+                notes.push(format!("sanlock.conf: no value in line {line:?}"));
                 continue;
             };
-            let (k, v) = (k.trim(), v.trim());
-            let n = atoi(v);
-            match k {
-                "quiet_fail" => self.quiet_fail = n as i32,
-                "debug_renew" => self.debug_renew = n as i32,
-                "use_aio" => self.use_aio = n as i32,
-                "logfile_priority" => self.logfile_priority = n as i32,
-                "syslog_priority" => self.syslog_priority = n as i32,
-                "use_watchdog" => self.use_watchdog = n != 0,
-                "io_timeout" if n > 0 => self.io_timeout = n as u64,
-                "watchdog_fire_timeout" if n > 0 => self.watchdog_fire_timeout = n as u64,
-                "kill_grace_seconds" if (0..=60).contains(&n) => self.kill_grace_seconds = n as u64,
-                "high_priority" => self.high_priority = n != 0,
-                "mlock_level" => self.mlock_level = n as i32,
-                "sh_retries" => self.sh_retries = n as i32,
-                "uname" => {
-                    self.uname = Some(v.to_string());
-                    self.uid = user_to_uid(v).unwrap_or(0);
-                }
-                "gname" => {
-                    self.gname = Some(v.to_string());
-                    self.gid = group_to_gid(v).unwrap_or(0);
-                }
-                "our_host_name" => self.our_host_name = Some(v.to_string()),
-                "renewal_read_extend_sec" => self.renewal_read_extend_sec = Some(n.max(0) as u64),
-                "write_init_io_timeout" if n > 0 => self.write_init_io_timeout = n as u64,
-                "renewal_history_size" => self.renewal_history_size = n.max(0) as usize,
-                "max_worker_threads" => self.max_worker_threads = (n as i32).max(2),
-                "debug_clients" => self.debug_clients = n as i32,
-                "logfile_use_utc" | "names_log_priority" | "paxos_debug_all" | "debug_io"
-                | "debug_cmd" | "max_sectors_kb" => {}
-                _ => notes.push(format!("sanlock.conf: unknown key {k:?}")),
+            if let Some(n) = self.apply_key(k, v) {
+                notes.push(format!("sanlock.conf: {n}"));
             }
         }
         notes
+    }
+
+    /// One sanlock.conf setting; `Some(note)` if it was not taken.
+    fn apply_key(&mut self, k: &str, v: &str) -> Option<String> {
+        let n = atoi(v);
+        match k {
+            "quiet_fail" => self.quiet_fail = n as i32,
+            "debug_renew" => self.debug_renew = n as i32,
+            "use_aio" => self.use_aio = n as i32,
+            "logfile_priority" => self.logfile_priority = n as i32,
+            "logfile_use_utc" => self.logfile_use_utc = n != 0,
+            "syslog_priority" => self.syslog_priority = n as i32,
+            "names_log_priority" => self.names_log_priority = n as i32,
+            "use_watchdog" => self.use_watchdog = n != 0,
+            "io_timeout" if n > 0 => self.io_timeout = n as u64,
+            "watchdog_fire_timeout" if n > 0 => self.watchdog_fire_timeout = n as u64,
+            "kill_grace_seconds" if (0..=60).contains(&n) => self.kill_grace_seconds = n as u64,
+            "high_priority" => self.high_priority = n != 0,
+            "mlock_level" => self.mlock_level = n as i32,
+            "sh_retries" => self.sh_retries = n as i32,
+            "uname" => {
+                self.uname = Some(v.to_string());
+                self.uid = user_to_uid(v).unwrap_or(0);
+                if user_to_uid(v).is_none() {
+                    return Some(format!("user '{v}' not found, using uid: 0"));
+                }
+            }
+            "gname" => {
+                self.gname = Some(v.to_string());
+                self.gid = group_to_gid(v).unwrap_or(0);
+                if group_to_gid(v).is_none() {
+                    return Some(format!("group '{v}' not found, using gid: 0"));
+                }
+            }
+            "our_host_name" => self.our_host_name = Some(v.to_string()),
+            "renewal_read_extend_sec" => self.renewal_read_extend_sec = Some(n.max(0) as u64),
+            "write_init_io_timeout" if n > 0 => self.write_init_io_timeout = n as u64,
+            "renewal_history_size" => self.renewal_history_size = n.max(0) as usize,
+            "paxos_debug_all" => self.paxos_debug_all = n != 0,
+            "debug_io" => {
+                self.debug_io_submit |= v.contains("submit");
+                self.debug_io_complete |= v.contains("complete");
+            }
+            "debug_clients" => self.debug_clients = n as i32,
+            "debug_cmd" => match v {
+                "+all" => self.debug_cmds = !0,
+                "-all" => self.debug_cmds = 0,
+                _ => {
+                    let cmd = v.get(1..).and_then(crate::proto::Cmd::from_name);
+                    match (v.as_bytes()[0], cmd) {
+                        (b'+', Some(c)) => self.debug_cmds |= 1u64 << (c as u32),
+                        (b'-', Some(c)) => self.debug_cmds &= !(1u64 << (c as u32)),
+                        _ => return Some(format!("ignore unknown debug_cmd {v}")),
+                    }
+                }
+            },
+            "max_sectors_kb" => {
+                self.max_sectors_kb = if v.contains("ignore") {
+                    MaxSectorsKb::Ignore
+                } else if v.contains("align") {
+                    MaxSectorsKb::Align
+                } else if v.as_bytes()[0].is_ascii_digit() {
+                    match n {
+                        2..=8192 if n % 2 == 0 => MaxSectorsKb::Num(n as u32),
+                        _ => return Some(format!("ignore invalid num max_sectors_kb {v}")),
+                    }
+                } else {
+                    return Some(format!("ignore unknown max_sectors_kb {v}"));
+                }
+            }
+            "max_worker_threads" => self.max_worker_threads = (n as i32).max(2),
+            "io_timeout" | "watchdog_fire_timeout" | "write_init_io_timeout" => {
+                return Some(format!("ignored {k} = {v}: must be above 0"));
+            }
+            "kill_grace_seconds" => {
+                return Some(format!("ignored {k} = {v}: must be 0 to 60"));
+            }
+            _ => return Some(format!("unknown key {k:?}")),
+        }
+        None
     }
 
     pub fn load_conf(&mut self, path: &Path) -> Vec<String> {
@@ -253,5 +352,72 @@ mod tests {
         assert_eq!(c.io_timeout, 1);
         assert_eq!(c.kill_grace_seconds, 40, "-g outside 0..60 is ignored");
         assert!(c.apply_args(&["-o1".to_string()]).is_err());
+    }
+
+    /// Every key of sanlock 3.8.5's read_config_file is taken.
+    #[test]
+    fn every_sanlock_key_is_known() {
+        let conf = "quiet_fail = 0\ndebug_renew = 1\nuse_aio = 0\nlogfile_priority = 7\n\
+            logfile_use_utc = 1\nsyslog_priority = 4\nnames_log_priority = 6\nuse_watchdog = 0\n\
+            io_timeout = 5\nwatchdog_fire_timeout = 30\nkill_grace_seconds = 20\n\
+            high_priority = 1\nmlock_level = 2\nsh_retries = 4\nuname = root\ngname = root\n\
+            our_host_name = host-a\nrenewal_read_extend_sec = 3\nwrite_init_io_timeout = 40\n\
+            renewal_history_size = 50\npaxos_debug_all = 1\ndebug_io = submit,complete\n\
+            debug_clients = 1\ndebug_cmd = +inq_lockspace\nmax_sectors_kb = align\n\
+            max_worker_threads = 1\n";
+        let mut c = DaemonConfig::default();
+        assert_eq!(c.apply_conf(conf), Vec::<String>::new());
+        assert_eq!((c.quiet_fail, c.debug_renew, c.use_aio), (0, 1, 0));
+        assert_eq!(
+            (c.logfile_priority, c.syslog_priority, c.names_log_priority),
+            (7, 4, 6)
+        );
+        assert!(c.logfile_use_utc && !c.use_watchdog && c.high_priority && c.paxos_debug_all);
+        assert_eq!(
+            (c.io_timeout, c.watchdog_fire_timeout, c.kill_grace_seconds),
+            (5, 30, 20)
+        );
+        assert_eq!((c.mlock_level, c.sh_retries, c.uid, c.gid), (2, 4, 0, 0));
+        assert_eq!(c.our_host_name.as_deref(), Some("host-a"));
+        assert_eq!(c.renewal_read_extend_sec, Some(3));
+        assert_eq!((c.write_init_io_timeout, c.renewal_history_size), (40, 50));
+        assert!(c.debug_io_submit && c.debug_io_complete);
+        assert_eq!(c.debug_clients, 1);
+        assert_eq!(c.debug_cmds, DEFAULT_DEBUG_CMDS | 1 << 16);
+        assert_eq!(c.max_sectors_kb, MaxSectorsKb::Align);
+        assert_eq!(c.max_worker_threads, 2, "at least sanlock's minimum");
+    }
+
+    /// sanlock's reading: key up to a space, tab or `=`, the first word of
+    /// the value, `#` only in column 0; refused values keep the default.
+    #[test]
+    fn read_as_sanlock_reads_it() {
+        let mut c = DaemonConfig::default();
+        let notes = c.apply_conf(
+            "our_host_name=two words\nio_timeout\t= 7 # seven\n  # not a comment\n\
+             kill_grace_seconds = 61\nio_timeout_x = 3\nmax_sectors_kb = 7\n\
+             debug_cmd = +nosuch\ndebug_cmd = -all\nuse_watchdog\nuname = no-such-user-hactl\n",
+        );
+        assert_eq!(c.our_host_name.as_deref(), Some("two"));
+        assert_eq!(c.io_timeout, 7);
+        assert_eq!(c.kill_grace_seconds, 40);
+        assert_eq!(c.max_sectors_kb, MaxSectorsKb::Num(1024));
+        assert_eq!(c.debug_cmds, 0);
+        assert!(c.use_watchdog, "a key with no value changes nothing");
+        assert_eq!(c.uid, 0, "an unknown user is uid 0, as sanlock");
+        let want = [
+            "no value in line \"  # not a comment\"",
+            "ignored kill_grace_seconds = 61: must be 0 to 60",
+            "unknown key \"io_timeout_x\"",
+            "ignore invalid num max_sectors_kb 7",
+            "ignore unknown debug_cmd +nosuch",
+            "no value in line \"use_watchdog\"",
+            "user 'no-such-user-hactl' not found, using uid: 0",
+        ];
+        let notes: Vec<String> = notes
+            .iter()
+            .map(|n| n.trim_start_matches("sanlock.conf: ").to_string())
+            .collect();
+        assert_eq!(notes, want);
     }
 }

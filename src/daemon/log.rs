@@ -58,12 +58,19 @@ impl LogRing {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` in local time.
-fn local_time() -> String {
+/// `YYYY-MM-DD HH:MM:SS` in local time, or UTC (`logfile_use_utc`).
+fn wall_time(utc: bool) -> String {
+    // SAFETY: time(NULL) has no preconditions.
     let t = unsafe { libc::time(std::ptr::null_mut()) };
-    // SAFETY: localtime_r writes into the tm we own.
+    // SAFETY: localtime_r/gmtime_r write into the tm we own.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    unsafe { libc::localtime_r(&t, &mut tm) };
+    unsafe {
+        if utc {
+            libc::gmtime_r(&t, &mut tm);
+        } else {
+            libc::localtime_r(&t, &mut tm);
+        }
+    }
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
         tm.tm_year + 1900,
@@ -99,6 +106,7 @@ pub struct RingLayer {
     pub ring: Arc<Mutex<LogRing>>,
     pub stderr_all: bool,
     pub file: Option<Mutex<std::fs::File>>,
+    pub utc: bool,
 }
 
 impl<S: Subscriber> Layer<S> for RingLayer {
@@ -109,7 +117,7 @@ impl<S: Subscriber> Layer<S> for RingLayer {
         let tid = unsafe { libc::syscall(libc::SYS_gettid) };
         let mut line = format!(
             "{} {} [{}]: {}",
-            local_time(),
+            wall_time(self.utc),
             crate::timeouts::monotime(),
             tid,
             m.0

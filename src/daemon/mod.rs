@@ -434,6 +434,7 @@ pub fn main(args: &[String]) -> i32 {
     let layer = log::RingLayer {
         ring: ring.clone(),
         stderr_all: cfg.debug,
+        utc: cfg.logfile_use_utc,
         file: (cfg.logfile_priority >= 0)
             .then(|| {
                 OpenOptions::new()

@@ -900,8 +900,8 @@ fn daemon_str(d: &Daemon) -> String {
     let c = &d.cfg;
     format!(
         "our_host_name={} use_watchdog={} high_priority={} mlock_level={} quiet_fail={} debug_renew={} debug_clients={} \
-         debug_cmds=0x{:x} renewal_history_size={} gid={} uid={} sh_retries={} max_sectors_kb_ignore=0 \
-         max_sectors_kb_align=0 max_sectors_kb_num=1024 max_worker_threads={} write_init_io_timeout={} use_aio={} \
+         debug_cmds=0x{:x} renewal_history_size={} gid={} uid={} sh_retries={} max_sectors_kb_ignore={} \
+         max_sectors_kb_align={} max_sectors_kb_num={} max_worker_threads={} write_init_io_timeout={} use_aio={} \
          kill_grace_seconds={} helper_pid=-1 helper_kill_fd=-1 helper_full_count=0 helper_last_status=0 monotime={} \
          version_str=3.8.5 version_num=3.8.5 version_hex={:08x} smproto_hex={:08x}",
         d.our_host_name,
@@ -911,11 +911,14 @@ fn daemon_str(d: &Daemon) -> String {
         c.quiet_fail,
         c.debug_renew,
         c.debug_clients,
-        0xffff_ffff_fe2e_ffffu64,
+        c.debug_cmds,
         c.renewal_history_size,
         c.gid,
         c.uid,
         c.sh_retries,
+        c.max_sectors_kb.fields().0,
+        c.max_sectors_kb.fields().1,
+        c.max_sectors_kb.fields().2,
         c.max_worker_threads,
         c.write_init_io_timeout,
         c.use_aio,
