@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use self::config::DaemonConfig;
 use self::lockspace::{Space, SpaceList};
@@ -418,13 +418,6 @@ pub fn main(args: &[String]) -> i32 {
         println!("{e}");
         return 1;
     }
-    // As sanlock: groups first (may be slow), then limits, then the
-    // lockfile as root, then -U/-G, then memory locking and priority.
-    access::setup_groups(&cfg);
-    if let Err(e) = access::setup_limits(&cfg) {
-        eprintln!("hactl daemon: {e}");
-        return 1;
-    }
     let ring = Arc::new(Mutex::new(log::LogRing::default()));
     let logfile = if cfg.run_dir.as_os_str() == config::DEFAULT_RUN_DIR {
         PathBuf::from("/var/log/hactl.log")
@@ -450,6 +443,17 @@ pub fn main(args: &[String]) -> i32 {
     let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
     for n in conf_notes {
         warn!("{n}");
+    }
+    // As sanlock: groups first (may be slow), then limits, then the
+    // lockfile as root, then -U/-G, then memory locking and priority.
+    access::setup_groups(&cfg);
+    if let Err(e) = access::setup_limits(&cfg) {
+        error!("{e}");
+        if !cfg.debug {
+            // (with -D the log line is on stderr already)
+            eprintln!("hactl daemon: {e}");
+        }
+        return 1;
     }
 
     let _lock = match lockfile(&cfg) {
