@@ -21,6 +21,7 @@ pub mod history;
 pub mod hosts;
 pub mod io;
 pub mod lease_str;
+pub mod metrics;
 pub mod ondisk;
 pub mod paxos;
 pub mod proto;

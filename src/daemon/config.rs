@@ -35,6 +35,9 @@ pub struct DaemonConfig {
     pub debug_clients: i32,
     pub run_dir: PathBuf,
     pub privileged: bool,
+    /// hactl's own: where the Prometheus metrics endpoint listens
+    /// (`metrics_listen = 127.0.0.1:9365` / `--metrics-listen`); off if None.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for DaemonConfig {
@@ -66,6 +69,7 @@ impl Default for DaemonConfig {
             debug_clients: 0,
             run_dir: PathBuf::from(DEFAULT_RUN_DIR),
             privileged: true,
+            metrics_listen: None,
         }
     }
 }
@@ -153,6 +157,8 @@ impl DaemonConfig {
                 "renewal_history_size" => self.renewal_history_size = n.max(0) as usize,
                 "max_worker_threads" => self.max_worker_threads = (n as i32).max(2),
                 "debug_clients" => self.debug_clients = n as i32,
+                "metrics_listen" if v.is_empty() => self.metrics_listen = None,
+                "metrics_listen" => self.metrics_listen = Some(v.to_string()),
                 "logfile_use_utc" | "names_log_priority" | "paxos_debug_all" | "debug_io"
                 | "debug_cmd" | "max_sectors_kb" => {}
                 _ => notes.push(format!("sanlock.conf: unknown key {k:?}")),
@@ -173,6 +179,16 @@ impl DaemonConfig {
         let mut i = 0;
         while i < args.len() {
             let a = &args[i];
+            // hactl's own option, long so it cannot take a letter sanlock
+            // may give a meaning one day.
+            if a == "--metrics-listen" {
+                let Some(v) = args.get(i + 1) else {
+                    return Err("option '--metrics-listen' requires arg (ADDR:PORT)".into());
+                };
+                self.metrics_listen = Some(v.clone());
+                i += 2;
+                continue;
+            }
             if !a.starts_with('-') || a.len() != 2 {
                 return Err(format!(
                     "unknown option {a}\nspace required before option value"
@@ -253,5 +269,12 @@ mod tests {
         assert_eq!(c.io_timeout, 1);
         assert_eq!(c.kill_grace_seconds, 40, "-g outside 0..60 is ignored");
         assert!(c.apply_args(&["-o1".to_string()]).is_err());
+        assert_eq!(c.metrics_listen, None, "metrics are off by default");
+        c.apply_conf("metrics_listen = 127.0.0.1:9365\n");
+        assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9365"));
+        c.apply_args(&["--metrics-listen".into(), "[::1]:1".into(), "-D".into()])
+            .unwrap();
+        assert_eq!(c.metrics_listen.as_deref(), Some("[::1]:1"));
+        assert!(c.apply_args(&["--metrics-listen".into()]).is_err());
     }
 }

@@ -13,8 +13,10 @@ use tracing::{error, info, warn};
 
 use crate::delta::{self, DeltaParams};
 use crate::geometry::Geometry;
+use crate::history::{self, Moment, RenewalAttempt};
 use crate::hosts::{HostEvent, HostTable};
 use crate::io::{Area, Disk};
+use crate::metrics::Histogram;
 use crate::ondisk::{self, HOSTID_BITMAP_SIZE, LeaderRecord, Name};
 use crate::rv;
 use crate::timeouts::Timeouts;
@@ -70,6 +72,13 @@ pub struct SpaceState {
     /// The rindex command running in this lockspace (sanlock's RX_OP_*),
     /// 0 for none: one at a time, and the lockspace cannot be removed meanwhile.
     pub rindex_op: u32,
+    /// Our last renewal attempts, for `host_status --history`.
+    pub renewals: VecDeque<RenewalAttempt>,
+    /// For the metrics endpoint: latency of successful renewals (read +
+    /// write), and the attempts that failed, timed out or not.
+    pub renew_latency: Histogram,
+    pub renew_errors: u64,
+    pub io_timeouts: u64,
 }
 
 /// A lockspace this daemon has been asked to join.
@@ -151,6 +160,10 @@ impl Space {
                 host_event: (0, 0, 0),
                 set_event_time: 0,
                 rindex_op: 0,
+                renewals: VecDeque::new(),
+                renew_latency: Histogram::default(),
+                renew_errors: 0,
+                io_timeouts: 0,
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -310,6 +323,7 @@ impl Space {
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
+            self.judge_hosts();
             let last_success = self.state.lock().unwrap().renewal_last_success;
             if monotime().saturating_sub(last_success) < renew_every {
                 self.sleep_unless_stopped(1.0);
@@ -326,10 +340,11 @@ impl Space {
             let result = match read {
                 Err(e) => Err(e.sanlk_rv()),
                 Ok(buf) => {
-                    let now = monotime();
+                    let seen_at = Moment::now();
+                    let now = seen_at.mono;
                     let events = {
                         let mut st = self.state.lock().unwrap();
-                        st.hosts.observe(now, &buf, ss, &self.name)
+                        st.hosts.observe_at(seen_at, &buf, ss, &self.name)
                     };
                     if !events.is_empty() {
                         self.note_requests(now, &events);
@@ -347,12 +362,29 @@ impl Space {
                     }
                 }
             };
+            let total_ms = t0.elapsed().as_millis() as u64;
+            let attempt_at = Moment {
+                mono: attempt,
+                wall: Moment::now().wall,
+            };
             match result {
                 Ok((lr, rd, wr)) => {
                     last = lr;
                     prev_ok = true;
                     self.pet_watchdog(Some(lr.timestamp));
                     self.set(|st| {
+                        st.renew_latency.observe((rd + wr) as f64 / 1000.0);
+                        history::push_renewal(
+                            &mut st.renewals,
+                            RenewalAttempt {
+                                at: attempt_at,
+                                timestamp: lr.timestamp,
+                                read_ms: rd,
+                                write_ms: wr,
+                                total_ms,
+                                result: 0,
+                            },
+                        );
                         st.renewal_last_result = rv::SANLK_OK;
                         st.renewal_last_attempt = attempt;
                         st.renewal_last_success = lr.timestamp;
@@ -372,6 +404,21 @@ impl Space {
                     warn!(space = %self.name, "renewal error {e}");
                     self.pet_watchdog(None);
                     self.set(|st| {
+                        st.renew_errors += 1;
+                        if e == rv::SANLK_AIO_TIMEOUT {
+                            st.io_timeouts += 1;
+                        }
+                        history::push_renewal(
+                            &mut st.renewals,
+                            RenewalAttempt {
+                                at: attempt_at,
+                                timestamp: 0,
+                                read_ms,
+                                write_ms: 0,
+                                total_ms,
+                                result: e,
+                            },
+                        );
                         st.renewal_last_result = e;
                         st.renewal_last_attempt = attempt;
                         if is_corrupt(e) && st.corrupt_result == 0 {
@@ -388,6 +435,7 @@ impl Space {
                 }
             }
             self.check_our_lease();
+            self.judge_hosts();
         }
 
         // Usually disarmed already by stop_and_join; this catches a stop
@@ -403,6 +451,29 @@ impl Space {
             }
         }
         Ok(())
+    }
+
+    /// Judges every host now and logs those whose state changed, with the
+    /// rule (the history keeps them). Called after each renewal and each
+    /// idle wake, and by readers of the history or metrics, so that the
+    /// moments recorded are at most a second late.
+    pub fn judge_hosts(&self) {
+        let changes = {
+            let mut st = self.state.lock().unwrap();
+            st.hosts
+                .judge_all(Moment::now(), self.watchdog_fire_timeout)
+        };
+        for (host_id, c) in changes {
+            let from = c.from.map(|f| f.as_str()).unwrap_or("-");
+            if matches!(
+                c.to,
+                crate::hosts::HostState::Fail | crate::hosts::HostState::Dead
+            ) {
+                warn!(space = %self.name, "host {host_id} {from} -> {}: {}", c.to, c.rule);
+            } else {
+                info!(space = %self.name, "host {host_id} {from} -> {}: {}", c.to, c.rule);
+            }
+        }
     }
 
     /// wdmd_connect: SANLK_WD_ERROR if wdmd is not there. (sanlock 3.8.5
