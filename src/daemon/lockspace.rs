@@ -476,6 +476,42 @@ impl Space {
         }
     }
 
+    /// What `host_status --history` shows: judged now, then the rings.
+    pub fn history(&self) -> history::LockspaceHistory {
+        self.judge_hosts();
+        let now = Moment::now();
+        let st = self.state.lock().unwrap();
+        let hosts = st
+            .hosts
+            .history
+            .iter()
+            .filter_map(|(&host_id, h)| {
+                let hs = st.hosts.hosts.get(host_id as usize - 1)?;
+                let v = hs.judge(now.mono, self.host_id, self.watchdog_fire_timeout);
+                Some(history::HostReport {
+                    host_id,
+                    state: v.state,
+                    rule: v.rule,
+                    generation: hs.owner_generation,
+                    timestamp: hs.timestamp,
+                    io_timeout: hs.io_timeout,
+                    owner_name: hs.owner_name.to_string_lossy(),
+                    seen: h.seen.iter().cloned().collect(),
+                    changes: h.changes.iter().cloned().collect(),
+                })
+            })
+            .collect();
+        history::LockspaceHistory {
+            lockspace: self.name.to_string_lossy(),
+            host_id: self.host_id,
+            io_timeout: self.io_timeout,
+            watchdog_fire_timeout: self.watchdog_fire_timeout,
+            now,
+            renewals: st.renewals.iter().cloned().collect(),
+            hosts,
+        }
+    }
+
     /// wdmd_connect: SANLK_WD_ERROR if wdmd is not there. (sanlock 3.8.5
     /// sends nothing more before the acquire; open_watchdog came later.)
     fn connect_watchdog(&self) -> Result<wdmd::Conn, i32> {
