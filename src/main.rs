@@ -26,7 +26,8 @@ enum Cmd {
     /// Talk to the running daemon, sanlock's or hactl's (sanlock client ...).
     ///
     /// Actions: status [-D] [-o p|s], host_status [-s LOCKSPACE] [-D],
-    /// renewal -s LOCKSPACE, gets [-h 1], log_dump, version,
+    /// host_status -s LOCKSPACE --history (hactl's daemon only: timestamps
+    /// seen, renewals, state changes and their rules), renewal -s LOCKSPACE, gets [-h 1], log_dump, version,
     /// shutdown [-f 0|1] [-w 0|1], add_lockspace / inq_lockspace /
     /// rem_lockspace -s LOCKSPACE [-o io_timeout], init -s LOCKSPACE
     /// [-Z -A -o], read -s LOCKSPACE [-D], align -s LOCKSPACE,
@@ -46,6 +47,8 @@ enum Cmd {
     /// Options use sanlock's syntax: -D (foreground, log to stderr),
     /// -w 0|1 (watchdog), -o io_timeout, -U user, -G group, -e host_name,
     /// -H renewal history size, -g kill grace seconds, -h 0|1, -l 0|1|2, ...
+    /// hactl's own: --metrics-listen ADDR:PORT (Prometheus text at /metrics;
+    /// also `metrics_listen =` in sanlock.conf; off by default).
     /// The run dir is $SANLOCK_RUN_DIR (default /run/sanlock).
     #[command(disable_help_flag = true)]
     Daemon {

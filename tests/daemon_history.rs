@@ -36,7 +36,7 @@ fn history(run_dir: &std::path::Path) -> Value {
     v["history"].clone()
 }
 
-fn host<'a>(h: &'a Value, id: u64) -> Option<&'a Value> {
+fn host(h: &Value, id: u64) -> Option<&Value> {
     h["hosts"]
         .as_array()
         .unwrap()
@@ -63,7 +63,8 @@ fn http(port: u16, request: &str) -> (String, String, String) {
     (status.to_string(), headers.to_string(), body.to_string())
 }
 
-type Samples = BTreeMap<(String, Vec<(String, String)>), f64>;
+type Labels = Vec<(String, String)>;
+type Samples = BTreeMap<(String, Labels), f64>;
 
 /// A strict reader of the Prometheus text format (0.0.4): every line is a
 /// HELP, a TYPE (once per family, before its samples) or a sample with a
@@ -166,7 +167,7 @@ fn parse_exposition(text: &str) -> Samples {
         if t != "histogram" {
             continue;
         }
-        let mut series: BTreeMap<Vec<(String, String)>, Vec<(f64, f64)>> = BTreeMap::new();
+        let mut series: BTreeMap<Labels, Vec<(f64, f64)>> = BTreeMap::new();
         for ((n, l), v) in &out {
             if n == &format!("{fam}_bucket") {
                 let le = l.iter().find(|(k, _)| k == "le").expect("le label");
