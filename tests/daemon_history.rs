@@ -413,6 +413,9 @@ fn history_and_metrics_explain_a_hung_host() {
         )
     );
     assert!(dead_at > fail_at);
+    eprintln!(
+        "host 2 hung at mono {stopped_at}, last timestamp {ts} seen at {seen_mono}; FAIL judged at {fail_at}, DEAD at {dead_at}"
+    );
     assert!(
         h2v["rule"]
             .as_str()
@@ -539,4 +542,116 @@ fn history_against_sanlock_is_a_clear_error() {
     let o = s.client(&["status"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(o.text().contains("daemon "), "{}", o.text());
+}
+
+/// Storage that hangs under a host (a FUSE pass-through whose server is
+/// SIGSTOPped): its renewals time out and are counted, its lockspace fails
+/// and its two lease holders are killed, counted by signal; the history
+/// shows the timed-out renewals with their result.
+#[test]
+fn metrics_count_io_timeouts_and_kills() {
+    let dir = workdir();
+    let (back, mnt) = (dir.path().join("back"), dir.path().join("mnt"));
+    std::fs::create_dir_all(&back).unwrap();
+    std::fs::create_dir_all(&mnt).unwrap();
+    let direct = back.join("leases");
+    make_file(&direct, 3 << 20, 0);
+    let ds = p(&direct);
+    for args in [
+        vec!["direct", "init", "-s", &format!("LS:0:{ds}:0"), "-o", "1"],
+        vec!["direct", "init", "-r", &format!("LS:R1:{ds}:1M")],
+        vec!["direct", "init", "-r", &format!("LS:R2:{ds}:2M")],
+    ] {
+        assert_eq!(run(hactl(), &args).code, 0);
+    }
+    let fuse = Fuse::start(&back, &mnt);
+    let via_fuse = mnt.join("leases");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The flag this time, and a short kill grace (SIGTERM, then SIGKILL 3 s on).
+    let listen = format!("127.0.0.1:{port}");
+    let h = HactlDaemon::start_with(
+        &dir.path().join("h"),
+        &["-g", "3", "--metrics-listen", &listen],
+    );
+    add_lockspace(&h.run_dir, 1, &via_fuse);
+    let (mut term, t) = python_holder(&h.run_dir, &via_fuse, "R1", 1 << 20, false);
+    let (mut stubborn, k) = python_holder(&h.run_dir, &via_fuse, "R2", 2 << 20, true);
+    assert_eq!((t.as_str(), k.as_str()), ("held", "held"));
+    let before = scrape(port);
+    assert_eq!(
+        get(&before, "hactl_leases_held", &[("lockspace", "LS")]),
+        Some(2.0)
+    );
+    assert_eq!(get(&before, "hactl_clients_registered", &[]), Some(2.0));
+    assert_eq!(
+        get(&before, "hactl_io_timeouts_total", &[("lockspace", "LS")]),
+        Some(0.0)
+    );
+    for how in ["sigterm", "sigkill", "killpath"] {
+        assert_eq!(
+            get(&before, "hactl_kills_total", &[("how", how)]),
+            Some(0.0)
+        );
+    }
+
+    fuse.signal(libc::SIGSTOP);
+    let t0 = Instant::now();
+    let mut timed_out_renewal = None;
+    loop {
+        if timed_out_renewal.is_none() {
+            let o = run_env(
+                hactl(),
+                &["client", "host_status", "-s", "LS", "--history", "--json"],
+                &[("SANLOCK_RUN_DIR", p(&h.run_dir))],
+            );
+            if let Ok(v) = serde_json::from_slice::<Value>(&o.stdout) {
+                timed_out_renewal = v["history"]["renewals"]
+                    .as_array()
+                    .and_then(|r| r.iter().find(|x| x["result"] == -202).cloned());
+            }
+        }
+        let gone = term.try_wait().unwrap().is_some() && stubborn.try_wait().unwrap().is_some();
+        if gone {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "holders still there 60 s after the storage hung"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let after = scrape(port);
+    let timeouts = get(&after, "hactl_io_timeouts_total", &[("lockspace", "LS")]).unwrap();
+    assert!(timeouts >= 1.0, "io timeouts {timeouts}");
+    let errors = get(
+        &after,
+        "hactl_renewals_total",
+        &[("lockspace", "LS"), ("result", "error")],
+    )
+    .unwrap();
+    assert!(errors >= timeouts, "errors {errors} < timeouts {timeouts}");
+    let term_n = get(&after, "hactl_kills_total", &[("how", "sigterm")]).unwrap();
+    let kill_n = get(&after, "hactl_kills_total", &[("how", "sigkill")]).unwrap();
+    assert!(term_n >= 2.0, "SIGTERMs {term_n}: one per holder at least");
+    assert!(
+        kill_n >= 1.0,
+        "SIGKILLs {kill_n}: the holder ignoring SIGTERM"
+    );
+    eprintln!(
+        "storage hung: holders gone after {:?}; io_timeouts {timeouts}, renewal errors {errors}, SIGTERM {term_n}, SIGKILL {kill_n}",
+        t0.elapsed()
+    );
+    let r =
+        timed_out_renewal.expect("a renewal with result -202 (SANLK_AIO_TIMEOUT) in the history");
+    assert_eq!(r["timestamp"], 0, "{r}");
+    assert!(
+        r["total_ms"].as_u64().unwrap() >= 900,
+        "timed out after io_timeout 1 s: {r}"
+    );
+    fuse.signal(libc::SIGCONT);
+    drop(fuse);
 }

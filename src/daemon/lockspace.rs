@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -74,11 +74,17 @@ pub struct SpaceState {
     pub rindex_op: u32,
     /// Our last renewal attempts, for `host_status --history`.
     pub renewals: VecDeque<RenewalAttempt>,
-    /// For the metrics endpoint: latency of successful renewals (read +
-    /// write), and the attempts that failed, timed out or not.
-    pub renew_latency: Histogram,
-    pub renew_errors: u64,
-    pub io_timeouts: u64,
+}
+
+/// A lockspace's renewal figures for the metrics endpoint: latency of
+/// successful renewals (read + write) and the attempts that failed (timed
+/// out or not). The daemon keeps them per lockspace name beyond the
+/// lockspace's life, so that counters never go back when it is rejoined.
+#[derive(Default)]
+pub struct RenewCounters {
+    pub latency: Mutex<Histogram>,
+    pub errors: AtomicU64,
+    pub io_timeouts: AtomicU64,
 }
 
 /// A lockspace this daemon has been asked to join.
@@ -109,6 +115,7 @@ pub struct Space {
     pub external_remove: AtomicBool,
     pub thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub event_fds: Mutex<Vec<std::os::unix::net::UnixStream>>,
+    pub counters: Arc<RenewCounters>,
 }
 
 impl Space {
@@ -161,10 +168,8 @@ impl Space {
                 set_event_time: 0,
                 rindex_op: 0,
                 renewals: VecDeque::new(),
-                renew_latency: Histogram::default(),
-                renew_errors: 0,
-                io_timeouts: 0,
             }),
+            counters: Arc::default(),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
             examine: AtomicBool::new(false),
@@ -372,8 +377,9 @@ impl Space {
                     last = lr;
                     prev_ok = true;
                     self.pet_watchdog(Some(lr.timestamp));
+                    let secs = (rd + wr) as f64 / 1000.0;
+                    self.counters.latency.lock().unwrap().observe(secs);
                     self.set(|st| {
-                        st.renew_latency.observe((rd + wr) as f64 / 1000.0);
                         history::push_renewal(
                             &mut st.renewals,
                             RenewalAttempt {
@@ -403,11 +409,11 @@ impl Space {
                     prev_ok = false;
                     warn!(space = %self.name, "renewal error {e}");
                     self.pet_watchdog(None);
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    if e == rv::SANLK_AIO_TIMEOUT {
+                        self.counters.io_timeouts.fetch_add(1, Ordering::Relaxed);
+                    }
                     self.set(|st| {
-                        st.renew_errors += 1;
-                        if e == rv::SANLK_AIO_TIMEOUT {
-                            st.io_timeouts += 1;
-                        }
                         history::push_renewal(
                             &mut st.renewals,
                             RenewalAttempt {

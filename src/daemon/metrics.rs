@@ -70,33 +70,33 @@ pub fn render(d: &Daemon) -> String {
         "histogram",
         "I/O time (read + write) of this host's successful delta-lease renewals.",
     );
-    for sp in &spaces {
-        let name = sp.name.to_string_lossy();
-        let st = sp.state.lock().unwrap();
-        e.histogram(
-            "hactl_renewal_latency_seconds",
-            &[("lockspace", &name)],
-            &st.renew_latency,
-        );
+    let counters: Vec<_> = d
+        .renew_counters
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, c)| (n.clone(), c.clone()))
+        .collect();
+    for (name, c) in &counters {
+        let h = c.latency.lock().unwrap().clone();
+        e.histogram("hactl_renewal_latency_seconds", &[("lockspace", name)], &h);
     }
     e.family(
         "hactl_renewals_total",
         "counter",
         "This host's delta-lease renewal attempts, by result.",
     );
-    for sp in &spaces {
-        let name = sp.name.to_string_lossy();
-        let st = sp.state.lock().unwrap();
-        let ok = st.renew_latency.count() as f64;
+    for (name, c) in &counters {
+        let ok = c.latency.lock().unwrap().count() as f64;
         e.sample(
             "hactl_renewals_total",
-            &[("lockspace", &name), ("result", "ok")],
+            &[("lockspace", name), ("result", "ok")],
             ok,
         );
         e.sample(
             "hactl_renewals_total",
-            &[("lockspace", &name), ("result", "error")],
-            st.renew_errors as f64,
+            &[("lockspace", name), ("result", "error")],
+            c.errors.load(Ordering::Relaxed) as f64,
         );
     }
     e.family(
@@ -104,10 +104,9 @@ pub fn render(d: &Daemon) -> String {
         "counter",
         "Renewal attempts whose I/O did not finish within its timeout.",
     );
-    for sp in &spaces {
-        let name = sp.name.to_string_lossy();
-        let n = sp.state.lock().unwrap().io_timeouts;
-        e.sample("hactl_io_timeouts_total", &[("lockspace", &name)], n as f64);
+    for (name, c) in &counters {
+        let n = c.io_timeouts.load(Ordering::Relaxed);
+        e.sample("hactl_io_timeouts_total", &[("lockspace", name)], n as f64);
     }
     e.family(
         "hactl_host_state",

@@ -61,6 +61,8 @@ pub struct Daemon {
     pub res: Mutex<resource::ResTable>,
     /// Kills performed (lockspace recovery and forced/graceful requests), for metrics.
     pub kills: KillCounts,
+    /// Renewal figures by lockspace name, for metrics (outlive the lockspace).
+    pub renew_counters: Mutex<std::collections::BTreeMap<String, Arc<lockspace::RenewCounters>>>,
 }
 
 /// How many times the daemon signalled a lease holder or ran its killpath.
@@ -115,6 +117,7 @@ impl Daemon {
             shutting_down: AtomicBool::new(false),
             res: Mutex::new(Default::default()),
             kills: KillCounts::default(),
+            renew_counters: Mutex::default(),
         }
     }
 
@@ -203,6 +206,13 @@ impl Daemon {
             self.cfg.renewal_history_size,
         );
         space.use_watchdog = self.cfg.use_watchdog;
+        space.counters = self
+            .renew_counters
+            .lock()
+            .unwrap()
+            .entry(name.to_string_lossy())
+            .or_default()
+            .clone();
         let sp = Arc::new(space);
         spaces.push(sp.clone());
         drop(spaces);
