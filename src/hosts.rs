@@ -3,13 +3,16 @@
 //! judgement made from it (sanlock's `check_other_leases` and
 //! `get_host_flag`). Pure: the caller supplies the clock and the bytes.
 
-use serde::Serialize;
+use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
+use crate::history::{HostHistory, Moment, Sighting, StateChange};
 use crate::ondisk::{self, HOSTID_BITMAP_OFFSET, LeaderRecord, Name};
 use crate::timeouts::Timeouts;
 
 /// sanlock's `SANLK_HOST_*` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum HostState {
     Unknown = 1,
@@ -32,6 +35,20 @@ impl HostState {
 
     pub fn flag(&self) -> u32 {
         *self as u32
+    }
+
+    pub const ALL: [HostState; 5] = [
+        HostState::Unknown,
+        HostState::Free,
+        HostState::Live,
+        HostState::Fail,
+        HostState::Dead,
+    ];
+}
+
+impl std::fmt::Display for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -118,8 +135,10 @@ impl HostStatus {
         .host_dead_seconds()
     }
 
-    /// Judges the host as `get_host_flag` does. `our_host_id` is never
-    /// judged: our own slot is LIVE while we hold it.
+    /// Judges the host as `get_host_flag` does, saying which rule decided
+    /// with its numbers (the constants of [`Timeouts`], from the io_timeout
+    /// in the host's own lease). `our_host_id` is never judged: our own
+    /// slot is LIVE while we hold it.
     pub fn judge(&self, now: u64, our_host_id: u64, watchdog_fire_timeout: u64) -> Verdict {
         if self.timestamp == 0 {
             return Verdict {
@@ -127,12 +146,18 @@ impl HostStatus {
                 rule: "its lease timestamp is 0 (released or never used)".into(),
             };
         }
+        let io = self.io_timeout;
         let t = Timeouts {
-            io_timeout: self.io_timeout,
+            io_timeout: io,
             watchdog_fire_timeout,
         };
         let (fail, dead) = (t.id_renewal_fail_seconds(), t.host_dead_seconds());
         let since = now.saturating_sub(self.last_seen());
+        let ts = self.timestamp;
+        let fail_is = format!("id_renewal_fail_seconds {fail}s (8 x io_timeout {io}s)");
+        let dead_is = format!(
+            "host_dead_seconds {dead}s (8 x io_timeout {io}s + watchdog_fire_timeout {watchdog_fire_timeout}s)"
+        );
         if our_host_id == self.owner_id {
             return Verdict {
                 state: HostState::Live,
@@ -143,27 +168,29 @@ impl HostStatus {
             return Verdict {
                 state: HostState::Unknown,
                 rule: format!(
-                    "seen once {since}s ago, no renewal observed yet (LIVE once it renews within {fail}s)"
+                    "timestamp {ts} seen once, {since}s ago, no change observed yet (LIVE once it changes within {fail_is})"
                 ),
             };
         }
         if since <= fail {
             return Verdict {
                 state: HostState::Live,
-                rule: format!("renewed {since}s ago, within 8*io_timeout = {fail}s"),
+                rule: format!("timestamp {ts} changed {since}s ago, within {fail_is}"),
             };
         }
         if since > dead {
             return Verdict {
                 state: HostState::Dead,
                 rule: format!(
-                    "no renewal for {since}s > 8*io_timeout + watchdog_fire_timeout = {dead}s: its watchdog has fired"
+                    "timestamp {ts} unchanged for {since}s > {dead_is}: its watchdog has fired"
                 ),
             };
         }
         Verdict {
             state: HostState::Fail,
-            rule: format!("no renewal for {since}s > 8*io_timeout = {fail}s (DEAD after {dead}s)"),
+            rule: format!(
+                "timestamp {ts} unchanged for {since}s > {fail_is} (DEAD after {dead_is})"
+            ),
         }
     }
 }
@@ -173,6 +200,8 @@ impl HostStatus {
 pub struct HostTable {
     pub hosts: Vec<HostStatus>,
     pub our_host_id: u64,
+    /// By host_id, for hosts ever seen in use (bounded rings).
+    pub history: BTreeMap<u64, HostHistory>,
 }
 
 impl HostTable {
@@ -180,6 +209,7 @@ impl HostTable {
         HostTable {
             hosts: vec![HostStatus::default(); max_hosts],
             our_host_id,
+            history: BTreeMap::new(),
         }
     }
 
@@ -192,6 +222,20 @@ impl HostTable {
         sector_size: usize,
         space_name: &Name,
     ) -> Vec<HostEvent> {
+        let at = Moment { mono: now, wall: 0 };
+        self.observe_at(at, area, sector_size, space_name)
+    }
+
+    /// [`HostTable::observe`] at a moment on both clocks, so that the
+    /// history says when (in wall time too) each change was seen.
+    pub fn observe_at(
+        &mut self,
+        at: Moment,
+        area: &[u8],
+        sector_size: usize,
+        space_name: &Name,
+    ) -> Vec<HostEvent> {
+        let now = at.mono;
         let mut events = Vec::new();
         let our = self.our_host_id;
         for (i, hs) in self.hosts.iter_mut().enumerate() {
@@ -225,6 +269,14 @@ impl HostTable {
             hs.last_live = now;
 
             let host_id = i as u64 + 1;
+            if host_id != our {
+                self.history.entry(host_id).or_default().saw(Sighting {
+                    at,
+                    timestamp: lr.timestamp,
+                    owner_id: lr.owner_id,
+                    generation: lr.owner_generation,
+                });
+            }
             if host_id != our && our > 0 && !bad {
                 let bitmap = &sector[HOSTID_BITMAP_OFFSET..];
                 let bit = (our - 1) as usize;
@@ -246,6 +298,33 @@ impl HostTable {
             }
         }
         events
+    }
+
+    /// Judges every host checked so far and records those whose state
+    /// changed (a never-used slot's first FREE is not a change). Returns
+    /// the changes, by host_id, for the log.
+    pub fn judge_all(&mut self, at: Moment, watchdog_fire_timeout: u64) -> Vec<(u64, StateChange)> {
+        let mut out = Vec::new();
+        for (i, hs) in self.hosts.iter().enumerate() {
+            if hs.last_check == 0 {
+                continue;
+            }
+            let host_id = i as u64 + 1;
+            let v = hs.judge(at.mono, self.our_host_id, watchdog_fire_timeout);
+            let from = self.history.get(&host_id).and_then(|h| h.state);
+            if from == Some(v.state) || (from.is_none() && v.state == HostState::Free) {
+                continue;
+            }
+            let c = StateChange {
+                at,
+                from,
+                to: v.state,
+                rule: v.rule,
+            };
+            self.history.entry(host_id).or_default().changed(c.clone());
+            out.push((host_id, c));
+        }
+        out
     }
 
     /// Whether any check has happened yet (`get_hosts` says "not ready" before).
@@ -393,5 +472,65 @@ mod tests {
         };
         assert!(shared_holder_live(Some(&unseen), 5, 10_000, 10, 60));
         assert!(shared_holder_live(None, 5, 10_000, 10, 60));
+    }
+
+    #[test]
+    fn judge_all_records_changes_with_rules() {
+        let name = Name::new("LS").unwrap();
+        let mut area = vec![0u8; 3 * 512];
+        let put = |area: &mut Vec<u8>, ts: u64| {
+            let mut lr = LeaderRecord {
+                magic: ondisk::DELTA_DISK_MAGIC,
+                version: ondisk::DELTA_DISK_VERSION_MAJOR | 4,
+                sector_size: 512,
+                owner_id: 2,
+                owner_generation: 3,
+                timestamp: ts,
+                io_timeout: 1,
+                space_name: name,
+                ..Default::default()
+            };
+            area[512..712].copy_from_slice(&lr.seal());
+        };
+        let at = |mono| Moment {
+            mono,
+            wall: 1_000_000 + mono,
+        };
+        let mut t = HostTable::new(3, 1);
+        put(&mut area, 50);
+        t.observe_at(at(100), &area, 512, &name);
+        let c = t.judge_all(at(100), 60);
+        assert_eq!(c.len(), 1, "host 2 UNKNOWN; free slots are not changes");
+        assert_eq!(
+            (c[0].0, c[0].1.from, c[0].1.to),
+            (2, None, HostState::Unknown)
+        );
+        put(&mut area, 52);
+        t.observe_at(at(102), &area, 512, &name);
+        let c = t.judge_all(at(102), 60);
+        assert_eq!(c[0].1.to, HostState::Live);
+        assert!(t.judge_all(at(110), 60).is_empty(), "still LIVE at 8 s");
+        let c = t.judge_all(at(111), 60);
+        assert_eq!(
+            (c[0].1.from, c[0].1.to),
+            (Some(HostState::Live), HostState::Fail)
+        );
+        assert_eq!(
+            c[0].1.rule,
+            "timestamp 52 unchanged for 9s > id_renewal_fail_seconds 8s (8 x io_timeout 1s) \
+             (DEAD after host_dead_seconds 68s (8 x io_timeout 1s + watchdog_fire_timeout 60s))"
+        );
+        let c = t.judge_all(at(171), 60);
+        assert_eq!(c[0].1.to, HostState::Dead);
+        assert!(
+            c[0].1
+                .rule
+                .starts_with("timestamp 52 unchanged for 69s > host_dead_seconds 68s")
+        );
+        let h = &t.history[&2];
+        assert_eq!(h.seen.len(), 2);
+        assert_eq!((h.seen[1].timestamp, h.seen[1].at.wall), (52, 1_000_102));
+        assert_eq!(h.changes.len(), 4);
+        assert!(!t.history.contains_key(&1), "our own slot has no sightings");
     }
 }

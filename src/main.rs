@@ -86,6 +86,8 @@ const CLIENT_ACTIONS: &str = "\
 Actions:
 client status [-D] [-o p|s]
 client host_status [-s LOCKSPACE] [-D]
+client host_status -s LOCKSPACE --history   (hactl's daemon only: timestamps seen,
+                                             renewals, state changes and their rules)
 client renewal -s LOCKSPACE
 client gets [-h 1]
 client log_dump
@@ -120,7 +122,10 @@ Options (as sanlock daemon):
 -t NUM         max worker threads
 -b SECONDS     set_bitmap_seconds
 -a 0|1         use_aio
--Q, -R, -L, -S quiet_fail, debug_renew, logfile and syslog priority";
+-Q, -R, -L, -S quiet_fail, debug_renew, logfile and syslog priority
+hactl's own:
+--metrics-listen ADDR:PORT  Prometheus text at /metrics (also `metrics_listen =`
+                            in sanlock.conf; off by default)";
 
 fn main() {
     let cli = Cli::parse();

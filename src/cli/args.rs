@@ -15,6 +15,8 @@ pub struct Com {
     pub dump_path: Option<String>,
     pub debug: bool,
     pub json: bool,
+    /// `host_status --history` (hactl's own): the daemon's history view.
+    pub history: bool,
     pub lockspace: Option<LockspaceArg>,
     pub resources: Vec<ResourceArg>,
     pub rindex: Option<RindexArg>,
@@ -104,6 +106,12 @@ fn parse_as(action: &str, args: &[String], client: bool) -> Result<Com, UsageErr
     if let Some(p) = args.iter().position(|a| a == "--json") {
         args.remove(p);
         com.json = true;
+    }
+    if action == "host_status"
+        && let Some(p) = args.iter().position(|a| a == "--history")
+    {
+        args.remove(p);
+        com.history = true;
     }
     let mut i = 0;
     if action == "dump" || action == "next_free" {

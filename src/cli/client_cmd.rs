@@ -738,7 +738,40 @@ fn host_lines(
     s.header.result()
 }
 
+/// `host_status -s LS --history`: hactl's daemon's history of the
+/// lockspace (see [`crate::history`]); sanlock's daemon has none.
+fn history(com: &Com, client: &Client) -> i32 {
+    let name = ls_name(com);
+    if name.is_empty() {
+        eprintln!("hactl: host_status --history needs -s LOCKSPACE");
+        return 1;
+    }
+    let r = client.history(&name).and_then(|b| {
+        serde_json::from_slice::<crate::history::LockspaceHistory>(&b)
+            .map_err(|_| ClientError::Invalid("the history reply is not the JSON expected"))
+    });
+    match r {
+        Ok(h) if com.json => print_json(&json!({"rv": 0, "history": h})),
+        Ok(h) => print!("{}", h.render()),
+        Err(e) => {
+            if com.json {
+                print_json(&json!({"rv": e.rv(), "error": e.to_string()}));
+            }
+            if matches!(e, ClientError::Daemon(rv) if rv == -libc::ENOENT) {
+                eprintln!("hactl: host_status --history: no lockspace named {name}");
+            } else {
+                explain("host_status --history", &e);
+            }
+            return 1;
+        }
+    }
+    0
+}
+
 fn host_status(com: &Com, client: &Client, o: &mut Out) -> i32 {
+    if com.history {
+        return history(com, client);
+    }
     let name = ls_name(com);
     let mut hosts = Vec::new();
     if !name.is_empty() {

@@ -48,6 +48,9 @@ pub struct DaemonConfig {
     /// sanlock adjusts a device's max_sectors_kb; hactl never writes sysfs,
     /// but keeps the setting for `status -D`.
     pub max_sectors_kb: MaxSectorsKb,
+    /// hactl's own: where the Prometheus metrics endpoint listens
+    /// (`metrics_listen = 127.0.0.1:9365` / `--metrics-listen`); off if None.
+    pub metrics_listen: Option<String>,
 }
 
 /// sanlock's `max_sectors_kb` setting: `ignore`, `align` or a size in KiB.
@@ -108,6 +111,7 @@ impl Default for DaemonConfig {
             debug_io_complete: false,
             debug_cmds: DEFAULT_DEBUG_CMDS,
             max_sectors_kb: MaxSectorsKb::Num(1024),
+            metrics_listen: None,
         }
     }
 }
@@ -222,6 +226,8 @@ impl DaemonConfig {
                 self.debug_io_complete |= v.contains("complete");
             }
             "debug_clients" => self.debug_clients = n as i32,
+            "metrics_listen" if v.is_empty() => self.metrics_listen = None,
+            "metrics_listen" => self.metrics_listen = Some(v.to_string()),
             "debug_cmd" => match v {
                 "+all" => self.debug_cmds = !0,
                 "-all" => self.debug_cmds = 0,
@@ -272,6 +278,16 @@ impl DaemonConfig {
         let mut i = 0;
         while i < args.len() {
             let a = &args[i];
+            // hactl's own option, long so it cannot take a letter sanlock
+            // may give a meaning one day.
+            if a == "--metrics-listen" {
+                let Some(v) = args.get(i + 1) else {
+                    return Err("option '--metrics-listen' requires arg (ADDR:PORT)".into());
+                };
+                self.metrics_listen = Some(v.clone());
+                i += 2;
+                continue;
+            }
             if !a.starts_with('-') || a.len() != 2 {
                 return Err(format!(
                     "unknown option {a}\nspace required before option value"
@@ -352,6 +368,13 @@ mod tests {
         assert_eq!(c.io_timeout, 1);
         assert_eq!(c.kill_grace_seconds, 40, "-g outside 0..60 is ignored");
         assert!(c.apply_args(&["-o1".to_string()]).is_err());
+        assert_eq!(c.metrics_listen, None, "metrics are off by default");
+        c.apply_conf("metrics_listen = 127.0.0.1:9365\n");
+        assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9365"));
+        c.apply_args(&["--metrics-listen".into(), "[::1]:1".into(), "-D".into()])
+            .unwrap();
+        assert_eq!(c.metrics_listen.as_deref(), Some("[::1]:1"));
+        assert!(c.apply_args(&["--metrics-listen".into()]).is_err());
     }
 
     /// Every key of sanlock 3.8.5's read_config_file is taken.

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -13,8 +13,10 @@ use tracing::{error, info, warn};
 
 use crate::delta::{self, DeltaParams};
 use crate::geometry::Geometry;
+use crate::history::{self, Moment, RenewalAttempt};
 use crate::hosts::{HostEvent, HostTable};
 use crate::io::{Area, Disk};
+use crate::metrics::Histogram;
 use crate::ondisk::{self, HOSTID_BITMAP_SIZE, LeaderRecord, Name};
 use crate::rv;
 use crate::timeouts::Timeouts;
@@ -70,6 +72,19 @@ pub struct SpaceState {
     /// The rindex command running in this lockspace (sanlock's RX_OP_*),
     /// 0 for none: one at a time, and the lockspace cannot be removed meanwhile.
     pub rindex_op: u32,
+    /// Our last renewal attempts, for `host_status --history`.
+    pub renewals: VecDeque<RenewalAttempt>,
+}
+
+/// A lockspace's renewal figures for the metrics endpoint: latency of
+/// successful renewals (read + write) and the attempts that failed (timed
+/// out or not). The daemon keeps them per lockspace name beyond the
+/// lockspace's life, so that counters never go back when it is rejoined.
+#[derive(Default)]
+pub struct RenewCounters {
+    pub latency: Mutex<Histogram>,
+    pub errors: AtomicU64,
+    pub io_timeouts: AtomicU64,
 }
 
 /// A lockspace this daemon has been asked to join.
@@ -100,6 +115,7 @@ pub struct Space {
     pub external_remove: AtomicBool,
     pub thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub event_fds: Mutex<Vec<std::os::unix::net::UnixStream>>,
+    pub counters: Arc<RenewCounters>,
 }
 
 impl Space {
@@ -151,7 +167,9 @@ impl Space {
                 host_event: (0, 0, 0),
                 set_event_time: 0,
                 rindex_op: 0,
+                renewals: VecDeque::new(),
             }),
+            counters: Arc::default(),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
             examine: AtomicBool::new(false),
@@ -310,6 +328,7 @@ impl Space {
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
+            self.judge_hosts();
             let last_success = self.state.lock().unwrap().renewal_last_success;
             if monotime().saturating_sub(last_success) < renew_every {
                 self.sleep_unless_stopped(1.0);
@@ -326,10 +345,11 @@ impl Space {
             let result = match read {
                 Err(e) => Err(e.sanlk_rv()),
                 Ok(buf) => {
-                    let now = monotime();
+                    let seen_at = Moment::now();
+                    let now = seen_at.mono;
                     let events = {
                         let mut st = self.state.lock().unwrap();
-                        st.hosts.observe(now, &buf, ss, &self.name)
+                        st.hosts.observe_at(seen_at, &buf, ss, &self.name)
                     };
                     if !events.is_empty() {
                         self.note_requests(now, &events);
@@ -347,12 +367,30 @@ impl Space {
                     }
                 }
             };
+            let total_ms = t0.elapsed().as_millis() as u64;
+            let attempt_at = Moment {
+                mono: attempt,
+                wall: Moment::now().wall,
+            };
             match result {
                 Ok((lr, rd, wr)) => {
                     last = lr;
                     prev_ok = true;
                     self.pet_watchdog(Some(lr.timestamp));
+                    let secs = (rd + wr) as f64 / 1000.0;
+                    self.counters.latency.lock().unwrap().observe(secs);
                     self.set(|st| {
+                        history::push_renewal(
+                            &mut st.renewals,
+                            RenewalAttempt {
+                                at: attempt_at,
+                                timestamp: lr.timestamp,
+                                read_ms: rd,
+                                write_ms: wr,
+                                total_ms,
+                                result: 0,
+                            },
+                        );
                         st.renewal_last_result = rv::SANLK_OK;
                         st.renewal_last_attempt = attempt;
                         st.renewal_last_success = lr.timestamp;
@@ -371,7 +409,22 @@ impl Space {
                     prev_ok = false;
                     warn!(space = %self.name, "renewal error {e}");
                     self.pet_watchdog(None);
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    if e == rv::SANLK_AIO_TIMEOUT {
+                        self.counters.io_timeouts.fetch_add(1, Ordering::Relaxed);
+                    }
                     self.set(|st| {
+                        history::push_renewal(
+                            &mut st.renewals,
+                            RenewalAttempt {
+                                at: attempt_at,
+                                timestamp: 0,
+                                read_ms,
+                                write_ms: 0,
+                                total_ms,
+                                result: e,
+                            },
+                        );
                         st.renewal_last_result = e;
                         st.renewal_last_attempt = attempt;
                         if is_corrupt(e) && st.corrupt_result == 0 {
@@ -388,6 +441,7 @@ impl Space {
                 }
             }
             self.check_our_lease();
+            self.judge_hosts();
         }
 
         // Usually disarmed already by stop_and_join; this catches a stop
@@ -403,6 +457,65 @@ impl Space {
             }
         }
         Ok(())
+    }
+
+    /// Judges every host now and logs those whose state changed, with the
+    /// rule (the history keeps them). Called after each renewal and each
+    /// idle wake, and by readers of the history or metrics, so that the
+    /// moments recorded are at most a second late.
+    pub fn judge_hosts(&self) {
+        let changes = {
+            let mut st = self.state.lock().unwrap();
+            st.hosts
+                .judge_all(Moment::now(), self.watchdog_fire_timeout)
+        };
+        for (host_id, c) in changes {
+            let from = c.from.map(|f| f.as_str()).unwrap_or("-");
+            if matches!(
+                c.to,
+                crate::hosts::HostState::Fail | crate::hosts::HostState::Dead
+            ) {
+                warn!(space = %self.name, "host {host_id} {from} -> {}: {}", c.to, c.rule);
+            } else {
+                info!(space = %self.name, "host {host_id} {from} -> {}: {}", c.to, c.rule);
+            }
+        }
+    }
+
+    /// What `host_status --history` shows: judged now, then the rings.
+    pub fn history(&self) -> history::LockspaceHistory {
+        self.judge_hosts();
+        let now = Moment::now();
+        let st = self.state.lock().unwrap();
+        let hosts = st
+            .hosts
+            .history
+            .iter()
+            .filter_map(|(&host_id, h)| {
+                let hs = st.hosts.hosts.get(host_id as usize - 1)?;
+                let v = hs.judge(now.mono, self.host_id, self.watchdog_fire_timeout);
+                Some(history::HostReport {
+                    host_id,
+                    state: v.state,
+                    rule: v.rule,
+                    generation: hs.owner_generation,
+                    timestamp: hs.timestamp,
+                    io_timeout: hs.io_timeout,
+                    owner_name: hs.owner_name.to_string_lossy(),
+                    seen: h.seen.iter().cloned().collect(),
+                    changes: h.changes.iter().cloned().collect(),
+                })
+            })
+            .collect();
+        history::LockspaceHistory {
+            lockspace: self.name.to_string_lossy(),
+            host_id: self.host_id,
+            io_timeout: self.io_timeout,
+            watchdog_fire_timeout: self.watchdog_fire_timeout,
+            now,
+            renewals: st.renewals.iter().cloned().collect(),
+            hosts,
+        }
     }
 
     /// wdmd_connect: SANLK_WD_ERROR if wdmd is not there. (sanlock 3.8.5

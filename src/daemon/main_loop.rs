@@ -102,6 +102,7 @@ fn act(d: &Arc<Daemon>, sp: &Arc<super::lockspace::Space>, a: Action, removing: 
                     if let Some((path, args)) = slot.as_ref().and_then(|s| s.killpath.clone()) {
                         warn!(space = %sp.name, "kill pid {pid}: running killpath {path} {args}");
                         let with_pid = slot.is_some_and(|s| s.killpath_pid);
+                        d.kills.ran_killpath();
                         super::resource::run_killpath(&path, &args, with_pid.then_some(pid));
                     }
                 }
@@ -112,6 +113,7 @@ fn act(d: &Arc<Daemon>, sp: &Arc<super::lockspace::Space>, a: Action, removing: 
                         libc::SIGKILL
                     };
                     warn!(space = %sp.name, "kill pid {pid} sig {sig}");
+                    d.kills.signal(sig);
                     // SAFETY: kill(2) on a registered lease holder's pid.
                     unsafe { libc::kill(pid, sig) };
                 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod lockspace;
 pub mod log;
 pub mod main_loop;
+pub mod metrics;
 pub mod resource;
 pub mod resource_ops;
 pub mod rindex;
@@ -20,7 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,6 +60,34 @@ pub struct Daemon {
     pub shutting_down: AtomicBool,
     /// Resource leases held for registered clients.
     pub res: Mutex<resource::ResTable>,
+    /// Kills performed (lockspace recovery and forced/graceful requests), for metrics.
+    pub kills: KillCounts,
+    /// Renewal figures by lockspace name, for metrics (outlive the lockspace).
+    pub renew_counters: Mutex<std::collections::BTreeMap<String, Arc<lockspace::RenewCounters>>>,
+}
+
+/// How many times the daemon signalled a lease holder or ran its killpath.
+#[derive(Default)]
+pub struct KillCounts {
+    pub sigterm: AtomicU64,
+    pub sigkill: AtomicU64,
+    pub killpath: AtomicU64,
+}
+
+impl KillCounts {
+    /// Counts a kill(2) with `sig`.
+    pub fn signal(&self, sig: i32) {
+        let c = if sig == libc::SIGKILL {
+            &self.sigkill
+        } else {
+            &self.sigterm
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn ran_killpath(&self) {
+        self.killpath.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Why a lockspace request was refused (sanlock's error numbers).
@@ -88,6 +117,8 @@ impl Daemon {
             log,
             shutting_down: AtomicBool::new(false),
             res: Mutex::new(Default::default()),
+            kills: KillCounts::default(),
+            renew_counters: Mutex::default(),
         }
     }
 
@@ -176,6 +207,13 @@ impl Daemon {
             self.cfg.renewal_history_size,
         );
         space.use_watchdog = self.cfg.use_watchdog;
+        space.counters = self
+            .renew_counters
+            .lock()
+            .unwrap()
+            .entry(name.to_string_lossy())
+            .or_default()
+            .clone();
         let sp = Arc::new(space);
         spaces.push(sp.clone());
         drop(spaces);
@@ -492,6 +530,13 @@ pub fn main(args: &[String]) -> i32 {
         let _ = std::thread::Builder::new()
             .name("resource".into())
             .spawn(move || main_loop::run(d));
+    }
+    if let Some(addr) = daemon.cfg.metrics_listen.clone() {
+        // Opt-in; a bad address is the operator's error to see at start.
+        if let Err(e) = metrics::start(daemon.clone(), &addr) {
+            eprintln!("hactl daemon: metrics_listen {addr}: {e}");
+            return 1;
+        }
     }
     server::serve(daemon.clone(), listener);
     for sp in daemon.spaces.lock().unwrap().clone() {

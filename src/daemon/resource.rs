@@ -1141,6 +1141,7 @@ impl Daemon {
             proto::SANLK_REQ_GRACEFUL => {
                 if let Some((path, args)) = &slot.killpath {
                     info!("{what}: request graceful: running killpath {path} for pid {pid}");
+                    self.kills.ran_killpath();
                     run_killpath(path, args, slot.killpath_pid.then_some(pid));
                     return;
                 }
@@ -1156,6 +1157,7 @@ impl Daemon {
             }
         };
         info!("{what}: request force_mode {force_mode}: signal {sig} to pid {pid}");
+        self.kills.signal(sig);
         // SAFETY: kill(2) with a registered client's pid.
         unsafe { libc::kill(pid, sig) };
     }

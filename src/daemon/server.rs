@@ -227,6 +227,14 @@ fn connection(d: Arc<Daemon>, s: UnixStream) {
         if c.s.read_exact(&mut hb).is_err() {
             break;
         }
+        if let Ok(raw) = Header::decode(&hb)
+            && raw.magic == proto::SM_MAGIC
+            && raw.cmd == proto::HACTL_CMD_HISTORY
+        {
+            d.client_update(ci, |sl| sl.cmd_last = raw.cmd);
+            send_history(&d, &mut c, &raw);
+            break;
+        }
         let (h, cmd) = match Header::parse(&hb) {
             Ok(x) => x,
             Err(e) => {
@@ -1069,6 +1077,24 @@ fn send_host_status(d: &Daemon, c: &mut Conn, h: &Header, name: &Name) {
     }
     drop(st);
     c.send(&out);
+}
+
+/// hactl's HISTORY command: the lockspace's history as JSON.
+fn send_history(d: &Daemon, c: &mut Conn, h: &Header) {
+    set_owner(d, c, "history");
+    let ls: SanlkLockspace = match c.read_payload() {
+        Ok(ls) => ls,
+        Err(e) => {
+            c.reply_listing(h, e, 0, &[]);
+            return;
+        }
+    };
+    let Some(sp) = d.find_by_name(&ls.name) else {
+        c.reply_listing(h, -libc::ENOENT, 0, &[]);
+        return;
+    };
+    let body = serde_json::to_vec(&sp.history()).expect("history is JSON");
+    c.reply_listing(h, 0, body.len() as u32, &body);
 }
 
 fn send_renewal(d: &Daemon, c: &mut Conn, h: &Header) {

@@ -69,6 +69,10 @@ pub enum ClientError {
     Daemon(i32),
     #[error("{0}")]
     Invalid(&'static str),
+    #[error(
+        "the daemon at {0} closed the connection without answering hactl's history command: it is not hactl's daemon (sanlock's daemon keeps no history; `client host_status` and `client renewal` show what it has)"
+    )]
+    NotHactl(PathBuf),
 }
 
 impl ClientError {
@@ -83,6 +87,7 @@ impl ClientError {
             ClientError::Short { .. } | ClientError::Proto { .. } => -1,
             ClientError::Daemon(rv) => *rv,
             ClientError::Invalid(_) => -libc::EINVAL,
+            ClientError::NotHactl(_) => -libc::EOPNOTSUPP,
         }
     }
 }
@@ -623,6 +628,61 @@ impl Client {
     /// host_id, data64 = timestamp). Not found: `-ENOSPC`.
     pub fn host_status(&self, name: &Name) -> Result<StateStream, ClientError> {
         self.named_stream(Cmd::HostStatus, name)
+    }
+
+    /// hactl's own HISTORY command ([`super::HACTL_CMD_HISTORY`]): the
+    /// lockspace's history, JSON of [`crate::history::LockspaceHistory`].
+    /// sanlock's daemon ignores a command it does not know and waits for
+    /// the next one, so our side of the connection is shut after the
+    /// request: sanlock then closes it without a word
+    /// ([`ClientError::NotHactl`]), while hactl's daemon answers.
+    pub fn history(&self, name: &Name) -> Result<Vec<u8>, ClientError> {
+        let mut c = self.connect()?;
+        let payload = SanlkLockspace::named(*name).encode();
+        let h = Header {
+            magic: SM_MAGIC,
+            version: super::SM_PROTO,
+            cmd: super::HACTL_CMD_HISTORY,
+            length: (HEADER_SIZE + payload.len()) as u32,
+            ..Default::default()
+        };
+        c.send_msg(&h, &payload)?;
+        let _ = c.stream.shutdown(std::net::Shutdown::Write);
+        let mut hb = [0u8; HEADER_SIZE];
+        let got = match c.read_full("history", &mut hb) {
+            Err(ClientError::Io { source, .. })
+                if source.kind() == io::ErrorKind::ConnectionReset =>
+            {
+                0
+            }
+            r => r?,
+        };
+        if got == 0 {
+            return Err(ClientError::NotHactl(self.socket.clone()));
+        }
+        if got != HEADER_SIZE {
+            return Err(ClientError::Short {
+                what: "history",
+                got,
+                want: HEADER_SIZE,
+            });
+        }
+        let r = Header::decode(&hb).map_err(|source| ClientError::Proto {
+            what: "history",
+            source,
+        })?;
+        if r.magic != SM_MAGIC {
+            return Err(ClientError::Proto {
+                what: "history",
+                source: ProtoError::BadMagic(r.magic),
+            });
+        }
+        ok_or_daemon(r.result())?;
+        // Bounded rings make a few MiB at most (2000 hosts).
+        if r.data2 as usize > 64 << 20 {
+            return Err(ClientError::Invalid("history reply over 64 MiB"));
+        }
+        c.recv_exact("history", r.data2 as usize)
     }
 
     /// RENEWAL: the renewal history, oldest first; `header.data2` is the

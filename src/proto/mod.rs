@@ -27,6 +27,13 @@ pub const SM_PROTO: u32 = 0x0000_0001;
 pub const SM_CB_PROTO: u32 = 0x0000_0001;
 /// `SM_CB_GET_EVENT`: the cmd field of event callbacks.
 pub const SM_CB_GET_EVENT: u32 = 1;
+/// hactl's own command, not sanlock's: the history of a lockspace (the
+/// delta-lease timestamps seen, our renewals, host state changes and their
+/// rules) as JSON, for `client host_status --history`. Request: header +
+/// `sanlk_lockspace` naming it; reply: header (`data` = result, `data2` =
+/// body length) + JSON. Far above sanlock's 1..=40 so that no sanlock
+/// command will take it; sanlock's daemon ignores it without a reply.
+pub const HACTL_CMD_HISTORY: u32 = 0x4841_0001;
 /// `MAX_CLIENT_MSG` (defined by sanlock, unused by it).
 pub const MAX_CLIENT_MSG: usize = 1024 * 1024;
 
