@@ -315,7 +315,27 @@ pub fn decide(i: &Input) -> Decision {
             }
         }
         let lease = i.leases.get(v).copied().unwrap_or(LeaseView::Unreadable);
-        match orphan_why(i, lease) {
+        let mut judged = orphan_why(i, lease);
+        if let Judged::Orphan(why) = &judged
+            && let Some(h) = i.hosts.iter().find(|h| {
+                // A host's last word counts until it is DEAD, fresh or not
+                // (a hung host goes stale long before it is DEAD).
+                !matches!(h.state, HostState::Dead | HostState::Free)
+                    && h.sector
+                        .is_some_and(|s| s.generation == h.generation && s.running.get(v))
+            })
+        {
+            // A VM that a LIVE host says it runs is not started elsewhere,
+            // whatever its lease says (a runner without the lease, or a
+            // lease read older than that host's sector). Our own sector
+            // counts too, so that every host judges alike.
+            judged = Judged::Held(Some(format!(
+                "{why}, but host {} ({}) reports it running; not starting it",
+                h.host_id,
+                h.state.as_str()
+            )));
+        }
+        match judged {
             Judged::Orphan(why) => {
                 if !here {
                     mem.vms[v].orphan_since.get_or_insert(now);
@@ -468,6 +488,9 @@ pub fn decide(i: &Input) -> Decision {
             if here {
                 continue;
             }
+            // The race's grace counts from the first cycle in which some
+            // host was assigned: that host must have had `grace` to act.
+            mem.vms[v].orphan_since = Some(now);
             actions.push(wait(v, &why, "no LIVE host with a fresh whiteboard, the same config, score > 0 and room: nobody to start it"));
             continue;
         };
