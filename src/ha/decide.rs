@@ -288,9 +288,9 @@ pub fn decide(i: &Input) -> Decision {
     let mut my_load = (0..n).filter(|&v| local(v).present()).count() as u32;
 
     let mut actions = Vec::new();
-    // Orphans judged from the lease and the daemon's host states only, the
-    // same on every host, so the assignment below is too; a VM present here
-    // takes its place in the assignment without an action.
+    // Orphans judged from the lease, the daemon's host states and the
+    // whiteboard only, the same on every host, so the assignment below is
+    // too; a VM present here takes its place in it without an action.
     let mut orphans: Vec<(usize, String, bool)> = Vec::new();
     // Leases still ours with no process here: our release is under way,
     // or it failed, or another host's ballot committed our value after we
@@ -325,10 +325,10 @@ pub fn decide(i: &Input) -> Decision {
                         .is_some_and(|s| s.generation == h.generation && s.running.get(v))
             })
         {
-            // A VM that a LIVE host says it runs is not started elsewhere,
-            // whatever its lease says (a runner without the lease, or a
-            // lease read older than that host's sector). Our own sector
-            // counts too, so that every host judges alike.
+            // A VM that a host not DEAD says it runs is not started
+            // elsewhere, whatever its lease says (a runner without the
+            // lease, a lease read older than that host's sector, a hung
+            // host). Our own sector counts too, so every host judges alike.
             judged = Judged::Held(Some(format!(
                 "{why}, but host {} ({}) reports it running; not starting it",
                 h.host_id,
