@@ -15,7 +15,8 @@ enum Cmd {
     /// Access storage directly, with no daemon (sanlock direct ...).
     ///
     /// Actions: init, dump, read_leader, write_leader, next_free, format,
-    /// lookup, update, rebuild. Options use sanlock's syntax (`-s LOCKSPACE`,
+    /// lookup, update, rebuild, and hactl's own `check PATH[:OFFSET]` (an
+    /// fsck of lease areas; `hactl direct check --help`). Options use sanlock's syntax (`-s LOCKSPACE`,
     /// `-r RESOURCE`, `-x RINDEX`, `-Z 512|4096`, `-A 1M|2M|4M|8M`, ...);
     /// `--json` prints JSON instead of sanlock's text.
     Direct {
@@ -55,6 +56,12 @@ enum Cmd {
 }
 
 fn main() {
+    // `direct check` has its own options (and --help), parsed by its own
+    // clap command: the outer parser would take its -h for `direct`'s.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.len() >= 3 && argv[1] == "direct" && argv[2] == "check" {
+        std::process::exit(direct_cmd::check_main(&argv[3..]));
+    }
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Direct { action, args: rest } => match args::parse(&action, &rest) {
