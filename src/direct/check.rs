@@ -184,7 +184,10 @@ impl Report {
             let tag = if f.problem { "" } else { "note: " };
             o.push_str(&format!(
                 "{}: offset {}: {}: {tag}{}\n",
-                f.path, f.offset, f.area, f.message
+                one_line(&f.path),
+                f.offset,
+                one_line(&f.area),
+                one_line(&f.message)
             ));
         }
         let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
@@ -210,16 +213,33 @@ impl Report {
         };
         let n = self.problems();
         if n == 0 {
-            o.push_str(&format!("{}: clean ({what} checked)\n", self.path));
+            o.push_str(&format!(
+                "{}: clean ({what} checked)\n",
+                one_line(&self.path)
+            ));
         } else {
             o.push_str(&format!(
                 "{}: {n} problem{} found ({what} checked)\n",
-                self.path,
+                one_line(&self.path),
                 if n == 1 { "" } else { "s" }
             ));
         }
         o
     }
+}
+
+/// Names on storage are any bytes: control characters are escaped so that
+/// each finding stays one line.
+fn one_line(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            o.extend(c.escape_default());
+        } else {
+            o.push(c);
+        }
+    }
+    o
 }
 
 /// The delta leases of one lockspace, as read, for judging owners.
@@ -1344,6 +1364,20 @@ mod tests {
         assert!(codes.contains(&"bad_checksum"), "{}", rep.render_text());
         assert!(codes.contains(&"owner_free"), "{}", rep.render_text());
         assert_eq!(rep.exit_code(), 1);
+    }
+
+    /// Found by the fuzzer: a lockspace name holding a newline split its
+    /// finding over two lines of the report.
+    #[test]
+    fn names_with_newlines_stay_on_one_line() {
+        let g = Geometry::new(512, ALIGN_1M).unwrap();
+        let mut d = lockspace_bytes(g, "L\nS");
+        d[512 * 3 + 40] ^= 1;
+        let rep = run(&d);
+        assert_eq!(rep.problems(), 1, "{}", rep.render_text());
+        let text = rep.render_text();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("lockspace L\\nS: host_id 4"), "{text}");
     }
 
     /// Regression-style: arbitrary small inputs never panic.
