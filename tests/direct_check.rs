@@ -297,6 +297,21 @@ fn owners_are_judged_against_the_lockspace() {
     );
     check(&s, &[], &[&f]).clean();
 
+    // R2 taken as host 1 at a generation host 1 never had.
+    ok(
+        hactl(),
+        &["direct", "acquire", "-r", &r2, "-i", "1", "-g", "5"],
+    );
+    check(&s, &[], &[&f]).flagged(
+        "owner_generation",
+        "owner host_id 1 generation 5: host_id 1 is only at generation 1 in lockspace LS",
+    );
+    ok(
+        hactl(),
+        &["direct", "release", "-r", &r2, "-i", "1", "-g", "5"],
+    );
+    check(&s, &[], &[&f]).clean();
+
     // Host 1 rejoined (generation 2) while R1 still names generation 1.
     edit_leader(
         dir.path(),
@@ -357,6 +372,11 @@ fn xleases_index_records_must_match_their_leases() {
     for vm in ["vm1", "vm2", "vm3", "vm4", "vm5"] {
         xl(&["add", "-p", &xs, vm]);
     }
+    // Slot 0 is unused by vdsm: a lockspace there does not hide the index.
+    ok(
+        sanlock(),
+        &["direct", "init", "-s", &format!("SD:0:{xs}:0")],
+    );
     // vdsm writes its leases through sanlock: one slot as sanlock writes it.
     ok(
         sanlock(),

@@ -1134,6 +1134,13 @@ impl Checker<'_> {
                         c.host_id, d.owner_generation
                     ),
                 ),
+                Some(Some(d)) if d.owner_generation < c.generation => push(
+                    "owner_generation",
+                    format!(
+                        "{who}: host_id {} is only at generation {} in {where_}: the lease was not taken through this lockspace",
+                        c.host_id, d.owner_generation
+                    ),
+                ),
                 Some(Some(_)) => continue,
             };
             self.findings.push(f);
@@ -1147,15 +1154,17 @@ fn detect(src: &dyn Source, off: u64) -> Result<(Kind, Option<Geometry>, u32), I
         return Ok((Kind::Auto, None, 0));
     };
     let magic = magic_at(&first);
+    // vdsm's index one slot in is the strongest sign: the slot before it
+    // is unused by vdsm and may hold anything, a lockspace included.
+    if let Some(g) = find_xleases(src, off, None, None)? {
+        return Ok((Kind::Xleases, Some(g), magic));
+    }
     match magic {
         ondisk::DELTA_DISK_MAGIC => return Ok((Kind::Lockspace, None, magic)),
         ondisk::PAXOS_DISK_MAGIC | ondisk::PAXOS_DISK_CLEAR | ondisk::RINDEX_DISK_MAGIC => {
             return Ok((Kind::Resource, None, magic));
         }
         _ => {}
-    }
-    if let Some(g) = find_xleases(src, off, None, None)? {
-        return Ok((Kind::Xleases, Some(g), magic));
     }
     Ok((Kind::Auto, None, magic))
 }
