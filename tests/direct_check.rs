@@ -462,9 +462,14 @@ fn xleases_index_records_must_match_their_leases() {
     xl(&["add", "-p", &s2, "vm1"]);
     write_at(&f2, MIB + 70, b"u");
     write_at(&f2, MIB + 512 + 2 * 64 + 49, b"12x");
+    write_at(&f2, MIB + 512 + 48, b"-");
     let c = check(&s2, &[], &[&f2]);
     c.flagged("index_updating", "the index is marked updating");
     c.flagged("bad_record", "record 2: cannot parse offset");
+    c.flagged(
+        "bad_record",
+        "record 0 (\"vm1\"): the byte after the lease id is not NUL, so vdsm's lookup never finds it",
+    );
     // The volume's lockspace is not the one given.
     let other = dir.path().join("ids2");
     make_file(&other, MIB as usize, 0);

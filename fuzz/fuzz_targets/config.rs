@@ -30,11 +30,18 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let mut d = c.clone();
     if d.apply_args(&args).is_ok() {
-        for a in &args {
-            if a == "-D" {
-                assert!(d.debug);
+        // -D stands alone; every other option takes the next word as its
+        // value, even a "-D".
+        let (mut i, mut debug) = (0, c.debug);
+        while i < args.len() {
+            if args[i] == "-D" {
+                debug = true;
+                i += 1;
+            } else {
+                i += 2;
             }
         }
+        assert_eq!(d.debug, debug, "{args:?}");
     } else {
         assert!(!args.is_empty());
     }

@@ -972,6 +972,19 @@ impl Checker<'_> {
             if r.is_empty() {
                 continue;
             }
+            if ix.raw_record(n)[xleases::ID_SIZE] != 0 {
+                self.add(
+                    src,
+                    at,
+                    &area,
+                    true,
+                    "bad_record",
+                    format!(
+                        "record {n} ({:?}): the byte after the lease id is not NUL, so vdsm's lookup never finds it",
+                        r.resource
+                    ),
+                );
+            }
             if let Some(m) = ids.get(&r.resource) {
                 self.add(
                     src,
