@@ -636,3 +636,38 @@ fn usage_and_io_errors_exit_2_and_nothing_found_exits_1() {
     make_file(&f, 4 * MIB as usize, 0);
     check(p(&f), &[], &[&f]).flagged("no_area", "found nothing (zeroes)");
 }
+
+#[test]
+fn resource_index_entries_must_match_their_leases() {
+    let dir = workdir();
+    for bin in [hactl(), sanlock()] {
+        let f = dir.path().join(if bin == hactl() {
+            "h-rindex"
+        } else {
+            "s-rindex"
+        });
+        make_file(&f, 8 * MIB as usize, 0);
+        let s = p(&f).to_string();
+        let x = format!("LS:{s}:1M");
+        ok(bin, &["direct", "init", "-s", &format!("LS:0:{s}:0")]);
+        ok(bin, &["direct", "format", "-x", &x]);
+        ok(bin, &["direct", "init", "-r", &format!("LS:R1:{s}:3M")]);
+        ok(bin, &["direct", "update", "-x", &x, "-e", "R1:3M"]);
+        let c = check(&s, &[], &[&f]);
+        c.clean();
+        assert!(c.text.contains("1 resource index"), "{}", c.text);
+
+        // An entry for a lease that was never initialised.
+        ok(bin, &["direct", "update", "-x", &x, "-e", "R9:4M"]);
+        check(&s, &[], &[&f]).flagged(
+            "entry_mismatch",
+            "entry for R9 at offset 4194304: no magic number",
+        );
+        // R9 initialised under another name.
+        ok(bin, &["direct", "init", "-r", &format!("LS:R8:{s}:4M")]);
+        check(&s, &[], &[&f]).flagged(
+            "entry_mismatch",
+            "entry for R9 at offset 4194304: a paxos lease (resource) leader record belongs to resource \"R8\", not \"R9\"",
+        );
+    }
+}
