@@ -80,7 +80,9 @@ direct release -r RESOURCE [-i host_id -g generation]
 direct format -x RINDEX [-Z .. -A ..]
 direct lookup -x RINDEX [-e NAME[:OFFSET]]
 direct update -x RINDEX -e NAME:OFFSET [-z 1]
-direct rebuild -x RINDEX";
+direct rebuild -x RINDEX
+direct check PATH[:OFFSET] [-s LOCKSPACE_PATH[:OFFSET]]... [--kind K] [--json]
+                 (hactl's own: a read-only fsck; exit 0 clean, 1 problems, 2 error)";
 
 const CLIENT_ACTIONS: &str = "\
 Actions:
@@ -128,6 +130,12 @@ hactl's own:
                             in sanlock.conf; off by default)";
 
 fn main() {
+    // `direct check` has its own options (and --help), parsed by its own
+    // clap command: the outer parser would take its -h for `direct`'s.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.len() >= 3 && argv[1] == "direct" && argv[2] == "check" {
+        std::process::exit(direct_cmd::check_main(&argv[3..]));
+    }
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Direct { action, args: rest } => match args::parse(&action, &rest) {

@@ -2,6 +2,7 @@
 //! no daemon, exactly as `sanlock direct` does (init, dump, read_leader,
 //! write_leader, next_free, and the resource index commands).
 
+pub mod check;
 pub mod dump;
 pub mod rindex;
 

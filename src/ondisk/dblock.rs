@@ -119,3 +119,26 @@ impl ModeBlock {
         self.flags & MBLOCK_SHARED != 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// sanlock's verify_dblock skips the checksum when checksum, mbal, bal,
+    /// inp and lver are zero, whatever inp2, inp3 and flags hold (an input
+    /// the dblock fuzz target's old all-zero oracle disagreed on).
+    #[test]
+    fn empty_as_sanlock_ignores_inp2_inp3_flags() {
+        let d = PaxosDblock {
+            inp2: 7,
+            inp3: 987_951_735_040,
+            flags: DBLOCK_FL_RELEASED,
+            ..Default::default()
+        };
+        assert!(d.is_empty());
+        assert!(d.verify().is_ok());
+        let d = PaxosDblock { lver: 1, ..d };
+        assert!(!d.is_empty());
+        assert!(matches!(d.verify(), Err(DecodeError::BadChecksum { .. })));
+    }
+}
