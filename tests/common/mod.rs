@@ -218,7 +218,11 @@ pub struct SanlockDaemon {
 
 impl SanlockDaemon {
     pub fn start(run_dir: &Path) -> SanlockDaemon {
-        let child = spawn_daemon(sanlock(), &[], run_dir, "daemon.log", &[]);
+        Self::start_with(run_dir, &[])
+    }
+
+    pub fn start_with(run_dir: &Path, extra: &[&str]) -> SanlockDaemon {
+        let child = spawn_daemon(sanlock(), extra, run_dir, "daemon.log", &[]);
         SanlockDaemon {
             run_dir: run_dir.to_path_buf(),
             child,
@@ -485,4 +489,59 @@ time.sleep(2)
         let _ = c.wait();
         (line.trim().to_string(), when)
     })
+}
+
+/// A FUSE pass-through mount of a directory (tools/fuse-passthrough.py):
+/// SIGSTOP its server to freeze the storage path. Unmounted and stopped on
+/// drop.
+pub struct Fuse {
+    child: Child,
+    mnt: PathBuf,
+}
+
+impl Fuse {
+    pub fn start(back: &Path, mnt: &Path) -> Fuse {
+        Self::start_with(back, mnt, None)
+    }
+
+    /// With `fail_flag`: every read and write through the mount fails with
+    /// EIO while that file exists.
+    pub fn start_with(back: &Path, mnt: &Path, fail_flag: Option<&Path>) -> Fuse {
+        let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/fuse-passthrough.py");
+        let child = Command::new(python3())
+            .arg(&tool)
+            .args([back, mnt])
+            .args(fail_flag)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("fuse-passthrough.py (needs fuse3 and python3-fusepy)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string("/proc/mounts")
+            .unwrap()
+            .contains(p(mnt))
+        {
+            assert!(Instant::now() < deadline, "the FUSE mount did not appear");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Fuse {
+            child,
+            mnt: mnt.to_path_buf(),
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Fuse {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = Command::new("fusermount")
+            .args(["-u", "-z", p(&self.mnt)])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
