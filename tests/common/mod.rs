@@ -210,6 +210,16 @@ fn stop_daemon(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Whether process `pid` has exited (gone, or a zombie not yet reaped).
+pub fn exited(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
 /// A real sanlock daemon in its own run dir, stopped by pid on drop.
 pub struct SanlockDaemon {
     pub run_dir: PathBuf,
