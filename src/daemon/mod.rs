@@ -326,7 +326,7 @@ impl Daemon {
                         st.list = SpaceList::Removing;
                         break;
                     }
-                    if st.used_retries % 50 == 0 {
+                    if st.used_retries.is_multiple_of(50) {
                         warn!("s{} used external blocking lockspace removal", sp.space_id);
                     }
                     st.used_retries += 1;
