@@ -1,7 +1,8 @@
 //! Runs the deterministic simulation and reports seeds per second.
 //! `cargo run --release --example sim -- [SEEDS] [KNOB] [FIRST_SEED] [THREADS]`
 //! KNOB: none | takeover-without-dead | skip-delta-wait | no-watchdog |
-//! clear-without-kill | no-kill. `--trace SEED [KNOB]` prints one seed's trace.
+//! clear-without-kill | no-kill | late-writes | trust-bad-checksum |
+//! sanlock-token-check. `--trace SEED [KNOB]` prints one seed's trace.
 
 use hactl::sim::{self, Config, Knob, Sim};
 
@@ -14,6 +15,7 @@ fn knob(s: Option<&String>) -> Knob {
         Some("clear-without-kill") => Knob::ClearWithoutKill,
         Some("no-kill") => Knob::NoKill,
         Some("late-writes") => Knob::LateWrites,
+        Some("trust-bad-checksum") => Knob::TrustBadChecksum,
         Some("sanlock-token-check") => Knob::SanlockTokenCheck,
         Some(o) => panic!("unknown knob {o}"),
     }

@@ -6,8 +6,9 @@
 //! The rules, with io_timeout T and watchdog_fire_timeout W:
 //! - no successful renewal for 8T (or a corrupt renewal: our lease was taken
 //!   or changed under us) → the lockspace is dead: start killing its holders;
-//! - each holder gets at most one signal a second: SIGTERM (or its killpath)
-//!   until last_success + 8T + kill_grace_seconds, SIGKILL from then on;
+//! - each holder gets at most one signal a second: SIGTERM (or its killpath,
+//!   run only once) until last_success + 8T + kill_grace_seconds, SIGKILL
+//!   from then on;
 //!   after 100 signals a holder is given up on (it is stuck in the kernel)
 //!   and only the watchdog can end it;
 //! - once every holder is gone: stop the lockspace and close the watchdog
@@ -132,6 +133,10 @@ struct Kills {
     pid: u32,
     count: u32,
     last: u64,
+    /// The killpath was run: sanlock runs it once per holder
+    /// (`CL_RUNPATH_SENT`); the later seconds of the grace count as kill
+    /// attempts but send nothing, and SIGKILL follows the grace.
+    killpath_run: bool,
 }
 
 /// One lockspace's failure handling.
@@ -224,6 +229,7 @@ impl Recovery {
                         pid: h.pid,
                         count: 0,
                         last: 0,
+                        killpath_run: false,
                     });
                     self.kills.last_mut().unwrap()
                 }
@@ -248,7 +254,11 @@ impl Recovery {
             if signal == Signal::Term && h.restrict_sigterm {
                 signal = Signal::Kill;
             }
-            out.push(Action::Signal { pid: h.pid, signal });
+            let repeat = signal == Signal::RunKillpath && k.killpath_run;
+            k.killpath_run |= signal == Signal::RunKillpath;
+            if !repeat {
+                out.push(Action::Signal { pid: h.pid, signal });
+            }
             if k.count >= KILL_COUNT_MAX {
                 out.push(Action::Stuck { pid: h.pid });
             }
@@ -262,6 +272,56 @@ impl Recovery {
         }
         out
     }
+}
+
+/// sanlock's `MAX_AV_COUNT`: a killpath's argv, program included.
+pub const KILLPATH_MAX_ARGV: usize = 8;
+
+/// The argv a killpath runs with, split from its registered args string as
+/// sanlock's helper does (`run_path` in helper.c): arguments are separated
+/// by whitespace, `\\` and `\ ` (backslash + whitespace) escape, letters,
+/// digits and punctuation are kept, and anything else (another escape, a
+/// control or non-ASCII byte, a trailing backslash) ends the arguments;
+/// at most 8 entries, the pid last when the client asked for it.
+pub fn killpath_argv(path: &[u8], args: &[u8], pid: Option<i32>) -> Vec<Vec<u8>> {
+    let mut av = vec![path.to_vec()];
+    // The helper's message keeps 127 bytes and a NUL.
+    let args = &args[..args.len().min(127)];
+    let args = &args[..args.iter().position(|&b| b == 0).unwrap_or(args.len())];
+    let mut arg = Vec::new();
+    let mut i = 0;
+    while i < args.len() && av.len() < KILLPATH_MAX_ARGV {
+        let c = args[i];
+        if c == b'\\' {
+            match args.get(i + 1) {
+                Some(&n) if n == b'\\' || n.is_ascii_whitespace() || n == 0x0b => {
+                    arg.push(n);
+                    i += 2;
+                    continue;
+                }
+                _ => break,
+            }
+        }
+        if c.is_ascii_alphanumeric() || c.is_ascii_punctuation() {
+            arg.push(c);
+        } else if c.is_ascii_whitespace() || c == 0x0b {
+            if !arg.is_empty() {
+                av.push(std::mem::take(&mut arg));
+            }
+        } else {
+            break;
+        }
+        i += 1;
+    }
+    if av.len() < KILLPATH_MAX_ARGV && !arg.is_empty() {
+        av.push(arg);
+    }
+    if let Some(pid) = pid.filter(|&p| p != 0)
+        && av.len() < KILLPATH_MAX_ARGV
+    {
+        av.push(pid.to_string().into_bytes());
+    }
+    av
 }
 
 #[cfg(test)]
@@ -359,6 +419,23 @@ mod tests {
     }
 
     #[test]
+    fn killpath_runs_once_then_sigkill_when_the_grace_ends() {
+        let mut r = Recovery::new(RecoveryConfig::new(1, 60, Some(10)));
+        let h = [Holder {
+            killpath: true,
+            ..Holder::plain(5)
+        }];
+        let mut sent = Vec::new();
+        for now in 108..125 {
+            sent.extend(signals(&r.check(now, 100, false, false, &h)));
+        }
+        let mut want = vec![(5, Signal::RunKillpath)];
+        // 8 + 10 s after the last renewal, once a second
+        want.extend((118..125).map(|_| (5, Signal::Kill)));
+        assert_eq!(sent, want);
+    }
+
+    #[test]
     fn stuck_holder_is_given_up_after_kill_count_max() {
         let mut r = Recovery::new(RecoveryConfig::new(1, 10, None));
         let h = [Holder::plain(9)];
@@ -370,5 +447,30 @@ mod tests {
         assert_eq!(r.state(), State::GaveUp);
         // still waits for the holder to go (the watchdog will end it)
         assert_eq!(r.check(400, 100, false, false, &[]), vec![Action::AllClear]);
+    }
+
+    #[test]
+    fn killpath_argv_splits_like_sanlocks_helper() {
+        let av = |args: &str, pid| {
+            killpath_argv(b"/bin/kp", args.as_bytes(), pid)
+                .into_iter()
+                .map(|a| String::from_utf8(a).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(av("", None), ["/bin/kp"]);
+        assert_eq!(av("", Some(12)), ["/bin/kp", "12"]);
+        // python3-sanlock escapes spaces and backslashes
+        assert_eq!(
+            av("two\\ words  back\\\\slash\tx", Some(7)),
+            ["/bin/kp", "two words", "back\\slash", "x", "7"]
+        );
+        // another escape, a trailing backslash, a non-ASCII byte end it
+        assert_eq!(av("a \\x b", None), ["/bin/kp", "a"]);
+        assert_eq!(av("a b\\", None), ["/bin/kp", "a", "b"]);
+        assert_eq!(av("a é b", None), ["/bin/kp", "a"]);
+        // 8 entries at most, the pid only if there is room
+        assert_eq!(av("1 2 3 4 5 6 7 8 9", Some(3)).len(), 8);
+        assert_eq!(av("1 2 3 4 5 6", Some(3)).last().unwrap(), "3");
+        assert_eq!(av("1 2 3 4 5 6 7", Some(3)).last().unwrap(), "7");
     }
 }

@@ -3,7 +3,12 @@
 tests: SIGSTOP this process and every I/O through the mount hangs, as with
 a hung NFS server, while other processes still reach the backing files.
 
-usage: fuse-passthrough.py BACKING_DIR MOUNTPOINT   (runs in the foreground)
+With FAIL_FLAG given, every read and write through the mount fails with
+EIO while the file FAIL_FLAG exists (a dead disk path): tests create it to
+make renewals fail at once, and remove it to heal the path.
+
+usage: fuse-passthrough.py BACKING_DIR MOUNTPOINT [FAIL_FLAG]
+       (runs in the foreground)
 
 Files are opened with direct_io, so every read and write (O_DIRECT lease
 I/O included) reaches this process and, through pread/pwrite, the backing
@@ -17,8 +22,14 @@ import fusepy
 
 
 class Passthrough(fusepy.Operations):
-    def __init__(self, root):
+    def __init__(self, root, fail_flag=None):
         self.root = os.path.realpath(root)
+        self.fail_flag = fail_flag
+
+    def _check(self):
+        # One stat per I/O: cheap next to the fsync every write does.
+        if self.fail_flag and os.path.exists(self.fail_flag):
+            raise fusepy.FuseOSError(errno.EIO)
 
     def _p(self, path):
         return os.path.join(self.root, path.lstrip("/"))
@@ -49,9 +60,11 @@ class Passthrough(fusepy.Operations):
         return fd
 
     def read(self, path, size, offset, fi):
+        self._check()
         return os.pread(fi.fh, size, offset)
 
     def write(self, path, data, offset, fi):
+        self._check()
         n = os.pwrite(fi.fh, data, offset)
         os.fsync(fi.fh)
         return n
@@ -72,7 +85,8 @@ class Passthrough(fusepy.Operations):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
-    fusepy.FUSE(Passthrough(sys.argv[1]), sys.argv[2], foreground=True,
+    flag = sys.argv[3] if len(sys.argv) == 4 else None
+    fusepy.FUSE(Passthrough(sys.argv[1], flag), sys.argv[2], foreground=True,
                 nothreads=False, raw_fi=True, allow_other=True)

@@ -5,6 +5,7 @@
 #   tools/sim.sh --trace SEED [KNOB]      one seed's trace
 # KNOB: none takeover-without-dead skip-delta-wait no-watchdog
 #       clear-without-kill no-kill sanlock-token-check late-writes
+#       trust-bad-checksum
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q --release --example sim

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use self::config::DaemonConfig;
 use self::lockspace::{Space, SpaceList};
@@ -165,10 +165,13 @@ impl Daemon {
         if name.is_empty() || host_id == 0 || path.is_empty() {
             return Err(-libc::EINVAL);
         }
-        if self.shutting_down.load(Ordering::Relaxed) {
-            return Err(-libc::ESHUTDOWN);
-        }
         let mut spaces = self.spaces.lock().unwrap();
+        // Only a shutdown that is going ahead is set (none is while a
+        // lockspace exists, unless forced); sanlock undoes such an add
+        // once its host_id is acquired and answers -1.
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(-1);
+        }
         for sp in spaces.iter() {
             let exact = sp.name.same_as(&name)
                 && sp.path.as_os_str() == path
@@ -309,6 +312,29 @@ impl Daemon {
         let Some(sp) = self.find_exact(name, host_id, path, offset) else {
             return -libc::ENOENT;
         };
+        let rv = self.remove_space(&sp, false);
+        if rv != 0 {
+            return rv;
+        }
+        while wait
+            && self
+                .spaces
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|s| Arc::ptr_eq(s, &sp))
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        0
+    }
+
+    /// Starts removing a lockspace (rem_lockspace, or every lockspace for a
+    /// forced shutdown, which an rindex command does not hold off): the
+    /// main loop SIGKILLs its holders, and once nothing uses it a remover
+    /// thread stops it (releasing the host_id) and drops it. An add in
+    /// progress is abandoned instead.
+    fn remove_space(self: &Arc<Self>, sp: &Arc<Space>, shutdown: bool) -> Rv {
         let start_remover = {
             let mut st = sp.state.lock().unwrap();
             match st.list {
@@ -320,7 +346,7 @@ impl Daemon {
                     sp.changed.notify_all();
                     return 0;
                 }
-                SpaceList::Active if st.rindex_op != 0 => return -libc::EBUSY,
+                SpaceList::Active if st.rindex_op != 0 && !shutdown => return -libc::EBUSY,
                 SpaceList::Active => {
                     st.space_dead = true;
                     !sp.external_remove.swap(true, Ordering::Relaxed)
@@ -339,7 +365,7 @@ impl Daemon {
                         st.list = SpaceList::Removing;
                         break;
                     }
-                    if st.used_retries % 50 == 0 {
+                    if st.used_retries.is_multiple_of(50) {
                         warn!("s{} used external blocking lockspace removal", sp.space_id);
                     }
                     st.used_retries += 1;
@@ -351,17 +377,36 @@ impl Daemon {
                 info!("s{} lockspace removed", sp.space_id);
             });
         }
-        while wait
-            && self
-                .spaces
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|s| Arc::ptr_eq(s, &sp))
-        {
-            std::thread::sleep(Duration::from_millis(100));
-        }
         0
+    }
+
+    /// `shutdown` without force (or SIGTERM): only an idle daemon stops;
+    /// with a lockspace present it is ignored and forgotten, as sanlock
+    /// resets its `external_shutdown` in the main loop. Returns whether the
+    /// daemon is shutting down.
+    pub fn shutdown_if_idle(&self) -> bool {
+        let spaces = self.spaces.lock().unwrap();
+        if spaces.is_empty() {
+            self.shutting_down.store(true, Ordering::Relaxed);
+            return true;
+        }
+        drop(spaces);
+        debug!("ignore shutdown, lockspace exists");
+        false
+    }
+
+    /// `shutdown -f 1` (sanlock's `external_shutdown = 2`): every
+    /// lockspace's holders are SIGKILLed, then it is stopped and dropped;
+    /// the daemon exits once none is left. No new lockspace is added.
+    pub fn shutdown_force(self: &Arc<Self>) {
+        let spaces = {
+            let spaces = self.spaces.lock().unwrap();
+            self.shutting_down.store(true, Ordering::Relaxed);
+            spaces.clone()
+        };
+        for sp in spaces {
+            let _ = self.remove_space(&sp, true);
+        }
     }
 
     /// Takes a client slot (lowest free at or after 2).

@@ -1166,31 +1166,10 @@ impl Daemon {
 /// Runs a client's killpath program with its arguments (split at
 /// unescaped spaces, as sanlock's helper does), and the pid if asked.
 pub fn run_killpath(path: &str, args: &str, pid: Option<i32>) {
-    let mut argv: Vec<String> = Vec::new();
-    let mut cur = String::new();
-    let mut esc = false;
-    for ch in args.chars() {
-        match (esc, ch) {
-            (true, c) => {
-                cur.push(c);
-                esc = false;
-            }
-            (false, '\\') => esc = true,
-            (false, ' ') => {
-                if !cur.is_empty() {
-                    argv.push(std::mem::take(&mut cur));
-                }
-            }
-            (false, c) => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        argv.push(cur);
-    }
-    if let Some(p) = pid {
-        argv.push(p.to_string());
-    }
-    match std::process::Command::new(path).args(&argv).spawn() {
+    use std::os::unix::ffi::OsStrExt;
+    let argv = crate::recovery::killpath_argv(path.as_bytes(), args.as_bytes(), pid);
+    let argv = argv[1..].iter().map(|a| std::ffi::OsStr::from_bytes(a));
+    match std::process::Command::new(path).args(argv).spawn() {
         // Reaped by a thread so it leaves no zombie.
         Ok(mut ch) => {
             let _ = std::thread::Builder::new()

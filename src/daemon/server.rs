@@ -77,14 +77,13 @@ pub fn serve(d: Arc<Daemon>, l: UnixListener) {
     l.set_nonblocking(true).expect("nonblocking listener");
     loop {
         if TERM.swap(false, Ordering::Relaxed) {
-            d.shutting_down.store(true, Ordering::Relaxed);
+            d.shutdown_if_idle();
         }
-        if d.shutting_down.load(Ordering::Relaxed) {
-            if d.spaces.lock().unwrap().is_empty() {
-                info!("shutdown");
-                return;
-            }
-            debug!("ignore shutdown, lockspace exists");
+        // Set by an idle shutdown, or a forced one once its lockspaces
+        // are gone.
+        if d.shutting_down.load(Ordering::Relaxed) && d.spaces.lock().unwrap().is_empty() {
+            info!("shutdown");
+            return;
         }
         let mut pfd = libc::pollfd {
             fd: l.as_raw_fd(),
@@ -299,23 +298,21 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
         }
         Cmd::Shutdown => {
             set_owner(d, c, "shutdown");
+            // No reply: sanlock's client does not wait for one.
             if h.data != 0 {
-                // Forced: stop every lockspace (releasing host_ids), then exit.
-                let all = d.spaces.lock().unwrap().clone();
-                for sp in all {
-                    sp.stop_and_join();
-                }
-                d.spaces.lock().unwrap().clear();
+                d.shutdown_force();
+            } else {
+                d.shutdown_if_idle();
             }
-            d.shutting_down.store(true, Ordering::Relaxed);
             Next::Close
         }
         Cmd::ShutdownWait => {
-            if h.data == 0 && !d.spaces.lock().unwrap().is_empty() {
+            if h.data != 0 {
+                d.shutdown_force();
+            } else if !d.shutdown_if_idle() {
                 c.reply(h, -libc::EBUSY);
                 return Next::Keep;
             }
-            d.shutting_down.store(true, Ordering::Relaxed);
             while !d.spaces.lock().unwrap().is_empty() {
                 std::thread::sleep(Duration::from_millis(100));
             }

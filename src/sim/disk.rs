@@ -1,8 +1,10 @@
 //! The shared disk: one lockspace area and one resource lease area, 512-byte
-//! sectors. A single-sector write lands atomically; a multi-sector write
-//! lands sector by sector (torn if its writer dies or gives up halfway); a
-//! multi-sector read may see each sector as it was when the read started or
-//! when it ended.
+//! sectors. A write that completes lands whole. A write interrupted (its
+//! host crashed, or the storage failed it with EIO) lands partly
+//! ([`Landing`]): its first sectors whole, then possibly one sector torn —
+//! part new bytes, part old, so its checksum no longer matches — and none
+//! after. A multi-sector read may see each sector as it was when the read
+//! started or when it ended.
 
 use crate::delta::lease_sector;
 use crate::ondisk::{self, LeaderRecord, Name};
@@ -25,6 +27,23 @@ pub fn space_name() -> Name {
 
 pub fn resource_name() -> Name {
     Name::new("R").unwrap()
+}
+
+/// How much of an interrupted write reached the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Landing {
+    /// Sectors from the start of the write that landed whole.
+    pub whole: usize,
+    /// The next sector is torn at byte `cut`: new bytes before it (`true`)
+    /// or after it (`false`), old ones on the other side.
+    pub torn: Option<(usize, bool)>,
+}
+
+impl Landing {
+    pub const NOTHING: Landing = Landing {
+        whole: 0,
+        torn: None,
+    };
 }
 
 #[derive(Clone, Debug)]
@@ -72,5 +91,88 @@ impl SimDisk {
 
     pub fn write_sector(&mut self, sector: usize, data: &[u8]) {
         self.bytes[sector * SS..(sector + 1) * SS].copy_from_slice(&data[..SS]);
+    }
+
+    /// What an interrupted write of `data` at `sector` leaves behind.
+    pub fn land_partly(&mut self, sector: usize, data: &[u8], l: Landing) {
+        let count = data.len() / SS;
+        let whole = l.whole.min(count);
+        self.bytes[sector * SS..(sector + whole) * SS].copy_from_slice(&data[..whole * SS]);
+        if let Some((cut, new_first)) = l.torn
+            && whole < count
+        {
+            let at = (sector + whole) * SS;
+            let (old, new) = (
+                &mut self.bytes[at..at + SS],
+                &data[whole * SS..(whole + 1) * SS],
+            );
+            let cut = cut.min(SS);
+            if new_first {
+                old[..cut].copy_from_slice(&new[..cut]);
+            } else {
+                old[cut..].copy_from_slice(&new[cut..]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ondisk::PaxosDblock;
+    use crate::paxos::dblock_sector;
+
+    #[test]
+    fn an_interrupted_write_lands_whole_sectors_then_one_torn() {
+        let mut d = SimDisk::formatted(1);
+        let before = d.bytes.clone();
+        // Three dblock sectors, each with a valid checksum.
+        let first = RES_OFF + 2;
+        let mut data = Vec::new();
+        for i in 0..3 {
+            let mut b = PaxosDblock {
+                mbal: 10 + i,
+                bal: 10 + i,
+                inp: 1,
+                inp2: 7,
+                inp3: 99,
+                lver: 5,
+                ..Default::default()
+            };
+            data.extend(dblock_sector(&mut b, SS));
+        }
+        let dblock = |d: &SimDisk, s: usize| PaxosDblock::decode(&d.read(s, 1)).unwrap();
+        d.land_partly(first, &data, Landing::NOTHING);
+        assert_eq!(d.bytes, before);
+        d.land_partly(
+            first,
+            &data,
+            Landing {
+                whole: 1,
+                torn: Some((20, true)),
+            },
+        );
+        assert_eq!(d.read(first, 1), data[..SS]);
+        assert!(dblock(&d, first).verify().is_ok());
+        // New mbal and bal, the rest old (zero): the checksum gives it away.
+        let torn = dblock(&d, first + 1);
+        assert_eq!((torn.mbal, torn.bal, torn.lver), (11, 11, 0));
+        assert!(torn.verify().is_err());
+        assert_eq!(
+            d.read(first + 2, 1),
+            before[(first + 2) * SS..(first + 3) * SS]
+        );
+        // Old bytes first, new after the cut.
+        d.land_partly(
+            first + 2,
+            &data[2 * SS..],
+            Landing {
+                whole: 0,
+                torn: Some((8, false)),
+            },
+        );
+        let torn = dblock(&d, first + 2);
+        assert_eq!((torn.mbal, torn.bal, torn.lver), (0, 12, 5));
+        assert!(torn.verify().is_err());
     }
 }

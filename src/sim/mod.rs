@@ -26,7 +26,7 @@ use crate::paxos::{self, PaxosAcquire, PaxosParams};
 use crate::recovery::{Action, Holder, Recovery, RecoveryConfig, Signal};
 use crate::rv;
 use crate::timeouts::Timeouts;
-use disk::{LS_OFF, LS_SECTORS, MAX_HOSTS, RES_OFF, RES_SECTORS, SS, SimDisk};
+use disk::{LS_OFF, LS_SECTORS, Landing, MAX_HOSTS, RES_OFF, RES_SECTORS, SS, SimDisk};
 use rng::Rng;
 
 /// One safety step switched off on purpose: the simulation must then find
@@ -61,6 +61,11 @@ pub enum Knob {
     /// out) may still land later, after the issuer's newer writes. sanlock
     /// assumes it does not (see docs/sim.md for what this finds).
     LateWrites,
+    /// Readers take a sector whose checksum does not match (a torn write)
+    /// at its word: leaders, dblocks and delta leases are used as decoded,
+    /// where sanlock refuses them (a leader, the owner's delta lease, the
+    /// first read of an acquire) or skips them (a ballot's dblocks).
+    TrustBadChecksum,
 }
 
 impl Knob {
@@ -104,6 +109,12 @@ pub struct Stats {
     pub killed: u64,
     pub io_timeouts: u64,
     pub late_writes: u64,
+    /// I/Os failed with EIO by a flaky storage path.
+    pub io_errors: u64,
+    /// Interrupted writes (crash or EIO) that left a torn sector.
+    pub torn_writes: u64,
+    /// Acquires refused because a leader or dblock had a bad checksum.
+    pub checksum_refusals: u64,
 }
 
 impl Stats {
@@ -119,6 +130,9 @@ impl Stats {
         self.killed += o.killed;
         self.io_timeouts += o.io_timeouts;
         self.late_writes += o.late_writes;
+        self.io_errors += o.io_errors;
+        self.torn_writes += o.torn_writes;
+        self.checksum_refusals += o.checksum_refusals;
     }
 }
 
@@ -201,9 +215,14 @@ enum Ev {
         boot: u32,
         tick: u32,
     },
+    /// A write reaching the disk, whole or (`Some`) as an interrupted one;
+    /// only if it is still in flight (a crash lands it earlier).
     Land {
+        h: usize,
+        id: u64,
         sector: usize,
         data: Vec<u8>,
+        landing: Option<Landing>,
     },
     Crash {
         h: usize,
@@ -333,6 +352,14 @@ struct Host {
     ignore_term_prob: u64,
     /// The lockspace is gone for good in this boot (cleared): no rejoin.
     cleared: bool,
+    /// Writes issued and not landed yet: (id, sector, data).
+    inflight: Vec<(u64, usize, Vec<u8>)>,
+    /// The host crashes while its n-th write is in flight (0: never).
+    crash_in_write: u64,
+    writes: u64,
+    /// A window in which its storage path fails a third of the I/Os with
+    /// EIO; a failed write may still have landed, whole or torn.
+    flaky: Option<(u64, u64)>,
 }
 
 pub struct Sim {
@@ -353,7 +380,14 @@ pub struct Sim {
     stats: Stats,
     violation: Option<Violation>,
     trace: Vec<String>,
+    /// The torn-write faults' own randomness, apart from `rng`: a seed
+    /// without those faults runs as it did before they were modelled.
+    rng2: Rng,
+    next_write: u64,
 }
+
+/// What a failed I/O returns (-EIO).
+const EIO: i32 = -5;
 
 const IO_TIMEOUT: u64 = 1;
 const MAX_EVENTS: u64 = 2_000_000;
@@ -395,8 +429,18 @@ impl Sim {
         // Two hosts configured with the same host_id: what the delta lease's
         // wait exists for.
         let shared_id = n >= 2 && rng.chance(1, 4);
+        let mut rng2 = Rng::new(seed ^ 0x7465_6172_5f77_7269);
         let mut hosts = Vec::new();
         for i in 0..n {
+            let crash_in_write = if rng2.chance(1, 6) {
+                rng2.range(1, 60)
+            } else {
+                0
+            };
+            let flaky = rng2.chance(1, 4).then(|| {
+                let at = rng2.below(end);
+                (at, at + rng2.range(200, 10_000))
+            });
             let host_id = if shared_id && i == 1 { 1 } else { i as u64 + 1 };
             let lat_lo = rng.range(1, 5);
             let lat_hi = lat_lo + rng.below(60);
@@ -447,6 +491,10 @@ impl Sim {
                 stuck_prob: rng.below(300),
                 ignore_term_prob: rng.below(600),
                 cleared: false,
+                inflight: Vec::new(),
+                crash_in_write,
+                writes: 0,
+                flaky,
             });
         }
         let mut s = Sim {
@@ -466,6 +514,8 @@ impl Sim {
             stats: Stats::default(),
             violation: None,
             trace: Vec::new(),
+            rng2,
+            next_write: 0,
         };
         for h in 0..n {
             let at = s.rng.below(5000);
@@ -553,10 +603,60 @@ impl Sim {
         at
     }
 
+    /// The storage path of h fails this I/O with EIO.
+    fn io_fails(&mut self, h: usize) -> bool {
+        let fails = self.hosts[h]
+            .flaky
+            .is_some_and(|(a, b)| (a..b).contains(&self.now))
+            && self.rng2.chance(1, 3);
+        if fails {
+            self.stats.io_errors += 1;
+        }
+        fails
+    }
+
+    /// How an interrupted write of `count` sectors lands: not at all, whole
+    /// (only the report was lost), or some sectors and then one torn.
+    fn interrupted(&mut self, count: usize) -> Landing {
+        match self.rng2.below(3) {
+            0 => Landing::NOTHING,
+            1 => Landing {
+                whole: count,
+                torn: None,
+            },
+            _ => {
+                // Mostly inside the records (the first 200 bytes hold every
+                // field), else anywhere in the sector.
+                let cut = if self.rng2.chance(3, 4) {
+                    self.rng2.range(1, 200)
+                } else {
+                    self.rng2.range(1, SS as u64 - 1)
+                } as usize;
+                self.stats.torn_writes += 1;
+                Landing {
+                    whole: self.rng2.below(count as u64) as usize,
+                    torn: Some((cut, self.rng2.chance(1, 2))),
+                }
+            }
+        }
+    }
+
     fn read(&mut self, h: usize, who: Who, sector: usize, count: usize, timeout_s: u64) {
         let done = self.io_completion(h);
         let boot = self.hosts[h].boot;
         let deadline = self.after_local(h, timeout_s * 1000);
+        let off_disk = sector
+            .checked_add(count)
+            .is_none_or(|e| e > disk::DISK_SECTORS);
+        if off_disk || (done <= deadline && self.io_fails(h)) {
+            let r = IoDone::Read {
+                sector,
+                count,
+                snap: Err(EIO),
+            };
+            self.push(done, Ev::Io { h, boot, who, r });
+            return;
+        }
         if done > deadline {
             self.stats.io_timeouts += 1;
             let r = IoDone::Read {
@@ -582,13 +682,50 @@ impl Sim {
         let boot = self.hosts[h].boot;
         let deadline = self.after_local(h, timeout_s * 1000);
         let timed_out = done > deadline;
+        self.next_write += 1;
+        let id = self.next_write;
+        let x = &mut self.hosts[h];
+        x.writes += 1;
+        if x.writes == x.crash_in_write {
+            // The host goes down with this write in flight.
+            let at = self.now + self.rng2.below(done - self.now);
+            self.push(at, Ev::Crash { h });
+        }
+        if !timed_out && self.io_fails(h) {
+            // Failed by the storage, which may have written some of it.
+            let landing = Some(self.interrupted(data.len() / SS));
+            self.hosts[h].inflight.push((id, sector, data.clone()));
+            self.push(
+                done,
+                Ev::Land {
+                    h,
+                    id,
+                    sector,
+                    data,
+                    landing,
+                },
+            );
+            let r = IoDone::Write(Err(EIO));
+            self.push(done, Ev::Io { h, boot, who, r });
+            return;
+        }
         // An abandoned write never lands, except in the LateWrites model.
         let late = self.rng.chance(1, 2) && self.cfg.knob == Knob::LateWrites;
         if !timed_out || late {
             if timed_out {
                 self.stats.late_writes += 1;
             }
-            self.push(done, Ev::Land { sector, data });
+            self.hosts[h].inflight.push((id, sector, data.clone()));
+            self.push(
+                done,
+                Ev::Land {
+                    h,
+                    id,
+                    sector,
+                    data,
+                    landing: None,
+                },
+            );
         }
         let (at, r) = if timed_out {
             self.stats.io_timeouts += 1;
@@ -606,6 +743,11 @@ impl Sim {
             if count == 1 || self.rng.chance(1, 2) {
                 let s = sector + i;
                 out[i * SS..(i + 1) * SS].copy_from_slice(&self.disk.bytes[s * SS..(s + 1) * SS]);
+            }
+        }
+        if self.cfg.knob == Knob::TrustBadChecksum {
+            for i in 0..count {
+                reseal(sector + i, &mut out[i * SS..(i + 1) * SS]);
             }
         }
         Ok(out)
@@ -694,7 +836,22 @@ impl Sim {
                     self.host_down(h);
                 }
             }
-            Ev::Land { sector, data } => self.disk.write_sector(sector, &data),
+            Ev::Land {
+                h,
+                id,
+                sector,
+                data,
+                landing,
+            } => {
+                let x = &mut self.hosts[h];
+                if let Some(i) = x.inflight.iter().position(|w| w.0 == id) {
+                    x.inflight.swap_remove(i);
+                    match landing {
+                        None => self.disk.write_sector(sector, &data),
+                        Some(l) => self.disk.land_partly(sector, &data, l),
+                    }
+                }
+            }
             Ev::Crash { h } => {
                 if self.hosts[h].up {
                     self.stats.crashes += 1;
@@ -733,6 +890,13 @@ impl Sim {
     /// Crash or watchdog reset: the host holds nothing from now on.
     fn host_down(&mut self, h: usize) {
         self.unhold(h);
+        // Its writes in flight stop where they are: some land whole, some
+        // not at all, some torn.
+        for (_, sector, data) in std::mem::take(&mut self.hosts[h].inflight) {
+            let l = self.interrupted(data.len() / SS);
+            self.tr(|| format!("host {h}: write to sector {sector} interrupted: {l:?}"));
+            self.disk.land_partly(sector, &data, l);
+        }
         let restart = self.rng.chance(3, 5);
         let delay = self.rng.range(1000, 30_000);
         let x = &mut self.hosts[h];
@@ -1188,7 +1352,9 @@ impl Sim {
                         step = m.step(now, paxos::Input::OwnerDelta(Ok(free)));
                         continue;
                     }
-                    let slot = LS_OFF + owner_id as usize - 1;
+                    // (wrapping: a leader trusted despite a bad checksum
+                    // may name any owner; the read of it then fails)
+                    let slot = (LS_OFF + owner_id as usize).wrapping_sub(1);
                     self.hosts[h].work = Work::OwnerDelta(Box::new(m));
                     self.read(h, Who::Worker, slot, 1, IO_TIMEOUT);
                     return;
@@ -1198,16 +1364,32 @@ impl Sim {
                     self.read(
                         h,
                         Who::Worker,
-                        RES_OFF + 1 + host_id as usize,
+                        (RES_OFF + 1).wrapping_add(host_id as usize),
                         1,
                         IO_TIMEOUT,
                     );
                     return;
                 }
                 paxos::Step::WriteDblock(s) => {
+                    self.tr(|| {
+                        let d = PaxosDblock::decode(&s).expect("a dblock");
+                        format!(
+                            "host {h}: writes dblock mbal {} bal {} inp {} lver {}",
+                            d.mbal, d.bal, d.inp, d.lver
+                        )
+                    });
                     self.write(h, Who::Worker, RES_OFF + 1 + hid, s, IO_TIMEOUT)
                 }
-                paxos::Step::WriteLeader(s) => self.write(h, Who::Worker, RES_OFF, s, IO_TIMEOUT),
+                paxos::Step::WriteLeader(s) => {
+                    self.tr(|| {
+                        let l = LeaderRecord::decode(&s).expect("a leader");
+                        format!(
+                            "host {h}: writes leader lver {} owner {} gen {} ts {}",
+                            l.lver, l.owner_id, l.owner_generation, l.timestamp
+                        )
+                    });
+                    self.write(h, Who::Worker, RES_OFF, s, IO_TIMEOUT)
+                }
                 paxos::Step::Sleep(d) => {
                     let ms = d.as_millis() as u64;
                     self.timer(h, Who::Worker, ms)
@@ -1269,6 +1451,9 @@ impl Sim {
                 self.push(at, Ev::HolderDone { h, boot, pid });
             }
             Err(e) => {
+                if e == rv::SANLK_DBLOCK_CHECKSUM || e == rv::SANLK_LEADER_CHECKSUM {
+                    self.stats.checksum_refusals += 1;
+                }
                 self.tr(|| format!("host {h}: acquire failed {e}"));
                 self.retry_client(h, 500, 5000);
             }
@@ -1359,9 +1544,24 @@ impl Sim {
                 let Ok(Some(b)) = data else {
                     return self.release_done(h);
                 };
+                // sanlock's release reads the leader with its checks: a torn
+                // one (bad checksum) fails the release, nothing is written.
                 let Ok(now_leader) = LeaderRecord::decode(&b) else {
                     return self.release_done(h);
                 };
+                let names = (disk::space_name(), disk::resource_name());
+                let checked = if self.cfg.knob == Knob::TrustBadChecksum {
+                    Ok(())
+                } else {
+                    now_leader.verify_paxos(Some(&names.0), Some(&names.1), self.hosts[h].host_id)
+                };
+                if !matches!(
+                    checked,
+                    Ok(()) | Err(crate::ondisk::DecodeError::WrongSectorSize { .. })
+                ) {
+                    self.tr(|| format!("host {h}: release: leader {checked:?}"));
+                    return self.release_done(h);
+                }
                 let x = &self.hosts[h];
                 let now = self.monotime(h);
                 match paxos::release_leader(
@@ -1387,6 +1587,26 @@ impl Sim {
     fn release_done(&mut self, h: usize) {
         self.hosts[h].work = Work::Idle;
         self.retry_client(h, 500, 10_000);
+    }
+}
+
+/// For [`Knob::TrustBadChecksum`]: gives a sector whose record's checksum
+/// does not match a matching one, as if the reader never checked it.
+fn reseal(sector: usize, b: &mut [u8]) {
+    let leader = sector < RES_OFF + 1;
+    if leader {
+        if let Ok(mut lr) = LeaderRecord::decode(b)
+            && lr.checksum != lr.computed_checksum()
+        {
+            let e = lr.seal();
+            b[..e.len()].copy_from_slice(&e);
+        }
+    } else if sector >= RES_OFF + 2
+        && let Ok(mut d) = PaxosDblock::decode(b)
+        && d.verify().is_err()
+    {
+        let e = d.seal();
+        b[..e.len()].copy_from_slice(&e);
     }
 }
 

@@ -210,6 +210,16 @@ fn stop_daemon(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Whether process `pid` has exited (gone, or a zombie not yet reaped).
+pub fn exited(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
 /// A real sanlock daemon in its own run dir, stopped by pid on drop.
 pub struct SanlockDaemon {
     pub run_dir: PathBuf,
@@ -505,10 +515,17 @@ pub struct Fuse {
 
 impl Fuse {
     pub fn start(back: &Path, mnt: &Path) -> Fuse {
+        Self::start_with(back, mnt, None)
+    }
+
+    /// With `fail_flag`: every read and write through the mount fails with
+    /// EIO while that file exists.
+    pub fn start_with(back: &Path, mnt: &Path, fail_flag: Option<&Path>) -> Fuse {
         let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/fuse-passthrough.py");
         let child = Command::new(python3())
             .arg(&tool)
             .args([back, mnt])
+            .args(fail_flag)
             .stderr(Stdio::null())
             .spawn()
             .expect("fuse-passthrough.py (needs fuse3 and python3-fusepy)");
