@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod delta;
 pub mod direct;
 pub mod geometry;
+pub mod ha;
 pub mod hosts;
 pub mod io;
 pub mod lease_str;

@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
 
-use hactl::cli::{args, client_cmd, direct_cmd, xleases_cmd};
+use hactl::cli::{args, client_cmd, direct_cmd, ha_cmd, xleases_cmd};
 
 /// hactl: shared-storage leases, compatible with sanlock.
 #[derive(Parser)]
@@ -41,6 +41,8 @@ enum Cmd {
     /// vdsm's xleases volume (oVirt VM leases): format, add, remove,
     /// lookup, list, rebuild. Each lease is a sanlock resource at its slot.
     Xleases(xleases_cmd::XleasesArgs),
+    /// The HA layer: agent, status, events, maintenance, demo-vm, check-disks.
+    Ha(ha_cmd::HaArgs),
     /// Run the lease manager daemon (sanlock daemon ...).
     ///
     /// Options use sanlock's syntax: -D (foreground, log to stderr),
@@ -66,6 +68,7 @@ fn main() {
         },
         Cmd::Client { action, args: rest } => client_cmd::main(&action, &rest),
         Cmd::Xleases(a) => xleases_cmd::main(a),
+        Cmd::Ha(a) => ha_cmd::main(a),
         Cmd::Daemon { args: rest } => hactl::daemon::main(&rest),
     };
     std::process::exit(code);

@@ -3,4 +3,5 @@
 pub mod args;
 pub mod client_cmd;
 pub mod direct_cmd;
+pub mod ha_cmd;
 pub mod xleases_cmd;
