@@ -2,3 +2,4 @@
 //! on the surviving hosts, never on two at once.
 
 pub mod demo_vm;
+pub mod runner;
