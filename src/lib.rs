@@ -10,6 +10,7 @@
 //! - [`cli`]: sanlock's command syntax and output text
 //! - [`client`]: a typed Rust API to a sanlock daemon, instead of libsanlock
 //! - [`wdmd`]: the watchdog daemon's client protocol and when to pet it
+//! - [`ha`]: the HA layer (config, whiteboard, decide)
 
 pub mod cli;
 pub mod client;

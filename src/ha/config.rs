@@ -1,0 +1,371 @@
+//! The HA config (TOML), the same file on every host. Pure: parsing and
+//! validation only; [`Config::from_file`] is the one read.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ondisk::sanlock_crc32c;
+
+/// Whiteboard bitmaps hold one bit per VM.
+pub const MAX_VMS: usize = 1024;
+/// sanlock's host_id range.
+pub const MAX_HOST_ID: u64 = 2000;
+/// sanlock's lockspace and resource names are 48 bytes.
+pub const NAME_MAX: usize = 48;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read HA config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("HA config{}: {message}", origin(.path))]
+    Parse {
+        path: Option<PathBuf>,
+        message: String,
+    },
+    #[error("HA config{}: {message}", origin(.path))]
+    Invalid {
+        path: Option<PathBuf>,
+        message: String,
+    },
+}
+
+fn origin(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!(" {}", p.display()))
+        .unwrap_or_default()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub cluster: Cluster,
+    #[serde(default, rename = "vm")]
+    pub vms: Vec<Vm>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub lockspace: String,
+    pub ids: PathBuf,
+    pub xleases: PathBuf,
+    pub whiteboard: PathBuf,
+    /// Agent cycle, seconds.
+    #[serde(default = "default_interval")]
+    pub interval: u64,
+    /// Seconds a non-chosen host waits before racing for an orphan.
+    #[serde(default = "default_grace")]
+    pub grace: u64,
+    /// HA VMs one host runs at most.
+    #[serde(default = "default_capacity")]
+    pub capacity: u32,
+}
+
+fn default_interval() -> u64 {
+    2
+}
+fn default_grace() -> u64 {
+    10
+}
+fn default_capacity() -> u32 {
+    64
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunnerKind {
+    #[default]
+    Command,
+    Libvirt,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vm {
+    pub name: String,
+    /// The xleases lease id; [`Vm::lease_id`] gives the default (the name).
+    #[serde(default, rename = "lease_id")]
+    pub lease_id_opt: Option<String>,
+    /// Higher first.
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub preferred_hosts: Vec<u64>,
+    #[serde(default)]
+    pub runner: RunnerKind,
+    /// argv of the VM process (runner "command").
+    #[serde(default)]
+    pub start: Vec<String>,
+    /// argv run to stop it; None: SIGTERM, then SIGKILL after 10 s.
+    #[serde(default)]
+    pub stop: Option<Vec<String>>,
+    /// The libvirt domain (runner "libvirt").
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
+impl Vm {
+    pub fn lease_id(&self) -> &str {
+        self.lease_id_opt.as_deref().unwrap_or(&self.name)
+    }
+}
+
+impl Config {
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Self::parse_from(text, None)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse_from(&text, Some(path))
+    }
+
+    fn parse_from(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.map(Path::to_path_buf),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: path.map(Path::to_path_buf),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Everything serde cannot check: names, ranges, runner arguments.
+    pub fn validate(&self) -> Result<(), String> {
+        let c = &self.cluster;
+        check_name("cluster.lockspace", &c.lockspace)?;
+        if c.interval == 0 {
+            return Err("cluster.interval must be at least 1 second".into());
+        }
+        if c.capacity == 0 {
+            return Err("cluster.capacity must be at least 1".into());
+        }
+        if self.vms.len() > MAX_VMS {
+            return Err(format!(
+                "{} VMs configured; the whiteboard holds at most {MAX_VMS}",
+                self.vms.len()
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut leases = std::collections::HashSet::new();
+        for (i, vm) in self.vms.iter().enumerate() {
+            let what = format!("vm #{} ({:?})", i + 1, vm.name);
+            check_name(&format!("{what} name"), &vm.name)?;
+            check_name(&format!("{what} lease_id"), vm.lease_id())?;
+            if !names.insert(vm.name.as_str()) {
+                return Err(format!("{what}: VM name used twice"));
+            }
+            // Two VMs under one lease would exclude each other forever.
+            if !leases.insert(vm.lease_id()) {
+                return Err(format!("{what}: lease_id {:?} used twice", vm.lease_id()));
+            }
+            for &h in &vm.preferred_hosts {
+                if !(1..=MAX_HOST_ID).contains(&h) {
+                    return Err(format!(
+                        "{what}: preferred host {h} is not a host_id (1..={MAX_HOST_ID})"
+                    ));
+                }
+            }
+            match vm.runner {
+                RunnerKind::Command => {
+                    if vm.start.is_empty() || vm.start[0].is_empty() {
+                        return Err(format!("{what}: runner \"command\" needs start = [argv]"));
+                    }
+                    if vm.domain.is_some() {
+                        return Err(format!("{what}: domain is for runner \"libvirt\""));
+                    }
+                }
+                RunnerKind::Libvirt => {
+                    if vm.domain.as_deref().is_none_or(str::is_empty) {
+                        return Err(format!("{what}: runner \"libvirt\" needs domain = \"...\""));
+                    }
+                    if !vm.start.is_empty() {
+                        return Err(format!("{what}: start is for runner \"command\""));
+                    }
+                }
+            }
+            if let Some(stop) = &vm.stop
+                && stop.first().is_none_or(String::is_empty)
+            {
+                return Err(format!("{what}: stop must be a non-empty argv"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The number hosts compare to trust each other with VMs: sanlock's
+    /// crc32c of, per VM in config order, `name` TAB `lease_id`, joined by
+    /// `\n`, then `\n` and the lockspace name. The lease ids are in it
+    /// because two hosts disagreeing on a VM's lease would both run it.
+    pub fn digest(&self) -> u32 {
+        let mut s = String::new();
+        for vm in &self.vms {
+            s.push_str(&vm.name);
+            s.push('\t');
+            s.push_str(vm.lease_id());
+            s.push('\n');
+        }
+        s.push_str(&self.cluster.lockspace);
+        sanlock_crc32c(s.as_bytes())
+    }
+
+    /// The VM's index: its bit in the whiteboard bitmaps.
+    pub fn vm_index(&self, name: &str) -> Option<usize> {
+        self.vms.iter().position(|v| v.name == name)
+    }
+}
+
+fn check_name(what: &str, s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if s.len() > NAME_MAX {
+        return Err(format!(
+            "{what} {s:?} is {} bytes; sanlock names are at most {NAME_MAX}",
+            s.len()
+        ));
+    }
+    // ':' separates sanlock's lease strings; control characters would
+    // make the digest and the logs ambiguous.
+    if s.chars().any(|c| c.is_control() || c == ':') {
+        return Err(format!("{what} {s:?} contains ':' or a control character"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[cluster]
+lockspace = "demo"
+ids = "/srv/ha/ids"
+xleases = "/srv/ha/xleases"
+whiteboard = "/srv/ha/whiteboard"
+interval = 2
+grace = 10
+capacity = 64
+
+[[vm]]
+name = "web1"
+lease_id = "web1"
+priority = 10
+preferred_hosts = [1, 2]
+runner = "command"
+start = ["/usr/bin/hactl", "ha", "demo-vm", "/srv/ha/web1.disk"]
+stop = ["/bin/true"]
+
+[[vm]]
+name = "db1"
+runner = "libvirt"
+domain = "db1"
+"#;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(c.cluster.lockspace, "demo");
+        assert_eq!(c.cluster.grace, 10);
+        assert_eq!(c.vms.len(), 2);
+        assert_eq!(c.vms[0].preferred_hosts, vec![1, 2]);
+        assert_eq!(c.vms[1].lease_id(), "db1");
+        assert_eq!(c.vms[1].runner, RunnerKind::Libvirt);
+        assert_eq!(c.vm_index("db1"), Some(1));
+        assert_eq!(c.vm_index("nope"), None);
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = Config::parse(
+            "[cluster]\nlockspace='a'\nids='/i'\nxleases='/x'\nwhiteboard='/w'\n\
+             [[vm]]\nname='v'\nstart=['/bin/sleep','100']\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.cluster.interval, c.cluster.grace, c.cluster.capacity),
+            (2, 10, 64)
+        );
+        assert_eq!(c.vms[0].priority, 0);
+        assert_eq!(c.vms[0].runner, RunnerKind::Command);
+    }
+
+    #[test]
+    fn a_typo_is_an_error_naming_the_key() {
+        let bad = EXAMPLE.replace("preferred_hosts", "prefered_hosts");
+        let e = Config::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("prefered_hosts"), "{e}");
+        let bad = EXAMPLE.replace("grace = 10", "grace = 10\ngrase = 3");
+        let e = Config::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("grase"), "{e}");
+    }
+
+    #[test]
+    fn invalid_configs_are_refused_with_the_reason() {
+        let cases = [
+            (
+                EXAMPLE.replace("name = \"db1\"", "name = \"web1\""),
+                "used twice",
+            ),
+            (EXAMPLE.replace("domain = \"db1\"", ""), "needs domain"),
+            (EXAMPLE.replace("[1, 2]", "[0]"), "not a host_id"),
+            (EXAMPLE.replace("interval = 2", "interval = 0"), "interval"),
+            (EXAMPLE.replace("capacity = 64", "capacity = 0"), "capacity"),
+            (
+                EXAMPLE.replace("lease_id = \"web1\"", "lease_id = \"db1\""),
+                "lease_id",
+            ),
+            (EXAMPLE.replace("\"demo\"", "\"de:mo\""), "':'"),
+        ];
+        for (text, want) in cases {
+            let e = Config::parse(&text).unwrap_err().to_string();
+            assert!(e.contains(want), "want {want:?} in {e}");
+        }
+        let mut many =
+            String::from("[cluster]\nlockspace='a'\nids='/i'\nxleases='/x'\nwhiteboard='/w'\n");
+        for i in 0..=MAX_VMS {
+            many.push_str(&format!("[[vm]]\nname='v{i}'\nstart=['/bin/true']\n"));
+        }
+        let e = Config::parse(&many).unwrap_err().to_string();
+        assert!(e.contains("at most 1024"), "{e}");
+    }
+
+    #[test]
+    fn digest_depends_on_names_order_and_leases() {
+        let a = Config::parse(EXAMPLE).unwrap();
+        let mut b = a.clone();
+        b.vms[0].priority = 99; // not in the digest: hosts may differ there
+        assert_eq!(a.digest(), b.digest());
+        b.vms.swap(0, 1);
+        assert_ne!(a.digest(), b.digest());
+        let mut c = a.clone();
+        c.vms[0].lease_id_opt = Some("other".into());
+        assert_ne!(a.digest(), c.digest());
+        let mut d = a.clone();
+        d.vms.pop();
+        assert_ne!(a.digest(), d.digest());
+    }
+
+    #[test]
+    fn from_file_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ha.toml");
+        std::fs::write(&p, "[cluster]\nlockspace = 1\n").unwrap();
+        let e = Config::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("ha.toml"), "{e}");
+        let e = Config::from_file(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read"), "{e}");
+    }
+}

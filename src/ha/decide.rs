@@ -1,0 +1,491 @@
+//! `decide()`: what this host's agent does about each HA VM this cycle.
+//! Pure: the agent, the tests and the simulation build the [`Input`]
+//! (host states, whiteboard, leases, local processes, memory); no I/O and
+//! no clock here. The rules are docs/ha-design.md's, numbered there.
+
+use std::cmp::Reverse;
+use std::fmt::Write as _;
+
+use super::config::Config;
+use super::whiteboard::{HostSector, MAX_SCORE, VmBitmap};
+use crate::hosts::HostState;
+
+/// A failed start is remembered (failed bit, score penalty) this long.
+pub const FAILED_FORGET_SECS: u64 = 600;
+/// Score lost per VM with a recent failed start, and the tie-break
+/// penalty of a host that failed this VM.
+pub const FAILED_PENALTY: u32 = 50;
+/// Score lost by a host running `capacity` VMs.
+pub const FULL_PENALTY: u32 = 400;
+
+/// One host as this host sees it: the local daemon's judgement of its
+/// delta lease, and its whiteboard sector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostView {
+    pub host_id: u64,
+    pub state: HostState,
+    /// Its current lockspace generation (from its delta lease).
+    pub generation: u64,
+    /// Seconds since its delta lease last changed, for reasons.
+    pub renewal_age: Option<u64>,
+    /// Its whiteboard sector as read this cycle (None: never written or damaged).
+    pub sector: Option<HostSector>,
+    /// The sector's seq changed within 3 × interval by our clock.
+    pub fresh: bool,
+}
+
+/// A VM lease as read from storage this cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseView {
+    /// Free or released.
+    Free,
+    Held {
+        owner: u64,
+        generation: u64,
+        lver: u64,
+    },
+    /// The read failed: nothing is decided on it.
+    Unreadable,
+}
+
+/// The VM's process on this host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Local {
+    #[default]
+    Idle,
+    /// The runner was started (registering, acquiring the lease).
+    Starting {
+        since: u64,
+    },
+    Running {
+        pid: u32,
+        since: u64,
+    },
+    /// A stop was issued; the process is not gone yet.
+    Stopping {
+        since: u64,
+    },
+}
+
+impl Local {
+    fn present(&self) -> bool {
+        !matches!(self, Local::Idle)
+    }
+}
+
+/// What happened to a local VM process since the last cycle (the agent
+/// reports each once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub vm: usize,
+    /// Our monotonic seconds.
+    pub at: u64,
+    pub kind: OutcomeKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutcomeKind {
+    /// The runner exited non-zero before the VM ran (not a lost race).
+    FailedStart,
+    /// The lease was taken by another host first (-EAGAIN / -243 style).
+    LostRace,
+    /// The VM ran and exited by itself.
+    Exited { status: i32 },
+    /// It exited after our Stop.
+    Stopped,
+}
+
+/// What the agent carries from one cycle to the next, per config VM.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    pub vms: Vec<VmMemory>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmMemory {
+    /// Since when (our clock) the VM has been seen orphaned, continuously.
+    pub orphan_since: Option<u64>,
+    /// Our last failed start of it (forgotten after [`FAILED_FORGET_SECS`]).
+    pub failed_at: Option<u64>,
+    /// Our last lost race for it (shown, not counted).
+    pub lost_race_at: Option<u64>,
+}
+
+impl Memory {
+    /// The failed bitmap to publish: VMs we failed to start recently.
+    pub fn failed_bitmap(&self, now: u64) -> VmBitmap {
+        VmBitmap::from_indexes(
+            self.vms
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.failed_at.is_some_and(|t| now < t + FAILED_FORGET_SECS))
+                .map(|(i, _)| i),
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Input<'a> {
+    /// Our monotonic seconds.
+    pub now: u64,
+    /// Our host_id.
+    pub me: u64,
+    pub config: &'a Config,
+    /// Every host the daemon knows of (ourselves included).
+    pub hosts: Vec<HostView>,
+    /// Sector 0's flag.
+    pub global_maintenance: bool,
+    /// Our own local maintenance (the agent's setting).
+    pub local_maintenance: bool,
+    /// Per config VM.
+    pub leases: Vec<LeaseView>,
+    /// Per config VM.
+    pub local: Vec<Local>,
+    pub outcomes: Vec<Outcome>,
+    pub memory: Memory,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    Start,
+    Stop,
+    /// A decision not to act, with its reason.
+    Wait,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Action {
+    pub kind: ActionKind,
+    /// Config VM index.
+    pub vm: usize,
+    /// For the operator: names hosts, states, scores.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub actions: Vec<Action>,
+    /// Our new score, to publish.
+    pub score: u32,
+    /// Our new failed bitmap, to publish.
+    pub failed: VmBitmap,
+    pub memory: Memory,
+}
+
+impl Decision {
+    pub fn starts(&self) -> impl Iterator<Item = usize> + '_ {
+        self.of(ActionKind::Start)
+    }
+    pub fn stops(&self) -> impl Iterator<Item = usize> + '_ {
+        self.of(ActionKind::Stop)
+    }
+    fn of(&self, k: ActionKind) -> impl Iterator<Item = usize> + '_ {
+        self.actions
+            .iter()
+            .filter(move |a| a.kind == k)
+            .map(|a| a.vm)
+    }
+}
+
+/// The score a host publishes (hosted-engine's 0..=3400 scale).
+pub fn score(failed_vms: u32, running: u32, capacity: u32, local_maintenance: bool) -> u32 {
+    if local_maintenance {
+        return 0;
+    }
+    let mut s = MAX_SCORE.saturating_sub(FAILED_PENALTY.saturating_mul(failed_vms));
+    if running >= capacity {
+        s = s.saturating_sub(FULL_PENALTY);
+    }
+    s
+}
+
+/// Why a VM is orphaned (its lease may be taken).
+fn orphan_why(i: &Input, lease: LeaseView) -> Result<String, Option<String>> {
+    // Ok(why): orphaned; Err(Some(why)): not, and worth a Wait; Err(None): not, all well.
+    let host = |h: u64| i.hosts.iter().find(|v| v.host_id == h);
+    match lease {
+        LeaseView::Free => Ok("lease free".into()),
+        LeaseView::Unreadable => Err(Some("lease unreadable this cycle; deciding nothing".into())),
+        LeaseView::Held {
+            owner, generation, ..
+        } => {
+            let Some(h) = host(owner) else {
+                return Err(Some(format!(
+                    "held by host {owner}, which the daemon does not know yet; waiting"
+                )));
+            };
+            if h.generation > generation {
+                return Ok(format!(
+                    "held by host {owner} generation {generation}, gone (host {owner} is now generation {})",
+                    h.generation
+                ));
+            }
+            let age = h
+                .renewal_age
+                .map(|a| format!("last renewal {a} s ago"))
+                .unwrap_or_else(|| "last renewal unknown".into());
+            match h.state {
+                HostState::Dead => Ok(format!("host {owner} DEAD ({age})")),
+                HostState::Free => Ok(format!("host {owner} left the lockspace (FREE)")),
+                HostState::Live if owner == i.me => Err(Some(format!(
+                    "lease held by us (host {owner}) with no process here: left over until its holder is gone"
+                ))),
+                HostState::Live => Err(None),
+                HostState::Fail => Err(Some(format!(
+                    "host {owner} FAIL ({age}): it may still run it; never restarted before DEAD"
+                ))),
+                HostState::Unknown => {
+                    Err(Some(format!("host {owner} state not judged yet; waiting")))
+                }
+            }
+        }
+    }
+}
+
+struct Candidate {
+    host_id: u64,
+    score: u32,
+    load: u32,
+    failed: VmBitmap,
+}
+
+pub fn decide(i: &Input) -> Decision {
+    let cfg = i.config;
+    let n = cfg.vms.len();
+    let now = i.now;
+    let capacity = cfg.cluster.capacity;
+    let mut mem = i.memory.clone();
+    mem.vms.resize(n, VmMemory::default());
+
+    for o in &i.outcomes {
+        let Some(m) = mem.vms.get_mut(o.vm) else {
+            continue;
+        };
+        match o.kind {
+            OutcomeKind::FailedStart => m.failed_at = Some(o.at),
+            OutcomeKind::LostRace => m.lost_race_at = Some(o.at),
+            OutcomeKind::Exited { .. } | OutcomeKind::Stopped => {}
+        }
+    }
+    for m in &mut mem.vms {
+        if m.failed_at.is_some_and(|t| now >= t + FAILED_FORGET_SECS) {
+            m.failed_at = None;
+        }
+    }
+    let failed = mem.failed_bitmap(now);
+    let local = |v: usize| i.local.get(v).copied().unwrap_or_default();
+    let mut my_load = (0..n).filter(|&v| local(v).present()).count() as u32;
+
+    let mut actions = Vec::new();
+    let mut orphans: Vec<(usize, String)> = Vec::new();
+    for v in 0..n {
+        let name = &cfg.vms[v].name;
+        let l = local(v);
+        if l.present() {
+            mem.vms[v].orphan_since = None;
+            if i.local_maintenance && !matches!(l, Local::Stopping { .. }) {
+                actions.push(Action {
+                    kind: ActionKind::Stop,
+                    vm: v,
+                    reason: format!(
+                        "{name}: host {} in local maintenance; stopping it so another host takes it",
+                        i.me
+                    ),
+                });
+            }
+            continue;
+        }
+        let lease = i.leases.get(v).copied().unwrap_or(LeaseView::Unreadable);
+        match orphan_why(i, lease) {
+            Ok(why) => {
+                mem.vms[v].orphan_since.get_or_insert(now);
+                orphans.push((v, why));
+            }
+            Err(why) => {
+                if lease != LeaseView::Unreadable {
+                    mem.vms[v].orphan_since = None;
+                }
+                if let Some(why) = why {
+                    actions.push(Action {
+                        kind: ActionKind::Wait,
+                        vm: v,
+                        reason: format!("{name}: {why}"),
+                    });
+                }
+            }
+        }
+    }
+
+    let running_after = my_load
+        - actions
+            .iter()
+            .filter(|a| a.kind == ActionKind::Stop)
+            .count() as u32;
+    let score = score(failed.count(), running_after, capacity, i.local_maintenance);
+
+    let wait = |v: usize, why: &str, tail: &str| Action {
+        kind: ActionKind::Wait,
+        vm: v,
+        reason: format!("{}: {why}; {tail}", cfg.vms[v].name),
+    };
+    if i.global_maintenance {
+        for (v, why) in orphans {
+            actions.push(wait(v, &why, "global maintenance: not starting"));
+        }
+        return Decision {
+            actions,
+            score,
+            failed,
+            memory: mem,
+        };
+    }
+    if i.local_maintenance {
+        for (v, why) in orphans {
+            actions.push(wait(
+                v,
+                &why,
+                &format!("host {} in local maintenance: not starting here", i.me),
+            ));
+        }
+        return Decision {
+            actions,
+            score,
+            failed,
+            memory: mem,
+        };
+    }
+
+    // Rule 5: candidates, judged on the whiteboard alone so that every host
+    // computes the same assignment.
+    let digest = cfg.digest();
+    let mut cands: Vec<Candidate> = i
+        .hosts
+        .iter()
+        .filter(|h| h.state == HostState::Live && h.fresh)
+        .filter_map(|h| {
+            let s = h.sector.as_ref()?;
+            (s.generation == h.generation
+                && s.config_digest == digest
+                && !s.local_maintenance()
+                && s.score > 0
+                && s.running_count() < capacity)
+                .then_some(Candidate {
+                    host_id: h.host_id,
+                    score: s.score,
+                    load: s.running_count(),
+                    failed: s.failed,
+                })
+        })
+        .collect();
+    cands.sort_by_key(|c| c.host_id);
+    cands.dedup_by_key(|c| c.host_id);
+    let me_candidate = cands.iter().any(|c| c.host_id == i.me);
+
+    orphans.sort_by(|a, b| {
+        let (va, vb) = (&cfg.vms[a.0], &cfg.vms[b.0]);
+        Reverse(va.priority)
+            .cmp(&Reverse(vb.priority))
+            .then_with(|| va.name.cmp(&vb.name))
+    });
+    for (v, why) in orphans {
+        let vm = &cfg.vms[v];
+        let eligible: Vec<usize> = (0..cands.len())
+            .filter(|&c| cands[c].load < capacity)
+            .collect();
+        let unfailed: Vec<usize> = eligible
+            .iter()
+            .copied()
+            .filter(|&c| !cands[c].failed.get(v))
+            .collect();
+        let pool = if unfailed.is_empty() {
+            &eligible
+        } else {
+            &unfailed
+        };
+        let eff = |c: &Candidate| {
+            if c.failed.get(v) {
+                c.score.saturating_sub(FAILED_PENALTY)
+            } else {
+                c.score
+            }
+        };
+        let pref = |h: u64| {
+            vm.preferred_hosts
+                .iter()
+                .position(|&p| p == h)
+                .unwrap_or(usize::MAX)
+        };
+        let best = pool.iter().copied().min_by_key(|&c| {
+            let c = &cands[c];
+            (pref(c.host_id), Reverse(eff(c)), c.load, c.host_id)
+        });
+        let mut listing = String::from("[");
+        for (k, &c) in pool.iter().enumerate() {
+            let sep = if k > 0 { " " } else { "" };
+            let _ = write!(listing, "{sep}{}:{}", cands[c].host_id, eff(&cands[c]));
+        }
+        listing.push(']');
+        let Some(best) = best else {
+            actions.push(wait(v, &why, "no LIVE host with a fresh whiteboard, the same config, score > 0 and room: nobody to start it"));
+            continue;
+        };
+        let b = &cands[best];
+        let chosen = format!("best LIVE host {} score {} {listing}", b.host_id, eff(b));
+        let best_id = b.host_id;
+        cands[best].load += 1;
+        if best_id == i.me {
+            my_load += 1;
+            actions.push(Action {
+                kind: ActionKind::Start,
+                vm: v,
+                reason: format!("{}: {why}; {chosen}; starting", vm.name),
+            });
+            continue;
+        }
+        let since = mem.vms[v].orphan_since.unwrap_or(now);
+        let waited = now.saturating_sub(since);
+        let grace = cfg.cluster.grace;
+        if !me_candidate {
+            actions.push(wait(
+                v,
+                &why,
+                &format!("{chosen}; host {} is no candidate here", i.me),
+            ));
+        } else if failed.get(v) {
+            actions.push(wait(
+                v,
+                &why,
+                &format!("{chosen}; we failed to start it recently, not racing"),
+            ));
+        } else if my_load >= capacity {
+            actions.push(wait(
+                v,
+                &why,
+                &format!("{chosen}; host {} at capacity {capacity}", i.me),
+            ));
+        } else if waited >= grace {
+            my_load += 1;
+            actions.push(Action {
+                kind: ActionKind::Start,
+                vm: v,
+                reason: format!(
+                    "{}: {why}; {chosen}; orphaned {waited} s >= grace {grace} s: racing for the lease",
+                    vm.name
+                ),
+            });
+        } else {
+            actions.push(wait(
+                v,
+                &why,
+                &format!("{chosen}; orphaned {waited} s, racing after grace {grace} s"),
+            ));
+        }
+    }
+    Decision {
+        actions,
+        score,
+        failed,
+        memory: mem,
+    }
+}
