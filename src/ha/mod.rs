@@ -7,6 +7,7 @@
 //! - [`runner`]: starting a VM only under its lease, stopping it
 //! - [`demo_vm`]: the stand-in VM and the split-brain check on its disk
 //! - [`cluster`]: a whole cluster on one machine (tests, `hactl demo`)
+//! - [`demo`]: `hactl demo`
 
 pub mod config;
 pub mod decide;
@@ -14,6 +15,7 @@ pub mod whiteboard;
 
 pub mod agent;
 pub mod cluster;
+pub mod demo;
 pub mod demo_vm;
 pub mod runner;
 
