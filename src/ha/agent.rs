@@ -508,7 +508,7 @@ impl Agent {
             }
         }
         // Retry leases not found at start (added since).
-        if self.infos.iter().any(|i| i.is_none()) && self.cycle % 10 == 0 {
+        if self.infos.iter().any(|i| i.is_none()) && self.cycle.is_multiple_of(10) {
             let (infos, _) = lookup_leases(&self.cfg, self.timeout);
             for (k, i) in infos.into_iter().enumerate() {
                 if self.infos[k].is_none() && i.is_some() {
@@ -598,13 +598,18 @@ impl Agent {
             }
         }
 
-        // Our sector: what runs here now (started this cycle included).
+        // Our sector: the VMs that run here, under their lease. Not the
+        // ones still starting: their lease may still look orphaned to the
+        // others, and counting them in our load would change the others'
+        // assignment of that same VM to another host. Once a VM runs, its
+        // lease (acquired before the exec) shows us as owner to anyone who
+        // reads the lease after our sector.
         let local_after = self.local_snapshot(now);
         let running = VmBitmap::from_indexes(
             local_after
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| !matches!(l, Local::Idle))
+                .filter(|(_, l)| matches!(l, Local::Running { .. } | Local::Stopping { .. }))
                 .map(|(i, _)| i),
         );
         self.seq += 1;
@@ -870,7 +875,7 @@ mod tests {
             ..Default::default()
         };
         let mut b = vec![0u8; 512];
-        b[..crate::ondisk::LEADER_SIZE].copy_from_slice(&lr.seal());
+        b[..crate::ondisk::leader::LEADER_SIZE].copy_from_slice(&lr.seal());
         assert_eq!(
             lease_view(&b, "ls", "vm1"),
             Ok(LeaseView::Held {
@@ -884,7 +889,7 @@ mod tests {
             "another lease's record"
         );
         lr.timestamp = 0;
-        b[..crate::ondisk::LEADER_SIZE].copy_from_slice(&lr.seal());
+        b[..crate::ondisk::leader::LEADER_SIZE].copy_from_slice(&lr.seal());
         assert_eq!(lease_view(&b, "ls", "vm1"), Ok(LeaseView::Free));
         b[60] ^= 1;
         assert!(lease_view(&b, "ls", "vm1").is_err(), "bad checksum");

@@ -215,12 +215,11 @@ fn judge_log(text: &str) -> Option<Outcome> {
         text.lines()
             .filter_map(|l| l.strip_prefix(key))
             .filter_map(|v| v.trim().parse::<i32>().ok())
-            .last()
+            .next_back()
     };
     let why = |t: &str| {
         t.lines()
-            .filter(|l| l.starts_with("hactl:") || l.contains("failed"))
-            .last()
+            .rfind(|l| l.starts_with("hactl:") || l.contains("failed"))
             .unwrap_or("")
             .to_string()
     };
