@@ -46,6 +46,8 @@ pub struct ClusterOpts {
     pub storage_via: BTreeMap<u64, PathBuf>,
     /// Extra TOML keys per VM (index → lines), e.g. `preferred_hosts = [2]`.
     pub vm_extra: BTreeMap<usize, String>,
+    /// Extra environment for the agents (and so their VMs).
+    pub env: Vec<(String, String)>,
 }
 
 impl ClusterOpts {
@@ -61,6 +63,7 @@ impl ClusterOpts {
             hactl: hactl.to_path_buf(),
             storage_via: BTreeMap::new(),
             vm_extra: BTreeMap::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -278,6 +281,7 @@ impl Cluster {
     pub fn start_agent(&mut self, id: u64) -> Result<(), String> {
         use std::os::unix::process::CommandExt;
         let hactl = self.opts.hactl.clone();
+        let env = self.opts.env.clone();
         let h = self.host_mut(id);
         if h.state != HostProc::Up {
             return Err(format!("host {id}: the daemon is not up"));
@@ -291,6 +295,7 @@ impl Cluster {
             .arg(&h.agent_dir)
             .env("SANLOCK_RUN_DIR", &h.daemon_dir)
             .env(super::DIE_WITH_AGENT_ENV, "1")
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -321,24 +326,40 @@ impl Cluster {
     }
 
     /// SIGKILL of the host's process group (what its watchdog does to a
-    /// hung host) and reaping of the processes the harness started.
+    /// hung host) and reaping of the processes the harness started. A
+    /// process blocked on storage that does not answer (a frozen FUSE
+    /// server) cannot finish dying until that storage answers: it is
+    /// waited for 5 s, then left to [`Cluster::stop_all`] / drop.
     pub fn kill(&mut self, id: u64) {
         self.signal_group(id, libc::SIGKILL);
         let h = self.host_mut(id);
-        for c in [h.daemon.as_mut(), h.agent.as_mut()].into_iter().flatten() {
-            let _ = c.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for slot in [&mut h.daemon, &mut h.agent] {
+            while let Some(c) = slot.as_mut() {
+                match c.try_wait() {
+                    Ok(Some(_)) | Err(_) => *slot = None,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Ok(None) => break,
+                }
+            }
         }
-        h.daemon = None;
-        h.agent = None;
         h.state = HostProc::Killed;
     }
 
     /// Stops every host by its process group (also hung ones: SIGKILL
-    /// works on stopped processes, no SIGCONT needed).
+    /// works on stopped processes, no SIGCONT needed), and reaps them.
     pub fn stop_all(&mut self) {
         for id in 1..=self.opts.hosts {
             if self.host(id).state != HostProc::Down {
                 self.kill(id);
+            }
+        }
+        for h in &mut self.hosts {
+            for c in [h.daemon.take(), h.agent.take()].into_iter().flatten() {
+                let mut c = c;
+                let _ = c.wait();
             }
         }
     }

@@ -20,6 +20,9 @@ pub const RECORD_SIZE: usize = 64;
 const MAGIC: &[u8; 8] = b"HACTLDVM";
 /// How often a demo VM writes.
 pub const WRITE_INTERVAL: Duration = Duration::from_millis(100);
+/// Overrides [`WRITE_INTERVAL`] (milliseconds): the failover benchmark's
+/// hundreds of VMs write less often.
+pub const INTERVAL_ENV: &str = "HACTL_HA_DEMO_VM_INTERVAL_MS";
 
 /// One write of a demo VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +117,11 @@ pub fn run_demo_vm(disk: &Path) -> String {
     };
     let run_id = random_u64();
     let pid = std::process::id();
+    let every = std::env::var(INTERVAL_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&ms| (10..=10_000).contains(&ms))
+        .map_or(WRITE_INTERVAL, Duration::from_millis);
     for counter in 0u64.. {
         let r = Record {
             host_id,
@@ -127,7 +135,7 @@ pub fn run_demo_vm(disk: &Path) -> String {
         if let Err(e) = f.write_all(&r.encode()) {
             return format!("write to {}: {e}", disk.display());
         }
-        std::thread::sleep(WRITE_INTERVAL);
+        std::thread::sleep(every);
     }
     unreachable!()
 }
