@@ -9,57 +9,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// The FUSE server process and its mount, unmounted and stopped on drop.
-struct Fuse {
-    child: Child,
-    mnt: PathBuf,
-}
-
-impl Fuse {
-    fn start(back: &Path, mnt: &Path) -> Fuse {
-        let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/fuse-passthrough.py");
-        let child = Command::new(python3())
-            .arg(&tool)
-            .args([back, mnt])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("fuse-passthrough.py (needs fuse3 and python3-fusepy)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string("/proc/mounts")
-            .unwrap()
-            .contains(p(mnt))
-        {
-            assert!(Instant::now() < deadline, "the FUSE mount did not appear");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Fuse {
-            child,
-            mnt: mnt.to_path_buf(),
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-}
-
-impl Drop for Fuse {
-    fn drop(&mut self) {
-        self.signal(libc::SIGCONT);
-        let _ = Command::new("fusermount")
-            .args(["-u", "-z", p(&self.mnt)])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn wait_gone(c: &mut Child, t0: Instant, limit: Duration) -> Duration {
     loop {
