@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job until the HA demo exists: build hactl, then on a local file
+# A tour of the lease layer: build hactl, then on a local file
 # make a lockspace, a resource lease and a resource index the way an admin
 # would, and show them with hactl's sanlock-compatible commands.
 set -euo pipefail
