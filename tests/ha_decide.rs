@@ -7,6 +7,7 @@ use hactl::ha::decide::{
 };
 use hactl::ha::whiteboard::{HostSector, VmBitmap};
 use hactl::hosts::HostState;
+use proptest::prelude::*;
 
 fn config(vms: usize, capacity: u32) -> Config {
     let mut t = format!(
@@ -149,4 +150,476 @@ fn host_crash_best_host_starts_others_wait_grace_then_race() {
     let d3b = decide(&w.input(3, d3.memory.clone()));
     assert_eq!(starts(&d3b), vec![0], "{:?}", d3b.actions);
     assert!(reason(&d3b, 0).contains("racing"));
+}
+
+/// Every host's starts, with no memory (the orphan is new: nobody's grace
+/// has run): the assignment "now".
+fn starts_now(w: &View) -> Vec<(u64, Vec<usize>)> {
+    w.hosts
+        .iter()
+        .map(|h| (h.host_id, starts(&w.decide(h.host_id))))
+        .collect()
+}
+
+#[test]
+fn hang_owner_fail_nobody_starts_even_after_grace() {
+    let mut w = View::new(config(2, 64), 3);
+    w.runs(1, &[0, 1]);
+    let h1 = w.host(1);
+    h1.state = HostState::Fail;
+    h1.renewal_age = Some(30);
+    for me in [2, 3] {
+        let mut mem = Memory::default();
+        for step in 0..20 {
+            let d = decide(&w.input(me, mem));
+            assert!(
+                starts(&d).is_empty(),
+                "host {me} step {step}: {:?}",
+                d.actions
+            );
+            assert!(
+                reason(&d, 0).contains("host 1 FAIL (last renewal 30 s ago)"),
+                "{}",
+                reason(&d, 0)
+            );
+            mem = d.memory;
+            w.now += 5;
+        }
+    }
+}
+
+#[test]
+fn storage_loss_on_owner_fail_then_dead() {
+    let mut w = View::new(config(1, 64), 2);
+    w.runs(1, &[0]);
+    w.host(1).state = HostState::Fail;
+    w.host(1).fresh = false;
+    let d = w.decide(2);
+    assert!(starts(&d).is_empty());
+    let mem = d.memory;
+    w.now += 60;
+    // Its watchdog fired / its processes were killed: DEAD now.
+    w.host(1).state = HostState::Dead;
+    w.host(1).renewal_age = Some(80);
+    let d = decide(&w.input(2, mem));
+    assert_eq!(starts(&d), vec![0], "{:?}", d.actions);
+    assert!(reason(&d, 0).starts_with("vm000: host 1 DEAD (last renewal 80 s ago)"));
+}
+
+#[test]
+fn stale_owner_generation_is_an_orphan() {
+    let mut w = View::new(config(1, 64), 2);
+    w.runs(1, &[0]);
+    // Host 1 rebooted and rejoined: generation 2, not running the VM.
+    w.host(1).generation = 2;
+    let s = w.sector(1);
+    s.generation = 2;
+    s.running = VmBitmap::default();
+    let now = starts_now(&w);
+    assert_eq!(
+        now,
+        vec![(1, vec![0]), (2, vec![])],
+        "the rebooted host is a candidate: tie, lowest id"
+    );
+    let d = w.decide(1);
+    assert!(
+        reason(&d, 0).contains("held by host 1 generation 1, gone"),
+        "{}",
+        reason(&d, 0)
+    );
+}
+
+#[test]
+fn owner_live_nothing_happens_and_our_runs_are_kept() {
+    let mut w = View::new(config(2, 64), 2);
+    w.runs(1, &[0]);
+    w.runs(2, &[1]);
+    for h in [1, 2] {
+        let d = w.decide(h);
+        assert!(d.actions.is_empty(), "host {h}: {:?}", d.actions);
+        assert_eq!(d.score, 3400);
+    }
+}
+
+#[test]
+fn our_leftover_lease_is_not_restarted() {
+    let mut w = View::new(config(1, 64), 2);
+    w.leases[0] = LeaseView::Held {
+        owner: 2,
+        generation: 1,
+        lver: 4,
+    };
+    let d = w.decide(2);
+    assert!(starts(&d).is_empty());
+    assert!(reason(&d, 0).contains("left over"), "{}", reason(&d, 0));
+}
+
+#[test]
+fn host_lost_while_another_in_local_maintenance() {
+    let mut w = View::new(config(2, 64), 3);
+    w.runs(1, &[0]);
+    w.runs(3, &[1]);
+    w.host(1).state = HostState::Dead;
+    let s3 = w.sector(3);
+    s3.flags = hactl::ha::whiteboard::LOCAL_MAINTENANCE;
+    s3.score = 0;
+    // Host 3 (maintenance) stops its VM and never starts host 1's.
+    let mut i = w.input(3, Memory::default());
+    i.local_maintenance = true;
+    i.memory.vms = vec![Default::default(); 2];
+    i.memory.vms[0].orphan_since = Some(0);
+    let d3 = decide(&i);
+    assert_eq!(d3.stops().collect::<Vec<_>>(), vec![1]);
+    assert!(starts(&d3).is_empty(), "{:?}", d3.actions);
+    assert_eq!(d3.score, 0);
+    assert!(
+        reason(&d3, 0).contains("local maintenance"),
+        "{}",
+        reason(&d3, 0)
+    );
+    // Host 2 takes host 1's VM at once.
+    assert_eq!(starts(&w.decide(2)), vec![0]);
+    // Host 3's VM stopped: its lease is free; host 2 takes it, host 3 never.
+    w.runs(2, &[0]);
+    w.leases[1] = LeaseView::Free;
+    w.sector(3).running = VmBitmap::default();
+    assert_eq!(starts(&w.decide(2)), vec![1]);
+    let mut i = w.input(3, d3.memory);
+    i.local_maintenance = true;
+    i.now += 100;
+    assert!(starts(&decide(&i)).is_empty());
+}
+
+#[test]
+fn global_maintenance_no_starts_running_vms_kept() {
+    let mut w = View::new(config(3, 64), 3);
+    w.runs(1, &[0]);
+    w.runs(2, &[1]);
+    w.host(1).state = HostState::Dead;
+    w.global = true;
+    for me in [2, 3] {
+        let mut mem = Memory::default();
+        for _ in 0..10 {
+            let d = decide(&w.input(me, mem));
+            assert!(
+                starts(&d).is_empty() && d.stops().next().is_none(),
+                "{:?}",
+                d.actions
+            );
+            assert!(reason(&d, 0).contains("global maintenance"));
+            assert!(reason(&d, 2).contains("lease free; global maintenance"));
+            mem = d.memory;
+            w.now += 10;
+        }
+    }
+    w.global = false;
+    assert_eq!(
+        starts_now(&w),
+        vec![(1, vec![]), (2, vec![2]), (3, vec![0])],
+        "maintenance over: host 3 (fewest VMs) takes the first, then a tie: lowest id"
+    );
+}
+
+#[test]
+fn failed_start_then_another_host_takes_it_lost_race_is_no_failure() {
+    let mut w = View::new(config(1, 64), 3);
+    w.runs(1, &[0]);
+    w.host(1).state = HostState::Dead;
+    let d2 = w.decide(2);
+    assert_eq!(starts(&d2), vec![0]);
+    // Host 2's runner exits non-zero before the VM ran.
+    let mut i = w.input(2, d2.memory);
+    i.outcomes = vec![Outcome {
+        vm: 0,
+        at: w.now,
+        kind: OutcomeKind::FailedStart,
+    }];
+    i.now += 2;
+    let d2 = decide(&i);
+    assert!(starts(&d2).is_empty(), "{:?}", d2.actions);
+    assert!(d2.failed.get(0));
+    assert_eq!(d2.score, 3350);
+    // Host 2 publishes it; host 3 is now the one assigned.
+    let s = w.sector(2);
+    s.failed = d2.failed;
+    s.score = d2.score;
+    w.now += 2;
+    let d3 = w.decide(3);
+    assert_eq!(starts(&d3), vec![0]);
+    assert!(
+        reason(&d3, 0).contains("best LIVE host 3 score 3400 [3:3400]"),
+        "{}",
+        reason(&d3, 0)
+    );
+    // Host 2 does not race for it even after grace.
+    let mut i = w.input(2, d2.memory.clone());
+    i.now += 30;
+    let d = decide(&i);
+    assert!(starts(&d).is_empty());
+    assert!(
+        reason(&d, 0).contains("failed to start it recently"),
+        "{}",
+        reason(&d, 0)
+    );
+    // Ten minutes later the failure is forgotten.
+    let mut i = w.input(2, d2.memory);
+    i.now += 700;
+    let d = decide(&i);
+    assert!(!d.failed.get(0));
+    assert_eq!(d.score, 3400);
+    // A lost race is not a failure.
+    let mut i = w.input(3, Memory::default());
+    i.outcomes = vec![Outcome {
+        vm: 0,
+        at: w.now,
+        kind: OutcomeKind::LostRace,
+    }];
+    let d = decide(&i);
+    assert!(!d.failed.get(0));
+    assert_eq!(d.score, 3400);
+    assert_eq!(d.memory.vms[0].lost_race_at, Some(w.now));
+}
+
+#[test]
+fn all_hosts_failed_it_the_best_still_gets_it() {
+    let mut w = View::new(config(1, 64), 3);
+    w.host(1).state = HostState::Dead;
+    for h in [2, 3] {
+        w.sector(h).failed = VmBitmap::from_indexes([0]);
+        w.sector(h).score = 3350;
+    }
+    w.sector(3).running = VmBitmap::default();
+    assert_eq!(starts_now(&w), vec![(1, vec![]), (2, vec![0]), (3, vec![])]);
+}
+
+fn spread(cfg: Config, score3: u32) -> (Vec<usize>, Vec<usize>, View) {
+    let mut w = View::new(cfg, 3);
+    let all: Vec<usize> = (0..100).collect();
+    w.runs(1, &all);
+    w.host(1).state = HostState::Dead;
+    w.sector(3).score = score3;
+    let d2 = w.decide(2);
+    let d3 = w.decide(3);
+    (starts(&d2), starts(&d3), w)
+}
+
+#[test]
+fn hundred_orphans_spread_over_two_survivors() {
+    // Equal scores: fewest VMs first, 50 each, no VM on both.
+    let (a, b, _) = spread(config(100, 64), 3400);
+    assert_eq!((a.len(), b.len()), (50, 50));
+    assert!(a.iter().all(|v| !b.contains(v)));
+    // Host 3 scores lower: host 2 first, up to its capacity.
+    let (a, b, _) = spread(config(100, 64), 3350);
+    assert_eq!((a.len(), b.len()), (64, 36));
+    assert!(a.iter().all(|v| !b.contains(v)));
+    // Not enough room: 2 × 40 start, 20 wait with the reason.
+    let (a, b, w) = spread(config(100, 40), 3400);
+    assert_eq!((a.len(), b.len()), (40, 40));
+    let d = w.decide(2);
+    let waits: Vec<_> = d
+        .actions
+        .iter()
+        .filter(|x| x.kind == ActionKind::Wait)
+        .collect();
+    assert_eq!(waits.len(), 60, "20 with nobody, 40 assigned to host 3");
+    assert_eq!(
+        waits
+            .iter()
+            .filter(|x| x.reason.contains("nobody to start it"))
+            .count(),
+        20
+    );
+}
+
+#[test]
+fn priority_and_preferred_hosts_order_the_assignment() {
+    let mut t = String::from(
+        "[cluster]\nlockspace='ls'\nids='/i'\nxleases='/x'\nwhiteboard='/w'\ncapacity=1\n",
+    );
+    t.push_str("[[vm]]\nname='low'\nstart=['/bin/true']\n");
+    t.push_str("[[vm]]\nname='high'\npriority=5\npreferred_hosts=[3]\nstart=['/bin/true']\n");
+    let mut w = View::new(Config::parse(&t).unwrap(), 3);
+    w.host(1).state = HostState::Dead;
+    // Capacity 1 on each of 2 hosts: high goes to its preferred host 3,
+    // low to host 2.
+    assert_eq!(
+        starts_now(&w),
+        vec![(1, vec![]), (2, vec![0]), (3, vec![1])]
+    );
+}
+
+#[test]
+fn config_digest_mismatch_host_is_excluded() {
+    let mut w = View::new(config(1, 64), 3);
+    w.runs(1, &[0]);
+    w.host(1).state = HostState::Dead;
+    w.sector(2).config_digest ^= 1;
+    assert_eq!(starts_now(&w), vec![(1, vec![]), (2, vec![]), (3, vec![0])]);
+}
+
+#[test]
+fn stale_whiteboard_host_is_excluded_and_does_not_race() {
+    let mut w = View::new(config(1, 64), 3);
+    w.runs(1, &[0]);
+    w.host(1).state = HostState::Dead;
+    w.host(2).fresh = false;
+    assert_eq!(starts_now(&w), vec![(1, vec![]), (2, vec![]), (3, vec![0])]);
+    let mut i = w.input(2, Memory::default());
+    i.memory.vms = vec![Default::default()];
+    i.memory.vms[0].orphan_since = Some(0);
+    let d = decide(&i);
+    assert!(starts(&d).is_empty());
+    assert!(reason(&d, 0).contains("no candidate"), "{}", reason(&d, 0));
+}
+
+// ---- properties over random views ----
+
+/// state, generation, fresh, same digest, local maintenance, score, running
+/// and failed bit seeds.
+type RandomHost = (u8, u64, bool, bool, bool, u32, u8, u8);
+
+#[derive(Clone, Debug)]
+struct RandomView {
+    nvms: usize,
+    hosts: Vec<RandomHost>,
+    leases: Vec<(u8, u64, u64)>,
+    global: bool,
+    capacity: u32,
+}
+
+fn random_view() -> impl Strategy<Value = RandomView> {
+    (1usize..12, 1usize..6, any::<bool>(), 1u32..6).prop_flat_map(
+        |(nvms, nhosts, global, capacity)| {
+            (
+                proptest::collection::vec(
+                    (
+                        0u8..5,        // state
+                        1u64..3,       // generation
+                        any::<bool>(), // fresh
+                        any::<bool>(), // same digest (mostly)
+                        any::<bool>(), // local maintenance
+                        0u32..=3400,   // score
+                        any::<u8>(),   // running bits seed
+                        any::<u8>(),   // failed bits seed
+                    ),
+                    nhosts,
+                ),
+                proptest::collection::vec((0u8..8, 1u64..3, 1u64..3), nvms),
+            )
+                .prop_map(move |(hosts, leases)| RandomView {
+                    nvms,
+                    hosts,
+                    leases,
+                    global,
+                    capacity,
+                })
+        },
+    )
+}
+
+fn build(r: &RandomView) -> View {
+    let mut w = View::new(config(r.nvms, r.capacity), r.hosts.len() as u64);
+    let digest = w.cfg.digest();
+    for (k, &(st, generation, fresh, same, maint, score, run, fail)) in r.hosts.iter().enumerate() {
+        let h = w.host(k as u64 + 1);
+        h.state = [
+            HostState::Live,
+            HostState::Live,
+            HostState::Fail,
+            HostState::Dead,
+            HostState::Free,
+        ][st as usize];
+        h.generation = generation;
+        h.fresh = fresh;
+        let s = h.sector.as_mut().unwrap();
+        s.generation = generation;
+        s.config_digest = if same || score % 4 != 0 {
+            digest
+        } else {
+            digest ^ 1
+        };
+        s.flags = maint as u32 * (score % 3 == 0) as u32;
+        s.score = score;
+        s.running =
+            VmBitmap::from_indexes((0..r.nvms).filter(|v| run >> (v % 8) & 1 == 1 && v % 3 == 0));
+        s.failed =
+            VmBitmap::from_indexes((0..r.nvms).filter(|v| fail >> (v % 8) & 1 == 1 && v % 2 == 0));
+    }
+    let nhosts = r.hosts.len() as u64;
+    w.leases = r
+        .leases
+        .iter()
+        .map(|&(k, owner, generation)| match k {
+            0 | 1 => LeaseView::Free,
+            7 => LeaseView::Unreadable,
+            _ => LeaseView::Held {
+                owner: (owner + k as u64) % (nhosts + 1) + 1, // sometimes unknown to the daemon
+                generation,
+                lver: 1,
+            },
+        })
+        .collect();
+    w.global = r.global;
+    w
+}
+
+/// The lease's owner may still run the VM.
+fn owner_may_run(w: &View, lease: LeaseView) -> bool {
+    match lease {
+        LeaseView::Free => false,
+        LeaseView::Unreadable => true,
+        LeaseView::Held {
+            owner, generation, ..
+        } => match w.hosts.iter().find(|h| h.host_id == owner) {
+            None => true,
+            Some(h) => {
+                h.generation <= generation
+                    && matches!(
+                        h.state,
+                        HostState::Live | HostState::Fail | HostState::Unknown
+                    )
+            }
+        },
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn each_orphan_assigned_to_at_most_one_host_now(r in random_view()) {
+        let mut w = build(&r);
+        w.global = false;
+        let mut by_vm = vec![Vec::new(); r.nvms];
+        for h in &w.hosts {
+            for v in starts(&w.decide(h.host_id)) {
+                by_vm[v].push(h.host_id);
+            }
+        }
+        for (v, hs) in by_vm.iter().enumerate() {
+            prop_assert!(hs.len() <= 1, "vm {} started now by hosts {:?}", v, hs);
+        }
+    }
+
+    #[test]
+    fn never_start_while_owner_live_or_fail_nor_in_global_maintenance(
+        r in random_view(), waited in 0u64..30, me_k in 0usize..6
+    ) {
+        let w = build(&r);
+        let me = (me_k % r.hosts.len()) as u64 + 1;
+        let mut i = w.input(me, Memory::default());
+        i.memory.vms = vec![Default::default(); r.nvms];
+        for m in &mut i.memory.vms {
+            m.orphan_since = Some(w.now - waited);
+        }
+        let d = decide(&i);
+        for v in starts(&d) {
+            prop_assert!(!w.global, "start {} in global maintenance", v);
+            prop_assert!(!owner_may_run(&w, w.leases[v]), "start {} while {:?}", v, w.leases[v]);
+        }
+        let running_here = i.local.iter().filter(|l| **l != Local::Idle).count();
+        prop_assert!(running_here + starts(&d).len() <= r.capacity as usize || starts(&d).is_empty(),
+            "over capacity");
+    }
 }

@@ -278,11 +278,15 @@ pub fn decide(i: &Input) -> Decision {
     let mut my_load = (0..n).filter(|&v| local(v).present()).count() as u32;
 
     let mut actions = Vec::new();
-    let mut orphans: Vec<(usize, String)> = Vec::new();
+    // Orphans judged from the lease and the daemon's host states only, the
+    // same on every host, so the assignment below is too; a VM present here
+    // takes its place in the assignment without an action.
+    let mut orphans: Vec<(usize, String, bool)> = Vec::new();
     for v in 0..n {
         let name = &cfg.vms[v].name;
         let l = local(v);
-        if l.present() {
+        let here = l.present();
+        if here {
             mem.vms[v].orphan_since = None;
             if i.local_maintenance && !matches!(l, Local::Stopping { .. }) {
                 actions.push(Action {
@@ -294,15 +298,19 @@ pub fn decide(i: &Input) -> Decision {
                     ),
                 });
             }
-            continue;
         }
         let lease = i.leases.get(v).copied().unwrap_or(LeaseView::Unreadable);
         match orphan_why(i, lease) {
             Ok(why) => {
-                mem.vms[v].orphan_since.get_or_insert(now);
-                orphans.push((v, why));
+                if !here {
+                    mem.vms[v].orphan_since.get_or_insert(now);
+                }
+                orphans.push((v, why, here));
             }
             Err(why) => {
+                if here {
+                    continue;
+                }
                 if lease != LeaseView::Unreadable {
                     mem.vms[v].orphan_since = None;
                 }
@@ -330,7 +338,7 @@ pub fn decide(i: &Input) -> Decision {
         reason: format!("{}: {why}; {tail}", cfg.vms[v].name),
     };
     if i.global_maintenance {
-        for (v, why) in orphans {
+        for (v, why, _) in orphans.into_iter().filter(|o| !o.2) {
             actions.push(wait(v, &why, "global maintenance: not starting"));
         }
         return Decision {
@@ -341,7 +349,7 @@ pub fn decide(i: &Input) -> Decision {
         };
     }
     if i.local_maintenance {
-        for (v, why) in orphans {
+        for (v, why, _) in orphans.into_iter().filter(|o| !o.2) {
             actions.push(wait(
                 v,
                 &why,
@@ -356,8 +364,10 @@ pub fn decide(i: &Input) -> Decision {
         };
     }
 
-    // Rule 5: candidates, judged on the whiteboard alone so that every host
-    // computes the same assignment.
+    // Rule 5: candidates, judged on the whiteboard so that every host
+    // computes the same assignment. One exception: our own failures count
+    // at once (others see them after our next write), so that we do not
+    // start again what just failed here.
     let digest = cfg.digest();
     let mut cands: Vec<Candidate> = i
         .hosts
@@ -374,7 +384,11 @@ pub fn decide(i: &Input) -> Decision {
                     host_id: h.host_id,
                     score: s.score,
                     load: s.running_count(),
-                    failed: s.failed,
+                    failed: if h.host_id == i.me {
+                        VmBitmap(std::array::from_fn(|k| s.failed.0[k] | failed.0[k]))
+                    } else {
+                        s.failed
+                    },
                 })
         })
         .collect();
@@ -388,7 +402,8 @@ pub fn decide(i: &Input) -> Decision {
             .cmp(&Reverse(vb.priority))
             .then_with(|| va.name.cmp(&vb.name))
     });
-    for (v, why) in orphans {
+    let mut others = Vec::new();
+    for (v, why, here) in orphans {
         let vm = &cfg.vms[v];
         let eligible: Vec<usize> = (0..cands.len())
             .filter(|&c| cands[c].load < capacity)
@@ -427,6 +442,9 @@ pub fn decide(i: &Input) -> Decision {
         }
         listing.push(']');
         let Some(best) = best else {
+            if here {
+                continue;
+            }
             actions.push(wait(v, &why, "no LIVE host with a fresh whiteboard, the same config, score > 0 and room: nobody to start it"));
             continue;
         };
@@ -434,7 +452,19 @@ pub fn decide(i: &Input) -> Decision {
         let chosen = format!("best LIVE host {} score {} {listing}", b.host_id, eff(b));
         let best_id = b.host_id;
         cands[best].load += 1;
+        if here {
+            continue;
+        }
         if best_id == i.me {
+            if my_load >= capacity {
+                // Our sector understated our load (a start not published yet).
+                actions.push(wait(
+                    v,
+                    &why,
+                    &format!("{chosen}; but host {} is at capacity {capacity}", i.me),
+                ));
+                continue;
+            }
             my_load += 1;
             actions.push(Action {
                 kind: ActionKind::Start,
@@ -443,27 +473,19 @@ pub fn decide(i: &Input) -> Decision {
             });
             continue;
         }
+        others.push((v, why, chosen));
+    }
+    // Races come after our assigned starts, which must not lose their room.
+    let grace = cfg.cluster.grace;
+    for (v, why, chosen) in others {
         let since = mem.vms[v].orphan_since.unwrap_or(now);
         let waited = now.saturating_sub(since);
-        let grace = cfg.cluster.grace;
-        if !me_candidate {
-            actions.push(wait(
-                v,
-                &why,
-                &format!("{chosen}; host {} is no candidate here", i.me),
-            ));
+        let tail = if !me_candidate {
+            format!("{chosen}; host {} is no candidate here", i.me)
         } else if failed.get(v) {
-            actions.push(wait(
-                v,
-                &why,
-                &format!("{chosen}; we failed to start it recently, not racing"),
-            ));
+            format!("{chosen}; we failed to start it recently, not racing")
         } else if my_load >= capacity {
-            actions.push(wait(
-                v,
-                &why,
-                &format!("{chosen}; host {} at capacity {capacity}", i.me),
-            ));
+            format!("{chosen}; host {} at capacity {capacity}", i.me)
         } else if waited >= grace {
             my_load += 1;
             actions.push(Action {
@@ -471,16 +493,14 @@ pub fn decide(i: &Input) -> Decision {
                 vm: v,
                 reason: format!(
                     "{}: {why}; {chosen}; orphaned {waited} s >= grace {grace} s: racing for the lease",
-                    vm.name
+                    cfg.vms[v].name
                 ),
             });
+            continue;
         } else {
-            actions.push(wait(
-                v,
-                &why,
-                &format!("{chosen}; orphaned {waited} s, racing after grace {grace} s"),
-            ));
-        }
+            format!("{chosen}; orphaned {waited} s, racing after grace {grace} s")
+        };
+        actions.push(wait(v, &why, &tail));
     }
     Decision {
         actions,
