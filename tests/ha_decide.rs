@@ -242,7 +242,7 @@ fn owner_live_nothing_happens_and_our_runs_are_kept() {
 }
 
 #[test]
-fn our_leftover_lease_is_not_restarted() {
+fn our_leftover_lease_is_taken_back_by_us_only_after_grace() {
     let mut w = View::new(config(1, 64), 2);
     w.leases[0] = LeaseView::Held {
         owner: 2,
@@ -250,8 +250,40 @@ fn our_leftover_lease_is_not_restarted() {
         lver: 4,
     };
     let d = w.decide(2);
-    assert!(starts(&d).is_empty());
-    assert!(reason(&d, 0).contains("left over"), "{}", reason(&d, 0));
+    assert!(starts(&d).is_empty(), "its release may be under way");
+    assert!(
+        reason(&d, 0).contains("held by us (host 2) with no process here"),
+        "{}",
+        reason(&d, 0)
+    );
+    let mut i = w.input(2, d.memory.clone());
+    i.now += 3;
+    assert!(starts(&decide(&i)).is_empty());
+    i.now += 7;
+    let d2 = decide(&i);
+    assert_eq!(starts(&d2), vec![0], "{:?}", d2.actions);
+    assert!(reason(&d2, 0).contains("no other host may take it"));
+    // Host 1 sees it held by LIVE host 2: never its to take.
+    let mut i = w.input(1, Memory::default());
+    i.now += 1000;
+    assert!(decide(&i).actions.is_empty());
+    // Not in global maintenance.
+    let mut i = w.input(2, d.memory.clone());
+    i.now += 10;
+    i.global_maintenance = true;
+    assert!(starts(&decide(&i)).is_empty());
+    // Even after our own failed start of it: nobody else may take it, and
+    // failing again releases it.
+    let mut i = w.input(2, d.memory);
+    i.now += 10;
+    i.outcomes = vec![Outcome {
+        vm: 0,
+        at: i.now,
+        kind: OutcomeKind::FailedStart,
+    }];
+    let d = decide(&i);
+    assert_eq!(starts(&d), vec![0]);
+    assert!(reason(&d, 0).contains("we failed to start it recently"));
 }
 
 #[test]
@@ -564,11 +596,13 @@ fn build(r: &RandomView) -> View {
     w
 }
 
-/// The lease's owner may still run the VM.
-fn owner_may_run(w: &View, lease: LeaseView) -> bool {
+/// The lease's owner may still run the VM (`me` runs nothing: a lease of
+/// ours is a leftover only we may take back).
+fn owner_may_run(w: &View, lease: LeaseView, me: u64) -> bool {
     match lease {
         LeaseView::Free => false,
         LeaseView::Unreadable => true,
+        LeaseView::Held { owner, .. } if owner == me => false,
         LeaseView::Held {
             owner, generation, ..
         } => match w.hosts.iter().find(|h| h.host_id == owner) {
@@ -616,7 +650,7 @@ proptest! {
         let d = decide(&i);
         for v in starts(&d) {
             prop_assert!(!w.global, "start {} in global maintenance", v);
-            prop_assert!(!owner_may_run(&w, w.leases[v]), "start {} while {:?}", v, w.leases[v]);
+            prop_assert!(!owner_may_run(&w, w.leases[v], me), "start {} while {:?}", v, w.leases[v]);
         }
         let running_here = i.local.iter().filter(|l| **l != Local::Idle).count();
         prop_assert!(running_here + starts(&d).len() <= r.capacity as usize || starts(&d).is_empty(),

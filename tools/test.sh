@@ -37,6 +37,8 @@ cargo test 2>&1 | tee "$tdir/test.log"
 # The deterministic simulation's 10^6 seeds need an optimised build (the
 # debug run above does 20,000); HACTL_SIM_SEEDS=10000000 for a long run.
 cargo test --release --test sim 2>&1 | tee -a "$tdir/test.log"
+# The HA layer in the simulation: 20,000 seeds (~10 s) in release.
+cargo test --release --test ha_sim 2>&1 | tee -a "$tdir/test.log"
 # How many checks compared hactl with the real sanlock and found them equal
 # (each differential test appends its count).
 if [ -f "$checks" ]; then

@@ -200,9 +200,19 @@ pub fn score(failed_vms: u32, running: u32, capacity: u32, local_maintenance: bo
     s
 }
 
+/// What the lease says about a VM, judged the same on every host.
+enum Judged {
+    /// Its lease may be taken.
+    Orphan(String),
+    /// Held by us, this generation: only we may take it back.
+    Ours(String),
+    /// Held (or unknown): Some(why) is worth a Wait.
+    Held(Option<String>),
+}
+
 /// Why a VM is orphaned (its lease may be taken).
-fn orphan_why(i: &Input, lease: LeaseView) -> Result<String, Option<String>> {
-    // Ok(why): orphaned; Err(Some(why)): not, and worth a Wait; Err(None): not, all well.
+fn orphan_why(i: &Input, lease: LeaseView) -> Judged {
+    use Judged::{Held as Err, Orphan as Ok};
     let host = |h: u64| i.hosts.iter().find(|v| v.host_id == h);
     match lease {
         LeaseView::Free => Ok("lease free".into()),
@@ -228,9 +238,9 @@ fn orphan_why(i: &Input, lease: LeaseView) -> Result<String, Option<String>> {
             match h.state {
                 HostState::Dead => Ok(format!("host {owner} DEAD ({age})")),
                 HostState::Free => Ok(format!("host {owner} left the lockspace (FREE)")),
-                HostState::Live if owner == i.me => Err(Some(format!(
-                    "lease held by us (host {owner}) with no process here: left over until its holder is gone"
-                ))),
+                HostState::Live if owner == i.me => Judged::Ours(format!(
+                    "lease held by us (host {owner}) with no process here"
+                )),
                 HostState::Live => Err(None),
                 HostState::Fail => Err(Some(format!(
                     "host {owner} FAIL ({age}): it may still run it; never restarted before DEAD"
@@ -282,6 +292,11 @@ pub fn decide(i: &Input) -> Decision {
     // same on every host, so the assignment below is too; a VM present here
     // takes its place in the assignment without an action.
     let mut orphans: Vec<(usize, String, bool)> = Vec::new();
+    // Leases still ours with no process here: our release is under way,
+    // or it failed, or another host's ballot committed our value after we
+    // released (Disk Paxos may). Nobody else may take them (we are LIVE),
+    // so after `grace` we take them back.
+    let mut ours: Vec<(usize, String)> = Vec::new();
     for v in 0..n {
         let name = &cfg.vms[v].name;
         let l = local(v);
@@ -301,13 +316,19 @@ pub fn decide(i: &Input) -> Decision {
         }
         let lease = i.leases.get(v).copied().unwrap_or(LeaseView::Unreadable);
         match orphan_why(i, lease) {
-            Ok(why) => {
+            Judged::Orphan(why) => {
                 if !here {
                     mem.vms[v].orphan_since.get_or_insert(now);
                 }
                 orphans.push((v, why, here));
             }
-            Err(why) => {
+            Judged::Ours(why) => {
+                if !here {
+                    mem.vms[v].orphan_since.get_or_insert(now);
+                    ours.push((v, why));
+                }
+            }
+            Judged::Held(why) => {
                 if here {
                     continue;
                 }
@@ -338,7 +359,8 @@ pub fn decide(i: &Input) -> Decision {
         reason: format!("{}: {why}; {tail}", cfg.vms[v].name),
     };
     if i.global_maintenance {
-        for (v, why, _) in orphans.into_iter().filter(|o| !o.2) {
+        let waiting = orphans.into_iter().filter(|o| !o.2).map(|o| (o.0, o.1));
+        for (v, why) in waiting.chain(ours) {
             actions.push(wait(v, &why, "global maintenance: not starting"));
         }
         return Decision {
@@ -349,7 +371,8 @@ pub fn decide(i: &Input) -> Decision {
         };
     }
     if i.local_maintenance {
-        for (v, why, _) in orphans.into_iter().filter(|o| !o.2) {
+        let waiting = orphans.into_iter().filter(|o| !o.2).map(|o| (o.0, o.1));
+        for (v, why) in waiting.chain(ours) {
             actions.push(wait(
                 v,
                 &why,
@@ -477,6 +500,35 @@ pub fn decide(i: &Input) -> Decision {
     }
     // Races come after our assigned starts, which must not lose their room.
     let grace = cfg.cluster.grace;
+    for (v, why) in ours {
+        let waited = now.saturating_sub(mem.vms[v].orphan_since.unwrap_or(now));
+        // Our failed bit does not hold this back: nobody else can take the
+        // lease, and a start that fails again releases it for them.
+        let tail = if my_load >= capacity {
+            format!("host {} at capacity {capacity}", i.me)
+        } else if waited >= grace {
+            my_load += 1;
+            actions.push(Action {
+                kind: ActionKind::Start,
+                vm: v,
+                reason: format!(
+                    "{}: {why} for {waited} s >= grace {grace} s; no other host may take it: starting it here{}",
+                    cfg.vms[v].name,
+                    if failed.get(v) {
+                        " (we failed to start it recently; failing again releases it for others)"
+                    } else {
+                        ""
+                    }
+                ),
+            });
+            continue;
+        } else {
+            format!(
+                "{waited} s; its release may be under way; taking it back after grace {grace} s"
+            )
+        };
+        actions.push(wait(v, &why, &tail));
+    }
     for (v, why, chosen) in others {
         let since = mem.vms[v].orphan_since.unwrap_or(now);
         let waited = now.saturating_sub(since);

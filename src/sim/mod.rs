@@ -12,6 +12,7 @@
 //! `Sim::run(seed, &cfg)` is a pure function of the seed and the config.
 
 pub mod disk;
+pub mod ha;
 pub mod rng;
 
 use std::cmp::Reverse;
