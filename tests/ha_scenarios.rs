@@ -236,6 +236,63 @@ fn crash_while_another_host_is_in_local_maintenance() {
             .all(|n| starts_after(&c, maint, n, t_maint).is_empty()),
         "the host in local maintenance started nothing"
     );
+    // What an operator sees on the survivor.
+    let env = [("SANLOCK_RUN_DIR", p(&c.host(survivor).daemon_dir))];
+    let cfg = p(&c.host(survivor).config).to_string();
+    // The survivor's sector lists a VM once its agent has seen it run
+    // (within a cycle or two of the disk writes).
+    let status = || {
+        let o = run_env(hactl(), &["ha", "status", "-c", &cfg, "--json"], &env);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let mut st = status();
+    let listed = |st: &serde_json::Value| {
+        st["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|vm| vm["whiteboard_hosts"] == serde_json::json!([survivor]))
+    };
+    let t = Instant::now();
+    while !listed(&st) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(500));
+        st = status();
+    }
+    let host = |h: u64| {
+        st["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["host_id"] == h)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(host(victim)["state"], "DEAD");
+    assert_eq!(host(survivor)["state"], "LIVE");
+    assert_eq!(host(maint)["local_maintenance"], true);
+    for vm in st["vms"].as_array().unwrap() {
+        assert_eq!(vm["lease"]["state"], "held", "{vm}");
+        assert_eq!(vm["lease"]["owner"], survivor, "{vm}");
+        assert_eq!(
+            vm["whiteboard_hosts"],
+            serde_json::json!([survivor]),
+            "{vm}"
+        );
+    }
+    let text = run_env(hactl(), &["ha", "status", "-c", &cfg], &env).text();
+    assert!(text.contains("DEAD") && text.contains("LOCAL"), "{text}");
+    let o = run(
+        hactl(),
+        &["ha", "events", "--run-dir", p(&c.host(survivor).agent_dir)],
+    );
+    assert_eq!(o.code, 0);
+    let timeline = o.text();
+    assert!(
+        timeline.contains(&format!("host {victim} FAIL -> DEAD"))
+            && timeline.contains("never restarted before DEAD"),
+        "{timeline}"
+    );
     c.stop_all();
     assert_disks_ok(&c);
 }

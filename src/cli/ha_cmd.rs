@@ -238,6 +238,14 @@ pub fn status_json(config: &Path) -> Result<serde_json::Value, String> {
         .iter()
         .enumerate()
         .map(|(i, vm)| {
+            // A host the daemon does not call LIVE runs nothing we can
+            // vouch for: its sector is only what it last wrote.
+            let live = |h: u64| match &daemon {
+                Ok(hs) => hs
+                    .iter()
+                    .any(|x| x.host_id == h && x.state_name() == "LIVE"),
+                Err(_) => true,
+            };
             let on: Vec<u64> = board
                 .hosts
                 .iter()
@@ -245,7 +253,7 @@ pub fn status_json(config: &Path) -> Result<serde_json::Value, String> {
                     s.as_ref()
                         .ok()
                         .and_then(|s| s.as_ref())
-                        .filter(|s| s.running.get(i))
+                        .filter(|s| s.running.get(i) && live(*h))
                         .map(|_| *h)
                 })
                 .collect();
@@ -338,7 +346,7 @@ pub fn render_status(v: &serde_json::Value) -> String {
     }
     s.push_str(&format!(
         "{:<12} {:<10} {:<6} {:>6} {:>4} {:>5}\n",
-        "vm", "on (wb)", "lease", "owner", "gen", "lver"
+        "vm", "runs on", "lease", "owner", "gen", "lver"
     ));
     for vm in v["vms"].as_array().into_iter().flatten() {
         let l = &vm["lease"];

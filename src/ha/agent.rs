@@ -778,6 +778,12 @@ impl Agent {
                 })
             })
             .collect();
+        // Only LIVE hosts' sectors say what runs now.
+        let live = |h: u64| {
+            hosts
+                .iter()
+                .any(|v| v.host_id == h && v.state == HostState::Live)
+        };
         let vms_j: Vec<_> = self
             .cfg
             .vms
@@ -792,7 +798,7 @@ impl Agent {
                                 s.as_ref()
                                     .ok()
                                     .and_then(|s| s.as_ref())
-                                    .filter(|s| s.running.get(i))
+                                    .filter(|s| s.running.get(i) && live(*h))
                                     .map(|_| *h)
                             })
                             .collect()

@@ -161,10 +161,16 @@ pub fn run(opts: &DemoOpts) -> Result<i32, String> {
     }
     let dir = make_dir(opts.parent.as_deref())?;
     let r = run_in(&dir, opts);
-    if opts.keep || r.is_err() {
+    // Kept for a look after a failure, not after Ctrl-C.
+    let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+    if opts.keep || (r.is_err() && !interrupted) {
         println!("\nfiles kept in {}", dir.display());
     } else {
         let _ = std::fs::remove_dir_all(&dir);
+    }
+    if interrupted {
+        eprintln!("hactl demo: interrupted; every host stopped");
+        return Ok(130);
     }
     r
 }
