@@ -438,3 +438,71 @@ fn storage_freeze_kills_the_vms_and_others_restart_them() {
     drop(fuse);
     assert_disks_ok(&c);
 }
+
+/// An agent that is restarted (upgrade, crash of the agent alone) finds
+/// the VMs its host still runs as the holders of their leases and takes
+/// charge of them instead of starting them again; it can stop them later
+/// (local maintenance moves them to the other hosts).
+#[test]
+fn restarted_agent_adopts_its_running_vms() {
+    let dir = Dir::new();
+    let mut o = opts(3);
+    o.vms_die_with_agent = false;
+    let mut c = started(dir.path(), o);
+    let h = busiest(&c, &[1, 2, 3]);
+    let mine = on_host(&c, h);
+    let runs_before: Vec<u64> = c
+        .check_disks()
+        .iter()
+        .map(|(_, r)| r.runs.last().unwrap().run_id)
+        .collect();
+    c.restart_agent(h).unwrap();
+    wait_for(
+        "the new agent to adopt its VMs",
+        Duration::from_secs(20),
+        || {
+            c.events(h)
+                .iter()
+                .filter(|e| {
+                    e["kind"] == "running"
+                        && e["reason"].as_str().is_some_and(|r| r.contains("adopted"))
+                })
+                .count()
+                == mine.len()
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let after = c.check_disks();
+    for &i in &mine {
+        let last = after[i].1.runs.last().unwrap();
+        assert_eq!(
+            last.run_id, runs_before[i],
+            "{} was started again",
+            c.vm_names[i]
+        );
+        assert_eq!(c.running_on(FRESH)[i], Some(h));
+    }
+    let o = run(
+        hactl(),
+        &[
+            "ha",
+            "maintenance",
+            "--local",
+            "on",
+            "--run-dir",
+            p(&c.host(h).agent_dir),
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    wait_for(
+        "the adopted VMs to move to the other hosts",
+        Duration::from_secs(30),
+        || {
+            c.running_on(FRESH)
+                .iter()
+                .all(|x| x.is_some_and(|x| x != h))
+        },
+    );
+    c.stop_all();
+    assert_disks_ok(&c);
+}

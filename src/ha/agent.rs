@@ -139,6 +139,31 @@ pub fn read_leases(
     out
 }
 
+/// The local processes holding each exclusive lease of `lockspace`, by
+/// resource name, from the daemon's status.
+pub fn lease_holders(daemon_dir: &Path, lockspace: &str) -> BTreeMap<String, i32> {
+    use crate::proto::client::{Client, StateBin};
+    let mut out = BTreeMap::new();
+    let Ok(st) = Client::with_run_dir(daemon_dir)
+        .timeout(Some(Duration::from_secs(5)))
+        .status(0)
+    else {
+        return out;
+    };
+    for e in st.entries {
+        if e.state.kind != crate::proto::SANLK_STATE_RESOURCE {
+            continue;
+        }
+        if let StateBin::Resource(r) = &e.bin
+            && r.flags & crate::proto::SANLK_RES_SHARED == 0
+            && r.lockspace_name.to_string_lossy() == lockspace
+        {
+            out.insert(r.name.to_string_lossy(), e.state.data32 as i32);
+        }
+    }
+    out
+}
+
 /// The lockspace's sector size, from its first delta lease.
 pub fn lockspace_sector_size(ids: &Path, timeout: Duration) -> Result<u32, String> {
     let disk = Disk::open_readonly(ids).map_err(|e| e.to_string())?;
@@ -472,7 +497,7 @@ impl Agent {
         let now = monotime();
         let ls = self.cfg.cluster.lockspace.clone();
         let local_maint = self.local_maintenance();
-        let local = self.poll_local(now);
+        let mut local = self.poll_local(now);
 
         // Host states from the local daemon.
         let hosts = match self.sanlock.get_hosts(&ls, 0) {
@@ -554,6 +579,7 @@ impl Agent {
         if board.is_some() {
             self.problem(None);
         }
+        self.adopt_leftovers(&leases, our_generation, now, &mut local);
 
         let input = Input {
             now,
@@ -636,6 +662,49 @@ impl Agent {
             local_maint,
             Some(d.score),
         );
+    }
+
+    /// VMs whose lease our host holds with no process of ours: started by
+    /// an earlier agent (restarted, upgraded) and still running. The
+    /// daemon knows their pid (the lease holder); we take charge of them
+    /// instead of starting them again.
+    fn adopt_leftovers(
+        &mut self,
+        leases: &[LeaseView],
+        our_generation: u64,
+        now: u64,
+        local: &mut [Local],
+    ) {
+        let ours: Vec<usize> = (0..self.procs.len())
+            .filter(|&v| {
+                self.procs[v].is_none()
+                    && matches!(leases.get(v), Some(LeaseView::Held { owner, generation, .. })
+                        if *owner == self.me && *generation == our_generation)
+            })
+            .collect();
+        if ours.is_empty() {
+            return;
+        }
+        let holders = lease_holders(&self.daemon_dir, &self.cfg.cluster.lockspace);
+        for v in ours {
+            let Some(info) = &self.infos[v] else { continue };
+            let Some(&pid) = holders.get(&info.resource) else {
+                continue;
+            };
+            let vm = &self.cfg.vms[v];
+            let name = vm.name.clone();
+            self.procs[v] = Some(runner::adopt(&name, pid, vm.stop.clone()));
+            self.announced[v] = true;
+            local[v] = Local::Running {
+                pid: pid as u32,
+                since: now,
+            };
+            let why = format!(
+                "{name}: already running on host {} (pid {pid} holds its lease, started before this agent): adopted",
+                self.me
+            );
+            self.event(&name, "running", &why);
+        }
     }
 
     /// Whether this agent has not yet seen enough to act: in its first

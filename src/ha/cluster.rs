@@ -48,6 +48,9 @@ pub struct ClusterOpts {
     pub vm_extra: BTreeMap<usize, String>,
     /// Extra environment for the agents (and so their VMs).
     pub env: Vec<(String, String)>,
+    /// VMs die with their agent (PR_SET_PDEATHSIG), so nothing outlives a
+    /// test killed by force; off to restart an agent under running VMs.
+    pub vms_die_with_agent: bool,
 }
 
 impl ClusterOpts {
@@ -64,6 +67,7 @@ impl ClusterOpts {
             storage_via: BTreeMap::new(),
             vm_extra: BTreeMap::new(),
             env: Vec::new(),
+            vms_die_with_agent: true,
         }
     }
 }
@@ -282,6 +286,7 @@ impl Cluster {
         use std::os::unix::process::CommandExt;
         let hactl = self.opts.hactl.clone();
         let env = self.opts.env.clone();
+        let die = self.opts.vms_die_with_agent;
         let h = self.host_mut(id);
         if h.state != HostProc::Up {
             return Err(format!("host {id}: the daemon is not up"));
@@ -294,15 +299,28 @@ impl Cluster {
             .arg("--run-dir")
             .arg(&h.agent_dir)
             .env("SANLOCK_RUN_DIR", &h.daemon_dir)
-            .env(super::DIE_WITH_AGENT_ENV, "1")
             .envs(env)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
             .process_group(h.pgid);
+        if die {
+            cmd.env(super::DIE_WITH_AGENT_ENV, "1");
+        }
         die_with_parent(&mut cmd);
         h.agent = Some(cmd.spawn().map_err(err("start agent"))?);
         Ok(())
+    }
+
+    /// SIGKILL of host `id`'s agent alone, then a new agent: its VMs and
+    /// daemon keep running (with [`ClusterOpts::vms_die_with_agent`] off).
+    pub fn restart_agent(&mut self, id: u64) -> Result<(), String> {
+        let h = self.host_mut(id);
+        if let Some(mut a) = h.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        self.start_agent(id)
     }
 
     fn signal_group(&mut self, id: u64, sig: i32) {

@@ -15,7 +15,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::xleases::LeaseInfo;
@@ -82,7 +82,8 @@ pub enum ProcState {
 pub struct VmProc {
     pub vm: String,
     pub pid: i32,
-    child: Child,
+    /// None: adopted, a VM started by an earlier agent (not our child).
+    child: Option<Child>,
     /// Since when the process exists (start) and since when the VM runs.
     pub spawned: Instant,
     pub running_since: Option<Instant>,
@@ -186,7 +187,7 @@ pub fn start(spec: &StartSpec) -> Result<VmProc, String> {
     Ok(VmProc {
         vm: spec.vm.to_string(),
         pid: child.id() as i32,
-        child,
+        child: Some(child),
         spawned: Instant::now(),
         running_since: None,
         log: spec.log.clone(),
@@ -194,6 +195,35 @@ pub fn start(spec: &StartSpec) -> Result<VmProc, String> {
         ended: None,
         stop_argv: stop,
     })
+}
+
+/// Whether an adopted VM (not our child: we cannot wait for it) is gone:
+/// no such process, or a zombie its parent has not reaped yet.
+fn adopted_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the ")" that ends the command name.
+        Ok(st) => st
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// Takes charge of a VM an earlier agent started (found as the holder of
+/// its lease in the daemon's status): it runs; it can be stopped by
+/// signal; its exit status is not known (it is not our child).
+pub fn adopt(vm: &str, pid: i32, stop: Option<Vec<String>>) -> VmProc {
+    VmProc {
+        vm: vm.to_string(),
+        pid,
+        child: None,
+        spawned: Instant::now(),
+        running_since: Some(Instant::now()),
+        log: PathBuf::new(),
+        stop: None,
+        ended: None,
+        stop_argv: stop,
+    }
 }
 
 /// Whether `pid` is still the `client command` runner (not yet exec'd).
@@ -274,7 +304,11 @@ impl VmProc {
             return ProcState::Ended(o.clone());
         }
         self.drive_stop();
-        match self.child.try_wait() {
+        let ended = match &mut self.child {
+            Some(c) => c.try_wait(),
+            None => Ok(adopted_gone(self.pid).then(ExitStatus::default)),
+        };
+        match ended {
             Ok(Some(st)) => {
                 let o = self.outcome(st);
                 self.ended = Some(o.clone());
@@ -299,6 +333,12 @@ impl VmProc {
     }
 
     fn outcome(&self, st: std::process::ExitStatus) -> Outcome {
+        if self.child.is_none() {
+            return Outcome::Exited {
+                status: "ended (adopted: exit status unknown)".into(),
+                ran_for: self.spawned.elapsed(),
+            };
+        }
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         if self.running_since.is_none()
             && let Some(o) = judge_log(&text)
@@ -383,7 +423,9 @@ impl VmProc {
     /// SIGKILL now and reap (agent shutdown in tests).
     pub fn kill_now(&mut self) {
         self.signal(libc::SIGKILL);
-        let _ = self.child.wait();
+        if let Some(c) = &mut self.child {
+            let _ = c.wait();
+        }
     }
 }
 
