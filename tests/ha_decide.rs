@@ -657,3 +657,66 @@ proptest! {
             "over capacity");
     }
 }
+
+#[test]
+fn grace_counts_from_the_first_cycle_with_an_assigned_host() {
+    let mut w = View::new(config(1, 64), 3);
+    w.runs(1, &[0]);
+    w.host(1).state = HostState::Dead;
+    // Nobody fresh yet (a cluster starting): no candidate for 20 s.
+    for h in [2, 3] {
+        w.host(h).fresh = false;
+    }
+    let mut mem = Memory::default();
+    for _ in 0..10 {
+        let d = decide(&w.input(3, mem));
+        assert!(starts(&d).is_empty());
+        mem = d.memory;
+        w.now += 2;
+    }
+    // Candidates now: host 2 is assigned; host 3 must give it the grace.
+    for h in [2, 3] {
+        w.host(h).fresh = true;
+    }
+    let d = decide(&w.input(3, mem));
+    assert!(starts(&d).is_empty(), "{:?}", d.actions);
+    assert!(
+        reason(&d, 0).contains("racing after grace"),
+        "{}",
+        reason(&d, 0)
+    );
+    w.now += 10;
+    assert_eq!(starts(&decide(&w.input(3, d.memory))), vec![0]);
+}
+
+#[test]
+fn a_vm_a_live_host_reports_running_is_not_started_whatever_its_lease() {
+    let mut w = View::new(config(1, 64), 3);
+    // Host 2 runs it, but the lease reads free (a runner without the lease).
+    w.sector(2).running = VmBitmap::from_indexes([0]);
+    let d = w.decide(3);
+    assert!(starts(&d).is_empty());
+    assert!(
+        reason(&d, 0).contains("host 2 (LIVE) reports it running"),
+        "{}",
+        reason(&d, 0)
+    );
+    // A hung host's last sector counts, stale or FAIL, until it is DEAD.
+    w.host(2).fresh = false;
+    assert!(starts(&w.decide(1)).is_empty());
+    w.host(2).state = HostState::Fail;
+    let d = w.decide(1);
+    assert!(starts(&d).is_empty());
+    assert!(
+        reason(&d, 0).contains("host 2 (FAIL) reports it running"),
+        "{}",
+        reason(&d, 0)
+    );
+    // DEAD: its VMs are gone; host 1 (the best candidate left) starts it.
+    w.host(2).state = HostState::Dead;
+    assert_eq!(starts(&w.decide(1)), vec![0]);
+    // A sector of an older generation of the host says nothing either.
+    w.host(2).state = HostState::Live;
+    w.host(2).generation = 2;
+    assert_eq!(starts(&w.decide(1)), vec![0]);
+}

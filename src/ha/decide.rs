@@ -288,9 +288,9 @@ pub fn decide(i: &Input) -> Decision {
     let mut my_load = (0..n).filter(|&v| local(v).present()).count() as u32;
 
     let mut actions = Vec::new();
-    // Orphans judged from the lease and the daemon's host states only, the
-    // same on every host, so the assignment below is too; a VM present here
-    // takes its place in the assignment without an action.
+    // Orphans judged from the lease, the daemon's host states and the
+    // whiteboard only, the same on every host, so the assignment below is
+    // too; a VM present here takes its place in it without an action.
     let mut orphans: Vec<(usize, String, bool)> = Vec::new();
     // Leases still ours with no process here: our release is under way,
     // or it failed, or another host's ballot committed our value after we
@@ -315,7 +315,27 @@ pub fn decide(i: &Input) -> Decision {
             }
         }
         let lease = i.leases.get(v).copied().unwrap_or(LeaseView::Unreadable);
-        match orphan_why(i, lease) {
+        let mut judged = orphan_why(i, lease);
+        if let Judged::Orphan(why) = &judged
+            && let Some(h) = i.hosts.iter().find(|h| {
+                // A host's last word counts until it is DEAD, fresh or not
+                // (a hung host goes stale long before it is DEAD).
+                !matches!(h.state, HostState::Dead | HostState::Free)
+                    && h.sector
+                        .is_some_and(|s| s.generation == h.generation && s.running.get(v))
+            })
+        {
+            // A VM that a host not DEAD says it runs is not started
+            // elsewhere, whatever its lease says (a runner without the
+            // lease, a lease read older than that host's sector, a hung
+            // host). Our own sector counts too, so every host judges alike.
+            judged = Judged::Held(Some(format!(
+                "{why}, but host {} ({}) reports it running; not starting it",
+                h.host_id,
+                h.state.as_str()
+            )));
+        }
+        match judged {
             Judged::Orphan(why) => {
                 if !here {
                     mem.vms[v].orphan_since.get_or_insert(now);
@@ -468,6 +488,9 @@ pub fn decide(i: &Input) -> Decision {
             if here {
                 continue;
             }
+            // The race's grace counts from the first cycle in which some
+            // host was assigned: that host must have had `grace` to act.
+            mem.vms[v].orphan_since = Some(now);
             actions.push(wait(v, &why, "no LIVE host with a fresh whiteboard, the same config, score > 0 and room: nobody to start it"));
             continue;
         };

@@ -351,6 +351,10 @@ struct Host {
     maintenance: bool,
     /// VMs whose start (acquire) is under way.
     starting: Vec<bool>,
+    /// Agent cycles that reached decide() since this boot, and when the
+    /// first did (ms): the warm-up of src/ha/agent.rs.
+    cycles: u32,
+    agent_started: u64,
 }
 
 pub struct HaSim {
@@ -552,6 +556,8 @@ impl HaSim {
                 outcomes: Vec::new(),
                 maintenance: false,
                 starting: vec![false; nvms],
+                cycles: 0,
+                agent_started: 0,
             });
         }
         let mut s = HaSim {
@@ -919,6 +925,7 @@ impl HaSim {
         x.fresh = Freshness::new();
         x.outcomes.clear();
         x.starting = vec![false; nvms];
+        x.cycles = 0;
         x.clock_off_ms = x.clock_off_ms.wrapping_add(delay * 7) % 1_000_000_000;
         if restart {
             self.push(self.now + delay, Ev::Restart { h });
@@ -1598,11 +1605,16 @@ impl HaSim {
         let real_fail: Vec<bool> = leases
             .iter()
             .map(|l| match *l {
-                LeaseView::Held { owner, .. } => {
+                // FAIL and holding it in its current generation (an older
+                // one is a gone instance: an orphan).
+                LeaseView::Held {
+                    owner, generation, ..
+                } => {
                     let i = owner as usize - 1;
                     i < MAX_HOSTS
-                        && x.table.hosts[i].judge(now, me, w).state == HostState::Fail
                         && owner != me
+                        && x.table.hosts[i].judge(now, me, w).state == HostState::Fail
+                        && x.table.hosts[i].owner_generation <= generation
                 }
                 _ => false,
             })
@@ -1619,9 +1631,23 @@ impl HaSim {
             outcomes: std::mem::take(&mut self.hosts[h].outcomes),
             memory: std::mem::take(&mut self.hosts[h].memory),
         };
+        let unknown = input.hosts.iter().any(|v| v.state == HostState::Unknown);
         let d = decide::decide(&input);
+        // The agent's warm-up (src/ha/agent.rs): no starts in the first 3
+        // cycles (no sector can be fresh yet) nor, for 10 intervals, while
+        // the daemon has hosts it has not judged.
+        let x = &mut self.hosts[h];
+        if x.cycles == 0 {
+            x.agent_started = self.now;
+        }
+        x.cycles += 1;
+        let warming =
+            x.cycles <= 3 || (unknown && self.now - x.agent_started < 10 * INTERVAL * 1000);
         for a in &d.actions {
             match a.kind {
+                decide::ActionKind::Start if warming => {
+                    self.tr(|| format!("host {h}: warming up, not yet: {}", a.reason));
+                }
                 decide::ActionKind::Start => {
                     if real_fail[a.vm] {
                         self.stats.starts_on_fail += 1;
@@ -1668,9 +1694,10 @@ impl HaSim {
         let x = &mut self.hosts[h];
         x.memory = d.memory;
         x.seq += 1;
-        let running = VmBitmap::from_indexes(
-            (0..self.nvms).filter(|&k| x.procs.iter().any(|p| p.vm == k) || x.starting[k]),
-        );
+        // As src/ha/agent.rs: VMs that run (under their lease), not those
+        // still starting, so that every host's assignment agrees.
+        let running =
+            VmBitmap::from_indexes((0..self.nvms).filter(|&k| x.procs.iter().any(|p| p.vm == k)));
         let sector = HostSector {
             host_id: me,
             generation: x.leader.owner_generation,
