@@ -506,3 +506,88 @@ fn restarted_agent_adopts_its_running_vms() {
     c.stop_all();
     assert_disks_ok(&c);
 }
+
+/// A lease left held by a LIVE host with no process (another host's racing
+/// ballot rewrote the leader with that host's value, so the daemon's release
+/// left it; made here with `direct acquire` as that host) can be taken by
+/// nobody else. When that host is in local maintenance its agent releases
+/// it through its daemon, and another host starts the VM.
+#[test]
+fn leftover_lease_of_a_host_in_local_maintenance_is_released() {
+    let dir = Dir::new();
+    let mut c = Cluster::create(dir.path(), opts(2)).expect("cluster files");
+    let config = c.host(1).config.clone();
+    let maint = |on: &str| {
+        let o = run(
+            hactl(),
+            &["ha", "maintenance", "--global", on, "-c", p(&config)],
+        );
+        assert_eq!(o.code, 0, "{}", o.stderr);
+    };
+    maint("on");
+    c.start_all().expect("hosts start");
+    let generation = {
+        let mut g = None;
+        wait_for("host 3 to join", Duration::from_secs(30), || {
+            g = c.status(3).and_then(|st| {
+                st["hosts"]
+                    .as_array()?
+                    .iter()
+                    .find(|h| h["host_id"] == 3 && h["state"] == "LIVE")
+                    .and_then(|h| h["generation"].as_u64())
+            });
+            g.is_some()
+        });
+        g.unwrap()
+    };
+    let xl = c.shared.join("xleases");
+    let res = run(hactl(), &["xleases", "lookup", "-p", p(&xl), "vm1"]).text();
+    let o = run(
+        hactl(),
+        &[
+            "direct",
+            "acquire",
+            "-r",
+            res.trim(),
+            "-i",
+            "3",
+            "-g",
+            &generation.to_string(),
+        ],
+    );
+    assert_eq!(
+        o.code,
+        0,
+        "direct acquire as host 3: {} {}",
+        o.text(),
+        o.stderr
+    );
+    let o = run(
+        hactl(),
+        &[
+            "ha",
+            "maintenance",
+            "--local",
+            "on",
+            "--run-dir",
+            p(&c.host(3).agent_dir),
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    maint("off");
+    let took = wait_for("vm1 to run on host 1 or 2", Duration::from_secs(30), || {
+        c.running_on(FRESH)
+            .iter()
+            .all(|h| h.is_some_and(|h| h != 3))
+    });
+    eprintln!("the leftover lease was released and vm1 runs elsewhere after {took:?}");
+    let released = c.events(3).iter().any(|e| {
+        e["vm"] == "vm1"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("leftover lease released"))
+    });
+    assert!(released, "host 3's agent released the leftover lease");
+    c.stop_all();
+    assert_disks_ok(&c);
+}

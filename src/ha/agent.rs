@@ -260,6 +260,10 @@ struct Agent {
     started: std::time::Instant,
     /// A "running" event was logged for the current process.
     announced: Vec<bool>,
+    /// Lease-clearing runs (`client command -c true`), see
+    /// [`Agent::clear_leftovers`], and since when each leftover was seen.
+    clearing: Vec<Option<VmProc>>,
+    leftover_since: Vec<Option<u64>>,
     last_states: BTreeMap<u64, HostState>,
     events: File,
     hactl: PathBuf,
@@ -357,6 +361,8 @@ pub fn run(opts: &AgentOpts) -> Result<(), String> {
         seq,
         last_wait: vec![None; n],
         announced: vec![false; n],
+        clearing: (0..n).map(|_| None).collect(),
+        leftover_since: vec![None; n],
         last_reason: vec![None; n],
         started: std::time::Instant::now(),
         last_states: BTreeMap::new(),
@@ -580,6 +586,7 @@ impl Agent {
             self.problem(None);
         }
         self.adopt_leftovers(&leases, our_generation, now, &mut local);
+        self.clear_leftovers(&leases, our_generation, now, local_maint);
 
         let input = Input {
             now,
@@ -704,6 +711,94 @@ impl Agent {
                 self.me
             );
             self.event(&name, "running", &why);
+        }
+    }
+
+    /// In local maintenance, a lease still held by us with no process
+    /// anywhere on this host is released so that another host can take
+    /// it: nobody else may (we are LIVE) and we start nothing. This
+    /// happens when another host's racing ballot rewrote the leader with
+    /// our value while we held it: the daemon's release then leaves it as
+    /// it is (sanlock does the same: the leader's writer is not us). The
+    /// release goes through the daemon as any holder's: `client command
+    /// -r LEASE -c true` acquires it (ours: no wait) and exits, and the
+    /// daemon releases it, now written by us. Only after the leftover was
+    /// seen for two cycles with no holder in the daemon's status.
+    fn clear_leftovers(
+        &mut self,
+        leases: &[LeaseView],
+        our_generation: u64,
+        now: u64,
+        local_maint: bool,
+    ) {
+        for v in 0..self.clearing.len() {
+            let name = self.cfg.vms[v].name.clone();
+            if let Some(p) = self.clearing[v].as_mut()
+                && let ProcState::Ended(o) = p.poll()
+            {
+                let why = match o {
+                    runner::Outcome::Exited { .. } => format!(
+                        "{name}: our leftover lease released (host {} in local maintenance)",
+                        self.me
+                    ),
+                    runner::Outcome::LostRace { why, .. }
+                    | runner::Outcome::FailedStart { why } => {
+                        format!("{name}: releasing our leftover lease failed: {why}")
+                    }
+                };
+                self.event(&name, "stop", &why);
+                self.clearing[v] = None;
+            }
+        }
+        let me = self.me;
+        let ours = |v: usize| {
+            matches!(leases.get(v), Some(LeaseView::Held { owner, generation, .. })
+                if *owner == me && *generation == our_generation)
+        };
+        let mut holders: Option<BTreeMap<String, i32>> = None;
+        for v in 0..self.procs.len() {
+            if !local_maint || self.procs[v].is_some() || self.clearing[v].is_some() || !ours(v) {
+                self.leftover_since[v] = None;
+                continue;
+            }
+            let since = *self.leftover_since[v].get_or_insert(now);
+            let Some(lease) = self.infos[v].clone() else {
+                continue;
+            };
+            if now < since + 2 * self.cfg.cluster.interval.max(1) {
+                continue;
+            }
+            let held = holders
+                .get_or_insert_with(|| lease_holders(&self.daemon_dir, &self.cfg.cluster.lockspace))
+                .contains_key(&lease.resource);
+            if held {
+                continue;
+            }
+            let name = self.cfg.vms[v].name.clone();
+            let launch = Launch::Command {
+                start: vec!["true".into()],
+                stop: None,
+            };
+            let spec = runner::StartSpec {
+                vm: &name,
+                launch: &launch,
+                lease: &lease,
+                daemon_run_dir: &self.daemon_dir,
+                host_id: self.me,
+                log: self.run_dir.join(format!("clear-{name}.log")),
+                hactl: &self.hactl,
+                die_with_agent: self.die_with_agent,
+            };
+            let started = runner::start(&spec);
+            let why = format!(
+                "{name}: lease left held by us (host {}) with no process here; releasing it for another host",
+                self.me
+            );
+            self.event(&name, "stop", &why);
+            match started {
+                Ok(p) => self.clearing[v] = Some(p),
+                Err(e) => self.event(&name, "stop", &format!("{name}: cannot release: {e}")),
+            }
         }
     }
 
