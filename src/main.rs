@@ -1,6 +1,6 @@
 use clap::{CommandFactory, Parser, Subcommand};
 
-use hactl::cli::{args, client_cmd, direct_cmd, docs, xleases_cmd};
+use hactl::cli::{args, client_cmd, direct_cmd, docs, ha_cmd, xleases_cmd};
 
 /// Shared-storage leases, compatible with sanlock.
 ///
@@ -41,6 +41,22 @@ enum Cmd {
     /// vdsm's xleases volume (oVirt VM leases): format, add, remove,
     /// lookup, list, rebuild. Each lease is a sanlock resource at its slot.
     Xleases(xleases_cmd::XleasesArgs),
+    /// The HA layer: agent, status, events, maintenance, demo-vm, check-disks.
+    Ha(ha_cmd::HaArgs),
+    /// A three-host HA cluster on this machine: crash one host, watch its
+    /// VMs restart on the others, then check no VM ever ran twice (~2 min).
+    Demo {
+        /// Parent of the demo's temporary directory (default /var/tmp).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// Keep the files (logs, events, VM disks) afterwards.
+        #[arg(long)]
+        keep: bool,
+        #[arg(long, default_value_t = 3)]
+        hosts: u64,
+        #[arg(long, default_value_t = 4)]
+        vms: usize,
+    },
     /// Run the lease manager daemon (sanlock daemon ...).
     ///
     /// Options use sanlock's syntax and override /etc/sanlock/sanlock.conf.
@@ -147,6 +163,27 @@ fn main() {
         },
         Cmd::Client { action, args: rest } => client_cmd::main(&action, &rest),
         Cmd::Xleases(a) => xleases_cmd::main(a),
+        Cmd::Ha(a) => ha_cmd::main(a),
+        Cmd::Demo {
+            dir,
+            keep,
+            hosts,
+            vms,
+        } => {
+            let o = hactl::ha::demo::DemoOpts {
+                hosts,
+                vms,
+                parent: dir,
+                keep,
+            };
+            match hactl::ha::demo::run(&o) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("hactl demo: {e}");
+                    1
+                }
+            }
+        }
         Cmd::Daemon { args: rest } => hactl::daemon::main(&rest),
         // As `sanlock version`: the bare version.
         Cmd::Version => {

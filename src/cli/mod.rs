@@ -4,4 +4,5 @@ pub mod args;
 pub mod client_cmd;
 pub mod direct_cmd;
 pub mod docs;
+pub mod ha_cmd;
 pub mod xleases_cmd;

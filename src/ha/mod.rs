@@ -3,11 +3,26 @@
 //! - [`config`]: the TOML config, the same on every host
 //! - [`whiteboard`]: one checksummed sector per host on shared storage
 //! - [`decide`]: the pure policy, `decide(&Input) -> Decision`
+//! - [`agent`]: the loop on every host around `decide`
+//! - [`runner`]: starting a VM only under its lease, stopping it
+//! - [`demo_vm`]: the stand-in VM and the split-brain check on its disk
+//! - [`cluster`]: a whole cluster on one machine (tests, `hactl demo`)
+//! - [`demo`]: `hactl demo`
 
 pub mod config;
 pub mod decide;
 pub mod whiteboard;
 
+pub mod agent;
+pub mod cluster;
+pub mod demo;
+pub mod demo_vm;
+pub mod runner;
+
 pub use config::Config;
 pub use decide::{Action, ActionKind, Decision, Input, decide};
 pub use whiteboard::{ClusterSector, HostSector, Whiteboard};
+
+/// Set by the test cluster: the agent makes its VMs die with it, so that
+/// nothing outlives a test or demo that was killed.
+pub const DIE_WITH_AGENT_ENV: &str = "HACTL_HA_VM_DIE_WITH_AGENT";

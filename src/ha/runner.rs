@@ -1,0 +1,488 @@
+//! Starting and stopping VMs, only ever under their lease.
+//!
+//! Runner "command": the agent starts `hactl client command -r
+//! LS:LEASE_ID:XLEASES:OFFSET -c ARGV...` with the local daemon's
+//! `SANLOCK_RUN_DIR`. That process registers with the daemon, acquires the
+//! lease on its registered connection and then execs ARGV, so the VM process
+//! itself holds the lease: the lease goes when the VM exits, and the daemon
+//! kills the VM if the lockspace fails. A lease not acquired means the
+//! command exits before ARGV ever ran; its output says why, which tells a
+//! lost race (another host holds the lease) from a failed start.
+//!
+//! Runner "libvirt" (`virsh start` of a domain carrying a `<lease>`) needs
+//! libvirt's client; where `virsh` is not installed it refuses with a clear
+//! error and the VM counts as a failed start on this host.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::xleases::LeaseInfo;
+
+/// How long a stop waits after SIGTERM (or the stop command) before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// A VM that exits non-zero this soon after its exec did not really start:
+/// it counts as a failed start, not as a VM that ran and exited.
+pub const EARLY_EXIT: Duration = Duration::from_secs(3);
+
+/// How a VM is run (from the config).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Launch {
+    Command {
+        start: Vec<String>,
+        stop: Option<Vec<String>>,
+    },
+    Libvirt {
+        domain: String,
+    },
+}
+
+/// Everything one start needs.
+pub struct StartSpec<'a> {
+    pub vm: &'a str,
+    pub launch: &'a Launch,
+    pub lease: &'a LeaseInfo,
+    /// The local daemon's run dir (`SANLOCK_RUN_DIR`).
+    pub daemon_run_dir: &'a Path,
+    pub host_id: u64,
+    /// The runner's stdout and stderr go here (rewritten at each start).
+    pub log: PathBuf,
+    /// The `hactl` binary that runs `client command`.
+    pub hactl: &'a Path,
+    /// Makes the VM die with the agent (test clusters only: a real agent
+    /// that restarts must leave its VMs running).
+    pub die_with_agent: bool,
+}
+
+/// Why a start ended without a running VM, or how a VM ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The lease is held by another host (or another host won the ballot):
+    /// not this host's fault.
+    LostRace { rv: i32, why: String },
+    /// The start failed on this host (no daemon, lease error, no such
+    /// program, the VM died at once).
+    FailedStart { why: String },
+    /// The VM ran and exited (by itself or by a stop).
+    Exited { status: String, ran_for: Duration },
+}
+
+/// Where a VM process stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProcState {
+    /// Registering and acquiring the lease (may wait for a dead owner).
+    Starting,
+    /// The VM runs under its lease.
+    Running,
+    Ended(Outcome),
+}
+
+/// A VM process this agent started.
+pub struct VmProc {
+    pub vm: String,
+    pub pid: i32,
+    /// None: adopted, a VM started by an earlier agent (not our child).
+    child: Option<Child>,
+    /// Since when the process exists (start) and since when the VM runs.
+    pub spawned: Instant,
+    pub running_since: Option<Instant>,
+    log: PathBuf,
+    stop: Option<StopState>,
+    ended: Option<Outcome>,
+    stop_argv: Option<Vec<String>>,
+}
+
+struct StopState {
+    since: Instant,
+    killed: bool,
+    helper: Option<Child>,
+}
+
+/// The result numbers that mean "someone else has the lease".
+pub fn is_lost_race(rv: i32) -> bool {
+    use crate::rv::*;
+    matches!(
+        rv,
+        SANLK_ACQUIRE_IDLIVE
+            | SANLK_ACQUIRE_OWNED
+            | SANLK_ACQUIRE_OTHER
+            | SANLK_ACQUIRE_OWNED_RETRY
+            | SANLK_ACQUIRE_LVER
+            | SANLK_DBLOCK_LVER
+            | SANLK_DBLOCK_MBAL
+    ) || rv == -libc::EAGAIN
+        || rv == -libc::EBUSY
+}
+
+/// Finds `prog` on PATH (execv in `client command` does not search it).
+fn resolve(prog: &str) -> Option<PathBuf> {
+    if prog.contains('/') {
+        return Some(PathBuf::from(prog));
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| p.is_file())
+}
+
+/// Starts a VM under its lease. Errors here are failed starts that never
+/// got as far as a process.
+pub fn start(spec: &StartSpec) -> Result<VmProc, String> {
+    use std::os::unix::process::CommandExt;
+    let (start, stop) = match spec.launch {
+        Launch::Command { start, stop } => (start, stop.clone()),
+        Launch::Libvirt { domain } => {
+            return Err(if resolve("virsh").is_none() {
+                format!(
+                    "runner libvirt: virsh (libvirt-clients) is not installed here; cannot start domain {domain:?}"
+                )
+            } else {
+                format!(
+                    "runner libvirt is not supported by this hactl yet (domain {domain:?}); use runner \"command\""
+                )
+            });
+        }
+    };
+    let Some(prog) = start.first() else {
+        return Err("the VM's start command is empty".into());
+    };
+    let Some(prog) = resolve(prog) else {
+        return Err(format!("{prog:?} is not on PATH"));
+    };
+    let log = File::create(&spec.log)
+        .map_err(|e| format!("cannot create {}: {e}", spec.log.display()))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", spec.log.display()))?;
+    let mut cmd = Command::new(spec.hactl);
+    cmd.args([
+        "client",
+        "command",
+        "-r",
+        &spec.lease.sanlock_string(),
+        "-c",
+    ])
+    .arg(&prog)
+    .args(&start[1..])
+    .env("SANLOCK_RUN_DIR", spec.daemon_run_dir)
+    .env("HACTL_HA_HOST_ID", spec.host_id.to_string())
+    .env("HACTL_HA_VM", spec.vm)
+    .stdin(Stdio::null())
+    .stdout(log)
+    .stderr(log2);
+    if spec.die_with_agent {
+        // SAFETY: prctl is async-signal-safe; it only affects the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", spec.hactl.display()))?;
+    Ok(VmProc {
+        vm: spec.vm.to_string(),
+        pid: child.id() as i32,
+        child: Some(child),
+        spawned: Instant::now(),
+        running_since: None,
+        log: spec.log.clone(),
+        stop: None,
+        ended: None,
+        stop_argv: stop,
+    })
+}
+
+/// Whether an adopted VM (not our child: we cannot wait for it) is gone:
+/// no such process, or a zombie its parent has not reaped yet.
+fn adopted_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the ")" that ends the command name.
+        Ok(st) => st
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// Takes charge of a VM an earlier agent started (found as the holder of
+/// its lease in the daemon's status): it runs; it can be stopped by
+/// signal; its exit status is not known (it is not our child).
+pub fn adopt(vm: &str, pid: i32, stop: Option<Vec<String>>) -> VmProc {
+    VmProc {
+        vm: vm.to_string(),
+        pid,
+        child: None,
+        spawned: Instant::now(),
+        running_since: Some(Instant::now()),
+        log: PathBuf::new(),
+        stop: None,
+        ended: None,
+        stop_argv: stop,
+    }
+}
+
+/// Whether `pid` is still the `client command` runner (not yet exec'd).
+fn still_runner(pid: i32) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(c) => c
+            .split(|&b| b == 0)
+            .skip(1)
+            .take(2)
+            .eq([&b"client"[..], &b"command"[..]]),
+        Err(_) => false,
+    }
+}
+
+/// Reads what `client command` printed: `register done RV`, `acquire done
+/// RV`, `execv failed: ...` (only printed when no exec happened).
+fn judge_log(text: &str) -> Option<Outcome> {
+    let rv_of = |key: &str| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(key))
+            .filter_map(|v| v.trim().parse::<i32>().ok())
+            .next_back()
+    };
+    let why = |t: &str| {
+        t.lines()
+            .rfind(|l| l.starts_with("hactl:") || l.contains("failed"))
+            .unwrap_or("")
+            .to_string()
+    };
+    if let Some(rv) = rv_of("register done ").filter(|&rv| rv < 0) {
+        return Some(Outcome::FailedStart {
+            why: format!(
+                "cannot register with the local daemon: {} ({rv}) {}",
+                crate::rv::describe(rv),
+                why(text)
+            ),
+        });
+    }
+    match rv_of("acquire done ") {
+        Some(rv) if rv < 0 && is_lost_race(rv) => Some(Outcome::LostRace {
+            rv,
+            why: crate::rv::describe(rv),
+        }),
+        Some(rv) if rv < 0 => Some(Outcome::FailedStart {
+            why: format!(
+                "acquiring the lease failed: {} ({rv})",
+                crate::rv::describe(rv)
+            ),
+        }),
+        Some(_) => Some(Outcome::FailedStart {
+            why: format!(
+                "the lease was acquired but the VM did not start: {}",
+                why(text)
+            ),
+        }),
+        None => None,
+    }
+}
+
+fn describe_status(st: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (st.code(), st.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(s)) => format!(
+            "killed by {}",
+            nix::sys::signal::Signal::try_from(s)
+                .map_or_else(|_| format!("signal {s}"), |s| s.to_string())
+        ),
+        _ => "ended".into(),
+    }
+}
+
+impl VmProc {
+    /// Checks the process; call once per cycle. Reaps it when it ended and
+    /// carries a stop forward (SIGKILL after [`STOP_GRACE`]).
+    pub fn poll(&mut self) -> ProcState {
+        if let Some(o) = &self.ended {
+            return ProcState::Ended(o.clone());
+        }
+        self.drive_stop();
+        let ended = match &mut self.child {
+            Some(c) => c.try_wait(),
+            None => Ok(adopted_gone(self.pid).then(ExitStatus::default)),
+        };
+        match ended {
+            Ok(Some(st)) => {
+                let o = self.outcome(st);
+                self.ended = Some(o.clone());
+                if let Some(s) = &mut self.stop
+                    && let Some(h) = &mut s.helper
+                {
+                    let _ = h.try_wait();
+                }
+                ProcState::Ended(o)
+            }
+            Ok(None) | Err(_) => {
+                if self.running_since.is_none() && !still_runner(self.pid) {
+                    self.running_since = Some(Instant::now());
+                }
+                if self.running_since.is_some() {
+                    ProcState::Running
+                } else {
+                    ProcState::Starting
+                }
+            }
+        }
+    }
+
+    fn outcome(&self, st: std::process::ExitStatus) -> Outcome {
+        if self.child.is_none() {
+            return Outcome::Exited {
+                status: "ended (adopted: exit status unknown)".into(),
+                ran_for: self.spawned.elapsed(),
+            };
+        }
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        if self.running_since.is_none()
+            && let Some(o) = judge_log(&text)
+        {
+            return o;
+        }
+        let since = self.running_since.unwrap_or(self.spawned);
+        let ran_for = since.elapsed();
+        let status = describe_status(st);
+        if self.stop.is_none() && !st.success() && ran_for < EARLY_EXIT {
+            let last = text.lines().last().unwrap_or("").trim();
+            return Outcome::FailedStart {
+                why: format!(
+                    "the VM exited at once ({status} after {:.1} s){}",
+                    ran_for.as_secs_f64(),
+                    if last.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {last}")
+                    }
+                ),
+            };
+        }
+        Outcome::Exited { status, ran_for }
+    }
+
+    /// Begins stopping: the stop command if configured, else SIGTERM;
+    /// [`VmProc::poll`] sends SIGKILL after [`STOP_GRACE`].
+    pub fn stop(&mut self) {
+        if self.stop.is_some() || self.ended.is_some() {
+            return;
+        }
+        let helper = match &self.stop_argv {
+            Some(argv) if !argv.is_empty() => Command::new(&argv[0])
+                .args(&argv[1..])
+                .env("HACTL_HA_VM", &self.vm)
+                .env("HACTL_HA_VM_PID", self.pid.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok(),
+            _ => None,
+        };
+        if helper.is_none() {
+            self.signal(libc::SIGTERM);
+        }
+        self.stop = Some(StopState {
+            since: Instant::now(),
+            killed: false,
+            helper,
+        });
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    fn drive_stop(&mut self) {
+        let pid = self.pid;
+        if let Some(s) = &mut self.stop {
+            if let Some(h) = &mut s.helper
+                && let Ok(Some(_)) = h.try_wait()
+            {
+                s.helper = None;
+            }
+            if !s.killed && s.since.elapsed() >= STOP_GRACE {
+                s.killed = true;
+                // SAFETY: kill(2) on our own child, not yet reaped.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        if self.ended.is_none() {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe { libc::kill(self.pid, sig) };
+        }
+    }
+
+    /// SIGKILL now and reap (agent shutdown in tests).
+    pub fn kill_now(&mut self) {
+        self.signal(libc::SIGKILL);
+        if let Some(c) = &mut self.child {
+            let _ = c.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judges_client_command_output() {
+        assert!(matches!(
+            judge_log("register\nregister done 5\nacquire fd 5\nacquire done -243\n"),
+            Some(Outcome::LostRace { rv: -243, .. })
+        ));
+        assert!(matches!(
+            judge_log("register done 5\nacquire done -11\n"),
+            Some(Outcome::LostRace { rv: -11, .. })
+        ));
+        let Some(Outcome::FailedStart { why }) = judge_log("register done -111\n") else {
+            panic!()
+        };
+        assert!(why.contains("register"), "{why}");
+        let Some(Outcome::FailedStart { why }) = judge_log("register done 5\nacquire done -2\n")
+        else {
+            panic!()
+        };
+        assert!(why.contains("No such file"), "{why}");
+        // Lines printed at exit after an exec that failed.
+        assert!(matches!(
+            judge_log("execv failed: No such file or directory\nregister done 5\nacquire done 0\n"),
+            Some(Outcome::FailedStart { .. })
+        ));
+        // Nothing from the runner: the exec happened, the VM ran.
+        assert_eq!(judge_log(""), None);
+    }
+
+    #[test]
+    fn libvirt_without_virsh_is_a_clear_error() {
+        let lease = LeaseInfo {
+            lockspace: "ls".into(),
+            resource: "vm".into(),
+            path: "/nonexistent".into(),
+            offset: 3 << 20,
+        };
+        let launch = Launch::Libvirt {
+            domain: "web1".into(),
+        };
+        let spec = StartSpec {
+            vm: "web1",
+            launch: &launch,
+            lease: &lease,
+            daemon_run_dir: Path::new("/nonexistent"),
+            host_id: 1,
+            log: PathBuf::from("/nonexistent/log"),
+            hactl: Path::new("/nonexistent/hactl"),
+            die_with_agent: false,
+        };
+        let e = start(&spec).err().unwrap();
+        assert!(e.contains("runner libvirt"), "{e}");
+    }
+}
