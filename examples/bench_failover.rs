@@ -3,13 +3,19 @@
 //! (kill -9 of its daemon, agent and VMs), and for each VM the time from
 //! the crash until its disk shows writes from a surviving host, beside the
 //! time the survivors' daemons called host 1 DEAD (sanlock's own DEAD
-//! time, host_dead_seconds = 8 × io_timeout + 60).
+//! time, host_dead_seconds = 8 × io_timeout + 60). Beside them, when
+//! it is installed and we are root, a real sanlock daemon (Debian's) joined
+//! to the same lockspace with a spare host id, no agent and no VMs, says
+//! when sanlock itself calls host 1 FAIL and DEAD in the same run.
 //!
 //! `cargo run --release --example bench_failover -- [N...]` (default 1 10
 //! 100); `tools/bench-failover.sh` runs it and docs/bench-failover.md
 //! holds results. Needs a file system with O_DIRECT under target/.
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hactl::ha::cluster::{Cluster, ClusterOpts};
@@ -28,9 +34,178 @@ fn unix_now() -> f64 {
     hactl::ha::agent::unix_now()
 }
 
+/// The host id the sanlock observer joins with: not one of the cluster's.
+const OBSERVER_ID: u64 = 4;
+
+/// The real sanlock binary, or why the observer column is skipped.
+fn sanlock_bin() -> std::result::Result<&'static str, String> {
+    let bin = ["/usr/sbin/sanlock", "/sbin/sanlock", "/usr/bin/sanlock"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or("sanlock is not installed (apt-get install sanlock)")?;
+    if !nix::unistd::getuid().is_root() {
+        return Err("not root (the sanlock daemon runs as root here)".into());
+    }
+    Ok(bin)
+}
+
+/// A real sanlock daemon in its own run dir (started as tests/common's
+/// SanlockDaemon is, which an example cannot use), joined to the
+/// cluster's lockspace as host OBSERVER_ID. Stopped by its pid.
+struct Observer {
+    bin: &'static str,
+    run_dir: PathBuf,
+    lockspace: String,
+    child: Option<Child>,
+}
+
+impl Observer {
+    fn client(bin: &str, run_dir: &Path, args: &[&str]) -> std::result::Result<String, String> {
+        let o = Command::new(bin)
+            .arg("client")
+            .args(args)
+            .env("SANLOCK_RUN_DIR", run_dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("sanlock client {args:?}: {e}"))?;
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        if o.status.success() {
+            Ok(out)
+        } else {
+            Err(format!(
+                "sanlock client {args:?}: {}{}",
+                out,
+                String::from_utf8_lossy(&o.stderr)
+            ))
+        }
+    }
+
+    fn start(
+        bin: &'static str,
+        run_dir: &Path,
+        ls: &str,
+        ids: &Path,
+        io_timeout: u32,
+    ) -> std::result::Result<Observer, String> {
+        use std::os::unix::process::CommandExt;
+        std::fs::create_dir_all(run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+        let log = std::fs::File::create(run_dir.join("daemon.log")).map_err(|e| e.to_string())?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root",
+        ])
+        .env("SANLOCK_RUN_DIR", run_dir)
+        .env("SANLOCK_PRIVILEGED", "0")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+        // SAFETY: prctl is async-signal-safe and only affects the child:
+        // the daemon dies with the bench.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("start sanlock daemon: {e}"))?;
+        let mut obs = Observer {
+            bin,
+            run_dir: run_dir.to_path_buf(),
+            lockspace: format!(
+                "{ls}:{OBSERVER_ID}:{}:0",
+                hactl::lease_str::escape_path(&ids.display().to_string())
+            ),
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !run_dir.join("sanlock.sock").exists() {
+            if Instant::now() > deadline {
+                obs.kill();
+                return Err("the sanlock daemon did not create its socket".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Blocks until the delta lease is ours (a few seconds).
+        Self::client(
+            bin,
+            run_dir,
+            &[
+                "add_lockspace",
+                "-s",
+                &obs.lockspace,
+                "-o",
+                &io_timeout.to_string(),
+            ],
+        )?;
+        Ok(obs)
+    }
+
+    /// Polls sanlock's own state of `host` (`sanlock client gets -h 1`:
+    /// `host_status` prints only timestamps, not FAIL/DEAD) every 100 ms,
+    /// from a thread, until it says DEAD or `stop`: the first times (unix)
+    /// it said FAIL and DEAD.
+    fn watch(
+        &self,
+        host: u64,
+        stop: Arc<AtomicBool>,
+    ) -> std::thread::JoinHandle<(Option<f64>, Option<f64>)> {
+        let (bin, run_dir) = (self.bin, self.run_dir.clone());
+        std::thread::spawn(move || {
+            let (mut fail, mut dead) = (None, None);
+            let prefix = format!("h {host} ");
+            while dead.is_none() && !stop.load(Ordering::Relaxed) {
+                let t = unix_now();
+                if let Ok(out) = Self::client(bin, &run_dir, &["gets", "-h", "1"])
+                    && let Some(line) = out.lines().find(|l| l.starts_with(&prefix))
+                {
+                    match line.split_whitespace().last() {
+                        Some("FAIL") => _ = fail.get_or_insert(t),
+                        // DEAD without FAIL seen: FAIL was before this poll.
+                        Some("DEAD") => dead = Some(t),
+                        _ => {}
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (fail, dead)
+        })
+    }
+
+    /// Leaves the lockspace, then stops the daemon by its pid.
+    fn stop(mut self) -> std::result::Result<(), String> {
+        let r = Self::client(
+            self.bin,
+            &self.run_dir,
+            &["rem_lockspace", "-s", &self.lockspace],
+        )
+        .map(drop);
+        self.kill();
+        r
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 struct Result {
     vms: usize,
     dead: Vec<(u64, f64)>,
+    /// The sanlock observer's FAIL and DEAD of host 1 (None: not seen),
+    /// or why there is none.
+    sanlock: std::result::Result<(Option<f64>, Option<f64>), String>,
     back: Vec<f64>,
     on: [usize; 2],
     lost_races: usize,
@@ -46,8 +221,15 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[k]
 }
 
-fn bench(dir: &Path, n: usize) -> std::result::Result<Result, String> {
+fn bench(
+    dir: &Path,
+    n: usize,
+    sanlock: std::result::Result<&'static str, String>,
+) -> std::result::Result<Result, String> {
     let mut o = ClusterOpts::new(&hactl_bin(), 3, n);
+    if sanlock.is_ok() {
+        o.whiteboard_hosts = OBSERVER_ID;
+    }
     o.capacity = (n as u32 + 8).max(64);
     // Others race for an orphan only after this long: while host 1 starts
     // its N VMs, and after the crash only for the VMs not assigned to them.
@@ -61,6 +243,19 @@ fn bench(dir: &Path, n: usize) -> std::result::Result<Result, String> {
     }
     let fresh = Duration::from_millis(if n > 20 { 1500 } else { 800 });
     let mut c = Cluster::create(dir, o)?;
+    let ls = c.opts.lockspace.clone();
+    let observer = sanlock.and_then(|bin| {
+        Observer::start(
+            bin,
+            &dir.join("sanlock-observer"),
+            &ls,
+            &c.shared.join("ids"),
+            c.opts.io_timeout,
+        )
+    });
+    if let Err(e) = &observer {
+        eprintln!("no sanlock observer: {e}");
+    }
     c.start_all()?;
     let t = Instant::now();
     while !c.running_on(fresh).iter().all(|h| *h == Some(1)) {
@@ -77,6 +272,11 @@ fn bench(dir: &Path, n: usize) -> std::result::Result<Result, String> {
     let t0 = unix_now();
     let crash = Instant::now();
     c.crash(1);
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    let watch = observer
+        .as_ref()
+        .ok()
+        .map(|o| o.watch(1, stop_watch.clone()));
     let mut back: Vec<Option<f64>> = vec![None; n];
     let mut hosts = vec![0u64; n];
     while back.iter().any(Option::is_none) && crash.elapsed() < Duration::from_secs(200) {
@@ -94,6 +294,25 @@ fn bench(dir: &Path, n: usize) -> std::result::Result<Result, String> {
             }
         }
     }
+    // sanlock may call host 1 DEAD after the last VM is back: wait for it
+    // (up to the same 200 s), then stop polling.
+    while watch.as_ref().is_some_and(|w| !w.is_finished())
+        && crash.elapsed() < Duration::from_secs(200)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_watch.store(true, Ordering::Relaxed);
+    let sanlock = match (observer, watch) {
+        (Ok(obs), Some(w)) => {
+            let (fail, dead) = w.join().expect("the observer thread");
+            if let Err(e) = obs.stop() {
+                eprintln!("stopping the sanlock observer: {e}");
+            }
+            Ok((fail.map(|t| t - t0), dead.map(|t| t - t0)))
+        }
+        (Err(e), _) => Err(e),
+        (Ok(_), None) => unreachable!("a watch thread for every observer"),
+    };
     let mut dead = Vec::new();
     let (mut lost_races, mut failed_starts) = (0, 0);
     for h in [2, 3] {
@@ -121,6 +340,7 @@ fn bench(dir: &Path, n: usize) -> std::result::Result<Result, String> {
     Ok(Result {
         vms: n,
         dead,
+        sanlock,
         back: back.into_iter().flatten().collect(),
         on: [
             hosts.iter().filter(|&&h| h == 2).count(),
@@ -142,24 +362,34 @@ fn main() {
     }
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-failover");
     let _ = std::fs::remove_dir_all(&base);
+    let sanlock = sanlock_bin();
+    if let Err(e) = &sanlock {
+        println!("No sanlock observer column: {e}.");
+    }
     println!(
-        "| VMs | host 1 DEAD (host 2 / host 3) | first VM back | median | p90 | last VM back | last - DEAD | restarted on host 2 / 3 | lost races | failed starts | split-brain check |"
+        "| VMs | host 1 DEAD (host 2 / host 3) | sanlock observer: host 1 FAIL / DEAD | first VM back | median | p90 | last VM back | last - DEAD | restarted on host 2 / 3 | lost races | failed starts | split-brain check |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut failed = false;
     for n in ns {
         let dir = base.join(format!("n{n}"));
         std::fs::create_dir_all(&dir).unwrap();
-        match bench(&dir, n) {
+        match bench(&dir, n, sanlock.clone()) {
             Ok(mut r) => {
                 r.back.sort_by(f64::total_cmp);
                 let dead_s: Vec<String> = r.dead.iter().map(|(_, t)| format!("{t:.1} s")).collect();
                 let first_dead = r.dead.iter().map(|d| d.1).fold(f64::INFINITY, f64::min);
                 let last = *r.back.last().unwrap();
+                let secs = |t: Option<f64>| t.map_or("not seen".into(), |t| format!("{t:.1} s"));
+                let sanlock_s = match &r.sanlock {
+                    Ok((fail, dead)) => format!("{} / {}", secs(*fail), secs(*dead)),
+                    Err(_) => "skipped".into(),
+                };
                 println!(
-                    "| {} | {} | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:+.1} s | {} / {} | {} | {} | {} |",
+                    "| {} | {} | {} | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:+.1} s | {} / {} | {} | {} | {} |",
                     r.vms,
                     dead_s.join(" / "),
+                    sanlock_s,
                     r.back[0],
                     pct(&r.back, 0.5),
                     pct(&r.back, 0.9),

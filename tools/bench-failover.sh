@@ -2,8 +2,10 @@
 # Failover time of the HA layer for 1, 10 and 100 VMs (or the counts given):
 # a three-host cluster on this machine, host 1 crashed with all the VMs, the
 # time until each VM's disk shows writes from a survivor, beside the time the
-# survivors called host 1 DEAD. Each count takes ~1.5-2.5 min. Results go
-# into docs/bench-failover.md by hand.
+# survivors called host 1 DEAD and, as root with sanlock installed, the time
+# a real sanlock daemon joined to the same lockspace as host 4 (an observer:
+# no agent, no VMs) called it FAIL and DEAD. Each count takes ~1.5-2.5 min.
+# Results go into docs/bench-failover.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q --bin hactl --example bench_failover

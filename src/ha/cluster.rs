@@ -51,6 +51,11 @@ pub struct ClusterOpts {
     /// VMs die with their agent (PR_SET_PDEATHSIG), so nothing outlives a
     /// test killed by force; off to restart an agent under running VMs.
     pub vms_die_with_agent: bool,
+    /// Host ids the whiteboard has sectors for (at least `hosts`): more
+    /// when a process outside the harness joins the lockspace with a
+    /// spare host id (the failover bench's sanlock observer), since the
+    /// agents read the whiteboard up to the highest host id they see.
+    pub whiteboard_hosts: u64,
 }
 
 impl ClusterOpts {
@@ -68,6 +73,7 @@ impl ClusterOpts {
             vm_extra: BTreeMap::new(),
             env: Vec::new(),
             vms_die_with_agent: true,
+            whiteboard_hosts: hosts,
         }
     }
 }
@@ -183,8 +189,12 @@ impl Cluster {
             vol.add(n, false).map_err(err("xleases add"))?;
         }
         let wb = shared.join("whiteboard");
-        super::whiteboard::Whiteboard::format(&wb, 512, opts.hosts.max(1))
-            .map_err(err("whiteboard format"))?;
+        super::whiteboard::Whiteboard::format(
+            &wb,
+            512,
+            opts.hosts.max(opts.whiteboard_hosts).max(1),
+        )
+        .map_err(err("whiteboard format"))?;
         let disks: Vec<PathBuf> = vm_names
             .iter()
             .map(|n| disks_dir.join(format!("{n}.disk")))
