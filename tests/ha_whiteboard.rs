@@ -79,6 +79,15 @@ fn file_with_512_byte_sectors() {
     let dir = workdir();
     let path = dir.path().join("wb");
     round_trip(&path, 512);
+    // The agents read no further than the area has room for: a lockspace
+    // may have hosts (non-HA ones) with higher ids than the board's sectors.
+    let wb = Whiteboard::open(&path, 512).unwrap();
+    assert_eq!(wb.capacity(), 4, "formatted for 4 hosts in a file");
+    assert!(wb.read_all(wb.capacity()).is_ok());
+    assert!(
+        wb.read_all(wb.capacity() + 1).is_err(),
+        "past the area's end"
+    );
 }
 
 #[test]

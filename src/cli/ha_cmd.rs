@@ -188,10 +188,7 @@ pub fn status_json(config: &Path) -> Result<serde_json::Value, String> {
     let wb = Whiteboard::open_readonly(&cfg.cluster.whiteboard, ss)
         .map_err(|e| e.to_string())?
         .with_timeout(t);
-    let wb_size = crate::io::Disk::open_readonly(&cfg.cluster.whiteboard)
-        .map_err(|e| e.to_string())?
-        .size;
-    let max_id = (wb_size / ss as u64).saturating_sub(1).clamp(1, 2000);
+    let max_id = wb.capacity().max(1);
     let board = wb.read_all(max_id).map_err(|e| e.to_string())?;
     let (infos, lease_errs) = agent::lookup_leases(&cfg, t);
     let xl = crate::io::Disk::open_readonly(&cfg.cluster.xleases).map_err(|e| e.to_string())?;

@@ -554,7 +554,8 @@ impl Agent {
             .map(|h| h.host_id)
             .chain([self.me])
             .max()
-            .unwrap_or(self.me);
+            .unwrap_or(self.me)
+            .min(self.wb.capacity().max(self.me));
         let board = match self.wb.read_all(max_id) {
             Ok(b) => Some(b),
             Err(e) => {

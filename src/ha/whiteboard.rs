@@ -361,6 +361,15 @@ impl Whiteboard {
         self.disk.path()
     }
 
+    /// Host sectors the area has room for (its size, not what was
+    /// formatted): hosts with higher ids (say, non-HA hosts of a vdsm
+    /// lockspace) simply have no sector.
+    pub fn capacity(&self) -> u64 {
+        (self.disk.size / self.sector_size as u64)
+            .saturating_sub(1)
+            .min(MAX_HOST_ID)
+    }
+
     fn invalid(&self, message: String) -> WhiteboardError {
         WhiteboardError::Invalid {
             path: self.disk.path().display().to_string(),
