@@ -221,10 +221,24 @@ fn connection(d: Arc<Daemon>, s: UnixStream) {
         ..Default::default()
     });
     let mut c = Conn { s, ci, pid };
+    let mut refused_restricted = 0u64;
     loop {
         let mut hb = [0u8; proto::HEADER_SIZE];
         if c.s.read_exact(&mut hb).is_err() {
             break;
+        }
+        if restricted_all(&d, ci) {
+            // libvirt restricts the connection that qemu inherits: nothing
+            // sent on it may act. sanlock stops reading such a connection
+            // (and its main loop with it); we answer -EPERM and go on, so
+            // neither this client nor anyone else waits. The connection
+            // stays open: closing it would release the leases it holds
+            // while the process still runs.
+            refused_restricted += 1;
+            if !refuse_restricted(&mut c, &hb, refused_restricted) {
+                break;
+            }
+            continue;
         }
         if let Ok(raw) = Header::decode(&hb)
             && raw.magic == proto::SM_MAGIC
@@ -259,6 +273,38 @@ fn connection(d: Arc<Daemon>, s: UnixStream) {
 enum Next {
     Keep,
     Close,
+}
+
+/// Whether the connection's client set `SANLK_RESTRICT_ALL`.
+fn restricted_all(d: &Daemon, ci: usize) -> bool {
+    matches!(d.clients.lock().unwrap().get(ci), Some(Some(s)) if s.restricted & proto::SANLK_RESTRICT_ALL != 0)
+}
+
+/// Answers a request on a `SANLK_RESTRICT_ALL` connection with `-EPERM`
+/// (register, which is never answered, gets nothing), after reading its
+/// payload so the connection stays in step. The refusal is logged the
+/// first time and then every 100th, so a looping client cannot flood the
+/// log. Returns false when the header is malformed: the connection closes
+/// as any other malformed one.
+fn refuse_restricted(c: &mut Conn, hb: &[u8; proto::HEADER_SIZE], count: u64) -> bool {
+    let (h, cmd) = match Header::parse(hb) {
+        Ok(x) => x,
+        Err(e) => {
+            warn!(
+                "client pid {}: {e}; closing its restricted connection",
+                c.pid
+            );
+            return false;
+        }
+    };
+    if count == 1 || count.is_multiple_of(100) {
+        warn!(
+            "client pid {} cmd {} refused: connection restricted (SANLK_RESTRICT_ALL), {count} refused so far",
+            c.pid, h.cmd
+        );
+    }
+    discard_payload(c, &h);
+    cmd == Cmd::Register || c.reply(&h, -libc::EPERM)
 }
 
 fn set_owner(d: &Daemon, c: &Conn, name: &str) {
@@ -955,8 +1001,8 @@ fn send_status(d: &Daemon, c: &mut Conn, h: &Header) {
         for (ci, slot) in clients.iter().enumerate() {
             let Some(s) = slot else { continue };
             let text = format!(
-                "ci={ci} fd={} pid={} flags=0 restricted=0 cmd_active=0 cmd_last={} pid_dead=0 kill_count=0 kill_last=0 suspend=0 need_free=0",
-                s.fd, s.pid, s.cmd_last
+                "ci={ci} fd={} pid={} flags=0 restricted={:x} cmd_active=0 cmd_last={} pid_dead=0 kill_count=0 kill_last=0 suspend=0 need_free=0",
+                s.fd, s.pid, s.restricted, s.cmd_last
             );
             let name = Name::from_bytes(&s.owner_name.as_bytes()[..s.owner_name.len().min(48)])
                 .unwrap_or_default();

@@ -68,6 +68,32 @@ pub fn workdir() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
+/// Compiles `tests/c/NAME.c` against the real libsanlock into `dir`.
+pub fn compile_c(name: &str, dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+    let bin = dir.join(name);
+    let o = run(
+        "gcc",
+        &["-Wall", "-Werror", "-o", p(&bin), p(&src), "-lsanlock"],
+    );
+    assert_eq!(
+        o.code, 0,
+        "gcc (libsanlock-dev must be installed): {}",
+        o.stderr
+    );
+    bin
+}
+
+/// The first line a child writes to its piped stdout, trimmed ("" at EOF).
+pub fn first_line(c: &mut Child) -> String {
+    let mut line = String::new();
+    let _ = std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.stdout.as_mut().expect("piped stdout")),
+        &mut line,
+    );
+    line.trim().to_string()
+}
+
 /// A file of `size` bytes, every byte `fill` (guard pattern).
 pub fn make_file(path: &Path, size: usize, fill: u8) {
     std::fs::write(path, vec![fill; size]).expect("write file");
