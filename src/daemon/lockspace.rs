@@ -74,6 +74,11 @@ pub struct SpaceState {
     pub rindex_op: u32,
     /// Our last renewal attempts, for `host_status --history`.
     pub renewals: VecDeque<RenewalAttempt>,
+    /// A renewal read made while the lockspace was still being added,
+    /// observed once it is active: as in sanlock, other hosts are first
+    /// checked after add_lockspace has returned, and get_hosts answers
+    /// -EAGAIN until then.
+    pub unobserved: Option<(Moment, Vec<u8>)>,
 }
 
 /// A lockspace's renewal figures for the metrics endpoint: latency of
@@ -168,6 +173,7 @@ impl Space {
                 set_event_time: 0,
                 rindex_op: 0,
                 renewals: VecDeque::new(),
+                unobserved: None,
             }),
             counters: Arc::default(),
             changed: Condvar::new(),
@@ -329,9 +335,27 @@ impl Space {
                 break;
             }
             self.judge_hosts();
-            let last_success = self.state.lock().unwrap().renewal_last_success;
+            let (last_success, waiting) = {
+                let st = self.state.lock().unwrap();
+                (st.renewal_last_success, st.unobserved.is_some())
+            };
             if monotime().saturating_sub(last_success) < renew_every {
-                self.sleep_unless_stopped(1.0);
+                // Half a second while the first read waits for the add to
+                // finish, so hosts are known within a second of it; taken
+                // in only after a sleep, as sanlock's main loop does at its
+                // next tick, not at the moment the add returns.
+                self.sleep_unless_stopped(if waiting { 0.5 } else { 1.0 });
+                let pending = {
+                    let mut st = self.state.lock().unwrap();
+                    if st.list == SpaceList::Active {
+                        st.unobserved.take()
+                    } else {
+                        None
+                    }
+                };
+                if let Some((seen_at, buf)) = pending {
+                    self.observe(seen_at, &buf, ss);
+                }
                 continue;
             }
             if !self.sleep_unless_stopped(0.5) {
@@ -347,13 +371,11 @@ impl Space {
                 Ok(buf) => {
                     let seen_at = Moment::now();
                     let now = seen_at.mono;
-                    let events = {
-                        let mut st = self.state.lock().unwrap();
-                        st.hosts.observe_at(seen_at, &buf, ss, &self.name)
-                    };
-                    if !events.is_empty() {
-                        self.note_requests(now, &events);
-                        self.deliver_events(&events);
+                    let active = self.state.lock().unwrap().list == SpaceList::Active;
+                    if active {
+                        self.observe(seen_at, &buf, ss);
+                    } else {
+                        self.state.lock().unwrap().unobserved = Some((seen_at, buf.to_vec()));
                     }
                     match delta::renew(&p, &last, prev_ok, &buf, now, extra, &bitmap) {
                         Err(e) => Err(e),
@@ -463,6 +485,19 @@ impl Space {
     /// rule (the history keeps them). Called after each renewal and each
     /// idle wake, and by readers of the history or metrics, so that the
     /// moments recorded are at most a second late.
+    /// Takes in what a renewal read of the whole area saw of every host,
+    /// and acts on the requests and events found there.
+    fn observe(&self, seen_at: Moment, area: &[u8], sector_size: usize) {
+        let events = {
+            let mut st = self.state.lock().unwrap();
+            st.hosts.observe_at(seen_at, area, sector_size, &self.name)
+        };
+        if !events.is_empty() {
+            self.note_requests(seen_at.mono, &events);
+            self.deliver_events(&events);
+        }
+    }
+
     pub fn judge_hosts(&self) {
         let changes = {
             let mut st = self.state.lock().unwrap();

@@ -94,11 +94,23 @@ pub struct Resource {
     pub lvb_dirty: bool,
     /// A convert is running on it.
     pub busy: bool,
+    /// When it last changed list: sanlock puts a resource at the head of
+    /// the list it moves to, and `client status` lists newest first.
+    pub moved: u64,
 }
+
+/// Orders list moves (see [`Resource::moved`]).
+static MOVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Resource {
     fn is(&self, ls: &Name, name: &Name) -> bool {
         self.ls.same_as(ls) && self.name.same_as(name)
+    }
+
+    /// Puts it on `list`, as the newest there.
+    fn move_to(&mut self, list: ResList) {
+        self.list = list;
+        self.moved = MOVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -638,7 +650,7 @@ impl Daemon {
                             tok.res.lver = r.leader.lver;
                             r.pid = who.pid;
                         }
-                        r.list = ResList::Held;
+                        r.move_to(ResList::Held);
                         r.tokens.push(tok.clone());
                         return Ok(tok.token_id);
                     }
@@ -657,6 +669,7 @@ impl Daemon {
             t.list.push(Resource {
                 res_id,
                 list: ResList::Add,
+                moved: MOVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 ls: res.lockspace_name,
                 name: res.name,
                 path,
@@ -721,7 +734,7 @@ impl Daemon {
                 r.dblock = a.dblock;
                 r.geometry = a.geometry;
                 r.lvb = a.lvb;
-                r.list = ResList::Held;
+                r.move_to(ResList::Held);
                 if !shared {
                     r.tokens[0].res.lver = a.leader.lver;
                 }
@@ -767,11 +780,11 @@ impl Daemon {
             }
             if orphan && tok.acquire_flags & proto::SANLK_RES_PERSISTENT != 0 && r.leader.lver != 0
             {
-                r.list = ResList::Orphan;
+                r.move_to(ResList::Orphan);
                 r.busy = false;
                 return 0;
             }
-            r.list = ResList::Rem;
+            r.move_to(ResList::Rem);
             r.clone()
         };
         let space_dead = self
@@ -870,7 +883,7 @@ impl Daemon {
                 if r.ls.same_as(&res.lockspace_name)
                     && (res.name.0[0] == 0 || r.name.same_as(&res.name))
                 {
-                    r.list = ResList::Rem;
+                    r.move_to(ResList::Rem);
                     v.push(r.res_id);
                 }
             }
@@ -1077,7 +1090,10 @@ impl Daemon {
         let t = self.res.lock().unwrap();
         let mut out = Vec::new();
         for list in [ResList::Held, ResList::Add, ResList::Rem, ResList::Orphan] {
-            for r in t.list.iter().filter(|r| r.list == list) {
+            // Newest first, as sanlock's lists (and tokens) are.
+            let mut on: Vec<&Resource> = t.list.iter().filter(|r| r.list == list).collect();
+            on.sort_by_key(|r| std::cmp::Reverse(r.moved));
+            for r in on {
                 let mut sent = SanlkResource {
                     lockspace_name: r.ls,
                     name: r.name,
@@ -1108,7 +1124,7 @@ impl Daemon {
                 };
                 match list {
                     ResList::Held | ResList::Add => {
-                        for k in &r.tokens {
+                        for k in r.tokens.iter().rev() {
                             out.push(state(k.pid, k.token_id));
                         }
                     }

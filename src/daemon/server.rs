@@ -1366,28 +1366,28 @@ fn read_lockspace(d: &Daemon, mut ls: SanlkLockspace) -> (i32, u32, SanlkLockspa
     };
     let t = Duration::from_secs(d.cfg.io_timeout);
     let off = ls.host_id_disk.offset;
-    let g = if proto::lsf_sector_size(ls.flags) != 0 && proto::lsf_align_size(ls.flags) != 0 {
-        Geometry::new(
-            proto::lsf_sector_size(ls.flags),
-            proto::lsf_align_size(ls.flags),
-        )
-        .ok()
-    } else {
-        use super::lockspace::{SizesError, read_lockspace_sizes};
-        match read_lockspace_sizes(&disk, off, t) {
-            Ok(g) => Some(g),
-            Err(SizesError::Read(_)) => return (rv::SANLK_LEADER_READ, 0, ls),
-            Err(SizesError::Magic) => return (rv::SANLK_LEADER_MAGIC, 0, ls),
-            Err(SizesError::Version) => return (rv::SANLK_LEADER_VERSION, 0, ls),
-            Err(SizesError::SectorSize | SizesError::Geometry) => None,
+    // As sanlock: a sector size the caller gives is used as it is (a wrong
+    // one fails the read with the I/O's own error, e.g. -EINVAL for 512
+    // bytes on a 4K device); without one, the first leader says.
+    let sector_size = match proto::lsf_sector_size(ls.flags) {
+        0 => {
+            use super::lockspace::{SizesError, read_lockspace_sizes};
+            match read_lockspace_sizes(&disk, off, t) {
+                Ok(g) => g.sector_size,
+                Err(SizesError::Read(e)) => return (e, 0, ls),
+                Err(SizesError::Magic) => return (rv::SANLK_LEADER_MAGIC, 0, ls),
+                Err(SizesError::Version) => return (rv::SANLK_LEADER_VERSION, 0, ls),
+                Err(SizesError::SectorSize | SizesError::Geometry) => {
+                    return (-libc::EINVAL, 0, ls);
+                }
+            }
         }
+        s => s,
     };
-    let Some(g) = g else {
-        return (-libc::EINVAL, 0, ls);
-    };
-    let at = off + (ls.host_id - 1) * g.sector_size as u64;
-    let Ok(buf) = disk.read(at, g.sector_size as usize, t) else {
-        return (rv::SANLK_LEADER_READ, 0, ls);
+    let at = off + (ls.host_id - 1) * sector_size as u64;
+    let buf = match disk.read(at, sector_size as usize, t) {
+        Ok(b) => b,
+        Err(e) => return (e.sanlk_rv(), 0, ls),
     };
     let lr = LeaderRecord::decode(&buf).expect("a sector holds a leader");
     let expect = if ls.name.is_empty() {
@@ -1398,6 +1398,10 @@ fn read_lockspace(d: &Daemon, mut ls: SanlkLockspace) -> (i32, u32, SanlkLockspa
     if let Err(e) = crate::delta::verify_sector(&buf, &expect) {
         return (e, 0, ls);
     }
+    // The flags the caller set may have been wrong: the leader's win.
+    let Some(g) = Geometry::from_leader(lr.sector_size, lr.flags) else {
+        return (rv::SANLK_LEADER_SECTORSIZE, 0, ls);
+    };
     ls.name = lr.space_name;
     ls.flags &= !(proto::SANLK_LSF_SECTOR512 | proto::SANLK_LSF_SECTOR4K);
     ls.flags &= !(proto::SANLK_LSF_ALIGN1M

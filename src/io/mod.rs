@@ -108,6 +108,10 @@ impl IoError {
             }
             IoError::Timeout { .. } => crate::rv::SANLK_AIO_TIMEOUT,
             IoError::Short { .. } => -libc::EMSGSIZE,
+            // sanlock's write runs short where it starts inside the device
+            // (-EMSGSIZE) and fails where it starts past its end (-ENOSPC);
+            // we refuse both before writing anything, with its numbers.
+            IoError::DeviceTooShort { offset, size, .. } if offset < size => -libc::EMSGSIZE,
             IoError::DeviceTooShort { .. } => -libc::ENOSPC,
             IoError::Misaligned { .. } | IoError::SectorTooSmall { .. } => -libc::EINVAL,
             IoError::OutsideArea { .. } => -libc::EINVAL,
