@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod config;
+pub mod core;
 pub mod lockspace;
 pub mod log;
 pub mod main_loop;
