@@ -115,8 +115,8 @@ pub fn render(d: &Daemon) -> String {
     );
     for sp in &spaces {
         let name = sp.name.to_string_lossy();
-        let st = sp.state.lock().unwrap();
-        for (host_id, h) in &st.hosts.history {
+        let st = sp.state.lock();
+        for (host_id, h) in &st.core.hosts().history {
             let Some(cur) = h.state else { continue };
             let id = host_id.to_string();
             for s in HostState::ALL {

@@ -9,6 +9,7 @@
 pub mod access;
 pub mod config;
 pub mod core;
+pub mod engine;
 pub mod lockspace;
 pub mod log;
 pub mod main_loop;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use tracing::{debug, error, info, warn};
 
 use self::config::DaemonConfig;
+use self::core::lockspace as lockspace_core;
 use self::lockspace::{Space, SpaceList};
 use crate::ondisk::Name;
 
@@ -124,7 +126,7 @@ impl Daemon {
     }
 
     pub fn list_of(sp: &Space) -> SpaceList {
-        sp.state.lock().unwrap().list
+        sp.state.lock().list
     }
 
     /// Spaces on one list, newest first (sanlock adds to the head).
@@ -200,17 +202,20 @@ impl Daemon {
             host_id,
             PathBuf::from(path),
             offset,
-            io,
-            self.our_host_name,
-            self.cfg.watchdog_fire_timeout,
-            if self.cfg.set_bitmap_seconds > 0 {
-                self.cfg.set_bitmap_seconds
-            } else {
-                6 * io
+            lockspace::SpaceOptions {
+                io_timeout: io,
+                our_name: self.our_host_name,
+                watchdog_fire_timeout: self.cfg.watchdog_fire_timeout,
+                set_bitmap_seconds: if self.cfg.set_bitmap_seconds > 0 {
+                    self.cfg.set_bitmap_seconds
+                } else {
+                    6 * io
+                },
+                history_size: self.cfg.renewal_history_size,
+                kill_grace_seconds: Some(self.cfg.kill_grace_seconds),
+                use_watchdog: self.cfg.use_watchdog,
             },
-            self.cfg.renewal_history_size,
         );
-        space.use_watchdog = self.cfg.use_watchdog;
         space.counters = self
             .renew_counters
             .lock()
@@ -232,15 +237,11 @@ impl Daemon {
     /// `add_lockspace_wait`: waits for the host_id acquire to finish; on
     /// success the lockspace becomes active, on failure it is forgotten.
     pub fn add_lockspace_wait(&self, sp: &Arc<Space>) -> Rv {
-        let mut st = sp.state.lock().unwrap();
-        while st.acquire_last_result == 0 {
-            st = sp
-                .changed
-                .wait_timeout(st, Duration::from_secs(1))
-                .unwrap()
-                .0;
+        let mut st = sp.state.lock();
+        while st.core.status().acquire_last_result == 0 {
+            sp.changed.wait_for(&mut st, Duration::from_secs(1));
         }
-        let r = st.acquire_last_result;
+        let r = st.core.status().acquire_last_result;
         // sanlock polls for the acquire once a second, so by the time the
         // main loop watches the lockspace its first renewal (due at once:
         // the acquire's timestamp predates its wait) has been made. Waking
@@ -248,17 +249,15 @@ impl Daemon {
         // the stale timestamp and fail the lockspace.
         let waited = std::time::Instant::now();
         while r == crate::rv::SANLK_OK
-            && st.renewal_last_attempt == st.acquire_last_attempt
+            && st.core.status().renewal_last_attempt == st.core.status().acquire_last_attempt
             && waited.elapsed() < Duration::from_secs(1)
         {
-            st = sp
-                .changed
-                .wait_timeout(st, Duration::from_millis(100))
-                .unwrap()
-                .0;
+            sp.changed.wait_for(&mut st, Duration::from_millis(100));
         }
         if r == crate::rv::SANLK_OK && !sp.external_remove.load(Ordering::Relaxed) {
             st.list = SpaceList::Active;
+            st.core
+                .step(engine::now(), lockspace_core::Event::Activated);
             return 0;
         }
         drop(st);
@@ -337,19 +336,22 @@ impl Daemon {
     /// progress is abandoned instead.
     fn remove_space(self: &Arc<Self>, sp: &Arc<Space>, shutdown: bool) -> Rv {
         let start_remover = {
-            let mut st = sp.state.lock().unwrap();
+            let mut st = sp.state.lock();
             match st.list {
                 SpaceList::Removing => return -libc::EINPROGRESS,
                 SpaceList::Adding => {
                     // The add in progress is abandoned; its waiter removes it.
                     sp.external_remove.store(true, Ordering::Relaxed);
                     sp.stop.store(true, Ordering::Relaxed);
-                    sp.changed.notify_all();
+                    drop(st);
+                    for a in sp.step(lockspace_core::Event::Stop) {
+                        warn!("s{} unexpected {a:?}", sp.space_id);
+                    }
                     return 0;
                 }
                 SpaceList::Active if st.rindex_op != 0 && !shutdown => return -libc::EBUSY,
                 SpaceList::Active => {
-                    st.space_dead = true;
+                    st.core.step(engine::now(), lockspace_core::Event::Remove);
                     !sp.external_remove.swap(true, Ordering::Relaxed)
                 }
             }
@@ -361,7 +363,7 @@ impl Daemon {
                 loop {
                     // Holders are being killed by the main loop (SIGKILL).
                     let held = d.space_has_resources(sp.space_id);
-                    let mut st = sp.state.lock().unwrap();
+                    let mut st = sp.state.lock();
                     if !st.external_used && !held {
                         st.list = SpaceList::Removing;
                         break;

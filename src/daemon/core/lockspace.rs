@@ -64,6 +64,8 @@ impl LockspaceConfig {
 pub enum Event {
     /// add_lockspace: read the geometry, connect the watchdog, acquire.
     Start,
+    /// The executor could not open the lockspace's disk (-ENODEV).
+    OpenFailed(IoFailure),
     Io {
         id: Id,
         result: IoResult,
@@ -358,6 +360,12 @@ impl Lockspace {
         &self.cfg
     }
 
+    /// The geometry read asks for at least one device sector (set by the
+    /// executor once it opened the disk, before [`Event::Start`]).
+    pub fn set_sizes_read_len(&mut self, len: usize) {
+        self.cfg.sizes_read_len = len;
+    }
+
     /// The actions produced since the last call, in order.
     pub fn ready(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.out)
@@ -545,6 +553,16 @@ impl Lockspace {
     pub fn step(&mut self, now: Now, ev: Event) {
         match ev {
             Event::Start => self.start(now),
+            Event::OpenFailed(f) => {
+                if matches!(self.phase, Phase::NotStarted) {
+                    self.status.acquire_last_attempt = now.secs();
+                    self.join_failed(CoreError::io(
+                        "opening the lockspace disk",
+                        -libc::ENODEV,
+                        f,
+                    ));
+                }
+            }
             Event::Io { id, result } => self.io_done(now, id, result),
             Event::Timer { id } => self.timer_fired(now, id),
             Event::Watchdog { id, ok } => self.watchdog_answer(now, id, ok),
@@ -1108,7 +1126,10 @@ impl Lockspace {
         // Disarmed at once, not after the I/O in flight, which may hang.
         self.disarm();
         match std::mem::replace(&mut self.phase, Phase::Stopped) {
-            Phase::NotStarted => self.out.push(Action::Stopped),
+            Phase::NotStarted => self.join_failed(CoreError::new(
+                "host_id acquire abandoned: the lockspace is being removed",
+                rv::SANLK_ERROR,
+            )),
             Phase::Joining {
                 on: JoinWait::Sleep,
                 ..

@@ -155,6 +155,14 @@ impl fmt::Display for IoFailure {
 /// What an I/O produced: the bytes read (empty for a write), or why not.
 pub type IoResult = Result<Vec<u8>, IoFailure>;
 
+/// Where a core's I/O goes, one I/O at a time and to its end (or its
+/// timeout): O_DIRECT areas in the daemon ([`super::engine::AreaStorage`]),
+/// the simulated disk in the simulation ([`crate::sim::disk`]). An
+/// implementation refuses an I/O that would leave its area.
+pub trait Storage {
+    fn perform(&mut self, io: &Io) -> IoResult;
+}
+
 /// A lease operation that failed: sanlock's number for the reply, what
 /// was being done, and the I/O error behind it if there was one. Logged
 /// in full; only [`CoreError::rv`] goes on the wire.
