@@ -227,6 +227,10 @@ pub struct Knobs {
     /// host_id, without comparing the generation (sanlock 3.8.5's
     /// `check_new_tokens_space`).
     pub sanlock_token_check: bool,
+    /// A ballot that committed our host_id counts as ours whatever the
+    /// generation it committed (sanlock 3.8.5's `paxos_lease_acquire`),
+    /// also an older instance's value adopted from another host's dblock.
+    pub sanlock_commit_check: bool,
 }
 
 /// The shape of a lease area: its sector size, its length, and how many

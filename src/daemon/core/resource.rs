@@ -324,7 +324,10 @@ enum BallotNext {
 }
 
 impl Ballot {
-    fn new(p: PaxosParams, knobs: Knobs) -> Ballot {
+    fn new(mut p: PaxosParams, knobs: Knobs) -> Ballot {
+        if knobs.sanlock_commit_check {
+            p.flags |= paxos::PAXOS_COMMIT_HOST_ID_ONLY;
+        }
         let host_id = p.host_id;
         Ballot {
             m: PaxosAcquire::new(p),
