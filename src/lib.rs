@@ -17,6 +17,7 @@ pub mod client;
 pub mod daemon;
 pub mod delta;
 pub mod direct;
+pub mod early_warning;
 pub mod geometry;
 pub mod ha;
 pub mod history;

@@ -79,6 +79,8 @@ pub struct SpaceState {
     /// checked after add_lockspace has returned, and get_hosts answers
     /// -EAGAIN until then.
     pub unobserved: Option<(Moment, Vec<u8>)>,
+    /// Early warnings of lease loss (see `early_warning.rs`).
+    pub warn: crate::early_warning::Watch,
 }
 
 /// A lockspace's renewal figures for the metrics endpoint: latency of
@@ -174,6 +176,13 @@ impl Space {
                 rindex_op: 0,
                 renewals: VecDeque::new(),
                 unobserved: None,
+                warn: crate::early_warning::Watch::new(
+                    Default::default(),
+                    &name.to_string_lossy(),
+                    host_id,
+                    io_timeout,
+                    watchdog_fire_timeout,
+                ),
             }),
             counters: Arc::default(),
             changed: Condvar::new(),
@@ -363,6 +372,7 @@ impl Space {
             }
             let attempt = monotime();
             let (bitmap, extra) = self.bitmap_and_extra(attempt);
+            self.warn_renewal_started();
             let t0 = std::time::Instant::now();
             let read = area.read(0, g.align_size as usize);
             let read_ms = t0.elapsed().as_millis() as u64;
@@ -390,6 +400,7 @@ impl Space {
                 }
             };
             let total_ms = t0.elapsed().as_millis() as u64;
+            let outcome = result.as_ref().map(|r| r.0.timestamp).map_err(|e| *e);
             let attempt_at = Moment {
                 mono: attempt,
                 wall: Moment::now().wall,
@@ -462,6 +473,7 @@ impl Space {
                     });
                 }
             }
+            self.warn_renewal_done(total_ms, outcome);
             self.check_our_lease();
             self.judge_hosts();
         }
@@ -550,6 +562,7 @@ impl Space {
             now,
             renewals: st.renewals.iter().cloned().collect(),
             hosts,
+            warnings: st.warn.records.iter().cloned().collect(),
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod config;
+pub mod early_warning;
 pub mod lockspace;
 pub mod log;
 pub mod main_loop;
@@ -210,6 +211,7 @@ impl Daemon {
             self.cfg.renewal_history_size,
         );
         space.use_watchdog = self.cfg.use_watchdog;
+        space.state.get_mut().unwrap().warn.cfg = self.cfg.warn;
         space.counters = self
             .renew_counters
             .lock()
