@@ -29,7 +29,7 @@
 //! LIVE. With equal io_timeouts that is 5 × io_timeout + 1 s, before the
 //! FAIL at 8 × io_timeout.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -214,8 +214,6 @@ pub struct Watch {
     /// Other hosts now at risk.
     hosts_at_risk: BTreeSet<u64>,
     latencies: VecDeque<Sample>,
-    /// Warnings raised since the daemon started, by reason.
-    pub raised_total: BTreeMap<Reason, u64>,
     pub records: VecDeque<Warning>,
 }
 
@@ -256,7 +254,6 @@ impl Watch {
             since_ms: None,
             hosts_at_risk: BTreeSet::new(),
             latencies: VecDeque::new(),
-            raised_total: BTreeMap::new(),
             records: VecDeque::new(),
         }
     }
@@ -322,7 +319,6 @@ impl Watch {
     fn raise(&mut self, now: Now, last_success: u64, r: Reason, what: String) -> Warning {
         self.active.insert(r);
         self.since_ms.get_or_insert(now.mono_ms);
-        *self.raised_total.entry(r).or_default() += 1;
         let left = self.kill_at_ms(last_success).saturating_sub(now.mono_ms) / 1000;
         let w = Warning {
             at: now.moment(),
@@ -481,7 +477,6 @@ impl Watch {
             let ts = hosts.hosts[i].timestamp;
             if o.at_risk && !was {
                 self.hosts_at_risk.insert(host_id);
-                *self.raised_total.entry(Reason::HostLate).or_default() += 1;
                 let w = Warning {
                     at: now.moment(),
                     host_id,
@@ -589,7 +584,6 @@ mod tests {
         );
         assert_eq!(w.active().count(), 0);
         assert_eq!(w.records.len(), 4);
-        assert_eq!(w.raised_total[&Reason::RenewalLate], 1);
         assert_eq!(w.latencies().count(), 3);
         assert!(w.records.iter().all(|r| r.host_id == 1));
     }

@@ -33,4 +33,5 @@ pub mod rv;
 pub mod sim;
 pub mod timeouts;
 pub mod wdmd;
+pub mod web;
 pub mod xleases;

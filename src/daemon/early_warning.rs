@@ -11,7 +11,8 @@ use tracing::warn;
 use super::lockspace::Space;
 use crate::early_warning::{EVENT_LEASE_HEALTHY, EVENT_LEASE_WARNING, Now, Warning};
 
-fn now() -> Now {
+/// Now on the monotonic clock (ms) and the wall clock.
+pub fn now() -> Now {
     let mono_ms = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
         .unwrap_or(0);
@@ -57,6 +58,15 @@ impl Space {
     fn publish(&self, ws: &[Warning], generation: u64) {
         for w in ws {
             warn!("{}", w.message);
+            if w.raised() {
+                *self
+                    .counters
+                    .warnings
+                    .lock()
+                    .unwrap()
+                    .entry(w.reason)
+                    .or_default() += 1;
+            }
             if w.host_id == self.host_id {
                 let (event, data) = if w.raised() {
                     (

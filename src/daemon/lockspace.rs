@@ -92,6 +92,8 @@ pub struct RenewCounters {
     pub latency: Mutex<Histogram>,
     pub errors: AtomicU64,
     pub io_timeouts: AtomicU64,
+    /// Early warnings raised, by reason.
+    pub warnings: Mutex<std::collections::BTreeMap<crate::early_warning::Reason, u64>>,
 }
 
 /// A lockspace this daemon has been asked to join.

@@ -17,6 +17,7 @@ pub mod resource;
 pub mod resource_ops;
 pub mod rindex;
 pub mod server;
+pub mod web;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
