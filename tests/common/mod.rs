@@ -547,11 +547,24 @@ impl Fuse {
     /// With `fail_flag`: every read and write through the mount fails with
     /// EIO while that file exists.
     pub fn start_with(back: &Path, mnt: &Path, fail_flag: Option<&Path>) -> Fuse {
+        Self::start_full(back, mnt, fail_flag, None)
+    }
+
+    /// With `delay_file`: every read and write through the mount first
+    /// sleeps the seconds written in that file (missing or empty: none).
+    pub fn start_full(
+        back: &Path,
+        mnt: &Path,
+        fail_flag: Option<&Path>,
+        delay_file: Option<&Path>,
+    ) -> Fuse {
         let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/fuse-passthrough.py");
-        let child = Command::new(python3())
-            .arg(&tool)
-            .args([back, mnt])
-            .args(fail_flag)
+        let mut cmd = Command::new(python3());
+        cmd.arg(&tool).args([back, mnt]).args(fail_flag);
+        if let Some(d) = delay_file {
+            cmd.arg("--delay-file").arg(d);
+        }
+        let child = cmd
             .stderr(Stdio::null())
             .spawn()
             .expect("fuse-passthrough.py (needs fuse3 and python3-fusepy)");
@@ -584,4 +597,180 @@ impl Drop for Fuse {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A raw HTTP exchange with the metrics endpoint: status line, headers, body.
+pub fn http(port: u16, request: &str) -> (String, String, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_all(&mut s, request.as_bytes()).unwrap();
+    let mut b = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut b).unwrap();
+    let t = String::from_utf8(b).expect("utf-8 reply");
+    let (head, body) = t.split_once("\r\n\r\n").expect("header end");
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_string(), headers.to_string(), body.to_string())
+}
+
+pub type Labels = Vec<(String, String)>;
+pub type Samples = std::collections::BTreeMap<(String, Labels), f64>;
+
+/// A strict reader of the Prometheus text format (0.0.4): every line is a
+/// HELP, a TYPE (once per family, before its samples) or a sample with a
+/// valid name, well-formed labels and a float value; histogram buckets are
+/// cumulative and end with +Inf equal to _count. Panics on anything else.
+pub fn parse_exposition(text: &str) -> Samples {
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && n.chars().enumerate().all(|(i, c)| {
+                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+            })
+    };
+    let mut types: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    let mut out = Samples::new();
+    assert!(text.ends_with('\n'), "exposition must end with a newline");
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut f = rest.splitn(3, ' ');
+            let (kw, name, arg) = (f.next().unwrap(), f.next().unwrap(), f.next());
+            assert!(valid_name(name), "bad family name in {line:?}");
+            match kw {
+                "HELP" => assert!(arg.is_some_and(|a| !a.is_empty()), "{line:?}"),
+                "TYPE" => {
+                    let t = arg.unwrap();
+                    assert!(
+                        ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
+                        "{line:?}"
+                    );
+                    assert!(
+                        types.insert(name.to_string(), t.to_string()).is_none(),
+                        "TYPE twice for {name}"
+                    );
+                }
+                _ => panic!("unknown comment {line:?}"),
+            }
+            continue;
+        }
+        assert!(!line.is_empty() && !line.starts_with('#'), "{line:?}");
+        let name_end = line.find(['{', ' ']).expect("sample has a value");
+        let name = &line[..name_end];
+        assert!(valid_name(name), "bad metric name in {line:?}");
+        let mut labels = Vec::new();
+        let mut rest = &line[name_end..];
+        if let Some(r) = rest.strip_prefix('{') {
+            let mut r = r;
+            loop {
+                if let Some(after) = r.strip_prefix('}') {
+                    rest = after;
+                    break;
+                }
+                let eq = r.find('=').expect("label has =");
+                let key = &r[..eq];
+                assert!(valid_name(key) && !key.contains(':'), "label {key:?}");
+                r = r[eq + 1..].strip_prefix('"').expect("label value quoted");
+                let mut val = String::new();
+                let mut chars = r.char_indices();
+                let end = loop {
+                    match chars.next().expect("label value ends") {
+                        (i, '"') => break i,
+                        (_, '\\') => match chars.next().unwrap().1 {
+                            'n' => val.push('\n'),
+                            c @ ('\\' | '"') => val.push(c),
+                            c => panic!("bad escape \\{c} in {line:?}"),
+                        },
+                        (_, c) => val.push(c),
+                    }
+                };
+                labels.push((key.to_string(), val));
+                r = &r[end + 1..];
+                r = r.strip_prefix(',').unwrap_or(r);
+            }
+        }
+        let value = rest.strip_prefix(' ').expect("space before value");
+        let v: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(
+            types.contains_key(family),
+            "sample before its TYPE: {line:?}"
+        );
+        labels.sort();
+        assert!(
+            out.insert((name.to_string(), labels), v).is_none(),
+            "duplicate sample {line:?}"
+        );
+    }
+    // Histograms: cumulative buckets, +Inf == _count.
+    for (fam, t) in &types {
+        if t != "histogram" {
+            continue;
+        }
+        let mut series: std::collections::BTreeMap<Labels, Vec<(f64, f64)>> =
+            std::collections::BTreeMap::new();
+        for ((n, l), v) in &out {
+            if n == &format!("{fam}_bucket") {
+                let le = l.iter().find(|(k, _)| k == "le").expect("le label");
+                let bound = if le.1 == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.1.parse().unwrap()
+                };
+                let rest: Vec<_> = l.iter().filter(|(k, _)| k != "le").cloned().collect();
+                series.entry(rest).or_default().push((bound, *v));
+            }
+        }
+        for (l, mut b) in series {
+            b.sort_by(|x, y| x.0.partial_cmp(&y.0).unwrap());
+            assert!(
+                b.windows(2).all(|w| w[0].1 <= w[1].1),
+                "{fam} not cumulative"
+            );
+            assert_eq!(b.last().unwrap().0, f64::INFINITY, "{fam} has no +Inf");
+            assert_eq!(
+                out.get(&(format!("{fam}_count"), l.clone())),
+                Some(&b.last().unwrap().1),
+                "{fam} +Inf != _count"
+            );
+        }
+    }
+    out
+}
+
+pub fn get(s: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut l: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    l.sort();
+    s.get(&(name.to_string(), l)).copied()
+}
+
+pub fn scrape(port: u16) -> Samples {
+    let (status, headers, body) = http(port, "GET /metrics HTTP/1.0\r\n\r\n");
+    assert_eq!(status, "HTTP/1.0 200 OK");
+    assert!(
+        headers.contains("Content-Type: text/plain; version=0.0.4"),
+        "{headers}"
+    );
+    parse_exposition(&body)
 }
