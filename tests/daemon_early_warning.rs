@@ -1,12 +1,12 @@
-//! Early warning of lease loss, end to end: one hactl daemon (io_timeout
-//! 1) whose lockspace lies behind a FUSE pass-through. The storage is
-//! slowed (every read and write sleeps 0.6 s) until the daemon warns, then
-//! made to fail (EIO); each time the warning is checked where an admin
-//! and a program would see it — the log line that says when the holders
-//! will be killed, the `host_status --history` record, the Prometheus
-//! metrics, and the event a registered python3-sanlock client receives on
-//! its `reg_event` fd — and then cleared once the storage is healthy
-//! again. A lease holder is there throughout and is never killed.
+//! Early warning of lease loss, end to end: one hactl daemon with
+//! io_timeout 1 s whose lockspace lies behind a FUSE pass-through. The
+//! storage is slowed (every read and write sleeps 0.6 s) until the daemon
+//! warns, then made to fail (EIO); each time the warning is checked where
+//! an admin and a program would see it — the log line that says when the
+//! holders will be killed, the `host_status --history` record, the
+//! Prometheus metrics, and the event a registered python3-sanlock client
+//! receives on its `reg_event` fd — and then cleared once the storage is
+//! healthy again. A lease holder is there throughout and is never killed.
 
 mod common;
 
