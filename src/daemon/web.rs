@@ -294,7 +294,8 @@ fn lockspace_section(m: &mut String, v: &LockspaceView) {
         .filter(|&w| w > 0)
         .min()
         .unwrap_or(now.wall) as f64;
-    let t0 = first.max(now_wall - 3600.0).min(now_wall - 60.0);
+    // From a little before the first change (at most an hour back).
+    let t0 = (first - ((now_wall - first) * 0.05).max(5.0)).max(now_wall - 3600.0);
     let lanes: Vec<svg::Lane> = h
         .hosts
         .iter()

@@ -214,11 +214,8 @@ pub fn render(status: Option<&Value>, events: &[Event], now: f64, refresh_secs: 
         .collect();
     names.insert(0, String::new());
     let t1 = now;
-    let t0 = events
-        .first()
-        .map_or(now - 60.0, |e| e.t_unix)
-        .max(now - 3600.0)
-        .min(now - 60.0);
+    let first = events.first().map_or(now - 60.0, |e| e.t_unix);
+    let t0 = (first - ((now - first) * 0.05).max(5.0)).max(now - 3600.0);
     let lanes: Vec<svg::Lane> = names
         .iter()
         .map(|n| svg::Lane {

@@ -774,3 +774,250 @@ pub fn scrape(port: u16) -> Samples {
     );
     parse_exposition(&body)
 }
+
+/// One HTTP/1.1 exchange on 127.0.0.1:`port` (Connection: close): the
+/// status code and the body (chunked bodies decoded).
+pub fn http_call(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let b = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+        b.len()
+    )
+    .unwrap();
+    // chromedriver keeps the connection open: read the head, then the
+    // body by its Content-Length (or its chunks).
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = s.read(&mut buf).expect("HTTP read");
+        assert!(n > 0, "connection closed before the head ended");
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    let mut body = raw[head_end + 4..].to_vec();
+    let length = head.lines().find_map(|l| {
+        l.strip_prefix("content-length:")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    });
+    let done = |b: &[u8]| match length {
+        Some(n) => b.len() >= n,
+        None => b.ends_with(b"0\r\n\r\n"),
+    };
+    while !done(&body) {
+        let n = s.read(&mut buf).expect("HTTP read");
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    let rest = String::from_utf8_lossy(&body).into_owned();
+    if length.is_some() || !head.contains("transfer-encoding: chunked") {
+        return (code, rest);
+    }
+    let mut out = String::new();
+    let mut r = rest.as_str();
+    while let Some((size, after)) = r.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        r = &after[n + 2..];
+    }
+    (code, out)
+}
+
+/// Standard base64 (screenshots come as such).
+pub fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter_map(val) {
+        acc = acc << 6 | c;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// A real headless Chromium (Debian's `chromium`) driven through
+/// Debian's `chromedriver` over WebDriver: pages load and run their
+/// scripts as for a person. Both stopped by pid on drop.
+pub struct Browser {
+    driver: Child,
+    port: u16,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    pub fn start() -> Browser {
+        for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+            assert!(
+                Path::new(bin).exists(),
+                "{bin} is missing: tools/test.sh installs Debian's chromium and chromium-driver"
+            );
+        }
+        let port = free_port();
+        let mut cmd = Command::new("/usr/bin/chromedriver");
+        // Its own process group, with the Chromium it starts: ended whole
+        // on drop, whatever state the session is in.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        die_with_parent(&mut cmd)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut driver = cmd.spawn().expect("start chromedriver");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                kill_group(&mut driver);
+                panic!("chromedriver did not listen on {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let profile = workdir();
+        // The flags that keep Chromium quiet on a machine without network.
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync",
+                         "--disable-dev-shm-usage", "--window-size=1280,1000",
+                         format!("--user-data-dir={}", p(profile.path()))]
+            }
+        }}});
+        let (code, body) = http_call(port, "POST", "/session", Some(&caps.to_string()));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let Some(session) = v["value"]["sessionId"].as_str().map(String::from) else {
+            kill_group(&mut driver);
+            panic!("chromedriver refused a session ({code}): {body}");
+        };
+        Browser {
+            driver,
+            port,
+            session,
+            _profile: profile,
+        }
+    }
+
+    fn call(&self, method: &str, what: &str, body: serde_json::Value) -> serde_json::Value {
+        let path = format!("/session/{}{what}", self.session);
+        let b = body.to_string();
+        let (code, text) = http_call(
+            self.port,
+            method,
+            &path,
+            (method == "POST").then_some(b.as_str()),
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(code, 200, "WebDriver {method} {what}: {text}");
+        v["value"].clone()
+    }
+
+    pub fn goto(&self, url: &str) {
+        self.call("POST", "/url", serde_json::json!({ "url": url }));
+    }
+
+    /// Runs `script` (a function body) in the page; its return value.
+    pub fn eval(&self, script: &str) -> serde_json::Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            serde_json::json!({"script": script, "args": []}),
+        )
+    }
+
+    /// The cells' text of each body row of the table `#id`.
+    pub fn table(&self, id: &str) -> Vec<Vec<String>> {
+        let v = self.eval(&format!(
+            "var t = document.getElementById({id:?}); if (!t) return null; \
+             return Array.from(t.tBodies[0].rows).map(r => Array.from(r.cells).map(c => c.textContent.trim()));"
+        ));
+        serde_json::from_value(v).unwrap_or_default()
+    }
+
+    /// The page's text content (what a person reads).
+    pub fn text(&self) -> String {
+        self.eval("return document.body.innerText;")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Resizes the window to the whole page and saves a PNG of it.
+    pub fn screenshot(&self, path: &Path) {
+        let h = self
+            .eval("return document.documentElement.scrollHeight;")
+            .as_u64()
+            .unwrap_or(1000);
+        self.call(
+            "POST",
+            "/window/rect",
+            serde_json::json!({"width": 1280, "height": h.clamp(600, 4000) + 140}),
+        );
+        let b64 = self.call("GET", "/screenshot", serde_json::Value::Null);
+        let png = base64_decode(b64.as_str().expect("screenshot base64"));
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(path, png).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            http_call(
+                self.port,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                None,
+            )
+        }));
+        kill_group(&mut self.driver);
+    }
+}
+
+/// SIGKILL of the process group led by `c` (which it made), then reaps it.
+fn kill_group(c: &mut Child) {
+    // SAFETY: kill(2) of the group our own child leads.
+    unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+    let _ = c.wait();
+}
+
+/// Where tests leave screenshots: `target/screenshots/NAME`.
+pub fn screenshot_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("../screenshots")
+        .join(name)
+}
