@@ -5,6 +5,8 @@
 //! - [`server`]: the socket, one thread per connection, command dispatch
 //! - [`config`]: flags and sanlock.conf
 //! - [`log`]: the log_dump ring and log lines
+//! - [`early_warning`]: publishes the early warnings of lease loss
+//! - [`metrics`], [`web`]: the opt-in Prometheus endpoint and web view
 
 pub mod access;
 pub mod config;
