@@ -130,6 +130,10 @@ pub struct LockspaceHistory {
     pub now: Moment,
     pub renewals: Vec<RenewalAttempt>,
     pub hosts: Vec<HostReport>,
+    /// Early warnings of lease loss raised and cleared, ours and other
+    /// hosts' (absent in replies of daemons from before they existed).
+    #[serde(default)]
+    pub warnings: Vec<crate::early_warning::Warning>,
 }
 
 /// `2026-11-23 11:17:45 UTC` from Unix seconds ("-" for 0: no wall clock).
@@ -189,6 +193,20 @@ impl LockspaceHistory {
                 r.read_ms,
                 r.write_ms,
                 r.total_ms
+            );
+        }
+        if !self.warnings.is_empty() {
+            let _ = writeln!(o, "warnings:");
+        }
+        for w in &self.warnings {
+            let _ = writeln!(
+                o,
+                "  {} {} {} host {}: {}",
+                at(&w.at),
+                w.event,
+                w.reason.as_str(),
+                w.host_id,
+                w.message
             );
         }
         for h in &self.hosts {
@@ -297,8 +315,22 @@ mod tests {
                     rule: "why".into(),
                 }],
             }],
+            warnings: vec![crate::early_warning::Warning {
+                at: Moment {
+                    mono: 199,
+                    wall: 1_795_432_664,
+                },
+                host_id: 1,
+                event: "raised".into(),
+                reason: crate::early_warning::Reason::RenewalLate,
+                seconds_left: 3,
+                message: "lockspace LS: it is late".into(),
+            }],
         };
         let t = h.render();
+        assert!(t.contains(
+            "warnings:\n  mono 199 (2026-11-23 11:17:44 UTC) raised renewal_late host 1: lockspace LS: it is late\n"
+        ));
         assert!(t.contains("read_ms 1 write_ms 2 total_ms 3 ok timestamp 198"));
         assert!(t.contains("state LIVE -> FAIL at mono 199 (2026-11-23 11:17:44 UTC): why"));
         let back: LockspaceHistory =

@@ -113,7 +113,7 @@ pub struct HostEvent {
 
 impl HostStatus {
     /// When we last saw its lease change (or first saw it, if never).
-    fn last_seen(&self) -> u64 {
+    pub fn last_seen(&self) -> u64 {
         if self.last_live != 0 {
             self.last_live
         } else {

@@ -7,7 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
-for pkg in sanlock python3-sanlock libsanlock-dev util-linux fuse3 python3-fusepy gcc man-db passwd; do
+# chromium + chromium-driver: the web views are tested in a real browser;
+# prometheus: promtool checks dist/ (rules, dashboard queries, exposition).
+for pkg in sanlock python3-sanlock libsanlock-dev util-linux fuse3 python3-fusepy gcc man-db passwd \
+    chromium chromium-driver prometheus; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

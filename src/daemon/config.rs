@@ -51,6 +51,12 @@ pub struct DaemonConfig {
     /// hactl's own: where the Prometheus metrics endpoint listens
     /// (`metrics_listen = 127.0.0.1:9365` / `--metrics-listen`); off if None.
     pub metrics_listen: Option<String>,
+    /// hactl's own: also serve the web view (`/`) on that listener
+    /// (`metrics_web = 1` / `--metrics-web`); off by default.
+    pub metrics_web: bool,
+    /// hactl's own: when this host's lease counts as in danger
+    /// (`warn_renewal_slow_percent`, `warn_renewal_late_percent`).
+    pub warn: crate::early_warning::WarnConfig,
 }
 
 /// sanlock's `max_sectors_kb` setting: `ignore`, `align` or a size in KiB.
@@ -112,6 +118,8 @@ impl Default for DaemonConfig {
             debug_cmds: DEFAULT_DEBUG_CMDS,
             max_sectors_kb: MaxSectorsKb::Num(1024),
             metrics_listen: None,
+            metrics_web: false,
+            warn: crate::early_warning::WarnConfig::default(),
         }
     }
 }
@@ -228,6 +236,19 @@ impl DaemonConfig {
             "debug_clients" => self.debug_clients = n as i32,
             "metrics_listen" if v.is_empty() => self.metrics_listen = None,
             "metrics_listen" => self.metrics_listen = Some(v.to_string()),
+            "metrics_web" => self.metrics_web = n != 0,
+            "warn_renewal_slow_percent" if (0..=100).contains(&n) => {
+                self.warn.slow_percent = n as u64
+            }
+            "warn_renewal_late_percent" if (0..=99).contains(&n) => {
+                self.warn.late_percent = n as u64
+            }
+            "warn_renewal_slow_percent" => {
+                return Some(format!("ignored {k} = {v}: must be 0 (off) to 100"));
+            }
+            "warn_renewal_late_percent" => {
+                return Some(format!("ignored {k} = {v}: must be 0 (off) to 99"));
+            }
             "debug_cmd" => match v {
                 "+all" => self.debug_cmds = !0,
                 "-all" => self.debug_cmds = 0,
@@ -286,6 +307,11 @@ impl DaemonConfig {
                 };
                 self.metrics_listen = Some(v.clone());
                 i += 2;
+                continue;
+            }
+            if a == "--metrics-web" {
+                self.metrics_web = true;
+                i += 1;
                 continue;
             }
             if !a.starts_with('-') || a.len() != 2 {
@@ -374,6 +400,22 @@ mod tests {
         c.apply_args(&["--metrics-listen".into(), "[::1]:1".into(), "-D".into()])
             .unwrap();
         assert_eq!(c.metrics_listen.as_deref(), Some("[::1]:1"));
+        assert!(!c.metrics_web, "the web view is off by default");
+        let notes = c.apply_conf(
+            "metrics_web = 1\nwarn_renewal_slow_percent = 30\nwarn_renewal_late_percent = 0\nwarn_renewal_slow_percent = 101\n",
+        );
+        assert!(c.metrics_web);
+        assert_eq!(
+            c.warn,
+            crate::early_warning::WarnConfig {
+                slow_percent: 30,
+                late_percent: 0
+            }
+        );
+        assert_eq!(
+            notes,
+            ["sanlock.conf: ignored warn_renewal_slow_percent = 101: must be 0 (off) to 100"]
+        );
         assert!(c.apply_args(&["--metrics-listen".into()]).is_err());
     }
 

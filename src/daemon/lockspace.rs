@@ -70,6 +70,8 @@ pub struct SpaceState {
     pub renewals: VecDeque<RenewalAttempt>,
     /// The core's I/O and timers, for the lockspace thread, in order.
     queue: VecDeque<Action>,
+    /// Early warnings of lease loss (see `early_warning.rs`).
+    pub warn: crate::early_warning::Watch,
 }
 
 impl SpaceState {
@@ -92,9 +94,11 @@ impl SpaceState {
 /// lockspace's life, so that counters never go back when it is rejoined.
 #[derive(Default)]
 pub struct RenewCounters {
-    pub latency: std::sync::Mutex<Histogram>,
+    pub latency: Mutex<Histogram>,
     pub errors: AtomicU64,
     pub io_timeouts: AtomicU64,
+    /// Early warnings raised, by reason.
+    pub warnings: Mutex<std::collections::BTreeMap<crate::early_warning::Reason, u64>>,
 }
 
 /// The wdmd connection of a `-w 1` lockspace. Once disarmed it sends
@@ -190,6 +194,13 @@ impl Space {
                 rindex_op: 0,
                 renewals: VecDeque::new(),
                 queue: VecDeque::new(),
+                warn: crate::early_warning::Watch::new(
+                    Default::default(),
+                    &name.to_string_lossy(),
+                    host_id,
+                    o.io_timeout,
+                    o.watchdog_fire_timeout,
+                ),
             }),
             counters: Arc::default(),
             changed: Condvar::new(),
@@ -273,7 +284,13 @@ impl Space {
                     },
                 );
             }
-            Action::Renewal(r) => self.record_renewal(r),
+            Action::RenewalStarted => self.warn_renewal_started(),
+            Action::Renewal(r) => {
+                let outcome = r.result.as_ref().map(|lr| lr.timestamp).map_err(|e| e.rv);
+                let total_ms = r.total_ms;
+                self.record_renewal(r);
+                self.warn_renewal_done(total_ms, outcome);
+            }
             Action::HostEvents(events) => self.deliver_events(&events),
             Action::Examine => self.examine.store(true, Ordering::Relaxed),
             // Logged by the core; the kill sequence goes on at the ticks.
@@ -363,9 +380,7 @@ impl Space {
         match &r.result {
             Ok(lr) => {
                 let secs = (r.read_ms + r.write_ms) as f64 / 1000.0;
-                if let Ok(mut h) = self.counters.latency.lock() {
-                    h.observe(secs);
-                }
+                self.counters.latency.lock().observe(secs);
                 history::push_renewal(
                     &mut st.renewals,
                     RenewalAttempt {
@@ -466,6 +481,7 @@ impl Space {
             now,
             renewals: st.renewals.iter().cloned().collect(),
             hosts,
+            warnings: st.warn.records.iter().cloned().collect(),
         }
     }
 

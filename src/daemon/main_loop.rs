@@ -27,6 +27,7 @@ pub fn run(d: Arc<Daemon>) {
             if Daemon::list_of(&sp) != SpaceList::Active {
                 continue;
             }
+            sp.warn_tick();
             if sp.examine.swap(false, Ordering::Relaxed) {
                 for (pid, force_mode, what) in d.requested_holders(&sp.name) {
                     d.do_request(pid, force_mode, &what);

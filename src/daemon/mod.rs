@@ -5,10 +5,13 @@
 //! - [`server`]: the socket, one thread per connection, command dispatch
 //! - [`config`]: flags and sanlock.conf
 //! - [`log`]: the log_dump ring and log lines
+//! - [`early_warning`]: publishes the early warnings of lease loss
+//! - [`metrics`], [`web`]: the opt-in Prometheus endpoint and web view
 
 pub mod access;
 pub mod config;
 pub mod core;
+pub mod early_warning;
 pub mod engine;
 pub mod lockspace;
 pub mod log;
@@ -18,6 +21,7 @@ pub mod resource;
 pub mod resource_ops;
 pub mod rindex;
 pub mod server;
+pub mod web;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -216,6 +220,7 @@ impl Daemon {
                 use_watchdog: self.cfg.use_watchdog,
             },
         );
+        space.state.get_mut().warn.cfg = self.cfg.warn;
         space.counters = self
             .renew_counters
             .lock()

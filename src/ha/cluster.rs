@@ -56,6 +56,10 @@ pub struct ClusterOpts {
     /// spare host id (the failover bench's sanlock observer), since the
     /// agents read the whiteboard up to the highest host id they see.
     pub whiteboard_hosts: u64,
+    /// Extra arguments per host id for its daemon and its agent (e.g.
+    /// `--metrics-listen ADDR --metrics-web`, `--web ADDR`).
+    pub daemon_args: BTreeMap<u64, Vec<String>>,
+    pub agent_args: BTreeMap<u64, Vec<String>>,
 }
 
 impl ClusterOpts {
@@ -74,6 +78,8 @@ impl ClusterOpts {
             env: Vec::new(),
             vms_die_with_agent: true,
             whiteboard_hosts: hosts,
+            daemon_args: BTreeMap::new(),
+            agent_args: BTreeMap::new(),
         }
     }
 }
@@ -257,6 +263,7 @@ impl Cluster {
         let (user, group) = user_and_group();
         let hactl = self.opts.hactl.clone();
         let io = self.opts.io_timeout.to_string();
+        let extra = self.opts.daemon_args.get(&id).cloned().unwrap_or_default();
         let h = self.host_mut(id);
         let log = File::create(h.daemon_dir.join("daemon.log")).map_err(err("daemon log"))?;
         let log2 = log.try_clone().map_err(err("daemon log"))?;
@@ -264,6 +271,7 @@ impl Cluster {
         cmd.args([
             "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-o", &io, "-U", &user, "-G", &group,
         ])
+        .args(extra)
         .env("SANLOCK_RUN_DIR", &h.daemon_dir)
         .env("SANLOCK_PRIVILEGED", "0")
         .env("HACTL_SANLOCK_CONF", "/nonexistent")
@@ -297,6 +305,7 @@ impl Cluster {
         let hactl = self.opts.hactl.clone();
         let env = self.opts.env.clone();
         let die = self.opts.vms_die_with_agent;
+        let extra = self.opts.agent_args.get(&id).cloned().unwrap_or_default();
         let h = self.host_mut(id);
         if h.state != HostProc::Up {
             return Err(format!("host {id}: the daemon is not up"));
@@ -308,6 +317,7 @@ impl Cluster {
             .arg(&h.config)
             .arg("--run-dir")
             .arg(&h.agent_dir)
+            .args(extra)
             .env("SANLOCK_RUN_DIR", &h.daemon_dir)
             .envs(env)
             .stdin(Stdio::null())

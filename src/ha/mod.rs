@@ -8,6 +8,7 @@
 //! - [`demo_vm`]: the stand-in VM and the split-brain check on its disk
 //! - [`cluster`]: a whole cluster on one machine (tests, `hactl demo`)
 //! - [`demo`]: `hactl demo`
+//! - [`web`]: the agent's read-only web view (`--web ADDR`)
 
 pub mod config;
 pub mod decide;
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod demo;
 pub mod demo_vm;
 pub mod runner;
+pub mod web;
 
 pub use config::Config;
 pub use decide::{Action, ActionKind, Decision, Input, decide};

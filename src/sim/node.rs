@@ -301,7 +301,10 @@ impl Node {
                         self.activated = true;
                         events.insert(0, Event::Activated);
                     }
-                    Action::Renewal(_) | Action::HostEvents(_) | Action::Examine => {}
+                    Action::RenewalStarted
+                    | Action::Renewal(_)
+                    | Action::HostEvents(_)
+                    | Action::Examine => {}
                     Action::Failed { corrupt, gap, .. } => out.push(Req::Failed { corrupt, gap }),
                     Action::Signal { pid, signal } => out.push(Req::Signal { pid, signal }),
                     Action::Stuck { pid } => out.push(Req::Stuck { pid }),

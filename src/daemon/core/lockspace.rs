@@ -134,6 +134,8 @@ pub enum Action {
     WatchdogDisarm,
     /// The join finished (add_lockspace's answer).
     Joined(Result<LeaderRecord, CoreError>),
+    /// A renewal starts (its read is the next I/O).
+    RenewalStarted,
     Renewal(RenewalReport),
     /// Events other hosts addressed to us (sanlock's `reg_event`).
     HostEvents(Vec<HostEvent>),
@@ -805,6 +807,7 @@ impl Lockspace {
     }
 
     fn renew(&mut self, now: Now) {
+        self.out.push(Action::RenewalStarted);
         let len = self.area_len() as usize;
         let io = self.io(0, IoOp::Read { len }, self.cfg.io_timeout);
         self.phase = Phase::RenewRead { io, attempt: now };
