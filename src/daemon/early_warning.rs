@@ -81,31 +81,13 @@ impl Space {
     /// An event about our own lease on every `reg_event` fd: addressed to
     /// us and from us (see [`crate::early_warning::EVENT_LEASE_WARNING`]).
     fn send_own_event(&self, generation: u64, event: u64, data: u64) {
-        use crate::proto::{
-            EventCb, Header, SM_CB_GET_EVENT, SM_CB_PROTO, SM_MAGIC, SanlkHostEvent, WireStruct,
-        };
-        use std::io::Write;
-        let cb = EventCb {
-            h: Header {
-                magic: SM_MAGIC,
-                version: SM_CB_PROTO,
-                cmd: SM_CB_GET_EVENT,
-                length: EventCb::SIZE as u32,
-                ..Default::default()
-            },
-            he: SanlkHostEvent {
-                host_id: self.host_id,
-                generation,
-                event,
-                data,
-            },
+        self.deliver_events(&[crate::hosts::HostEvent {
+            host_id: self.host_id,
+            generation,
+            event,
+            data,
             from_host_id: self.host_id,
             from_generation: generation,
-        };
-        let bytes = cb.encode();
-        // As sanlock's send_event_callbacks: a fd that cannot take it is dropped.
-        self.event_fds
-            .lock()
-            .retain_mut(|s| s.set_nonblocking(true).is_ok() && s.write_all(&bytes).is_ok());
+        }]);
     }
 }

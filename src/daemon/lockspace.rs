@@ -536,9 +536,10 @@ impl Space {
         }
     }
 
-    /// Sends events other hosts addressed to us to every `reg_event` fd; a
-    /// fd that cannot take it is dropped. Event 0 is only a request.
-    fn deliver_events(&self, events: &[HostEvent]) {
+    /// Sends events addressed to us to every `reg_event` fd; a fd that
+    /// cannot take it is dropped, as by sanlock's send_event_callbacks.
+    /// Event 0 is only a request.
+    pub fn deliver_events(&self, events: &[HostEvent]) {
         use crate::proto::{
             EventCb, Header, SM_CB_GET_EVENT, SM_CB_PROTO, SM_MAGIC, SanlkHostEvent, WireStruct,
         };

@@ -501,6 +501,95 @@ fn cast<T>(s: Step<()>) -> Step<T> {
     }
 }
 
+// ---- shared holders ----
+
+/// `clear_dead_shared`: reads the mode block of each host a ballot saw
+/// holding the lease SHARED; a holder that is dead (`shared_holder_live`)
+/// has its block erased. The result is how many are alive.
+#[derive(Debug)]
+struct ClearShared {
+    others: Vec<u64>,
+    i: usize,
+    erasing: bool,
+    live: usize,
+}
+
+enum Cleared {
+    Act(Step<()>),
+    Done(Result<usize, CoreError>),
+}
+
+impl ClearShared {
+    fn new(others: Vec<u64>) -> ClearShared {
+        ClearShared {
+            others,
+            i: 0,
+            erasing: false,
+            live: 0,
+        }
+    }
+
+    /// Reads the next holder's block, or ends.
+    fn next(&mut self, c: &mut Ctx) -> Cleared {
+        let Some(&h) = self.others.get(self.i) else {
+            return Cleared::Done(Ok(self.live));
+        };
+        let ss = c.ss();
+        self.erasing = false;
+        Cleared::Act(c.read((1 + h) * ss as u64, ss))
+    }
+
+    fn resume(
+        &mut self,
+        c: &mut Ctx,
+        now: Now,
+        r: Resumed,
+        ls: &dyn LockspaceView,
+        lease: &LeaseRef,
+    ) -> Cleared {
+        let h = self.others[self.i];
+        if self.erasing {
+            if let Err(f) = r.io() {
+                let e = CoreError::io("erasing a dead host's shared mode block", f.rv, f);
+                return Cleared::Done(Err(e));
+            }
+            self.i += 1;
+            return self.next(c);
+        }
+        let b = match r.io() {
+            Ok(b) => b,
+            Err(f) => {
+                let e = CoreError::io("reading a shared holder's mode block", f.rv, f);
+                return Cleared::Done(Err(e));
+            }
+        };
+        let mb = ModeBlock::decode(&b[MBLOCK_OFFSET..MBLOCK_OFFSET + 16])
+            .expect("a sector holds a mode block");
+        if !mb.is_shared() || mb.generation == 0 {
+            self.i += 1;
+            return self.next(c);
+        }
+        let hs = ls.host_status(h).ok().flatten();
+        if crate::hosts::shared_holder_live(
+            hs.as_ref(),
+            mb.generation,
+            now.secs(),
+            lease.io_timeout,
+            lease.watchdog_fire_timeout,
+        ) {
+            self.live += 1;
+            self.i += 1;
+            return self.next(c);
+        }
+        info!(
+            "cleared shared lease for dead host_id {h} gen {}",
+            mb.generation
+        );
+        self.erasing = true;
+        Cleared::Act(c.write_host_block(h, None, None))
+    }
+}
+
 fn xorshift(x: &mut u64) -> u64 {
     *x ^= *x << 13;
     *x ^= *x >> 7;
@@ -551,10 +640,8 @@ enum AcqPhase {
     UndoMode(CoreError),
     /// A failed step: the leader goes back, then the error.
     UndoLeader(Box<FreeLeader>, CoreError),
-    /// Exclusive after SHARED holders were seen: reading host `others[i]`'s mode block.
-    ClearRead(usize),
-    /// Erasing a dead shared holder's block.
-    ClearWrite(usize),
+    /// Exclusive after SHARED holders were seen: are they all dead?
+    Clear(Box<ClearShared>),
     /// Shared holders are alive: our dblock released, then the leader.
     ClearFailed(CoreError),
     Lvb,
@@ -571,8 +658,6 @@ pub struct Acquire {
     tries: u32,
     rng: u64,
     won: Option<(LeaderRecord, PaxosDblock)>,
-    others: Vec<u64>,
-    live: usize,
     lvb: Option<Vec<u8>>,
 }
 
@@ -588,8 +673,6 @@ impl Acquire {
             tries: 0,
             rng,
             won: None,
-            others: Vec::new(),
-            live: 0,
             lvb: None,
         }
     }
@@ -691,7 +774,7 @@ impl Acquire {
             Ok((leader, dblock)) => {
                 let (host_id, generation) = self.host();
                 self.won = Some((leader, dblock));
-                self.others =
+                let others: Vec<u64> =
                     b.m.shared_seen()
                         .iter()
                         .copied()
@@ -703,30 +786,35 @@ impl Acquire {
                     let d = self.released_dblock();
                     return self.c.write_host_block(host_id, Some(d), Some(generation));
                 }
-                if !self.others.is_empty() {
-                    return self.clear_next(now, 0, ls);
+                if !others.is_empty() {
+                    let mut cs = Box::new(ClearShared::new(others));
+                    let next = cs.next(&mut self.c);
+                    return self.cleared(now, cs, next, ls);
                 }
                 self.after_disk(now, ls)
             }
         }
     }
 
-    /// `clear_dead_shared` from host `others[i]` on.
-    fn clear_next(
+    /// Goes on with `clear_dead_shared`, or after it.
+    fn cleared(
         &mut self,
         now: Now,
-        i: usize,
+        cs: Box<ClearShared>,
+        next: Cleared,
         ls: &dyn LockspaceView,
     ) -> Step<Result<Acquired, CoreError>> {
-        if i >= self.others.len() {
-            if self.live == 0 {
-                return self.after_disk(now, ls);
+        match next {
+            Cleared::Act(s) => {
+                self.phase = AcqPhase::Clear(cs);
+                cast(s)
             }
-            return self.clear_failed(CoreError::new("shared holders are alive", -libc::EAGAIN));
+            Cleared::Done(Ok(0)) => self.after_disk(now, ls),
+            Cleared::Done(Ok(_)) => {
+                self.clear_failed(CoreError::new("shared holders are alive", -libc::EAGAIN))
+            }
+            Cleared::Done(Err(e)) => self.clear_failed(e),
         }
-        let ss = self.c.ss();
-        self.phase = AcqPhase::ClearRead(i);
-        self.c.read((1 + self.others[i]) * ss as u64, ss)
     }
 
     fn clear_failed(&mut self, e: CoreError) -> Step<Result<Acquired, CoreError>> {
@@ -810,7 +898,7 @@ impl Op for Acquire {
                 rv::SANLK_ERROR,
             )));
         };
-        let (host_id, generation) = self.host();
+        let (host_id, _) = self.host();
         match std::mem::replace(&mut self.phase, AcqPhase::Done) {
             AcqPhase::Sizes => match read_sizes(&mut self.c, r) {
                 Ok(()) => self.sized(now, ls),
@@ -868,48 +956,11 @@ impl Op for Acquire {
                 }
                 Freed::Done(_) => self.fail(e),
             },
-            AcqPhase::ClearRead(i) => {
-                let h = self.others[i];
-                let b = match r.io() {
-                    Ok(b) => b,
-                    Err(f) => {
-                        let e = CoreError::io("reading a shared holder's mode block", f.rv, f);
-                        return self.clear_failed(e);
-                    }
-                };
-                let mb = ModeBlock::decode(&b[MBLOCK_OFFSET..MBLOCK_OFFSET + 16])
-                    .expect("a sector holds a mode block");
-                if !mb.is_shared() || mb.generation == 0 {
-                    return self.clear_next(now, i + 1, ls);
-                }
-                let hs = ls.host_status(h).ok().flatten();
-                let alive = crate::hosts::shared_holder_live(
-                    hs.as_ref(),
-                    mb.generation,
-                    now.secs(),
-                    self.p.lease.io_timeout,
-                    self.p.lease.watchdog_fire_timeout,
-                );
-                if alive {
-                    self.live += 1;
-                    return self.clear_next(now, i + 1, ls);
-                }
-                info!(
-                    "cleared shared lease for dead host_id {h} gen {}",
-                    mb.generation
-                );
-                self.phase = AcqPhase::ClearWrite(i);
-                self.c.write_host_block(h, None, None)
+            AcqPhase::Clear(mut cs) => {
+                let next = cs.resume(&mut self.c, now, r, ls, &self.p.lease);
+                self.cleared(now, cs, next, ls)
             }
-            AcqPhase::ClearWrite(i) => match r.io() {
-                Ok(_) => self.clear_next(now, i + 1, ls),
-                Err(f) => {
-                    let e = CoreError::io("erasing a dead host's shared mode block", f.rv, f);
-                    self.clear_failed(e)
-                }
-            },
             AcqPhase::ClearFailed(e) => {
-                let _ = generation;
                 let mut fl = self.free_leader();
                 match fl.start(&mut self.c) {
                     Freed::Act(s) => {
@@ -1193,8 +1244,7 @@ impl Op for ConvertToShared {
 #[derive(Debug)]
 enum ExPhase {
     Ballot(Box<Ballot>),
-    ClearRead(usize),
-    ClearWrite(usize),
+    Clear(Box<ClearShared>),
     /// Shared holders are alive (or could not be checked): the leader goes back.
     Undo(Box<FreeLeader>, CoreError),
     /// Our block without the SHARED mode block.
@@ -1214,8 +1264,6 @@ pub struct ConvertToExclusive {
     c: Ctx,
     phase: ExPhase,
     won: Option<(LeaderRecord, PaxosDblock)>,
-    others: Vec<u64>,
-    live: usize,
 }
 
 impl ConvertToExclusive {
@@ -1229,8 +1277,6 @@ impl ConvertToExclusive {
             c,
             phase: ExPhase::Done,
             won: None,
-            others: Vec::new(),
-            live: 0,
         }
     }
 
@@ -1250,29 +1296,39 @@ impl ConvertToExclusive {
             Ok(won) => {
                 self.won = Some(won);
                 let me = self.held.host_id;
-                self.others =
+                let others =
                     b.m.shared_seen()
                         .iter()
                         .copied()
                         .filter(|&h| h != me)
                         .collect();
-                self.clear_next(0)
+                let mut cs = Box::new(ClearShared::new(others));
+                let next = cs.next(&mut self.c);
+                self.cleared(cs, next)
             }
         }
     }
 
-    fn clear_next(&mut self, i: usize) -> Step<Result<(LeaderRecord, PaxosDblock), CoreError>> {
-        if i >= self.others.len() {
-            if self.live > 0 {
-                return self.undo(CoreError::new("shared holders are alive", -libc::EAGAIN));
+    fn cleared(
+        &mut self,
+        cs: Box<ClearShared>,
+        next: Cleared,
+    ) -> Step<Result<(LeaderRecord, PaxosDblock), CoreError>> {
+        match next {
+            Cleared::Act(s) => {
+                self.phase = ExPhase::Clear(cs);
+                cast(s)
             }
-            let (_, d) = self.won.expect("won");
-            self.phase = ExPhase::Dblock;
-            return self.c.write_host_block(self.held.host_id, Some(d), None);
+            Cleared::Done(Ok(0)) => {
+                let (_, d) = self.won.expect("won");
+                self.phase = ExPhase::Dblock;
+                self.c.write_host_block(self.held.host_id, Some(d), None)
+            }
+            Cleared::Done(Ok(_)) => {
+                self.undo(CoreError::new("shared holders are alive", -libc::EAGAIN))
+            }
+            Cleared::Done(Err(e)) => self.undo(e),
         }
-        let ss = self.c.ss();
-        self.phase = ExPhase::ClearRead(i);
-        self.c.read((1 + self.others[i]) * ss as u64, ss)
     }
 
     fn undo(&mut self, e: CoreError) -> Step<Result<(LeaderRecord, PaxosDblock), CoreError>> {
@@ -1330,45 +1386,10 @@ impl Op for ConvertToExclusive {
                 self.phase = ExPhase::Ballot(b);
                 self.ballot_next(next)
             }
-            ExPhase::ClearRead(i) => {
-                let h = self.others[i];
-                let b = match r.io() {
-                    Ok(b) => b,
-                    Err(f) => {
-                        let e = CoreError::io("reading a shared holder's mode block", f.rv, f);
-                        return self.undo(e);
-                    }
-                };
-                let mb = ModeBlock::decode(&b[MBLOCK_OFFSET..MBLOCK_OFFSET + 16])
-                    .expect("a sector holds a mode block");
-                if !mb.is_shared() || mb.generation == 0 {
-                    return self.clear_next(i + 1);
-                }
-                let hs = ls.host_status(h).ok().flatten();
-                if crate::hosts::shared_holder_live(
-                    hs.as_ref(),
-                    mb.generation,
-                    now.secs(),
-                    self.held.lease.io_timeout,
-                    self.held.lease.watchdog_fire_timeout,
-                ) {
-                    self.live += 1;
-                    return self.clear_next(i + 1);
-                }
-                info!(
-                    "cleared shared lease for dead host_id {h} gen {}",
-                    mb.generation
-                );
-                self.phase = ExPhase::ClearWrite(i);
-                self.c.write_host_block(h, None, None)
+            ExPhase::Clear(mut cs) => {
+                let next = cs.resume(&mut self.c, now, r, ls, &self.held.lease);
+                self.cleared(cs, next)
             }
-            ExPhase::ClearWrite(i) => match r.io() {
-                Ok(_) => self.clear_next(i + 1),
-                Err(f) => {
-                    let e = CoreError::io("erasing a dead host's shared mode block", f.rv, f);
-                    self.undo(e)
-                }
-            },
             ExPhase::Undo(mut fl, e) => match fl.resume(&mut self.c, now, r) {
                 Freed::Act(s) => {
                     self.phase = ExPhase::Undo(fl, e);
