@@ -1,7 +1,13 @@
 //! `hactl daemon`: joins lockspaces, renews them, judges the other hosts,
 //! and answers sanlock's socket protocol.
 //!
-//! - [`lockspace`]: one thread per joined lockspace (acquire, renew, release)
+//! - [`core`]: where leases are decided: a lockspace's life and a
+//!   resource's operations as state machines (events in, actions out; no
+//!   thread, file, socket or clock), run alike by the daemon and the simulation
+//! - [`engine`]: performs the core's actions (blocking O_DIRECT I/O, sleeps)
+//! - [`lockspace`]: a joined lockspace: its core and the thread executing it
+//! - [`main_loop`]: ticks every lockspace's core (the kill sequence), examines requests
+//! - [`resource`]: the table of held resources; their disk work is the core's
 //! - [`server`]: the socket, one thread per connection, command dispatch
 //! - [`config`]: flags and sanlock.conf
 //! - [`log`]: the log_dump ring and log lines
