@@ -20,8 +20,8 @@ use super::lockspace::SpaceList;
 use crate::recovery::{Holder, Signal};
 
 pub fn run(d: Arc<Daemon>) {
-    while !d.shutting_down.load(Ordering::Relaxed) || !d.spaces.lock().unwrap().is_empty() {
-        let spaces = d.spaces.lock().unwrap().clone();
+    while !d.shutting_down.load(Ordering::Relaxed) || !d.spaces.lock().is_empty() {
+        let spaces = d.spaces.lock().clone();
         let mut fast = false;
         for sp in spaces {
             if Daemon::list_of(&sp) != SpaceList::Active {
@@ -48,7 +48,7 @@ pub fn run(d: Arc<Daemon>) {
 /// The holders of a lockspace's leases, with what the kill needs to know.
 fn holders(d: &Daemon, space_id: u32) -> Vec<Holder> {
     let pids = d.holder_pids(space_id);
-    let clients = d.clients.lock().unwrap();
+    let clients = d.clients.lock();
     pids.iter()
         .map(|&(ci, pid)| {
             let slot = clients.get(ci).and_then(|s| s.as_ref());
@@ -73,7 +73,6 @@ fn act(d: &Arc<Daemon>, sp: &Arc<super::lockspace::Space>, a: Action) {
                     let slot = d
                         .clients
                         .lock()
-                        .unwrap()
                         .iter()
                         .flatten()
                         .find(|s| s.registered && s.pid == pid)
@@ -105,7 +104,7 @@ fn act(d: &Arc<Daemon>, sp: &Arc<super::lockspace::Space>, a: Action) {
             let sp = sp.clone();
             std::thread::spawn(move || {
                 sp.stop_and_join();
-                d.spaces.lock().unwrap().retain(|s| !Arc::ptr_eq(s, &sp));
+                d.spaces.lock().retain(|s| !Arc::ptr_eq(s, &sp));
             });
         }
         other => warn!(space = %sp.name, "main loop: unexpected {other:?}"),

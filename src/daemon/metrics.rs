@@ -53,7 +53,6 @@ pub fn render(d: &Daemon) -> String {
     let counters: Vec<_> = d
         .renew_counters
         .lock()
-        .unwrap()
         .iter()
         .map(|(n, c)| (n.clone(), c.clone()))
         .collect();
@@ -202,7 +201,7 @@ pub fn render(d: &Daemon) -> String {
         "Resource leases this daemon holds, by lockspace.",
     );
     {
-        let res = d.res.lock().unwrap();
+        let res = d.res.lock();
         for sp in &spaces {
             let name = sp.name.to_string_lossy();
             let n = res
@@ -221,7 +220,6 @@ pub fn render(d: &Daemon) -> String {
     let registered = d
         .clients
         .lock()
-        .unwrap()
         .iter()
         .flatten()
         .filter(|c| c.registered)

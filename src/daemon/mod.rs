@@ -33,8 +33,10 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
@@ -61,6 +63,12 @@ pub struct ClientSlot {
 }
 
 /// Everything the daemon shares between its threads.
+///
+/// Lock order (parking_lot mutexes: a panicking thread does not poison
+/// them for the others): `spaces` before `renew_counters` and before a
+/// `Space`'s own locks (see daemon/lockspace.rs); `res` and `clients` are
+/// taken alone, never while another of these is held. No lock is held
+/// across lease I/O, a wait, or a call into wdmd.
 pub struct Daemon {
     pub cfg: DaemonConfig,
     pub our_host_name: Name,
@@ -69,7 +77,7 @@ pub struct Daemon {
     /// Slot 0 is the "helper", slot 1 the "listener", as in sanlock.
     pub clients: Mutex<Vec<Option<ClientSlot>>>,
     next_space_id: AtomicU32,
-    pub log: Arc<Mutex<log::LogRing>>,
+    pub log: Arc<std::sync::Mutex<log::LogRing>>,
     pub shutting_down: AtomicBool,
     /// Resource leases held for registered clients.
     pub res: Mutex<resource::ResTable>,
@@ -107,7 +115,7 @@ impl KillCounts {
 pub type Rv = i32;
 
 impl Daemon {
-    pub fn new(cfg: DaemonConfig, log: Arc<Mutex<log::LogRing>>) -> Daemon {
+    pub fn new(cfg: DaemonConfig, log: Arc<std::sync::Mutex<log::LogRing>>) -> Daemon {
         let our_host_name = match &cfg.our_host_name {
             Some(n) => Name::from_bytes(&n.as_bytes()[..n.len().min(48)]).unwrap_or_default(),
             None => crate::delta::default_host_name(),
@@ -141,7 +149,7 @@ impl Daemon {
 
     /// Spaces on one list, newest first (sanlock adds to the head).
     pub fn spaces_on(&self, list: SpaceList) -> Vec<Arc<Space>> {
-        let v = self.spaces.lock().unwrap();
+        let v = self.spaces.lock();
         v.iter()
             .rev()
             .filter(|s| Self::list_of(s) == list)
@@ -160,7 +168,6 @@ impl Daemon {
     pub fn find_by_name(&self, name: &Name) -> Option<Arc<Space>> {
         self.spaces
             .lock()
-            .unwrap()
             .iter()
             .find(|s| s.name.same_as(name))
             .cloned()
@@ -178,7 +185,7 @@ impl Daemon {
         if name.is_empty() || host_id == 0 || path.is_empty() {
             return Err(-libc::EINVAL);
         }
-        let mut spaces = self.spaces.lock().unwrap();
+        let mut spaces = self.spaces.lock();
         // Only a shutdown that is going ahead is set (none is while a
         // lockspace exists, unless forced); sanlock undoes such an add
         // once its host_id is acquired and answers -1.
@@ -230,7 +237,6 @@ impl Daemon {
         space.counters = self
             .renew_counters
             .lock()
-            .unwrap()
             .entry(name.to_string_lossy())
             .or_default()
             .clone();
@@ -273,7 +279,7 @@ impl Daemon {
         }
         drop(st);
         sp.stop_and_join();
-        self.spaces.lock().unwrap().retain(|s| !Arc::ptr_eq(s, sp));
+        self.spaces.lock().retain(|s| !Arc::ptr_eq(s, sp));
         if r == crate::rv::SANLK_OK { -1 } else { r }
     }
 
@@ -287,7 +293,6 @@ impl Daemon {
     ) -> Option<Arc<Space>> {
         self.spaces
             .lock()
-            .unwrap()
             .iter()
             .find(|s| {
                 s.name.same_as(name)
@@ -327,14 +332,7 @@ impl Daemon {
         if rv != 0 {
             return rv;
         }
-        while wait
-            && self
-                .spaces
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|s| Arc::ptr_eq(s, &sp))
-        {
+        while wait && self.spaces.lock().iter().any(|s| Arc::ptr_eq(s, &sp)) {
             std::thread::sleep(Duration::from_millis(100));
         }
         0
@@ -387,7 +385,7 @@ impl Daemon {
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 sp.stop_and_join();
-                d.spaces.lock().unwrap().retain(|s| !Arc::ptr_eq(s, &sp));
+                d.spaces.lock().retain(|s| !Arc::ptr_eq(s, &sp));
                 info!("s{} lockspace removed", sp.space_id);
             });
         }
@@ -399,7 +397,7 @@ impl Daemon {
     /// resets its `external_shutdown` in the main loop. Returns whether the
     /// daemon is shutting down.
     pub fn shutdown_if_idle(&self) -> bool {
-        let spaces = self.spaces.lock().unwrap();
+        let spaces = self.spaces.lock();
         if spaces.is_empty() {
             self.shutting_down.store(true, Ordering::Relaxed);
             return true;
@@ -414,7 +412,7 @@ impl Daemon {
     /// the daemon exits once none is left. No new lockspace is added.
     pub fn shutdown_force(self: &Arc<Self>) {
         let spaces = {
-            let spaces = self.spaces.lock().unwrap();
+            let spaces = self.spaces.lock();
             self.shutting_down.store(true, Ordering::Relaxed);
             spaces.clone()
         };
@@ -425,7 +423,7 @@ impl Daemon {
 
     /// Takes a client slot (lowest free at or after 2).
     pub fn client_add(&self, slot: ClientSlot) -> usize {
-        let mut c = self.clients.lock().unwrap();
+        let mut c = self.clients.lock();
         if let Some(i) = c.iter().skip(2).position(|s| s.is_none()) {
             c[i + 2] = Some(slot);
             i + 2
@@ -436,13 +434,13 @@ impl Daemon {
     }
 
     pub fn client_update(&self, ci: usize, f: impl FnOnce(&mut ClientSlot)) {
-        if let Some(Some(s)) = self.clients.lock().unwrap().get_mut(ci) {
+        if let Some(Some(s)) = self.clients.lock().get_mut(ci) {
             f(s);
         }
     }
 
     pub fn client_free(&self, ci: usize) {
-        if let Some(s) = self.clients.lock().unwrap().get_mut(ci) {
+        if let Some(s) = self.clients.lock().get_mut(ci) {
             *s = None;
         }
     }
@@ -515,7 +513,7 @@ pub fn main(args: &[String]) -> i32 {
         println!("{e}");
         return 1;
     }
-    let ring = Arc::new(Mutex::new(log::LogRing::default()));
+    let ring = Arc::new(std::sync::Mutex::new(log::LogRing::default()));
     let logfile = if cfg.run_dir.as_os_str() == config::DEFAULT_RUN_DIR {
         PathBuf::from("/var/log/hactl.log")
     } else {
@@ -532,7 +530,7 @@ pub fn main(args: &[String]) -> i32 {
                     .append(true)
                     .open(&logfile)
                     .ok()
-                    .map(Mutex::new)
+                    .map(std::sync::Mutex::new)
             })
             .flatten(),
     };
@@ -598,7 +596,7 @@ pub fn main(args: &[String]) -> i32 {
         }
     }
     server::serve(daemon.clone(), listener);
-    for sp in daemon.spaces.lock().unwrap().clone() {
+    for sp in daemon.spaces.lock().clone() {
         sp.stop_and_join();
     }
     let _ = std::fs::remove_file(daemon.cfg.run_dir.join("sanlock.sock"));

@@ -339,7 +339,7 @@ impl Daemon {
         };
         let generation = sp.state.lock().core.host_generation();
         {
-            let mut t = self.res.lock().unwrap();
+            let mut t = self.res.lock();
             if let Some(i) = t.find(&res.lockspace_name, &res.name) {
                 let r = &t.list[i];
                 match r.list {
@@ -402,7 +402,7 @@ impl Daemon {
             });
         }
         let r = acquire_disk(&sp, res, cmd_flags);
-        let mut t = self.res.lock().unwrap();
+        let mut t = self.res.lock();
         let i = t
             .find(&res.lockspace_name, &res.name)
             .expect("our add entry stays");
@@ -439,7 +439,7 @@ impl Daemon {
     /// an orphan instead when `orphan` is set).
     fn release_token_as(&self, token_id: u32, rename: Option<Name>, orphan: bool) -> i32 {
         let r = {
-            let mut t = self.res.lock().unwrap();
+            let mut t = self.res.lock();
             let Some(i) = t
                 .list
                 .iter()
@@ -474,7 +474,7 @@ impl Daemon {
         } else {
             release_disk(&r, rename)
         };
-        let mut t = self.res.lock().unwrap();
+        let mut t = self.res.lock();
         if let Some(i) = t
             .list
             .iter()
@@ -492,7 +492,7 @@ impl Daemon {
     /// Releases the named leases (or all with `names` None) of client `ci`.
     pub fn release_for(&self, ci: usize, names: Option<&[SanlkResource]>) -> i32 {
         let ids: Vec<u32> = {
-            let t = self.res.lock().unwrap();
+            let t = self.res.lock();
             t.list
                 .iter()
                 .filter(|r| r.list == ResList::Held)
@@ -524,7 +524,7 @@ impl Daemon {
     /// ones, which stay held on disk as orphans.
     pub fn client_gone(&self, ci: usize) {
         let ids: Vec<u32> = {
-            let t = self.res.lock().unwrap();
+            let t = self.res.lock();
             t.list
                 .iter()
                 .flat_map(|r| r.tokens.iter().filter(|k| k.ci == ci).map(|k| k.token_id))
@@ -538,7 +538,7 @@ impl Daemon {
     /// `SANLK_REL_RENAME`: releases `old` writing `new`'s name into the leader.
     pub fn release_rename(&self, ci: usize, old: &SanlkResource, new: &SanlkResource) -> i32 {
         let id = {
-            let t = self.res.lock().unwrap();
+            let t = self.res.lock();
             t.list
                 .iter()
                 .filter(|r| r.list == ResList::Held && r.ls.0 == old.lockspace_name.0)
@@ -556,7 +556,7 @@ impl Daemon {
     /// the one named); the count of them.
     pub fn release_orphans(&self, res: &SanlkResource) -> i32 {
         let ids: Vec<u32> = {
-            let mut t = self.res.lock().unwrap();
+            let mut t = self.res.lock();
             let mut v = Vec::new();
             for r in t.list.iter_mut().filter(|r| r.list == ResList::Orphan) {
                 if r.ls.same_as(&res.lockspace_name)
@@ -570,12 +570,12 @@ impl Daemon {
         };
         for id in &ids {
             let r = {
-                let t = self.res.lock().unwrap();
+                let t = self.res.lock();
                 t.list.iter().find(|r| r.res_id == *id).cloned()
             };
             if let Some(r) = r {
                 release_disk(&r, None);
-                let mut t = self.res.lock().unwrap();
+                let mut t = self.res.lock();
                 t.list.retain(|x| x.res_id != *id);
             }
         }
@@ -585,7 +585,6 @@ impl Daemon {
     pub fn find_space_id(&self, id: u32) -> Option<Arc<Space>> {
         self.spaces
             .lock()
-            .unwrap()
             .iter()
             .find(|s| s.space_id == id)
             .cloned()
@@ -593,7 +592,7 @@ impl Daemon {
 
     /// The leases of client `ci` as sanlock's state string.
     pub fn inquire(&self, ci: usize) -> (usize, String) {
-        let t = self.res.lock().unwrap();
+        let t = self.res.lock();
         let mut toks: Vec<&Token> = t
             .list
             .iter()
@@ -607,7 +606,7 @@ impl Daemon {
 
     /// The processes holding (or acquiring) leases in lockspace `space_id`.
     pub fn holder_pids(&self, space_id: u32) -> Vec<(usize, i32)> {
-        let t = self.res.lock().unwrap();
+        let t = self.res.lock();
         let mut v: Vec<(usize, i32)> = t
             .list
             .iter()
@@ -622,19 +621,14 @@ impl Daemon {
 
     /// Whether any resource of lockspace `space_id` is held or in flight.
     pub fn space_has_resources(&self, space_id: u32) -> bool {
-        self.res
-            .lock()
-            .unwrap()
-            .list
-            .iter()
-            .any(|r| r.space_id == space_id)
+        self.res.lock().list.iter().any(|r| r.space_id == space_id)
     }
 
     /// SH ↔ EX for client `ci`'s token on the resource named by `res`.
     pub fn convert(&self, ci: usize, res: &SanlkResource, cmd_flags: u32) -> i32 {
         let to_shared = res.flags & proto::SANLK_RES_SHARED != 0;
         let r = {
-            let mut t = self.res.lock().unwrap();
+            let mut t = self.res.lock();
             let Some(i) = t.list.iter().position(|r| {
                 r.list == ResList::Held && r.ls.0 == res.lockspace_name.0 && r.name.0 == res.name.0
             }) else {
@@ -659,7 +653,7 @@ impl Daemon {
             Some(_) if to_shared => convert_ex2sh(&r).map(|_| (r.leader, r.dblock)),
             Some(sp) => convert_sh2ex(&sp, &r, cmd_flags),
         };
-        let mut t = self.res.lock().unwrap();
+        let mut t = self.res.lock();
         let Some(x) = t.list.iter_mut().find(|x| x.res_id == r.res_id) else {
             return -libc::ENOENT;
         };
@@ -692,7 +686,7 @@ impl Daemon {
 
     /// The LVB of a held resource (`get_lvb`): `len` bytes (0: a sector).
     pub fn get_lvb(&self, res: &SanlkResource, len: usize) -> Result<Vec<u8>, i32> {
-        let t = self.res.lock().unwrap();
+        let t = self.res.lock();
         let r = t
             .list
             .iter()
@@ -708,7 +702,7 @@ impl Daemon {
 
     /// Sets the LVB of a held resource; written at its release.
     pub fn set_lvb(&self, res: &SanlkResource, data: &[u8]) -> i32 {
-        let mut t = self.res.lock().unwrap();
+        let mut t = self.res.lock();
         let Some(r) = t
             .list
             .iter_mut()
@@ -732,7 +726,7 @@ impl Daemon {
     /// for them (`examine` on the resource thread): (pid, force_mode).
     pub fn requested_holders(&self, ls: &Name) -> Vec<(i32, u32, String)> {
         let held: Vec<Resource> = {
-            let t = self.res.lock().unwrap();
+            let t = self.res.lock();
             t.list
                 .iter()
                 .filter(|r| r.list == ResList::Held && !r.shared && r.ls.same_as(ls))
@@ -756,7 +750,7 @@ impl Daemon {
     /// The `r` entries of `client status`: (list, state text, pid, lver,
     /// resource as sent).
     pub fn resource_states(&self) -> Vec<(String, u32, u64, SanlkResource)> {
-        let t = self.res.lock().unwrap();
+        let t = self.res.lock();
         let mut out = Vec::new();
         for list in [ResList::Held, ResList::Add, ResList::Rem, ResList::Orphan] {
             // Newest first, as sanlock's lists (and tokens) are.
@@ -813,7 +807,6 @@ impl Daemon {
         let slot = self
             .clients
             .lock()
-            .unwrap()
             .iter()
             .flatten()
             .find(|s| s.registered && s.pid == pid)

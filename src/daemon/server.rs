@@ -81,7 +81,7 @@ pub fn serve(d: Arc<Daemon>, l: UnixListener) {
         }
         // Set by an idle shutdown, or a forced one once its lockspaces
         // are gone.
-        if d.shutting_down.load(Ordering::Relaxed) && d.spaces.lock().unwrap().is_empty() {
+        if d.shutting_down.load(Ordering::Relaxed) && d.spaces.lock().is_empty() {
             info!("shutdown");
             return;
         }
@@ -263,7 +263,7 @@ fn connection(d: Arc<Daemon>, s: UnixStream) {
     }
     // A registered process that closed its connection has exited (or
     // given up): its leases go with it.
-    let registered = matches!(d.clients.lock().unwrap().get(ci), Some(Some(s)) if s.registered);
+    let registered = matches!(d.clients.lock().get(ci), Some(Some(s)) if s.registered);
     if registered {
         d.client_gone(ci);
     }
@@ -277,7 +277,7 @@ enum Next {
 
 /// Whether the connection's client set `SANLK_RESTRICT_ALL`.
 fn restricted_all(d: &Daemon, ci: usize) -> bool {
-    matches!(d.clients.lock().unwrap().get(ci), Some(Some(s)) if s.restricted & proto::SANLK_RESTRICT_ALL != 0)
+    matches!(d.clients.lock().get(ci), Some(Some(s)) if s.restricted & proto::SANLK_RESTRICT_ALL != 0)
 }
 
 /// Answers a request on a `SANLK_RESTRICT_ALL` connection with `-EPERM`
@@ -359,7 +359,7 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
                 c.reply(h, -libc::EBUSY);
                 return Next::Keep;
             }
-            while !d.spaces.lock().unwrap().is_empty() {
+            while !d.spaces.lock().is_empty() {
                 std::thread::sleep(Duration::from_millis(100));
             }
             let r = Header {
@@ -882,7 +882,7 @@ fn res_head(r: &SanlkResource) -> Vec<u8> {
 /// The registered client a command acts for: this connection (data2 -1)
 /// or the registered process whose pid is in data2.
 fn target(d: &Daemon, c: &Conn, h: &Header) -> Result<(usize, i32), i32> {
-    let clients = d.clients.lock().unwrap();
+    let clients = d.clients.lock();
     if h.data2 == u32::MAX {
         return match clients.get(c.ci) {
             Some(Some(s)) if s.registered => Ok((c.ci, s.pid)),
@@ -997,7 +997,7 @@ fn send_status(d: &Daemon, c: &mut Conn, h: &Header) {
         &daemon_str(d),
     ));
     if level != 1 {
-        let clients = d.clients.lock().unwrap().clone();
+        let clients = d.clients.lock().clone();
         for (ci, slot) in clients.iter().enumerate() {
             let Some(s) = slot else { continue };
             let text = format!(

@@ -38,7 +38,7 @@ pub struct LockspaceView {
 /// Gathers every lockspace's figures and renders the page.
 pub fn page(d: &Daemon) -> String {
     let mut views = Vec::new();
-    let spaces = d.spaces.lock().unwrap().clone();
+    let spaces = d.spaces.lock().clone();
     for sp in spaces.iter().rev() {
         let list = Daemon::list_of(sp);
         let history = sp.history();
