@@ -288,7 +288,7 @@ impl Space {
             Action::Renewal(r) => {
                 let outcome = r.result.as_ref().map(|lr| lr.timestamp).map_err(|e| e.rv);
                 let total_ms = r.total_ms;
-                self.record_renewal(r);
+                self.record_renewal(*r);
                 self.warn_renewal_done(total_ms, outcome);
             }
             Action::HostEvents(events) => self.deliver_events(&events),

@@ -1002,7 +1002,7 @@ impl HaSim {
             }
             Req::Acquired { slot, result } => {
                 self.hosts[h].starting[slot] = false;
-                self.acquired(h, slot, result);
+                self.acquired(h, slot, *result);
             }
             Req::Released { slot, result } => match result {
                 Ok(freed) => {

@@ -179,7 +179,7 @@ enum Ev {
         boot: u32,
         who: Who,
         id: Id,
-        r: IoDone,
+        r: Box<IoDone>,
     },
     Timer {
         h: usize,
@@ -222,7 +222,6 @@ enum Ev {
     Land {
         h: usize,
         id: u64,
-        io: Io,
         landing: Option<Landing>,
     },
     Crash {
@@ -284,8 +283,8 @@ struct Host {
     next_pid: u32,
     stuck_prob: u64,
     ignore_term_prob: u64,
-    /// Writes issued and not landed yet: (id, first sector, data).
-    inflight: Vec<(u64, usize, Vec<u8>)>,
+    /// Writes issued and not landed yet: (id, first sector, the write).
+    inflight: Vec<(u64, usize, Io)>,
     /// The host crashes while its n-th write is in flight (0: never).
     crash_in_write: u64,
     writes: u64,
@@ -568,7 +567,7 @@ impl Sim {
                     self.push(at, Ev::Rejoin { h, boot });
                 }
             }
-            Req::Acquired { result, .. } => self.acquired(h, result),
+            Req::Acquired { result, .. } => self.acquired(h, *result),
             Req::Released { result, .. } => {
                 if result.as_ref().is_ok_and(|&freed| freed) {
                     self.freed = true;
@@ -664,7 +663,7 @@ impl Sim {
                         boot,
                         who,
                         id,
-                        r,
+                        r: Box::new(r),
                     },
                 );
                 return;
@@ -682,7 +681,7 @@ impl Sim {
                         boot,
                         who,
                         id,
-                        r,
+                        r: Box::new(r),
                     },
                 );
                 return;
@@ -696,7 +695,7 @@ impl Sim {
                     boot,
                     who,
                     id,
-                    r,
+                    r: Box::new(r),
                 },
             );
             return;
@@ -712,20 +711,15 @@ impl Sim {
             self.push(at, Ev::Crash { h });
         }
         let first = self.areas().sectors(&io).map_or(usize::MAX, |s| s.0);
-        let data = match &io.op {
-            IoOp::Write { data } => data.clone(),
-            IoOp::Read { .. } => unreachable!(),
-        };
         if !timed_out && self.io_fails(h) {
             // Failed by the storage, which may have written some of it.
-            let landing = Some(self.interrupted(data.len() / SS));
-            self.hosts[h].inflight.push((wid, first, data));
+            let landing = Some(self.interrupted(io.len() / SS));
+            self.hosts[h].inflight.push((wid, first, io));
             self.push(
                 done,
                 Ev::Land {
                     h,
                     id: wid,
-                    io,
                     landing,
                 },
             );
@@ -737,7 +731,7 @@ impl Sim {
                     boot,
                     who,
                     id,
-                    r,
+                    r: Box::new(r),
                 },
             );
             return;
@@ -748,13 +742,12 @@ impl Sim {
             if timed_out {
                 self.stats.late_writes += 1;
             }
-            self.hosts[h].inflight.push((wid, first, data));
+            self.hosts[h].inflight.push((wid, first, io));
             self.push(
                 done,
                 Ev::Land {
                     h,
                     id: wid,
-                    io,
                     landing: None,
                 },
             );
@@ -772,7 +765,7 @@ impl Sim {
                 boot,
                 who,
                 id,
-                r,
+                r: Box::new(r),
             },
         );
     }
@@ -849,7 +842,7 @@ impl Sim {
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Io { h, who, id, r, .. } => {
-                let result = match r {
+                let result = match *r {
                     IoDone::Read { io, snap } => self.read_result(&io, snap),
                     IoDone::Write(r) => r,
                 };
@@ -894,10 +887,10 @@ impl Sim {
                     self.host_down(h);
                 }
             }
-            Ev::Land { h, id, io, landing } => {
+            Ev::Land { h, id, landing } => {
                 let x = &mut self.hosts[h];
                 if let Some(i) = x.inflight.iter().position(|w| w.0 == id) {
-                    let (_, sector, data) = x.inflight.swap_remove(i);
+                    let (_, sector, io) = x.inflight.swap_remove(i);
                     match landing {
                         None => {
                             let _ = self.areas().perform(&io);
@@ -906,7 +899,7 @@ impl Sim {
                             self.tr(|| {
                                 format!("host {h}: failed write to sector {sector} lands: {l:?}")
                             });
-                            self.disk.land_partly(sector, &data, l)
+                            self.disk.land_partly(sector, written(&io), l)
                         }
                     }
                 }
@@ -958,10 +951,10 @@ impl Sim {
         self.unhold(h);
         // Its writes in flight stop where they are: some land whole, some
         // not at all, some torn.
-        for (_, sector, data) in std::mem::take(&mut self.hosts[h].inflight) {
-            let l = self.interrupted(data.len() / SS);
+        for (_, sector, io) in std::mem::take(&mut self.hosts[h].inflight) {
+            let l = self.interrupted(io.len() / SS);
             self.tr(|| format!("host {h}: write to sector {sector} interrupted: {l:?}"));
-            self.disk.land_partly(sector, &data, l);
+            self.disk.land_partly(sector, written(&io), l);
         }
         let restart = self.rng.chance(3, 5);
         let delay = self.rng.range(1000, 30_000);
@@ -1148,6 +1141,14 @@ impl Sim {
         let now = self.clock(h);
         let reqs = self.hosts[h].node.release(now, WORKER, held);
         self.apply(h, reqs);
+    }
+}
+
+/// The bytes a write carries.
+fn written(io: &Io) -> &[u8] {
+    match &io.op {
+        IoOp::Write { data } => data,
+        IoOp::Read { .. } => &[],
     }
 }
 

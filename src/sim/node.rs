@@ -68,7 +68,7 @@ pub enum Req {
     Stopped,
     Acquired {
         slot: usize,
-        result: Result<Acquired, CoreError>,
+        result: Box<Result<Acquired, CoreError>>,
     },
     Released {
         slot: usize,
@@ -238,7 +238,13 @@ impl Node {
         };
         let (step, done) = match op {
             Running::Acquire(a) => match a.step(now, input, &view) {
-                Step::Done(result) => (None, Some(Req::Acquired { slot, result })),
+                Step::Done(result) => (
+                    None,
+                    Some(Req::Acquired {
+                        slot,
+                        result: Box::new(result),
+                    }),
+                ),
                 s => (Some(s.map_done()), None),
             },
             Running::Release(r) => match r.step(now, input, &view) {

@@ -136,7 +136,7 @@ pub enum Action {
     Joined(Result<LeaderRecord, CoreError>),
     /// A renewal starts (its read is the next I/O).
     RenewalStarted,
-    Renewal(RenewalReport),
+    Renewal(Box<RenewalReport>),
     /// Events other hosts addressed to us (sanlock's `reg_event`).
     HostEvents(Vec<HostEvent>),
     /// Another host asked for one of our resources (its bit for us is
@@ -1021,13 +1021,13 @@ impl Lockspace {
                 error!(space = %self.cfg.space_name, "lockspace lost: wdmd is no longer refreshed; it fires unless every holder is gone");
             }
         }
-        self.out.push(Action::Renewal(RenewalReport {
+        self.out.push(Action::Renewal(Box::new(RenewalReport {
             attempt,
             result,
             read_ms,
             write_ms,
             total_ms: now.ms.saturating_sub(attempt.ms),
-        }));
+        })));
         self.check_our_lease(now);
         self.loop_top(now);
     }
@@ -1188,7 +1188,7 @@ mod tests {
         d.log
             .iter()
             .filter_map(|(t, a)| match a {
-                Action::Renewal(r) => Some((*t, r.clone())),
+                Action::Renewal(r) => Some((*t, (**r).clone())),
                 _ => None,
             })
             .collect()
