@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
-for pkg in sanlock python3-sanlock libsanlock-dev util-linux fuse3 python3-fusepy gcc man-db passwd; do
+for pkg in sanlock python3-sanlock libsanlock-dev util-linux fuse3 python3-fusepy gcc man-db passwd lvm2-lockd; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
