@@ -118,6 +118,27 @@ fn activate(h: &LvmHost, mode: &str, vg: &str, lv: &str) -> Ran {
     h.lvm(&["lvchange", mode, &format!("{vg}/{lv}")])
 }
 
+/// `vgremove VG` on `h`, retried until it succeeds: after the other host
+/// stops the VG, `h`'s daemon sees its host_id released at one of its
+/// renewals (every 2 × io_timeout).
+fn vgremove_once_alone(h: &LvmHost, vg: &str) -> Ran {
+    let mut last = None;
+    let removed = wait_for(Duration::from_secs(90), || {
+        let r = h.lvm(&["vgremove", vg]);
+        let ok = r.ok();
+        last = Some(r);
+        ok
+    });
+    let last = last.unwrap();
+    assert!(removed, "vgremove after the other host stopped: {last}");
+    assert!(
+        last.stdout
+            .contains(&format!("Volume group \"{vg}\" successfully removed")),
+        "{last}"
+    );
+    last
+}
+
 const LOCKED: &str = "LV locked by other host";
 
 /// LV locks on `vg`: exclusive and shared, contended by the two hosts.
@@ -298,32 +319,33 @@ fn shared_vgs(dir: &Path, m1: Manager, m2: Manager, a: &str, b: &str) {
         .expect_refused(&format!("Lockspace for \"{a}\" not stopped on other hosts"));
     h2.lvm(&["vgs", a]).expect_ok();
     h2.lvm(&["vgchange", "--lock-stop", a]).expect_ok();
-    // Host 1 sees host 2's host_id released at one of its renewals.
     let t_stop = Instant::now();
-    let mut last = None;
-    let removed = wait_for(Duration::from_secs(90), || {
-        let r = h1.lvm(&["vgremove", a]);
-        let ok = r.ok();
-        last = Some(r);
-        ok
-    });
-    assert!(
-        removed,
-        "vgremove after the other host stopped: {}",
-        last.unwrap()
-    );
+    vgremove_once_alone(&h1, a);
     eprintln!(
         "[{label}] vgremove succeeded {:?} after host 2 stopped the VG",
         t_stop.elapsed()
     );
     assert!(!has_lockspace(&h1, a));
+    // Its VG lease released renamed (SANLK_REL_RENAME) so that no host can
+    // take it again, its lockspace renamed by write_lockspace.
+    let name = leader_field(&d512, a, Some(66 << 20), "resource_name");
+    assert_eq!(name, "invalid_removed");
+    assert_eq!(leader_field(&d512, a, None, "space_name"), "#unused");
     h2.lvm(&["vgs", a])
         .expect_refused(&format!("Volume group \"{a}\" not found"));
 
-    for h in [&h2, &h1] {
-        h.lvm(&["vgchange", "--lock-stop", b]).expect_ok();
-        assert!(!h.client(&["status"]).lines().any(|l| l.starts_with("s ")));
+    // Removing the VG that holds the global lock: its global lock's lease
+    // is released renamed too.
+    h2.lvm(&["lvremove", "-y", &format!("{b}/lv1")]).expect_ok();
+    h1.lvm(&["vgchange", "--lock-stop", b]).expect_ok();
+    assert!(!h1.client(&["status"]).lines().any(|l| l.starts_with("s ")));
+    vgremove_once_alone(&h2, b);
+    for (lease, offset) in [("global", 65u64), ("VG", 66)] {
+        let name = leader_field(&d4k, b, Some(offset * (8 << 20)), "resource_name");
+        assert_eq!(name, "invalid_removed", "the {lease} lock's lease");
     }
+    assert_eq!(leader_field(&d4k, b, None, "space_name"), "#unused");
+    assert!(!h2.client(&["status"]).lines().any(|l| l.starts_with("s ")));
     eprintln!("[{label}] walk-through done in {:?}", t.elapsed());
 }
 
