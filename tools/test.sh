@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 # chromium + chromium-driver: the web views are tested in a real browser;
-# prometheus: promtool checks dist/ (rules, dashboard queries, exposition).
+# prometheus: promtool checks dist/ (rules, dashboard queries, exposition);
+# lvm2-lockd: lvmlockd runs over both daemons (tests/lvmlockd.rs).
 for pkg in sanlock python3-sanlock libsanlock-dev util-linux fuse3 python3-fusepy gcc man-db passwd \
-    chromium chromium-driver prometheus; do
+    chromium chromium-driver prometheus lvm2-lockd; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -1,6 +1,8 @@
 //! Helpers for black-box tests that run hactl beside the real sanlock.
 #![allow(dead_code)]
 
+pub mod lvm;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -191,8 +193,11 @@ pub fn die_with_parent(c: &mut Command) -> &mut Command {
 }
 
 /// Starts `bin daemon` (sanlock's or hactl's) in its own run dir, the way
-/// every test runs one, and waits for its socket.
+/// every test runs one, and waits for its socket. `via` is a command that
+/// execs the daemon, e.g. `nsenter --mount=... --` to start it in another
+/// mount namespace (it must exec, not fork, so the pid is the daemon's).
 fn spawn_daemon(
+    via: &[String],
     bin: &str,
     extra: &[&str],
     run_dir: &Path,
@@ -205,7 +210,14 @@ fn spawn_daemon(
         "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root",
     ];
     args.extend_from_slice(extra);
-    let mut cmd = Command::new(bin);
+    let mut cmd = match via.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     die_with_parent(&mut cmd)
         .args(&args)
         .env("SANLOCK_RUN_DIR", run_dir)
@@ -262,7 +274,17 @@ impl SanlockDaemon {
     }
 
     pub fn start_with_env(run_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> SanlockDaemon {
-        let child = spawn_daemon(sanlock(), extra, run_dir, "daemon.log", env);
+        Self::start_via(&[], run_dir, extra, env)
+    }
+
+    /// Started through `via` (a command that execs it, e.g. nsenter).
+    pub fn start_via(
+        via: &[String],
+        run_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> SanlockDaemon {
+        let child = spawn_daemon(via, sanlock(), extra, run_dir, "daemon.log", env);
         SanlockDaemon {
             run_dir: run_dir.to_path_buf(),
             child,
@@ -297,17 +319,28 @@ pub struct LoopDev {
 
 impl LoopDev {
     pub fn new(image: &Path, sector_size: u32) -> LoopDev {
-        let o = run(
-            "losetup",
-            &[
-                "-f",
-                "--show",
-                "--sector-size",
-                &sector_size.to_string(),
-                "--direct-io=on",
-                p(image),
-            ],
-        );
+        Self::attach(image, sector_size, &[])
+    }
+
+    /// A loop device over `size` bytes of `image` from `offset` (e.g. the
+    /// extents of one LV, where device-mapper is missing).
+    pub fn range(image: &Path, sector_size: u32, offset: u64, size: u64) -> LoopDev {
+        let (o, s) = (offset.to_string(), size.to_string());
+        Self::attach(image, sector_size, &["--offset", &o, "--sizelimit", &s])
+    }
+
+    fn attach(image: &Path, sector_size: u32, range: &[&str]) -> LoopDev {
+        let sector_size = sector_size.to_string();
+        let mut args = vec![
+            "-f",
+            "--show",
+            "--sector-size",
+            &sector_size,
+            "--direct-io=on",
+        ];
+        args.extend_from_slice(range);
+        args.push(p(image));
+        let o = run("losetup", &args);
         assert_eq!(
             o.code, 0,
             "losetup failed (tests need root and loop devices): {}",
@@ -341,9 +374,19 @@ impl HactlDaemon {
     }
 
     pub fn start_with_env(run_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> HactlDaemon {
+        Self::start_via(&[], run_dir, extra, env)
+    }
+
+    /// Started through `via` (a command that execs it, e.g. nsenter).
+    pub fn start_via(
+        via: &[String],
+        run_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> HactlDaemon {
         let mut all = vec![("HACTL_SANLOCK_CONF", "/nonexistent")];
         all.extend_from_slice(env);
-        let child = spawn_daemon(hactl(), extra, run_dir, "daemon.stderr", &all);
+        let child = spawn_daemon(via, hactl(), extra, run_dir, "daemon.stderr", &all);
         HactlDaemon {
             run_dir: run_dir.to_path_buf(),
             child,
