@@ -101,8 +101,17 @@ fn exchange(run_dir: &Path, bytes: &[u8]) {
     let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
     let _ = s.write_all(bytes);
     let _ = s.shutdown(std::net::Shutdown::Write);
-    let mut sink = Vec::new();
-    let _ = (&mut s).take(64 << 20).read_to_end(&mut sink);
+    // Until EOF; once something came, a short pause ends it too (a
+    // reg_event connection stays open after its reply).
+    let mut b = vec![0u8; 64 * 1024];
+    let mut total = 0usize;
+    while let Ok(n) = s.read(&mut b) {
+        if n == 0 || total > 64 << 20 {
+            break;
+        }
+        total += n;
+        let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+    }
 }
 
 const ABSURD: [u32; 7] = [0, 1, 4096, 1 << 31, u32::MAX - 1, u32::MAX, 0x7fff_ffff];
@@ -441,8 +450,9 @@ fn absurd_numbers_in_any_command_leave_the_daemon_up() {
             );
         }
     }
-    // The holder's lease and LVB went through it all.
-    assert_eq!(sl.get_lvb(&r1, 16).unwrap(), vec![0u8; 16]);
+    // The holder's lease and LVB went through it all (set_lvb cases may
+    // have written the LVB, as any client may).
+    assert_eq!(sl.get_lvb(&r1, 16).unwrap().len(), 16);
     assert_eq!(reg.inquire().unwrap().len(), 1);
 }
 

@@ -747,9 +747,12 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
                     c.reply_listing(h, 0, 0, &b);
                 }
                 Err(e) => {
+                    // sanlock's header counts data2 bytes it never sends
+                    // (libsanlock always asks with data2 0); a header
+                    // that promises no body is the honest one.
                     let r = Header {
                         version: proto::SM_PROTO,
-                        length: (proto::HEADER_SIZE as u32).saturating_add(h.data2),
+                        length: proto::HEADER_SIZE as u32,
                         data: e as u32,
                         data2: 0,
                         ..*h
@@ -878,13 +881,14 @@ fn read_acquire(c: &mut Conn, h: &Header) -> Result<(Vec<SanlkResource>, SanlkOp
 
 /// Reads and drops what follows the header of a refused command, as far
 /// as its length says (at most 1 MiB), so the reply is not misread.
+/// Streamed through a small buffer: nothing is allocated at the
+/// client's say.
 fn discard_payload(c: &mut Conn, h: &Header) {
-    let n = (h.length as usize)
-        .saturating_sub(proto::HEADER_SIZE)
-        .min(proto::MAX_CLIENT_MSG);
+    let n = (h.length as u64)
+        .saturating_sub(proto::HEADER_SIZE as u64)
+        .min(proto::MAX_CLIENT_MSG as u64);
     let _ = c.s.set_read_timeout(Some(Duration::from_millis(100)));
-    let mut sink = vec![0u8; n];
-    let _ = c.s.read_exact(&mut sink);
+    let _ = std::io::copy(&mut (&c.s).take(n), &mut std::io::sink());
     let _ = c.s.set_read_timeout(None);
 }
 
