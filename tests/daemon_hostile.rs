@@ -563,23 +563,32 @@ fn max_clients_bounds_the_connections() {
     wait_for("the daemon to answer again", 10, || {
         answers_status(&run_dir)
     });
+    // The refusals held back are counted once their interval is over.
+    wait_for("the count of refusals not logged", 20, || {
+        log_dump(&run_dir).contains("similar lines suppressed")
+    });
     let ring = log_dump(&run_dir);
-    let refusals = ring
+    let refusals: Vec<&str> = ring
         .lines()
         .filter(|l| l.contains("connection refused"))
-        .count();
-    assert!(
-        (1..=3).contains(&refusals),
-        "{refusals} refusal lines for 51 refused connections:\n{ring}"
+        .collect();
+    assert_eq!(
+        refusals.len(),
+        2,
+        "refusal lines for 51 refused connections:\n{ring}"
     );
     assert!(
-        ring.contains("max_clients 8"),
-        "the refusal does not name the bound:\n{ring}"
+        refusals[0].contains("8 connections open (max_clients 8"),
+        "the refusal does not name the bound: {}",
+        refusals[0]
     );
-    assert!(
-        ring.contains("suppressed"),
-        "no count of the refusals not logged:\n{ring}"
-    );
+    // 50, and any status attempt refused while the held ones closed.
+    let held_back: u64 = refusals[1]
+        .strip_suffix(" similar lines suppressed")
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", refusals[1]));
+    assert!((50..=60).contains(&held_back), "{}", refusals[1]);
 }
 
 // ---------------------------------------------------------------------
@@ -660,18 +669,19 @@ fn the_log_file_is_capped_and_rotated() {
     let f = dir.path().join("leases");
     lease_file(&f, 4);
     let conf = dir.path().join("sanlock.conf");
-    // Every line to the file, and a 16 KiB cap.
-    std::fs::write(&conf, "logfile_priority = 7\nlogfile_max_kb = 16\n").unwrap();
+    // Every line to the file, and a 4 KiB cap (the smallest taken): the
+    // rate limit lets ~100 "acquired" lines through at once, 8 KiB.
+    std::fs::write(&conf, "logfile_priority = 7\nlogfile_max_kb = 4\n").unwrap();
     let _d = HactlDaemon::start_with_env(&run_dir, &[], &[("HACTL_SANLOCK_CONF", p(&conf))]);
     add_lockspace(&run_dir, 1, &f);
     let sl = Sanlock::connect(&run_dir).unwrap();
     let mut reg = sl.register().unwrap();
     let log = run_dir.join("hactl.log");
     let old = run_dir.join("hactl.log.old");
-    let cap = 16 * 1024 + 512;
+    let cap = 4 * 1024;
     let mut rotated = 0;
-    let mut prev_len = 0;
-    for i in 0..400 {
+    let mut prev_len = file_len(&log);
+    for i in 0..200 {
         let r = Resource::new(
             "LS",
             &format!("R{}", 1 + i % 4),
@@ -682,20 +692,17 @@ fn the_log_file_is_capped_and_rotated() {
             .unwrap();
         reg.release(std::slice::from_ref(&r)).unwrap();
         let n = file_len(&log);
-        assert!(n <= cap, "hactl.log is {n} bytes, over its 16 KiB cap");
+        assert!(n <= cap, "hactl.log is {n} bytes, over its 4 KiB cap");
         assert!(file_len(&old) <= cap, "hactl.log.old is over the cap");
         if n < prev_len {
             rotated += 1;
         }
         prev_len = n;
     }
-    assert!(rotated >= 2, "the log rotated {rotated} times");
-    // Still logging after the rotations.
+    assert!(rotated >= 1, "the log rotated {rotated} times");
+    // Still logging after the rotations, into the new file.
     let last = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        last.contains("released") || last.contains("acquired"),
-        "{last}"
-    );
+    assert!(last.contains("acquired"), "{last}");
 }
 
 // ---------------------------------------------------------------------

@@ -67,7 +67,7 @@ pub const DEFAULT_MAX_CLIENTS: usize = 2000;
 /// The log file's default cap: sanlock's logrotate rule rotates at 10M.
 pub const DEFAULT_LOGFILE_MAX_KB: u64 = 10 * 1024;
 /// The smallest log cap taken (a few lines fit).
-pub const MIN_LOGFILE_MAX_KB: u64 = 16;
+pub const MIN_LOGFILE_MAX_KB: u64 = 4;
 /// Renewal history entries kept at most (sanlock's default is 180; each is
 /// 40 bytes, kept per lockspace).
 pub const MAX_RENEWAL_HISTORY: usize = 100_000;

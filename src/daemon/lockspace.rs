@@ -347,10 +347,15 @@ impl Space {
                 Ok(buf) => {
                     let seen_at = Moment::now();
                     let now = seen_at.mono;
-                    let events = {
+                    let (events, bad) = {
                         let mut st = self.state.lock().unwrap();
-                        st.hosts.observe_at(seen_at, &buf, ss, &self.name)
+                        let before: Vec<u64> = st.hosts.bad_leases().map(|(h, _)| h).collect();
+                        let events = st.hosts.observe_at(seen_at, &buf, ss, &self.name);
+                        (events, bad_lease_report(&before, &st.hosts, &buf, ss))
                     };
+                    for line in bad {
+                        error!(space = %self.name, "{line}");
+                    }
                     if !events.is_empty() {
                         self.note_requests(now, &events);
                         self.deliver_events(&events);
@@ -734,6 +739,60 @@ pub fn read_lockspace_sizes(
         return Err(SizesError::SectorSize);
     }
     Geometry::from_leader(lr.sector_size, lr.flags).ok_or(SizesError::Geometry)
+}
+
+/// sanlock's `check_other_leases` logs a host whose sector is not a delta
+/// lease of this lockspace at its first bad read and every 100th, and
+/// when it is corrected; here that is one line for all such hosts of a
+/// read (1,999 garbage sectors make one line, not 4,000).
+fn bad_lease_report(before: &[u64], hosts: &HostTable, area: &[u8], ss: usize) -> Vec<String> {
+    const LIST: usize = 8;
+    let list = |ids: &[u64]| {
+        let mut t: Vec<String> = ids.iter().take(LIST).map(|h| h.to_string()).collect();
+        if ids.len() > LIST {
+            t.push("...".into());
+        }
+        t.join(" ")
+    };
+    let mut out = Vec::new();
+    let due: Vec<u64> = hosts
+        .bad_leases()
+        .filter(|&(_, n)| n == 1 || n % 100 == 0)
+        .map(|(h, _)| h)
+        .collect();
+    if let Some(&first) = due.first() {
+        let at = (first as usize - 1) * ss;
+        let lr = LeaderRecord::decode(&area[at..at + ss]).expect("a sector holds a leader");
+        out.push(format!(
+            "check_other_lease invalid for {} hosts ({}): host {first} leader {:x} owner {} {} ts {} sn {} rn {}",
+            due.len(),
+            list(&due),
+            lr.magic,
+            lr.owner_id,
+            lr.owner_generation,
+            lr.timestamp,
+            lr.space_name.to_string_lossy().escape_debug(),
+            lr.resource_name.to_string_lossy().escape_debug(),
+        ));
+    }
+    let corrected: Vec<u64> = before
+        .iter()
+        .copied()
+        .filter(|&h| {
+            hosts
+                .hosts
+                .get(h as usize - 1)
+                .is_some_and(|hs| hs.lease_bad == 0)
+        })
+        .collect();
+    if !corrected.is_empty() {
+        out.push(format!(
+            "check_other_lease corrected for {} hosts ({})",
+            corrected.len(),
+            list(&corrected)
+        ));
+    }
+    out
 }
 
 fn push_history(st: &mut SpaceState, e: RenewalEntry) {

@@ -1172,7 +1172,16 @@ pub fn run_killpath(path: &str, args: &str, pid: Option<i32>) {
     use std::os::unix::ffi::OsStrExt;
     let argv = crate::recovery::killpath_argv(path.as_bytes(), args.as_bytes(), pid);
     let argv = argv[1..].iter().map(|a| std::ffi::OsStr::from_bytes(a));
-    match std::process::Command::new(path).args(argv).spawn() {
+    let mut cmd = std::process::Command::new(path);
+    cmd.args(argv);
+    // SAFETY: only an async-signal-safe setrlimit runs in the child.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            super::accept::restore_nofile_in_child();
+            Ok(())
+        });
+    }
+    match cmd.spawn() {
         // Reaped by a thread so it leaves no zombie.
         Ok(mut ch) => {
             let _ = std::thread::Builder::new()

@@ -75,6 +75,7 @@ pub fn serve(d: Arc<Daemon>, l: UnixListener) {
         );
     }
     l.set_nonblocking(true).expect("nonblocking listener");
+    let mut gate = super::accept::Gate::new(d.cfg.max_clients);
     loop {
         if TERM.swap(false, Ordering::Relaxed) {
             d.shutdown_if_idle();
@@ -90,19 +91,25 @@ pub fn serve(d: Arc<Daemon>, l: UnixListener) {
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, 200) };
-        match l.accept() {
-            Ok((s, _)) => {
-                let _ = s.set_nonblocking(false);
-                let d = d.clone();
-                let _ = std::thread::Builder::new()
-                    .name("conn".into())
-                    .spawn(move || connection(d, s));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => warn!("accept: {e}"),
+        if gate.backoff().is_zero() {
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, 200) };
+        } else {
+            std::thread::sleep(gate.backoff());
         }
+        if let Some((s, slot)) = gate.accept(&l) {
+            let _ = s.set_nonblocking(false);
+            let d = d.clone();
+            // A thread per connection, on a small stack (see memory.rs).
+            let _ = std::thread::Builder::new()
+                .name("conn".into())
+                .stack_size(super::memory::CONN_STACK)
+                .spawn(move || {
+                    connection(d, s);
+                    drop(slot);
+                });
+        }
+        gate.tick();
     }
 }
 

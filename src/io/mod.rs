@@ -325,22 +325,31 @@ fn run_bounded<T: Send + 'static>(
 
 /// Reusable I/O threads: spawning one per I/O cost more than the I/O on
 /// a busy 2-core host. A thread whose I/O hangs is simply not idle; new
-/// work goes to another (or a new) thread.
+/// work goes to another (or a new) thread. After a burst of I/O the pool
+/// shrinks back: a few idle threads are kept, and they too exit after a
+/// minute without work.
 mod pool {
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::mpsc;
+    use std::time::Duration;
 
     pub type Job = Box<dyn FnOnce() + Send>;
 
     /// Idle threads kept beyond this many exit.
-    const MAX_IDLE: usize = 64;
+    const MAX_IDLE: usize = 8;
+    /// An idle thread exits after this long without work.
+    const IDLE_EXIT: Duration = Duration::from_secs(60);
+    /// A job is a read or a write and its buffer's handover: shallow.
+    const STACK: usize = 256 * 1024;
 
-    static IDLE: Mutex<Vec<mpsc::Sender<Job>>> = Mutex::new(Vec::new());
+    static IDLE: Mutex<Vec<(u64, mpsc::Sender<Job>)>> = Mutex::new(Vec::new());
+    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
     pub fn submit(job: Job) -> bool {
         let mut job = job;
         loop {
-            let Some(tx) = IDLE.lock().unwrap().pop() else {
+            let Some((_, tx)) = IDLE.lock().unwrap().pop() else {
                 break;
             };
             match tx.send(job) {
@@ -349,8 +358,10 @@ mod pool {
             }
         }
         let (tx, rx) = mpsc::channel::<Job>();
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         std::thread::Builder::new()
             .name("hactl-io".into())
+            .stack_size(STACK)
             .spawn(move || {
                 let mut next = Some(job);
                 while let Some(j) = next.take() {
@@ -360,9 +371,21 @@ mod pool {
                         if idle.len() >= MAX_IDLE {
                             return;
                         }
-                        idle.push(tx.clone());
+                        idle.push((id, tx.clone()));
                     }
-                    next = rx.recv().ok();
+                    next = match rx.recv_timeout(IDLE_EXIT) {
+                        Ok(j) => Some(j),
+                        Err(_) => {
+                            let mut idle = IDLE.lock().unwrap();
+                            if let Some(i) = idle.iter().position(|(i, _)| *i == id) {
+                                idle.swap_remove(i);
+                                return;
+                            }
+                            drop(idle);
+                            // A submitter took our sender: its job is coming.
+                            rx.recv().ok()
+                        }
+                    };
                 }
             })
             .is_ok()
