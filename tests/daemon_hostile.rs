@@ -810,11 +810,7 @@ fn file_changed_under_the_daemon(change: Change) {
     let run_dir = dir.path().join("run");
     let f = dir.path().join("ids");
     lease_file(&f, 1);
-    let port = 19_400 + change as u16;
-    let _d = HactlDaemon::start_with(
-        &run_dir,
-        &["--metrics-listen", &format!("127.0.0.1:{port}")],
-    );
+    let _d = HactlDaemon::start_with(&run_dir, &["--metrics-listen", "127.0.0.1:0"]);
     add_lockspace(&run_dir, 1, &f);
     let (mut holder, line) = python_holder(&run_dir, &f, "R1", MIB as u64, false);
     assert_eq!(line, "held");
@@ -864,7 +860,7 @@ fn file_changed_under_the_daemon(change: Change) {
         h.text()
     );
     // ... and a metric.
-    let m = metrics(port);
+    let m = metrics(&run_dir);
     assert!(
         m.contains(&format!(
             "hactl_lockspace_file_problem{{lockspace=\"LS\",problem=\"{word}\"}} 1"
@@ -884,8 +880,16 @@ fn file_changed_under_the_daemon(change: Change) {
     );
 }
 
-fn metrics(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+/// The daemon's metrics, from the address its log says it bound.
+fn metrics(run_dir: &Path) -> String {
+    let log = log_dump(run_dir);
+    let addr = log
+        .split("metrics endpoint on http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"))
+        .to_string();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();

@@ -13,9 +13,9 @@ use tracing::{error, info, warn};
 
 use crate::delta::{self, DeltaParams};
 use crate::geometry::Geometry;
-use crate::history::{self, Moment, RenewalAttempt};
+use crate::history::{self, Moment, RenewalAttempt, SpaceEvent};
 use crate::hosts::{HostEvent, HostTable};
-use crate::io::{Area, Disk};
+use crate::io::{Area, Disk, FileProblem};
 use crate::metrics::Histogram;
 use crate::ondisk::{self, HOSTID_BITMAP_SIZE, LeaderRecord, Name};
 use crate::rv;
@@ -74,6 +74,10 @@ pub struct SpaceState {
     pub rindex_op: u32,
     /// Our last renewal attempts, for `host_status --history`.
     pub renewals: VecDeque<RenewalAttempt>,
+    /// The lockspace's file deleted, replaced or truncated under us.
+    pub lease_file: Option<FileProblem>,
+    /// What happened to the lockspace itself, for the history.
+    pub events: VecDeque<SpaceEvent>,
 }
 
 /// A lockspace's renewal figures for the metrics endpoint: latency of
@@ -168,6 +172,8 @@ impl Space {
                 set_event_time: 0,
                 rindex_op: 0,
                 renewals: VecDeque::new(),
+                lease_file: None,
+                events: VecDeque::new(),
             }),
             counters: Arc::default(),
             changed: Condvar::new(),
@@ -324,6 +330,7 @@ impl Space {
         let write_timeout = Duration::from_secs(self.timeouts().host_dead_seconds());
         let renew_area = Area::new(&disk, self.offset, g.align_size as u64, write_timeout)
             .map_err(|e| e.sanlk_rv())?;
+        let need = self.offset + g.align_size as u64;
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 break;
@@ -340,10 +347,15 @@ impl Space {
             let attempt = monotime();
             let (bitmap, extra) = self.bitmap_and_extra(attempt);
             let t0 = std::time::Instant::now();
-            let read = area.read(0, g.align_size as usize);
+            // A file that is not the lockspace any more is not renewed.
+            let read = match self.check_file(&disk, need) {
+                Some(_) => Err(None),
+                None => area.read(0, g.align_size as usize).map_err(Some),
+            };
             let read_ms = t0.elapsed().as_millis() as u64;
             let result = match read {
-                Err(e) => Err(e.sanlk_rv()),
+                Err(None) => Err(-libc::ESTALE),
+                Err(Some(e)) => Err(e.sanlk_rv()),
                 Ok(buf) => {
                     let seen_at = Moment::now();
                     let now = seen_at.mono;
@@ -464,6 +476,74 @@ impl Space {
         Ok(())
     }
 
+    /// Before each renewal: is the file we opened still the lockspace at
+    /// its path (not deleted, replaced or truncated)? sanlock renews a
+    /// deleted file's inode on, unseen by the hosts that open the path
+    /// anew; here a changed file makes the renewal fail (-ESTALE), so the
+    /// lockspace is lost by sanlock's rule for failed renewals (its
+    /// holders killed after id_renewal_fail_seconds) unless the file comes
+    /// back first. Said in the log, `status -D`, the metrics and the
+    /// history. None: no problem, or stat did not answer in time (the
+    /// renewal's own I/O then says what it can).
+    fn check_file(&self, disk: &Disk, need: u64) -> Option<FileProblem> {
+        let (open, named) = disk.identity(Duration::from_secs(self.io_timeout))?;
+        let now = FileProblem::of(disk.kind, &open, named.as_ref(), need);
+        let mut st = self.state.lock().unwrap();
+        if now == st.lease_file {
+            return now;
+        }
+        let path = self.path.display();
+        let what = match now {
+            Some(p) => {
+                let detail = match p {
+                    FileProblem::Deleted if named.is_none() => "no such file".to_string(),
+                    FileProblem::Deleted => format!("link count {}", open.nlink),
+                    FileProblem::Replaced => match named {
+                        Some(n) if disk.kind == crate::io::DiskKind::Block => {
+                            format!("device {:#x} was {:#x}", n.rdev, open.rdev)
+                        }
+                        Some(n) => format!("inode {} was {}", n.ino, open.ino),
+                        None => String::new(),
+                    },
+                    FileProblem::Truncated => {
+                        format!("{} bytes, the lockspace needs {need}", open.size)
+                    }
+                };
+                format!(
+                    "lockspace file {}: {path} ({detail}); renewals do not count until it is back, \
+                     the lockspace is lost {}s after the last one",
+                    p.as_str(),
+                    self.timeouts().id_renewal_fail_seconds()
+                )
+            }
+            None => format!("lockspace file back: {path} is the file joined"),
+        };
+        st.lease_file = now;
+        history::push_event(
+            &mut st.events,
+            SpaceEvent {
+                at: Moment::now(),
+                what: what.clone(),
+            },
+        );
+        drop(st);
+        if now.is_some() {
+            error!(space = %self.name, "{what}");
+        } else {
+            warn!(space = %self.name, "{what}");
+        }
+        now
+    }
+
+    /// `status -D`: the state of the lockspace's file, when it is wrong
+    /// (sanlock has no such field; it is added only then).
+    pub fn lease_file_field_of(&self, st: &SpaceState) -> String {
+        match st.lease_file {
+            Some(p) => format!(" lease_file={}", p.as_str()),
+            None => String::new(),
+        }
+    }
+
     /// Judges every host now and logs those whose state changed, with the
     /// rule (the history keeps them). Called after each renewal and each
     /// idle wake, and by readers of the history or metrics, so that the
@@ -520,6 +600,7 @@ impl Space {
             now,
             renewals: st.renewals.iter().cloned().collect(),
             hosts,
+            events: st.events.iter().cloned().collect(),
         }
     }
 

@@ -1013,6 +1013,7 @@ fn send_status(d: &Daemon, c: &mut Conn, h: &Header) {
                     st.renewal_last_attempt,
                     st.renewal_last_success
                 );
+                let text = text + &sp.lease_file_field_of(&st);
                 out.extend(state(
                     proto::SANLK_STATE_LOCKSPACE,
                     sp.name,

@@ -299,6 +299,90 @@ impl Disk {
             DiskKind::File => self.file.metadata().map(|m| m.len()).unwrap_or(self.size),
         }
     }
+
+    /// What the open file is now and what its path names now (None: no
+    /// such path), by fstat and stat (and the device's size by
+    /// BLKGETSIZE64), within `timeout`: None if they did not answer (a
+    /// hung NFS server hangs stat as it hangs reads).
+    pub fn identity(&self, timeout: Duration) -> Option<(FileId, Option<FileId>)> {
+        let file = self.file.clone();
+        let path = self.path.clone();
+        let kind = self.kind;
+        run_bounded(timeout, move || {
+            use std::os::unix::fs::MetadataExt;
+            let id = |m: &std::fs::Metadata| FileId {
+                dev: m.dev(),
+                ino: m.ino(),
+                rdev: m.rdev(),
+                nlink: m.nlink(),
+                size: m.len(),
+            };
+            let mut open = id(&file.metadata().ok()?);
+            if kind == DiskKind::Block {
+                let mut bytes: u64 = 0;
+                // SAFETY: an open block device; the ioctl writes one u64.
+                if unsafe { blkgetsize64(file.as_raw_fd(), &mut bytes) }.is_ok() {
+                    open.size = bytes;
+                }
+            }
+            let named = std::fs::metadata(&path).ok().map(|m| id(&m));
+            Some((open, named))
+        })
+        .flatten()
+    }
+}
+
+/// A file as stat sees it: which one (dev, ino; rdev for a device node),
+/// how many names it has, how long it is (a device's size for devices).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub rdev: u64,
+    pub nlink: u64,
+    pub size: u64,
+}
+
+/// What happened to a lease file that was opened, as its path and its
+/// open descriptor now tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileProblem {
+    /// No file by that name any more (or the open one has no name).
+    Deleted,
+    /// The name leads to another file or device than the one opened.
+    Replaced,
+    /// Shorter than the area used in it.
+    Truncated,
+}
+
+impl FileProblem {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileProblem::Deleted => "deleted",
+            FileProblem::Replaced => "replaced",
+            FileProblem::Truncated => "truncated",
+        }
+    }
+
+    /// The judgement: `open` is the descriptor's file now, `named` what
+    /// the path names now, `need` the bytes the area needs (offset + len).
+    pub fn of(kind: DiskKind, open: &FileId, named: Option<&FileId>, need: u64) -> Option<Self> {
+        let Some(named) = named else {
+            return Some(FileProblem::Deleted);
+        };
+        let same = match kind {
+            DiskKind::Block => named.rdev == open.rdev,
+            DiskKind::File => (named.dev, named.ino) == (open.dev, open.ino),
+        };
+        if !same {
+            return Some(FileProblem::Replaced);
+        }
+        if kind == DiskKind::File && open.nlink == 0 {
+            return Some(FileProblem::Deleted);
+        }
+        (open.size < need).then_some(FileProblem::Truncated)
+    }
 }
 
 /// Runs blocking I/O on an I/O thread and waits at most `timeout`. On
@@ -447,5 +531,42 @@ impl<'d> Area<'d> {
     pub fn write(&self, rel: u64, data: &[u8]) -> Result<(), IoError> {
         self.check_inside(rel, data.len())?;
         self.disk.write(self.offset + rel, data, self.timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The identity check on a real file: deleted, replaced by a rename,
+    /// truncated, and renamed back (the same file again: no problem).
+    #[test]
+    fn a_file_deleted_replaced_or_truncated_under_its_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ids");
+        std::fs::write(&path, vec![0u8; 8192]).unwrap();
+        let disk = Disk::open(&path).unwrap();
+        let t = Duration::from_secs(5);
+        let judge = |disk: &Disk| {
+            let (open, named) = disk.identity(t).unwrap();
+            FileProblem::of(disk.kind, &open, named.as_ref(), 8192)
+        };
+        assert_eq!(judge(&disk), None);
+        let aside = dir.path().join("aside");
+        std::fs::rename(&path, &aside).unwrap();
+        assert_eq!(judge(&disk), Some(FileProblem::Deleted));
+        std::fs::write(&path, vec![0u8; 8192]).unwrap();
+        assert_eq!(judge(&disk), Some(FileProblem::Replaced));
+        std::fs::rename(&aside, &path).unwrap();
+        assert_eq!(judge(&disk), None, "the same file back under its name");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        assert_eq!(judge(&disk), Some(FileProblem::Truncated));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(judge(&disk), Some(FileProblem::Deleted));
     }
 }
