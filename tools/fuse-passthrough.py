@@ -5,9 +5,11 @@ a hung NFS server, while other processes still reach the backing files.
 
 With FAIL_FLAG given, every read and write through the mount fails with
 EIO while the file FAIL_FLAG exists (a dead disk path): tests create it to
-make renewals fail at once, and remove it to heal the path.
+make renewals fail at once, and remove it to heal the path. With SLOW_FLAG
+given, every read and write first sleeps the milliseconds written in that
+file, while it exists (a slow disk path).
 
-usage: fuse-passthrough.py BACKING_DIR MOUNTPOINT [FAIL_FLAG]
+usage: fuse-passthrough.py BACKING_DIR MOUNTPOINT [FAIL_FLAG [SLOW_FLAG]]
        (runs in the foreground)
 
 Files are opened with direct_io, so every read and write (O_DIRECT lease
@@ -17,19 +19,29 @@ file; nothing is cached in the mount's page cache.
 import errno
 import os
 import sys
+import time
 
 import fusepy
 
 
 class Passthrough(fusepy.Operations):
-    def __init__(self, root, fail_flag=None):
+    def __init__(self, root, fail_flag=None, slow_flag=None):
         self.root = os.path.realpath(root)
         self.fail_flag = fail_flag
+        self.slow_flag = slow_flag
 
     def _check(self):
         # One stat per I/O: cheap next to the fsync every write does.
         if self.fail_flag and os.path.exists(self.fail_flag):
             raise fusepy.FuseOSError(errno.EIO)
+        if self.slow_flag:
+            try:
+                with open(self.slow_flag) as f:
+                    ms = int(f.read().strip() or 0)
+            except (OSError, ValueError):
+                ms = 0
+            if ms > 0:
+                time.sleep(ms / 1000)
 
     def _p(self, path):
         return os.path.join(self.root, path.lstrip("/"))
@@ -85,8 +97,9 @@ class Passthrough(fusepy.Operations):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (3, 4):
+    if len(sys.argv) not in (3, 4, 5):
         sys.exit(__doc__)
-    flag = sys.argv[3] if len(sys.argv) == 4 else None
-    fusepy.FUSE(Passthrough(sys.argv[1], flag), sys.argv[2], foreground=True,
+    flag = sys.argv[3] if len(sys.argv) >= 4 and sys.argv[3] else None
+    slow = sys.argv[4] if len(sys.argv) == 5 else None
+    fusepy.FUSE(Passthrough(sys.argv[1], flag, slow), sys.argv[2], foreground=True,
                 nothreads=False, raw_fi=True, allow_other=True)

@@ -495,6 +495,43 @@ pub fn lockfile(cfg: &DaemonConfig) -> Result<File, String> {
     Ok(f)
 }
 
+/// A daemon inside this process, for the socket fuzz target: the socket,
+/// the main loop and every thread of `hactl daemon`, without the
+/// re-exec, privilege changes, memory locking or log file. Its log goes
+/// to the ring only (a process has one log: the first caller's). Returns
+/// once the socket listens; the daemon serves on a thread until it is
+/// shut down.
+pub fn spawn_in_process(cfg: DaemonConfig) -> Result<Arc<Daemon>, String> {
+    let ring = Arc::new(Mutex::new(log::LogRing::default()));
+    log::install(Arc::new(log::Logger::new(
+        ring.clone(),
+        false,
+        false,
+        None,
+        -1,
+    )));
+    let lock = lockfile(&cfg)?;
+    let daemon = Arc::new(Daemon::new(cfg, ring));
+    let listener = server::listen(&daemon.cfg)?;
+    let d = daemon.clone();
+    std::thread::Builder::new()
+        .name("resource".into())
+        .spawn(move || main_loop::run(d))
+        .map_err(|e| e.to_string())?;
+    let d = daemon.clone();
+    std::thread::Builder::new()
+        .name("serve".into())
+        .spawn(move || {
+            let _lock = lock;
+            server::serve(d.clone(), listener);
+            for sp in d.spaces.lock().unwrap().clone() {
+                sp.stop_and_join();
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(daemon)
+}
+
 /// Entry point of `hactl daemon [options]`. Returns the exit code.
 pub fn main(args: &[String]) -> i32 {
     // First, while this is the only thread (see memory.rs).

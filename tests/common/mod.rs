@@ -555,11 +555,28 @@ impl Fuse {
     /// With `fail_flag`: every read and write through the mount fails with
     /// EIO while that file exists.
     pub fn start_with(back: &Path, mnt: &Path, fail_flag: Option<&Path>) -> Fuse {
+        Self::start_faulty(back, mnt, fail_flag, None)
+    }
+
+    /// Also with `slow_flag`: while that file exists, every read and write
+    /// first sleeps the milliseconds written in it.
+    pub fn start_faulty(
+        back: &Path,
+        mnt: &Path,
+        fail_flag: Option<&Path>,
+        slow_flag: Option<&Path>,
+    ) -> Fuse {
         let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/fuse-passthrough.py");
+        let mut args: Vec<&Path> = vec![back, mnt];
+        if let Some(s) = slow_flag {
+            args.push(fail_flag.unwrap_or(Path::new("")));
+            args.push(s);
+        } else {
+            args.extend(fail_flag);
+        }
         let child = Command::new(python3())
             .arg(&tool)
-            .args([back, mnt])
-            .args(fail_flag)
+            .args(args)
             .stderr(Stdio::null())
             .spawn()
             .expect("fuse-passthrough.py (needs fuse3 and python3-fusepy)");
