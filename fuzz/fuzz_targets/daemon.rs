@@ -2,8 +2,8 @@
 //! inside the fuzzer (so its code is covered and any panic of any of its
 //! threads is a crash), with a lockspace joined and a lease file beside
 //! it; each input is sent as the bytes of one connection, from a forked
-//! child (the daemon may kill a client it thinks holds a lease: the child,
-//! not the fuzzer), and after each input the daemon must still answer
+//! child fed through a pipe (the daemon may kill a client it thinks holds
+//! a lease: the child, not the fuzzer), and after each input the daemon must still answer
 //! `version` within 10 s. A daemon that was legitimately shut down (a
 //! shutdown request, also forced) is replaced by a new one.
 //!
@@ -24,7 +24,10 @@ use std::time::{Duration, Instant};
 
 use hactl::daemon::Daemon;
 use hactl::daemon::config::DaemonConfig;
-use hactl::proto::{Cmd, Header, SanlkLockspace, SanlkPath, WireStruct};
+use hactl::proto::{
+    Cmd, Header, SanlkDisk, SanlkLockspace, SanlkOptions, SanlkPath, SanlkResource, SanlkRindex,
+    WireStruct,
+};
 use libfuzzer_sys::fuzz_target;
 
 const MIB: u64 = 1 << 20;
@@ -199,78 +202,153 @@ fn join_lockspace(live: &Live, wait: bool) {
     }
 }
 
-/// Sends `data` on one connection from a forked child and waits for it
-/// (at most 10 s; then it is killed). The child only makes syscalls.
-fn send_from_child(sock: &CString, data: &[u8]) {
-    let mut buf = vec![0u8; 64 * 1024];
-    // SAFETY: the child calls only async-signal-safe functions on memory
-    // allocated before the fork, then _exit.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
+/// The longest input sent (libFuzzer's default -max_len is 4096).
+const MAX_INPUT: usize = 1 << 20;
+
+/// A child process that sends each input on a connection of its own:
+/// forked once (and again if the daemon killed it, as it may kill a
+/// client it thinks holds a lease), fed through a pipe. Forking per input
+/// cost more than the input.
+struct Sender {
+    pid: libc::pid_t,
+    to: libc::c_int,
+    from: libc::c_int,
+}
+
+impl Sender {
+    fn fork(sock: &CString) -> Sender {
+        let mut a = [0; 2];
+        let mut b = [0; 2];
+        let mut buf = vec![0u8; MAX_INPUT];
+        let mut reply = vec![0u8; 64 * 1024];
+        // SAFETY: pipes into arrays we own.
         unsafe {
-            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
-            let mut addr: libc::sockaddr_un = std::mem::zeroed();
-            addr.sun_family = libc::AF_UNIX as u16;
-            let path = sock.as_bytes();
-            for (i, &b) in path.iter().enumerate().take(107) {
-                addr.sun_path[i] = b as libc::c_char;
-            }
-            let len = std::mem::size_of::<libc::sockaddr_un>() as u32;
-            if libc::connect(fd, &addr as *const _ as *const libc::sockaddr, len) != 0 {
-                libc::_exit(1);
-            }
-            let tv = libc::timeval {
-                tv_sec: 2,
-                tv_usec: 0,
-            };
-            let tvp = &tv as *const _ as *const libc::c_void;
-            let tvl = std::mem::size_of::<libc::timeval>() as u32;
-            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, tvp, tvl);
-            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, tvp, tvl);
-            let mut off = 0;
-            while off < data.len() {
-                let n = libc::send(
-                    fd,
-                    data[off..].as_ptr().cast(),
-                    data.len() - off,
-                    libc::MSG_NOSIGNAL,
-                );
-                if n <= 0 {
-                    break;
-                }
-                off += n as usize;
-            }
-            libc::shutdown(fd, libc::SHUT_WR);
-            // Read replies until EOF, a quiet 2 s, or 16 MiB.
-            let mut total = 0usize;
-            loop {
-                let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
-                if n <= 0 || total > 16 << 20 {
-                    break;
-                }
-                total += n as usize;
-            }
-            libc::_exit(0);
+            assert_eq!(libc::pipe2(a.as_mut_ptr(), libc::O_CLOEXEC), 0);
+            assert_eq!(libc::pipe2(b.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        }
+        // SAFETY: the child calls only async-signal-safe functions on
+        // memory allocated before the fork, and never returns.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            unsafe { helper(sock, a[0], b[1], &mut buf, &mut reply) }
+        }
+        assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
+        // SAFETY: closing the child's ends in the parent.
+        unsafe {
+            libc::close(a[0]);
+            libc::close(b[1]);
+        }
+        Sender {
+            pid,
+            to: a[1],
+            from: b[0],
         }
     }
-    assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            return;
+
+    /// Sends `data`; false if the sender died or hung (then it is gone).
+    fn send(&mut self, data: &[u8]) -> bool {
+        let data = &data[..data.len().min(MAX_INPUT)];
+        let len = (data.len() as u32).to_ne_bytes();
+        let mut msg = len.to_vec();
+        msg.extend_from_slice(data);
+        // SAFETY: writing our buffer to our pipe.
+        let n = unsafe { libc::write(self.to, msg.as_ptr().cast(), msg.len()) };
+        if n != msg.len() as isize {
+            return false;
         }
-        if Instant::now() > end {
-            // SAFETY: our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
+        let mut pfd = libc::pollfd {
+            fd: self.from,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd; then a one-byte read into a local.
+        unsafe {
+            if libc::poll(&mut pfd, 1, 15_000) != 1 {
+                return false;
             }
-            return;
+            let mut ack = 0u8;
+            libc::read(self.from, (&mut ack as *mut u8).cast(), 1) == 1
         }
-        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        // SAFETY: our own child and descriptors.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            let mut st = 0;
+            libc::waitpid(self.pid, &mut st, 0);
+            libc::close(self.to);
+            libc::close(self.from);
+        }
+    }
+}
+
+/// The sender's loop: read a length and that many bytes, send them on a
+/// new connection, half-close, read until EOF or a quiet 2 s, ack.
+unsafe fn helper(sock: &CString, input: i32, ack: i32, buf: &mut [u8], reply: &mut [u8]) -> ! {
+    unsafe {
+        let read_full = |fd: i32, p: *mut u8, n: usize| -> bool {
+            let mut off = 0;
+            while off < n {
+                let r = libc::read(fd, p.add(off).cast(), n - off);
+                if r <= 0 {
+                    return false;
+                }
+                off += r as usize;
+            }
+            true
+        };
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as u16;
+        for (i, &b) in sock.as_bytes().iter().enumerate().take(107) {
+            addr.sun_path[i] = b as libc::c_char;
+        }
+        let alen = std::mem::size_of::<libc::sockaddr_un>() as u32;
+        let tv = libc::timeval {
+            tv_sec: 2,
+            tv_usec: 0,
+        };
+        let tvp = &tv as *const _ as *const libc::c_void;
+        let tvl = std::mem::size_of::<libc::timeval>() as u32;
+        loop {
+            let mut len = [0u8; 4];
+            if !read_full(input, len.as_mut_ptr(), 4) {
+                libc::_exit(0);
+            }
+            let n = (u32::from_ne_bytes(len) as usize).min(buf.len());
+            if !read_full(input, buf.as_mut_ptr(), n) {
+                libc::_exit(0);
+            }
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if libc::connect(fd, &addr as *const _ as *const libc::sockaddr, alen) == 0 {
+                libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, tvp, tvl);
+                libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, tvp, tvl);
+                let mut off = 0;
+                while off < n {
+                    let r = libc::send(fd, buf[off..n].as_ptr().cast(), n - off, libc::MSG_NOSIGNAL);
+                    if r <= 0 {
+                        break;
+                    }
+                    off += r as usize;
+                }
+                libc::shutdown(fd, libc::SHUT_WR);
+                let mut total = 0usize;
+                loop {
+                    let r = libc::recv(fd, reply.as_mut_ptr().cast(), reply.len(), 0);
+                    if r <= 0 || total > 16 << 20 {
+                        break;
+                    }
+                    total += r as usize;
+                }
+            }
+            libc::close(fd);
+            let one = 1u8;
+            if libc::write(ack, (&one as *const u8).cast(), 1) != 1 {
+                libc::_exit(0);
+            }
+        }
     }
 }
 
@@ -290,17 +368,94 @@ fn answers(run_dir: &Path) -> bool {
     s.read_exact(&mut h).is_ok()
 }
 
-static LIVE: OnceLock<Mutex<Live>> = OnceLock::new();
+/// Well-formed requests naming the daemon's own lockspace and leases, so
+/// that the fuzzer starts past the parsers: written to an empty corpus.
+fn seeds(live: &Live) -> Vec<Vec<u8>> {
+    let msg = |cmd: Cmd, flags: u32, data: u32, data2: u32, body: &[u8]| {
+        let mut b = Header::request(cmd, flags, body.len(), data, data2)
+            .encode()
+            .to_vec();
+        b.extend_from_slice(body);
+        b
+    };
+    let ls = lockspace(live).encode().to_vec();
+    let path = SanlkPath::new(&live.lease_file.to_string_lossy()).unwrap();
+    let res = |k: u64| SanlkResource {
+        lockspace_name: hactl::ondisk::Name::new("LS").unwrap(),
+        name: hactl::ondisk::Name::new(&format!("R{k}")).unwrap(),
+        disks: vec![SanlkDisk::new(path.clone(), k * MIB)],
+        ..Default::default()
+    };
+    let mut acquire = msg(Cmd::Register, 0, 0, 0, &[]);
+    let mut body = res(1).encode();
+    body.extend(SanlkOptions::default().encode());
+    acquire.extend(msg(Cmd::Acquire, 0, 1, u32::MAX, &body));
+    acquire.extend(msg(Cmd::Inquire, 0, 0, u32::MAX, &[]));
+    let mut head = res(1).encode();
+    head.truncate(SanlkResource::HEAD_SIZE);
+    acquire.extend(msg(Cmd::GetLvb, 0, 0, 0, &head));
+    acquire.extend(msg(Cmd::Release, 0, 1, u32::MAX, &head));
+    let ri = SanlkRindex {
+        lockspace_name: hactl::ondisk::Name::new("LS").unwrap(),
+        disk: SanlkDisk::new(path.clone(), 3 * MIB),
+        ..Default::default()
+    };
+    vec![
+        msg(Cmd::Version, 0, 0, 0, &[]),
+        msg(Cmd::Status, 0, 0, 0, &[]),
+        msg(Cmd::GetLockspaces, 0, 0, 0, &[]),
+        msg(Cmd::HostStatus, 0, 0, 0, &ls),
+        msg(Cmd::GetHosts, 0, 0, 0, &ls),
+        msg(Cmd::Renewal, 0, 0, 0, &ls),
+        msg(Cmd::InqLockspace, 0, 0, 0, &ls),
+        msg(Cmd::AddLockspace, 0, 0, 0, &ls),
+        msg(Cmd::ReadLockspace, 0, 0, 0, &ls),
+        msg(Cmd::ReadResource, 0, 0, 0, &res(2).encode()),
+        msg(Cmd::ReadResourceOwners, 0, 0, 0, &res(2).encode()),
+        msg(Cmd::FormatRindex, 0, 0, 0, &ri.encode()),
+        msg(hactl::proto::Cmd::Align, 0, 0, 0, &SanlkDisk::new(path, 0).encode()),
+        acquire,
+    ]
+}
+
+/// The corpus directory libFuzzer was given (its first non-flag argument).
+fn corpus_dir() -> Option<PathBuf> {
+    std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+}
+
+struct State {
+    live: Live,
+    sender: Sender,
+}
+
+static STATE: OnceLock<Mutex<State>> = OnceLock::new();
 
 fuzz_target!(
     init: {
         sandbox(&fuzz_dir());
-        let _ = LIVE.set(Mutex::new(start(0)));
+        let live = start(0);
+        if let Some(dir) = corpus_dir()
+            && std::fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(false)
+        {
+            for (i, seed) in seeds(&live).into_iter().enumerate() {
+                let _ = std::fs::write(dir.join(format!("seed-{i:02}")), seed);
+            }
+        }
+        let sender = Sender::fork(&cstr(&live.run_dir.join("sanlock.sock")));
+        let _ = STATE.set(Mutex::new(State { live, sender }));
     },
     |data: &[u8]| {
-        let mut live = LIVE.get().expect("initialised").lock().unwrap();
-        let sock = cstr(&live.run_dir.join("sanlock.sock"));
-        send_from_child(&sock, data);
+        let mut st = STATE.get().expect("initialised").lock().unwrap();
+        let State { live, sender } = &mut *st;
+        if !sender.send(data) {
+            // Killed by the daemon (a lease holder it was told to kill) or
+            // stuck on a connection the daemon keeps: a new one.
+            *sender = Sender::fork(&cstr(&live.run_dir.join("sanlock.sock")));
+        }
         if live.daemon.shutting_down.load(Ordering::Relaxed) {
             // A shutdown was asked for (and may be under way): wait for the
             // daemon to go, then start another.
@@ -311,6 +466,7 @@ fuzz_target!(
             }
             let g = live.generation + 1;
             *live = start(g);
+            *sender = Sender::fork(&cstr(&live.run_dir.join("sanlock.sock")));
             return;
         }
         assert!(
