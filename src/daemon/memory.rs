@@ -50,7 +50,13 @@ pub fn reexec_without_stack_cache() {
     let argv0 = args.next().unwrap_or_default();
     // exec keeps the pid, open descriptors without CLOEXEC and the
     // parent-death signal, so whoever started the daemon sees no change.
-    let _err = std::process::Command::new("/proc/self/exe")
+    // The binary by its own path, so the process is still named hactl
+    // (exec of /proc/self/exe would name it "exe").
+    let exe = std::env::current_exe()
+        .ok()
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "/proc/self/exe".into());
+    let _err = std::process::Command::new(exe)
         .arg0(argv0)
         .args(args)
         .env("GLIBC_TUNABLES", new)
