@@ -52,3 +52,9 @@ fi
 if [ -n "${HACTL_FUZZ_SECONDS:-}" ]; then
     tools/fuzz-all.sh "$HACTL_FUZZ_SECONDS"
 fi
+
+if [ -n "${HACTL_SOAK_MINUTES:-}" ]; then
+    # Two hosts, hundreds of clients killed at random, failing storage;
+    # the figures go to target/soak.log (docs/soak.md has one run's).
+    HACTL_SOAK_MINUTES="$HACTL_SOAK_MINUTES" cargo test --release --test soak -- --ignored --nocapture 2>&1 | tee "$tdir/soak.log"
+fi

@@ -54,6 +54,8 @@ pub fn run(d: Arc<Daemon>) {
             }
             fast |= r.space_dead() && !holders.is_empty();
         }
+        super::log::tick();
+        super::memory::trim_if_due();
         std::thread::sleep(Duration::from_millis(if fast { 200 } else { 500 }));
     }
 }

@@ -203,6 +203,7 @@ fn spawn_daemon(
     run_dir: &Path,
     log_name: &str,
     env: &[(&str, &str)],
+    limits: &[Limit],
 ) -> Child {
     std::fs::create_dir_all(run_dir).unwrap();
     let log = std::fs::File::create(run_dir.join(log_name)).unwrap();
@@ -226,6 +227,25 @@ fn spawn_daemon(
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);
+    if !limits.is_empty() {
+        use std::os::unix::process::CommandExt;
+        let limits = limits.to_vec();
+        // SAFETY: setrlimit is async-signal-safe and only affects the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &(resource, value) in &limits {
+                    let r = libc::rlimit {
+                        rlim_cur: value,
+                        rlim_max: value,
+                    };
+                    if libc::setrlimit(resource, &r) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("start {bin} daemon: {e}"));
@@ -239,6 +259,10 @@ fn spawn_daemon(
     }
     child
 }
+
+/// A resource limit for a daemon (`RLIMIT_AS`, `RLIMIT_NOFILE`, ...), as
+/// `ulimit` would set it (soft and hard).
+pub type Limit = (libc::__rlimit_resource_t, u64);
 
 /// Stops a daemon by its pid (also if it is SIGSTOPped).
 fn stop_daemon(child: &mut Child) {
@@ -284,7 +308,7 @@ impl SanlockDaemon {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> SanlockDaemon {
-        let child = spawn_daemon(via, sanlock(), extra, run_dir, "daemon.log", env);
+        let child = spawn_daemon(via, sanlock(), extra, run_dir, "daemon.log", env, &[]);
         SanlockDaemon {
             run_dir: run_dir.to_path_buf(),
             child,
@@ -384,9 +408,29 @@ impl HactlDaemon {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> HactlDaemon {
+        Self::start_full(via, run_dir, extra, env, &[])
+    }
+
+    /// Started under resource limits (e.g. a tight `RLIMIT_AS`, as `ulimit -v`).
+    pub fn start_limited(
+        run_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        limits: &[Limit],
+    ) -> HactlDaemon {
+        Self::start_full(&[], run_dir, extra, env, limits)
+    }
+
+    fn start_full(
+        via: &[String],
+        run_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        limits: &[Limit],
+    ) -> HactlDaemon {
         let mut all = vec![("HACTL_SANLOCK_CONF", "/nonexistent")];
         all.extend_from_slice(env);
-        let child = spawn_daemon(via, hactl(), extra, run_dir, "daemon.stderr", &all);
+        let child = spawn_daemon(via, hactl(), extra, run_dir, "daemon.stderr", &all, limits);
         HactlDaemon {
             run_dir: run_dir.to_path_buf(),
             child,
