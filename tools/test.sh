@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 # chromium + chromium-driver: the web views are tested in a real browser;
-# prometheus: promtool checks dist/ (rules, dashboard queries, exposition).
+# prometheus: promtool checks dist/ (rules, dashboard queries, exposition);
+# lvm2-lockd: lvmlockd runs over both daemons (tests/lvmlockd.rs).
 for pkg in sanlock python3-sanlock libsanlock-dev util-linux fuse3 python3-fusepy gcc man-db passwd \
-    chromium chromium-driver prometheus; do
+    chromium chromium-driver prometheus lvm2-lockd; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -50,4 +51,10 @@ fi
 
 if [ -n "${HACTL_FUZZ_SECONDS:-}" ]; then
     tools/fuzz-all.sh "$HACTL_FUZZ_SECONDS"
+fi
+
+if [ -n "${HACTL_SOAK_MINUTES:-}" ]; then
+    # Two hosts, hundreds of clients killed at random, failing storage;
+    # the figures go to target/soak.log (docs/soak.md has one run's).
+    HACTL_SOAK_MINUTES="$HACTL_SOAK_MINUTES" cargo test --release --test soak -- --ignored --nocapture 2>&1 | tee "$tdir/soak.log"
 fi

@@ -25,9 +25,9 @@ use super::core::resource::LockspaceView;
 use super::core::{Id, Knobs, Layout, Storage};
 use super::engine::{self, AreaStorage};
 use crate::geometry::Geometry;
-use crate::history::{self, Moment, RenewalAttempt};
+use crate::history::{self, Moment, RenewalAttempt, SpaceEvent};
 use crate::hosts::{HostEvent, HostStatus};
-use crate::io::Disk;
+use crate::io::{Disk, FileProblem};
 use crate::metrics::Histogram;
 use crate::ondisk::Name;
 use crate::rv;
@@ -72,6 +72,10 @@ pub struct SpaceState {
     queue: VecDeque<Action>,
     /// Early warnings of lease loss (see `early_warning.rs`).
     pub warn: crate::early_warning::Watch,
+    /// The lockspace's file deleted, replaced or truncated under us.
+    pub lease_file: Option<FileProblem>,
+    /// What happened to the lockspace itself, for the history.
+    pub events: VecDeque<SpaceEvent>,
 }
 
 impl SpaceState {
@@ -201,6 +205,8 @@ impl Space {
                     o.io_timeout,
                     o.watchdog_fire_timeout,
                 ),
+                lease_file: None,
+                events: VecDeque::new(),
             }),
             counters: Arc::default(),
             changed: Condvar::new(),
@@ -284,7 +290,8 @@ impl Space {
                     },
                 );
             }
-            Action::RenewalStarted => self.warn_renewal_started(),
+            // The lockspace thread's: it checks the file first (run()).
+            Action::RenewalStarted => return Some(Action::RenewalStarted),
             Action::Renewal(r) => {
                 let outcome = r.result.as_ref().map(|lr| lr.timestamp).map_err(|e| e.rv);
                 let total_ms = r.total_ms;
@@ -325,17 +332,38 @@ impl Space {
             .lock()
             .core
             .set_sizes_read_len(4096.max(disk.device_sector as usize));
+        let identity = disk.clone();
         let mut storage = AreaStorage::lockspace(disk, self.offset);
-        self.reply(Event::Start);
+        let mut stale = false;
+        let mut pending = self.step(Event::Start);
         let mut timers: Vec<(u64, Id)> = Vec::new();
-        while let Some(work) = self.next_work(&mut timers) {
-            match work {
-                Work::Io(io) => {
-                    let result = storage.perform(&io);
-                    self.reply(Event::Io { id: io.id, result });
+        loop {
+            for a in pending.drain(..) {
+                match a {
+                    // Before each renewal: is the file still the lockspace?
+                    // If not, the renewal's read fails (-ESTALE) unread.
+                    Action::RenewalStarted => {
+                        self.warn_renewal_started();
+                        let need = self.offset + self.state.lock().align_size() as u64;
+                        stale = self.check_file(&identity, need).is_some();
+                    }
+                    other => warn!(space = %self.name, "unexpected action {other:?}"),
                 }
-                Work::Timer(id) => self.reply(Event::Timer { id }),
             }
+            let Some(work) = self.next_work(&mut timers) else {
+                break;
+            };
+            pending = match work {
+                Work::Io(io) => {
+                    let result = if std::mem::take(&mut stale) {
+                        Err(super::core::IoFailure::code(-libc::ESTALE))
+                    } else {
+                        storage.perform(&io)
+                    };
+                    self.step(Event::Io { id: io.id, result })
+                }
+                Work::Timer(id) => self.step(Event::Timer { id }),
+            };
         }
         // The lockspace is over: close the wdmd connection.
         self.watchdog.lock().conn.take();
@@ -429,6 +457,74 @@ impl Space {
         }
     }
 
+    /// Before each renewal: is the file we opened still the lockspace at
+    /// its path (not deleted, replaced or truncated)? sanlock renews a
+    /// deleted file's inode on, unseen by the hosts that open the path
+    /// anew; here a changed file makes the renewal fail (-ESTALE), so the
+    /// lockspace is lost by sanlock's rule for failed renewals (its
+    /// holders killed after id_renewal_fail_seconds) unless the file comes
+    /// back first. Said in the log, `status -D`, the metrics and the
+    /// history. None: no problem, or stat did not answer in time (the
+    /// renewal's own I/O then says what it can).
+    fn check_file(&self, disk: &Disk, need: u64) -> Option<FileProblem> {
+        let (open, named) = disk.identity(Duration::from_secs(self.io_timeout))?;
+        let now = FileProblem::of(disk.kind, &open, named.as_ref(), need);
+        let mut st = self.state.lock();
+        if now == st.lease_file {
+            return now;
+        }
+        let path = self.path.display();
+        let what = match now {
+            Some(p) => {
+                let detail = match p {
+                    FileProblem::Deleted if named.is_none() => "no such file".to_string(),
+                    FileProblem::Deleted => format!("link count {}", open.nlink),
+                    FileProblem::Replaced => match named {
+                        Some(n) if disk.kind == crate::io::DiskKind::Block => {
+                            format!("device {:#x} was {:#x}", n.rdev, open.rdev)
+                        }
+                        Some(n) => format!("inode {} was {}", n.ino, open.ino),
+                        None => String::new(),
+                    },
+                    FileProblem::Truncated => {
+                        format!("{} bytes, the lockspace needs {need}", open.size)
+                    }
+                };
+                format!(
+                    "lockspace file {}: {path} ({detail}); renewals do not count until it is back, \
+                     the lockspace is lost {}s after the last one",
+                    p.as_str(),
+                    self.timeouts().id_renewal_fail_seconds()
+                )
+            }
+            None => format!("lockspace file back: {path} is the file joined"),
+        };
+        st.lease_file = now;
+        history::push_event(
+            &mut st.events,
+            SpaceEvent {
+                at: Moment::now(),
+                what: what.clone(),
+            },
+        );
+        drop(st);
+        if now.is_some() {
+            error!(space = %self.name, "{what}");
+        } else {
+            warn!(space = %self.name, "{what}");
+        }
+        now
+    }
+
+    /// `status -D`: the state of the lockspace's file, when it is wrong
+    /// (sanlock has no such field; it is added only then).
+    pub fn lease_file_field_of(&self, st: &SpaceState) -> String {
+        match st.lease_file {
+            Some(p) => format!(" lease_file={}", p.as_str()),
+            None => String::new(),
+        }
+    }
+
     /// Judges every host now and logs those whose state changed, with the
     /// rule (the history keeps them). Called at each main-loop tick and by
     /// readers of the history or metrics, so that the moments recorded
@@ -482,6 +578,7 @@ impl Space {
             renewals: st.renewals.iter().cloned().collect(),
             hosts,
             warnings: st.warn.records.iter().cloned().collect(),
+            events: st.events.iter().cloned().collect(),
         }
     }
 

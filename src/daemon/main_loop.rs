@@ -41,6 +41,8 @@ pub fn run(d: Arc<Daemon>) {
             sp.judge_hosts();
             fast |= sp.state.lock().space_dead() && any;
         }
+        super::log::tick();
+        super::memory::trim_if_due();
         std::thread::sleep(Duration::from_millis(if fast { 200 } else { 500 }));
     }
 }

@@ -196,6 +196,26 @@ pub fn render(d: &Daemon) -> String {
         }
     }
     e.family(
+        "hactl_lockspace_file_problem",
+        "gauge",
+        "1 if the lockspace's file was deleted, replaced or truncated under the daemon (its renewals then fail).",
+    );
+    for sp in &spaces {
+        let name = sp.name.to_string_lossy();
+        let now = sp.state.lock().lease_file;
+        for p in [
+            crate::io::FileProblem::Deleted,
+            crate::io::FileProblem::Replaced,
+            crate::io::FileProblem::Truncated,
+        ] {
+            e.sample(
+                "hactl_lockspace_file_problem",
+                &[("lockspace", &name), ("problem", p.as_str())],
+                f64::from(u8::from(now == Some(p))),
+            );
+        }
+    }
+    e.family(
         "hactl_leases_held",
         "gauge",
         "Resource leases this daemon holds, by lockspace.",

@@ -684,7 +684,10 @@ impl Daemon {
         }
     }
 
-    /// The LVB of a held resource (`get_lvb`): `len` bytes (0: a sector).
+    /// The LVB of a held resource (`get_lvb`): its first `len` bytes (0:
+    /// all of it, a sector). A length beyond the LVB is refused with
+    /// -E2BIG, as set_lvb refuses one: the client sizes this reply, and
+    /// sanlock copies that much from its sector-sized buffer.
     pub fn get_lvb(&self, res: &SanlkResource, len: usize) -> Result<Vec<u8>, i32> {
         let t = self.res.lock();
         let r = t
@@ -693,11 +696,11 @@ impl Daemon {
             .find(|r| r.list == ResList::Held && r.is(&res.lockspace_name, &res.name))
             .ok_or(-libc::ENOENT)?;
         let lvb = r.lvb.as_ref().ok_or(-libc::EINVAL)?;
-        let n = if len == 0 { lvb.len() } else { len };
-        let mut out = vec![0u8; n];
-        let m = n.min(lvb.len());
-        out[..m].copy_from_slice(&lvb[..m]);
-        Ok(out)
+        match len {
+            0 => Ok(lvb.clone()),
+            n if n <= lvb.len() => Ok(lvb[..n].to_vec()),
+            _ => Err(-libc::E2BIG),
+        }
     }
 
     /// Sets the LVB of a held resource; written at its release.
@@ -847,7 +850,16 @@ pub fn run_killpath(path: &str, args: &str, pid: Option<i32>) {
     use std::os::unix::ffi::OsStrExt;
     let argv = crate::recovery::killpath_argv(path.as_bytes(), args.as_bytes(), pid);
     let argv = argv[1..].iter().map(|a| std::ffi::OsStr::from_bytes(a));
-    match std::process::Command::new(path).args(argv).spawn() {
+    let mut cmd = std::process::Command::new(path);
+    cmd.args(argv);
+    // SAFETY: only an async-signal-safe setrlimit runs in the child.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            super::accept::restore_nofile_in_child();
+            Ok(())
+        });
+    }
+    match cmd.spawn() {
         // Reaped by a thread so it leaves no zombie.
         Ok(mut ch) => {
             let _ = std::thread::Builder::new()

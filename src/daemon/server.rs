@@ -75,6 +75,7 @@ pub fn serve(d: Arc<Daemon>, l: UnixListener) {
         );
     }
     l.set_nonblocking(true).expect("nonblocking listener");
+    let mut gate = super::accept::Gate::new(d.cfg.max_clients);
     loop {
         if TERM.swap(false, Ordering::Relaxed) {
             d.shutdown_if_idle();
@@ -90,19 +91,25 @@ pub fn serve(d: Arc<Daemon>, l: UnixListener) {
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, 200) };
-        match l.accept() {
-            Ok((s, _)) => {
-                let _ = s.set_nonblocking(false);
-                let d = d.clone();
-                let _ = std::thread::Builder::new()
-                    .name("conn".into())
-                    .spawn(move || connection(d, s));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => warn!("accept: {e}"),
+        if gate.backoff().is_zero() {
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, 200) };
+        } else {
+            std::thread::sleep(gate.backoff());
         }
+        if let Some((s, slot)) = gate.accept(&l) {
+            let _ = s.set_nonblocking(false);
+            let d = d.clone();
+            // A thread per connection, on a small stack (see memory.rs).
+            let _ = std::thread::Builder::new()
+                .name("conn".into())
+                .stack_size(super::memory::CONN_STACK)
+                .spawn(move || {
+                    connection(d, s);
+                    drop(slot);
+                });
+        }
+        gate.tick();
     }
 }
 
@@ -793,9 +800,12 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
                     c.reply_listing(h, 0, 0, &b);
                 }
                 Err(e) => {
+                    // sanlock's header counts data2 bytes it never sends
+                    // (libsanlock always asks with data2 0); a header
+                    // that promises no body is the honest one.
                     let r = Header {
                         version: proto::SM_PROTO,
-                        length: (proto::HEADER_SIZE as u32).saturating_add(h.data2),
+                        length: proto::HEADER_SIZE as u32,
                         data: e as u32,
                         data2: 0,
                         ..*h
@@ -924,13 +934,14 @@ fn read_acquire(c: &mut Conn, h: &Header) -> Result<(Vec<SanlkResource>, SanlkOp
 
 /// Reads and drops what follows the header of a refused command, as far
 /// as its length says (at most 1 MiB), so the reply is not misread.
+/// Streamed through a small buffer: nothing is allocated at the
+/// client's say.
 fn discard_payload(c: &mut Conn, h: &Header) {
-    let n = (h.length as usize)
-        .saturating_sub(proto::HEADER_SIZE)
-        .min(proto::MAX_CLIENT_MSG);
+    let n = (h.length as u64)
+        .saturating_sub(proto::HEADER_SIZE as u64)
+        .min(proto::MAX_CLIENT_MSG as u64);
     let _ = c.s.set_read_timeout(Some(Duration::from_millis(100)));
-    let mut sink = vec![0u8; n];
-    let _ = c.s.read_exact(&mut sink);
+    let _ = std::io::copy(&mut (&c.s).take(n), &mut std::io::sink());
     let _ = c.s.set_read_timeout(None);
 }
 
@@ -1049,6 +1060,7 @@ fn send_status(d: &Daemon, c: &mut Conn, h: &Header) {
                     status.renewal_last_attempt,
                     status.renewal_last_success
                 );
+                let text = text + &sp.lease_file_field_of(&st);
                 out.extend(state(
                     proto::SANLK_STATE_LOCKSPACE,
                     sp.name,

@@ -396,6 +396,25 @@ fn lockspace_section(m: &mut String, v: &LockspaceView) {
         &["when", "host_id", "event", "reason", "message"],
         &warnings,
     ));
+    if !h.events.is_empty() {
+        let events: Vec<Vec<Cell>> = h
+            .events
+            .iter()
+            .rev()
+            .map(|e| {
+                vec![
+                    Cell::text(crate::history::utc(e.at.wall)),
+                    Cell::text(&e.what),
+                ]
+            })
+            .collect();
+        m.push_str("<h3>lockspace events, newest first</h3>");
+        m.push_str(&table(
+            &format!("events-{}", h.lockspace),
+            &["when", "event"],
+            &events,
+        ));
+    }
     m.push_str("</section>\n");
 }
 
@@ -444,6 +463,10 @@ mod tests {
                 }],
             }],
             warnings: vec![],
+            events: vec![crate::history::SpaceEvent {
+                at: at(180),
+                what: "lockspace file deleted: /ids".into(),
+            }],
         };
         let v = LockspaceView {
             list: SpaceList::Active,
@@ -485,5 +508,6 @@ mod tests {
         assert!(p.contains("<svg id=\"timeline-LS\""));
         assert!(p.contains("class=\"span LIVE\""));
         assert!(p.contains("Unknown &rarr;") || p.contains("UNKNOWN &rarr;"));
+        assert!(p.contains("<td>lockspace file deleted: /ids</td>"), "{p}");
     }
 }

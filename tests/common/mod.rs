@@ -1,6 +1,8 @@
 //! Helpers for black-box tests that run hactl beside the real sanlock.
 #![allow(dead_code)]
 
+pub mod lvm;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -191,13 +193,17 @@ pub fn die_with_parent(c: &mut Command) -> &mut Command {
 }
 
 /// Starts `bin daemon` (sanlock's or hactl's) in its own run dir, the way
-/// every test runs one, and waits for its socket.
+/// every test runs one, and waits for its socket. `via` is a command that
+/// execs the daemon, e.g. `nsenter --mount=... --` to start it in another
+/// mount namespace (it must exec, not fork, so the pid is the daemon's).
 fn spawn_daemon(
+    via: &[String],
     bin: &str,
     extra: &[&str],
     run_dir: &Path,
     log_name: &str,
     env: &[(&str, &str)],
+    limits: &[Limit],
 ) -> Child {
     std::fs::create_dir_all(run_dir).unwrap();
     let log = std::fs::File::create(run_dir.join(log_name)).unwrap();
@@ -205,7 +211,14 @@ fn spawn_daemon(
         "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root",
     ];
     args.extend_from_slice(extra);
-    let mut cmd = Command::new(bin);
+    let mut cmd = match via.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     die_with_parent(&mut cmd)
         .args(&args)
         .env("SANLOCK_RUN_DIR", run_dir)
@@ -214,6 +227,25 @@ fn spawn_daemon(
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);
+    if !limits.is_empty() {
+        use std::os::unix::process::CommandExt;
+        let limits = limits.to_vec();
+        // SAFETY: setrlimit is async-signal-safe and only affects the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &(resource, value) in &limits {
+                    let r = libc::rlimit {
+                        rlim_cur: value,
+                        rlim_max: value,
+                    };
+                    if libc::setrlimit(resource, &r) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("start {bin} daemon: {e}"));
@@ -227,6 +259,10 @@ fn spawn_daemon(
     }
     child
 }
+
+/// A resource limit for a daemon (`RLIMIT_AS`, `RLIMIT_NOFILE`, ...), as
+/// `ulimit` would set it (soft and hard).
+pub type Limit = (libc::__rlimit_resource_t, u64);
 
 /// Stops a daemon by its pid (also if it is SIGSTOPped).
 fn stop_daemon(child: &mut Child) {
@@ -262,7 +298,17 @@ impl SanlockDaemon {
     }
 
     pub fn start_with_env(run_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> SanlockDaemon {
-        let child = spawn_daemon(sanlock(), extra, run_dir, "daemon.log", env);
+        Self::start_via(&[], run_dir, extra, env)
+    }
+
+    /// Started through `via` (a command that execs it, e.g. nsenter).
+    pub fn start_via(
+        via: &[String],
+        run_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> SanlockDaemon {
+        let child = spawn_daemon(via, sanlock(), extra, run_dir, "daemon.log", env, &[]);
         SanlockDaemon {
             run_dir: run_dir.to_path_buf(),
             child,
@@ -297,17 +343,28 @@ pub struct LoopDev {
 
 impl LoopDev {
     pub fn new(image: &Path, sector_size: u32) -> LoopDev {
-        let o = run(
-            "losetup",
-            &[
-                "-f",
-                "--show",
-                "--sector-size",
-                &sector_size.to_string(),
-                "--direct-io=on",
-                p(image),
-            ],
-        );
+        Self::attach(image, sector_size, &[])
+    }
+
+    /// A loop device over `size` bytes of `image` from `offset` (e.g. the
+    /// extents of one LV, where device-mapper is missing).
+    pub fn range(image: &Path, sector_size: u32, offset: u64, size: u64) -> LoopDev {
+        let (o, s) = (offset.to_string(), size.to_string());
+        Self::attach(image, sector_size, &["--offset", &o, "--sizelimit", &s])
+    }
+
+    fn attach(image: &Path, sector_size: u32, range: &[&str]) -> LoopDev {
+        let sector_size = sector_size.to_string();
+        let mut args = vec![
+            "-f",
+            "--show",
+            "--sector-size",
+            &sector_size,
+            "--direct-io=on",
+        ];
+        args.extend_from_slice(range);
+        args.push(p(image));
+        let o = run("losetup", &args);
         assert_eq!(
             o.code, 0,
             "losetup failed (tests need root and loop devices): {}",
@@ -341,9 +398,39 @@ impl HactlDaemon {
     }
 
     pub fn start_with_env(run_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> HactlDaemon {
+        Self::start_via(&[], run_dir, extra, env)
+    }
+
+    /// Started through `via` (a command that execs it, e.g. nsenter).
+    pub fn start_via(
+        via: &[String],
+        run_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> HactlDaemon {
+        Self::start_full(via, run_dir, extra, env, &[])
+    }
+
+    /// Started under resource limits (e.g. a tight `RLIMIT_AS`, as `ulimit -v`).
+    pub fn start_limited(
+        run_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        limits: &[Limit],
+    ) -> HactlDaemon {
+        Self::start_full(&[], run_dir, extra, env, limits)
+    }
+
+    fn start_full(
+        via: &[String],
+        run_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        limits: &[Limit],
+    ) -> HactlDaemon {
         let mut all = vec![("HACTL_SANLOCK_CONF", "/nonexistent")];
         all.extend_from_slice(env);
-        let child = spawn_daemon(hactl(), extra, run_dir, "daemon.stderr", &all);
+        let child = spawn_daemon(via, hactl(), extra, run_dir, "daemon.stderr", &all, limits);
         HactlDaemon {
             run_dir: run_dir.to_path_buf(),
             child,

@@ -311,6 +311,60 @@ pub fn lockspace_sizes(buf: &[u8]) -> Result<Geometry, SizesError> {
     Geometry::from_leader(lr.sector_size, lr.flags).ok_or(SizesError::Geometry)
 }
 
+/// sanlock's `check_other_leases` logs a host whose sector is not a delta
+/// lease of this lockspace at its first bad read and every 100th, and
+/// when it is corrected; here that is one line for all such hosts of a
+/// read (1,999 garbage sectors make one line, not 4,000).
+fn bad_lease_report(before: &[u64], hosts: &HostTable, area: &[u8], ss: usize) -> Vec<String> {
+    const LIST: usize = 8;
+    let list = |ids: &[u64]| {
+        let mut t: Vec<String> = ids.iter().take(LIST).map(|h| h.to_string()).collect();
+        if ids.len() > LIST {
+            t.push("...".into());
+        }
+        t.join(" ")
+    };
+    let mut out = Vec::new();
+    let due: Vec<u64> = hosts
+        .bad_leases()
+        .filter(|&(_, n)| n == 1 || n % 100 == 0)
+        .map(|(h, _)| h)
+        .collect();
+    if let Some(&first) = due.first() {
+        let at = (first as usize - 1) * ss;
+        let lr = LeaderRecord::decode(&area[at..at + ss]).expect("a sector holds a leader");
+        out.push(format!(
+            "check_other_lease invalid for {} hosts ({}): host {first} leader {:x} owner {} {} ts {} sn {} rn {}",
+            due.len(),
+            list(&due),
+            lr.magic,
+            lr.owner_id,
+            lr.owner_generation,
+            lr.timestamp,
+            lr.space_name.to_string_lossy().escape_debug(),
+            lr.resource_name.to_string_lossy().escape_debug(),
+        ));
+    }
+    let corrected: Vec<u64> = before
+        .iter()
+        .copied()
+        .filter(|&h| {
+            hosts
+                .hosts
+                .get(h as usize - 1)
+                .is_some_and(|hs| hs.lease_bad == 0)
+        })
+        .collect();
+    if !corrected.is_empty() {
+        out.push(format!(
+            "check_other_lease corrected for {} hosts ({})",
+            corrected.len(),
+            list(&corrected)
+        ));
+    }
+    out
+}
+
 /// Renewal results that mean our lease was changed under us.
 pub fn is_corrupt(e: i32) -> bool {
     matches!(
@@ -835,9 +889,13 @@ impl Lockspace {
     /// and events addressed to us there.
     fn observe(&mut self, seen: Now, area: &[u8]) {
         let ss = self.layout.map_or(0, |l| l.sector_size);
+        let before: Vec<u64> = self.hosts.bad_leases().map(|(h, _)| h).collect();
         let events = self
             .hosts
             .observe_at(seen.moment(), area, ss, &self.cfg.space_name);
+        for line in bad_lease_report(&before, &self.hosts, area, ss) {
+            error!(space = %self.cfg.space_name, "{line}");
+        }
         if events.is_empty() {
             return;
         }

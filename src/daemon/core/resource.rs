@@ -304,7 +304,8 @@ enum PaxosWait {
     Leader,
     OwnerDelta,
     Dblock,
-    Written,
+    WrittenDblock,
+    WrittenLeader,
     Slept,
 }
 
@@ -347,7 +348,24 @@ impl Ballot {
             (_, Resumed::Cancelled) => return BallotNext::Done(Err(-1)),
             (PaxosWait::Slept, _) => paxos::Input::Slept,
             (w, r) => {
-                let r = r.io().map_err(|f| f.rv);
+                let r = r.io().map_err(|f| {
+                    // The machine turns a failed write into SANLK_DBLOCK_WRITE
+                    // (-211) or the like; the errno is said here (-28 on a
+                    // full file system), as sanlock logs it.
+                    let what = match w {
+                        PaxosWait::WrittenDblock => Some("dblock"),
+                        PaxosWait::WrittenLeader => Some("leader"),
+                        _ => None,
+                    };
+                    if let Some(what) = what {
+                        warn!(
+                            "ballot {} {what} write error {}: {f}",
+                            self.m.ballot(),
+                            f.rv
+                        );
+                    }
+                    f.rv
+                });
                 match w {
                     PaxosWait::Area => paxos::Input::Area(r),
                     PaxosWait::Leader => paxos::Input::Leader(r),
@@ -414,10 +432,10 @@ impl Ballot {
                     (PaxosWait::Dblock, c.read((1 + host_id) * ss as u64, ss))
                 }
                 paxos::Step::WriteDblock(data) => (
-                    PaxosWait::Written,
+                    PaxosWait::WrittenDblock,
                     c.write((1 + self.host_id) * ss as u64, data),
                 ),
-                paxos::Step::WriteLeader(data) => (PaxosWait::Written, c.write(0, data)),
+                paxos::Step::WriteLeader(data) => (PaxosWait::WrittenLeader, c.write(0, data)),
                 paxos::Step::Sleep(d) => (PaxosWait::Slept, c.timer(now.ms + d.as_millis() as u64)),
                 paxos::Step::Done(r) => return BallotNext::Done(r),
             };
