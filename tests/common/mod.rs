@@ -490,6 +490,24 @@ pub fn add_lockspace(run_dir: &Path, host_id: u64, f: &Path) {
     assert!(o.text().contains("done 0"), "{}", o.text());
 }
 
+/// Waits until the daemon in `rd` no longer lists a lease of LS named
+/// `name` (a gone holder's leases are released asynchronously).
+pub fn wait_released(rd: &Path, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let needle = format!("r LS:{name}:");
+    while run_env(
+        sanlock(),
+        &["client", "status"],
+        &[("SANLOCK_RUN_DIR", p(rd))],
+    )
+    .text()
+    .contains(&needle)
+    {
+        assert!(Instant::now() < deadline, "{name} never released");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The lver of lease `name` of lockspace LS at `offset` of `f`, as the
 /// real `sanlock direct read_leader` reads it.
 pub fn lease_lver(f: &Path, name: &str, offset: u64) -> u64 {
