@@ -317,8 +317,8 @@ print("joined", flush=True)
     );
     // The daemon's own three (main, engine, main loop), one per holder's
     // registered connection and one for the status client, and the kernel's
-    // io-wq workers for the ring, at most IOWQ_WORKERS (4).
-    let bound = 3 + HOLDERS as usize + 1 + 4;
+    // io-wq workers for the ring: at most 4 bounded and 4 unbounded.
+    let bound = 3 + HOLDERS as usize + 1 + 8;
     assert!(
         most.len() <= bound,
         "{} threads (bound {bound}) with {N} lockspaces on frozen storage: {}",

@@ -4,8 +4,8 @@
 //! - [`core`]: where leases are decided: a lockspace's life and a
 //!   resource's operations as state machines (events in, actions out; no
 //!   thread, file, socket or clock), run alike by the daemon and the simulation
-//! - [`engine`]: performs the core's actions (blocking O_DIRECT I/O, sleeps)
-//! - [`lockspace`]: a joined lockspace: its core and the thread executing it
+//! - [`engine`]: performs the core's actions on the I/O engine ([`crate::io::engine`])
+//! - [`lockspace`]: a joined lockspace: its core, run on the I/O engine's thread
 //! - [`main_loop`]: ticks every lockspace's core (the kill sequence), examines requests
 //! - [`resource`]: the table of held resources; their disk work is the core's
 //! - [`server`]: the socket, one thread per connection, command dispatch

@@ -1,7 +1,8 @@
 //! The I/O engine: every lease read, write and stat of the process, each
 //! bounded by a timeout, and the daemon's timers, on one thread.
 //!
-//! On io_uring each I/O goes to the kernel with a linked timeout; where
+//! On io_uring each I/O goes to the kernel with a linked timeout (and the
+//! engine's own deadline behind it, see [`Loop::expire`]); where
 //! io_uring cannot be had (`kernel.io_uring_disabled`, an old kernel, a
 //! seccomp filter, or `HACTL_IO_ENGINE=threads`) a fixed pool of
 //! [`POOL_THREADS`] threads performs them and the engine thread times
@@ -14,9 +15,9 @@
 //! [`MAX_ABANDONED_PER_STORAGE`] such I/Os still in the kernel gets no
 //! more: its next I/Os wait in the engine until one comes back or their
 //! own timeout passes, so a hung storage ties up a bounded number of
-//! buffers and of the kernel's workers (io-wq, at most [`IOWQ_WORKERS`]),
-//! and it takes that many hung storages at once before I/O that io-wq
-//! must carry for healthy storage (O_SYNC writes) queues behind them.
+//! buffers and of the kernel's workers (io-wq, at most twice [`IOWQ_WORKERS`]),
+//! and it takes [`IOWQ_WORKERS`] hung storages at once before the I/O of
+//! healthy storage queues behind theirs.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::CString;
@@ -35,12 +36,15 @@ use super::AlignedBuf;
 pub const POOL_THREADS: usize = 4;
 /// A storage with this many timed-out I/Os still in the kernel gets no more.
 pub const MAX_ABANDONED_PER_STORAGE: usize = 1;
-/// Kernel io-wq workers the ring may use (for the I/O that cannot be
-/// issued without blocking: O_SYNC writes, FUSE), bounded and unbounded;
+/// Kernel io-wq workers the ring may use (every I/O goes through one, see
+/// `Loop::issue`), bounded and unbounded, so at most twice this many;
 /// idle ones exit after a few seconds.
 pub const IOWQ_WORKERS: u32 = 4;
-/// Submission queue entries (an I/O takes two: itself and its timeout).
-const RING_ENTRIES: u32 = 256;
+/// Submission queue entries (an I/O takes two: itself and its timeout);
+/// the completion queue has twice as many, room for a thousand
+/// lockspaces' renewals in flight at once (more wait in the kernel's
+/// overflow list, see [`Loop::reap`]).
+const RING_ENTRIES: u32 = 1024;
 
 /// Which engine performs the I/O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -472,9 +476,13 @@ impl Loop {
                 };
                 let left = slot.deadline.saturating_duration_since(Instant::now());
                 *slot.ts = types::Timespec::from(left.max(Duration::from_millis(1)));
+                // ASYNC: never issued inline on this thread. A file system
+                // may ignore the non-blocking attempt io_uring makes first
+                // (FUSE's O_DIRECT reads block in it), and this thread
+                // serves every lockspace.
                 let entries = [
                     entry
-                        .flags(squeue::Flags::IO_LINK)
+                        .flags(squeue::Flags::IO_LINK | squeue::Flags::ASYNC)
                         .user_data((i as u64) << 1),
                     opcode::LinkTimeout::new(&*slot.ts)
                         .build()
@@ -528,11 +536,9 @@ impl Loop {
             let d = self.slots[i].as_ref().expect("slot").deadline;
             next = Some(next.map_or(d, |n| n.min(d)));
         }
-        if let Backend::Pool(_) = self.backend {
-            for s in self.slots.iter().flatten() {
-                if s.issued && !s.reported {
-                    next = Some(next.map_or(s.deadline, |n| n.min(s.deadline)));
-                }
+        for s in self.slots.iter().flatten() {
+            if s.issued && !s.reported {
+                next = Some(next.map_or(s.deadline, |n| n.min(s.deadline)));
             }
         }
         let timeout_ms = match next {
@@ -574,7 +580,18 @@ impl Loop {
         let mut done: Vec<(u64, i32)> = Vec::new();
         match &mut self.backend {
             Backend::Uring(ring) => {
-                done.extend(ring.completion().map(|c| (c.user_data(), c.result())));
+                loop {
+                    done.extend(ring.completion().map(|c| (c.user_data(), c.result())));
+                    // Completions that found the queue full wait in the
+                    // kernel; entering it with room moves them over.
+                    if !ring.submission().cq_overflow() {
+                        break;
+                    }
+                    if let Err(e) = ring.submit_and_wait(1) {
+                        tracing::error!("io_uring_enter: {e}");
+                        break;
+                    }
+                }
             }
             Backend::Pool(pool) => {
                 done.extend(
@@ -659,16 +676,18 @@ impl Loop {
         self.ready.push((cb, Outcome::TimedOut));
     }
 
-    /// Times out what waits (or, on the pool, runs) past its deadline.
+    /// Times out what waits or runs past its deadline. On io_uring the
+    /// linked timeout usually comes first, but not always: an I/O the
+    /// kernel hands to an io-wq worker that then blocks (a statx or read on
+    /// a frozen FUSE or NFS mount) may never see its linked timeout fire.
     fn expire(&mut self, now: Instant) {
-        let pool = matches!(self.backend, Backend::Pool(_));
         let due: Vec<usize> = self
             .slots
             .iter()
             .enumerate()
             .filter_map(|(i, s)| {
                 let s = s.as_ref()?;
-                (!s.reported && s.deadline <= now && (!s.issued || pool)).then_some(i)
+                (!s.reported && s.deadline <= now).then_some(i)
             })
             .collect();
         for i in due {
@@ -868,9 +887,9 @@ mod tests {
             Outcome::Failed(err) => assert_eq!(err.raw_os_error(), Some(libc::ENOENT)),
             _ => panic!("{}: statx of no file did not fail", e.kind().as_str()),
         }
-        // Many at once, all answered.
+        // More at once than the completion queue holds, all answered.
         let (tx, rx) = std::sync::mpsc::channel();
-        for _ in 0..500 {
+        for _ in 0..3000 {
             let tx = tx.clone();
             e.submit(
                 f.clone(),
@@ -881,7 +900,7 @@ mod tests {
                 Box::new(move |o| tx.send(matches!(o, Outcome::Done { n: 4096, .. })).unwrap()),
             );
         }
-        assert_eq!((0..500).filter(|_| rx.recv().unwrap()).count(), 500);
+        assert_eq!((0..3000).filter(|_| rx.recv().unwrap()).count(), 3000);
         // A timer fires, not before its time.
         let (tx, rx) = std::sync::mpsc::channel();
         let t0 = Instant::now();
