@@ -270,6 +270,7 @@ struct Agent {
     die_with_agent: bool,
     cycle: u64,
     last_problem: Option<String>,
+    fencer: super::fence::Fencer,
 }
 
 /// Runs the agent until killed (or `opts.cycles` cycles).
@@ -371,6 +372,7 @@ pub fn run(opts: &AgentOpts) -> Result<(), String> {
         die_with_agent: std::env::var_os(super::DIE_WITH_AGENT_ENV).is_some(),
         cycle: 0,
         last_problem: None,
+        fencer: Default::default(),
         cfg,
     };
     let interval = Duration::from_secs(a.cfg.cluster.interval.max(1));
@@ -632,6 +634,23 @@ impl Agent {
             }
         }
 
+        // Fencing (docs/ha-design.md): beside decide(), on the same views.
+        if warming.is_none() {
+            let fence_events = self.fencer.cycle(&super::fence::CycleCtx {
+                now,
+                me: self.me,
+                cfg: &self.cfg,
+                views: &views,
+                hosts: &hosts,
+                global_maintenance: board.as_ref().is_some_and(BoardRead::global_maintenance),
+                local_maintenance: local_maint,
+                sector_size: self.sector_size,
+            });
+            for (kind, reason) in fence_events {
+                self.event("", kind, &reason);
+            }
+        }
+
         // Our sector: the VMs that run here, under their lease. Not the
         // ones still starting: their lease may still look orphaned to the
         // others, and counting them in our load would change the others'
@@ -657,6 +676,7 @@ impl Agent {
             config_digest: self.cfg.digest(),
             running,
             failed: d.failed,
+            fence: self.fencer.report,
         };
         if let Err(e) = self.wb.write_host(&sector) {
             self.problem(Some(format!("cannot write our whiteboard sector: {e}")));
@@ -987,6 +1007,7 @@ impl Agent {
             "local_maintenance": local_maint,
             "global_maintenance": board.is_some_and(BoardRead::global_maintenance),
             "problem": self.last_problem,
+            "fencing": self.fencer.status_json(self.cfg.fencing.is_some()),
             "hosts": hosts_j,
             "vms": vms_j,
         });

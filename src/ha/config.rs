@@ -45,6 +45,9 @@ pub struct Config {
     pub cluster: Cluster,
     #[serde(default, rename = "vm")]
     pub vms: Vec<Vm>,
+    /// Fence agents per host (docs/ha-design.md, "Fencing"); None: no fencing.
+    #[serde(default)]
+    pub fencing: Option<super::fence::FencingConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -142,6 +145,9 @@ impl Config {
 
     /// Everything serde cannot check: names, ranges, runner arguments.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(f) = &self.fencing {
+            f.validate()?;
+        }
         let c = &self.cluster;
         check_name("cluster.lockspace", &c.lockspace)?;
         if c.interval == 0 {

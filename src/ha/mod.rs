@@ -3,6 +3,8 @@
 //! - [`config`]: the TOML config, the same on every host
 //! - [`whiteboard`]: one checksummed sector per host on shared storage
 //! - [`decide`]: the pure policy, `decide(&Input) -> Decision`
+//! - [`fencing`]: the pure fencing decision beside it; [`fence`]: fence
+//!   agents, their config, and declaring a fenced host dead on storage
 //! - [`agent`]: the loop on every host around `decide`
 //! - [`runner`]: starting a VM only under its lease, stopping it
 //! - [`demo_vm`]: the stand-in VM and the split-brain check on its disk
@@ -12,12 +14,14 @@
 
 pub mod config;
 pub mod decide;
+pub mod fencing;
 pub mod whiteboard;
 
 pub mod agent;
 pub mod cluster;
 pub mod demo;
 pub mod demo_vm;
+pub mod fence;
 pub mod runner;
 pub mod web;
 

@@ -457,6 +457,7 @@ fn ha_config(nvms: usize, capacity: u32) -> HaCfg {
                 domain: None,
             })
             .collect(),
+        fencing: None,
     }
 }
 
@@ -1712,6 +1713,7 @@ impl HaSim {
             config_digest: self.ha.digest(),
             running,
             failed: d.failed,
+            fence: Default::default(),
         };
         x.agent = AgentPhase::Writing;
         let data = sector.encode(SS as u32);
