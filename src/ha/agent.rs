@@ -395,8 +395,13 @@ pub fn run(opts: &AgentOpts) -> Result<(), String> {
 
 impl Agent {
     fn event(&mut self, vm: &str, kind: &str, reason: &str) {
+        self.event_at(unix_now(), vm, kind, reason);
+    }
+
+    /// An event that happened at `t_unix` (a fence step in its thread).
+    fn event_at(&mut self, t_unix: f64, vm: &str, kind: &str, reason: &str) {
         let e = Event {
-            t_unix: unix_now(),
+            t_unix,
             host: self.me,
             vm: vm.to_string(),
             kind: kind.to_string(),
@@ -506,6 +511,9 @@ impl Agent {
         let ls = self.cfg.cluster.lockspace.clone();
         let local_maint = self.local_maintenance();
         let mut local = self.poll_local(now);
+        for (kind, reason, t) in self.fencer.poll() {
+            self.event_at(t, "", kind, &reason);
+        }
 
         // Host states from the local daemon.
         let hosts = match self.sanlock.get_hosts(&ls, 0) {
@@ -580,6 +588,9 @@ impl Agent {
                 sector,
             });
         }
+        for e in self.fencer.add_free_hosts(&mut views, &hosts) {
+            self.event("", "state", &e);
+        }
         let leases = if board.is_some() {
             read_leases(&self.xl, &self.infos, self.sector_size, self.timeout)
         } else {
@@ -646,8 +657,8 @@ impl Agent {
                 local_maintenance: local_maint,
                 sector_size: self.sector_size,
             });
-            for (kind, reason) in fence_events {
-                self.event("", kind, &reason);
+            for (kind, reason, t) in fence_events {
+                self.event_at(t, "", kind, &reason);
             }
         }
 

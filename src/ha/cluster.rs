@@ -60,6 +60,9 @@ pub struct ClusterOpts {
     /// `--metrics-listen ADDR --metrics-web`, `--web ADDR`).
     pub daemon_args: BTreeMap<u64, Vec<String>>,
     pub agent_args: BTreeMap<u64, Vec<String>>,
+    /// TOML appended to every host's config (e.g. a `[fencing]` section,
+    /// see [`super::fence::test_section`]).
+    pub extra_config: String,
 }
 
 impl ClusterOpts {
@@ -80,6 +83,7 @@ impl ClusterOpts {
             whiteboard_hosts: hosts,
             daemon_args: BTreeMap::new(),
             agent_args: BTreeMap::new(),
+            extra_config: String::new(),
         }
     }
 }
@@ -282,6 +286,9 @@ impl Cluster {
         die_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(err("start daemon"))?;
         h.pgid = child.id() as i32;
+        // The test fence agent's "power": this host's process group.
+        let pgid_file = h.daemon_dir.parent().unwrap_or(&h.daemon_dir).join("pgid");
+        std::fs::write(&pgid_file, h.pgid.to_string()).map_err(err("pgid file"))?;
         h.daemon = Some(child);
         h.state = HostProc::Up;
         let sock = h.daemon_dir.join("sanlock.sock");
@@ -489,6 +496,8 @@ fn config_text(opts: &ClusterOpts, storage: &Path, names: &[String], disks: &[Pa
         opts.grace,
         opts.capacity
     );
+    s.push_str(&opts.extra_config);
+    s.push('\n');
     let hactl = q(&opts.hactl.display().to_string());
     for (i, (n, d)) in names.iter().zip(disks).enumerate() {
         s.push_str(&format!(

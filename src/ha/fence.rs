@@ -25,6 +25,10 @@ use crate::ondisk::{LeaderRecord, Name};
 
 /// The most of an agent's output kept (events, status).
 pub const OUTPUT_MAX: usize = 2048;
+/// Declarations tried when storage fails them (the host is off: no risk
+/// in trying again, each try checks the lease anew).
+const DECLARE_TRIES: u32 = 3;
+const IO_PREFIX: &str = "storage: ";
 /// The largest secrets file read.
 const SECRETS_MAX: u64 = 64 * 1024;
 
@@ -109,16 +113,16 @@ impl std::fmt::Display for OptValue {
 }
 
 impl FenceAgent {
-    /// A short name for events: the command's file name.
+    /// A short name for events: the command's file name and its arguments.
     pub fn label(&self) -> String {
-        self.command
-            .first()
-            .map(|c| {
-                Path::new(c)
-                    .file_name()
-                    .map_or(c.clone(), |f| f.to_string_lossy().into_owned())
-            })
-            .unwrap_or_default()
+        let mut words: Vec<String> = self.command.iter().skip(1).cloned().collect();
+        if let Some(c) = self.command.first() {
+            let base = Path::new(c)
+                .file_name()
+                .map_or(c.clone(), |f| f.to_string_lossy().into_owned());
+            words.insert(0, base);
+        }
+        words.join(" ")
     }
 }
 
@@ -472,7 +476,19 @@ pub fn run_fence(agents: &[FenceAgent], victim: &Victim, mut step: impl FnMut(St
             ));
             continue;
         }
-        return match declare_dead(victim) {
+        // The host is off: a declaration that failed on slow storage may
+        // be tried again (it checks the lease anew each time).
+        let mut declared = declare_dead(victim);
+        for _ in 1..DECLARE_TRIES {
+            match &declared {
+                Err(e) if e.starts_with(IO_PREFIX) => {
+                    std::thread::sleep(Duration::from_secs(1));
+                    declared = declare_dead(victim);
+                }
+                _ => break,
+            }
+        }
+        return match declared {
             Ok(detail) => Ending::Declared {
                 agent: label,
                 detail,
@@ -497,11 +513,13 @@ pub fn run_fence(agents: &[FenceAgent], victim: &Victim, mut step: impl FnMut(St
 /// Refused when the lease is not the one judged FAIL: another owner or
 /// generation (it rejoined), or a new timestamp (it renewed after all).
 pub fn declare_dead(v: &Victim) -> Result<String, String> {
-    let disk = Disk::open(&v.ids).map_err(|e| e.to_string())?;
+    let io = |e: crate::io::IoError| format!("{IO_PREFIX}{e}");
+    let disk = Disk::open(&v.ids).map_err(io)?;
     let ss = v.sector_size as u64;
-    let area =
-        Area::new(&disk, (v.host_id - 1) * ss, ss, v.io_timeout).map_err(|e| e.to_string())?;
-    let b = area.read(0, ss as usize).map_err(|e| e.to_string())?;
+    // Not a renewal: a slow read here costs only time, so it may take longer.
+    let timeout = v.io_timeout.max(Duration::from_secs(2));
+    let area = Area::new(&disk, (v.host_id - 1) * ss, ss, timeout).map_err(io)?;
+    let b = area.read(0, ss as usize).map_err(io)?;
     let space = Name::new(&v.lockspace).map_err(|e| e.to_string())?;
     let lr: LeaderRecord = crate::delta::verify_sector(&b, &space)
         .map_err(|rv| format!("host {}'s delta lease does not verify ({rv})", v.host_id))?;
@@ -524,7 +542,7 @@ pub fn declare_dead(v: &Victim) -> Result<String, String> {
         ));
     }
     let (_, sector) = crate::delta::release_sector(&lr, ss as usize);
-    area.write(0, &sector).map_err(|e| e.to_string())?;
+    area.write(0, &sector).map_err(io)?;
     Ok(format!(
         "host {} generation {}: delta lease released on storage (timestamp {} -> 0), its leases may be taken now",
         v.host_id, v.generation, lr.timestamp
@@ -533,8 +551,8 @@ pub fn declare_dead(v: &Victim) -> Result<String, String> {
 
 /// A message from the fence thread.
 enum Msg {
-    Step(Step),
-    End(Ending),
+    Step(Step, f64),
+    End(Ending, f64),
 }
 
 struct Running {
@@ -573,6 +591,10 @@ pub struct Fencer {
     /// Seconds from the start of each finished fence to its end, last first.
     pub last_millis: Option<u64>,
     last_wait: BTreeMap<u64, String>,
+    /// Hosts the daemon listed, with their last generation.
+    seen: BTreeMap<u64, u64>,
+    /// Of those, the ones it no longer lists (FREE).
+    gone: std::collections::BTreeSet<u64>,
 }
 
 /// A reason with its numbers masked: a Wait is logged again only when
@@ -595,6 +617,42 @@ fn wait_key(s: &str) -> String {
 }
 
 impl Fencer {
+    /// The daemon's get_hosts lists no host whose delta lease is free
+    /// (sanlock's does the same): a host it listed before and lists no
+    /// more was released, or declared dead by a fence. It is added to the
+    /// views as FREE, so that decide() treats its leases as it treats any
+    /// FREE owner's. Returns the state events of hosts newly gone.
+    pub fn add_free_hosts(
+        &mut self,
+        views: &mut Vec<super::decide::HostView>,
+        hosts: &[crate::proto::SanlkHost],
+    ) -> Vec<String> {
+        let mut ev = Vec::new();
+        for h in hosts {
+            self.seen.insert(h.host_id, h.generation);
+            self.gone.remove(&h.host_id);
+        }
+        for (&id, &generation) in &self.seen {
+            if hosts.iter().any(|h| h.host_id == id) {
+                continue;
+            }
+            if self.gone.insert(id) {
+                ev.push(format!(
+                    "host {id} -> FREE (generation {generation}: its delta lease is free, released or declared dead; the daemon lists it no more)"
+                ));
+            }
+            views.push(super::decide::HostView {
+                host_id: id,
+                state: crate::hosts::HostState::Free,
+                generation,
+                renewal_age: None,
+                sector: None,
+                fresh: false,
+            });
+        }
+        ev
+    }
+
     /// The victim being fenced now.
     pub fn busy(&self) -> Option<u64> {
         self.running.as_ref().map(|r| r.victim)
@@ -602,8 +660,23 @@ impl Fencer {
 
     /// One agent cycle: collects what the fence thread did, decides, and
     /// starts a fence. Returns the events to log (kind, reason).
-    pub fn cycle(&mut self, c: &CycleCtx) -> Vec<(&'static str, String)> {
-        use super::whiteboard::{FENCE_DECLARED, FENCE_FAILED, FENCE_RUNNING, FenceReport};
+    pub fn cycle(&mut self, c: &CycleCtx) -> Vec<(&'static str, String, f64)> {
+        let mut ev = self.poll();
+        let now = super::agent::unix_now();
+        ev.extend(
+            self.decide_and_start(c)
+                .into_iter()
+                .map(|(k, r)| (k, r, now)),
+        );
+        ev
+    }
+
+    /// What the fence thread did since the last call: its steps, and its
+    /// end. The agent calls it first thing in its cycle, so that a
+    /// declaration is logged before the starts it allows.
+    /// Each with the time it happened (unix seconds).
+    pub fn poll(&mut self) -> Vec<(&'static str, String, f64)> {
+        use super::whiteboard::{FENCE_DECLARED, FENCE_FAILED, FenceReport};
         let mut ev = Vec::new();
         if let Some(r) = &self.running {
             let (victim, generation) = (r.victim, r.generation);
@@ -614,30 +687,35 @@ impl Fencer {
                     Err(std::sync::mpsc::TryRecvError::Empty) => break,
                     Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                         if ended.is_none() {
-                            ended = Some(Ending::Failed {
-                                why: "the fence thread ended without a result".into(),
-                            });
+                            ended = Some((
+                                Ending::Failed {
+                                    why: "the fence thread ended without a result".into(),
+                                },
+                                super::agent::unix_now(),
+                            ));
                         }
                         break;
                     }
                 };
                 match m {
-                    Msg::Step(Step::Ran { agent, run }) => ev.push((
+                    Msg::Step(Step::Ran { agent, run }, t) => ev.push((
                         "fence",
                         format!(
                             "host {victim}: {agent} -o {}: {}",
                             run.action,
                             run.describe()
                         ),
+                        t,
                     )),
-                    Msg::Step(Step::CannotRun { agent, why }) => ev.push((
+                    Msg::Step(Step::CannotRun { agent, why }, t) => ev.push((
                         "fence",
                         format!("host {victim}: {agent} could not run: {why}"),
+                        t,
                     )),
-                    Msg::End(e) => ended = Some(e),
+                    Msg::End(e, t) => ended = Some((e, t)),
                 }
             }
-            if let Some(e) = ended {
+            if let Some((e, t)) = ended {
                 let took = r.started.elapsed().as_millis() as u64;
                 self.last_millis = Some(took);
                 *self.counts.entry(e.result()).or_default() += 1;
@@ -669,10 +747,17 @@ impl Fencer {
                     phase,
                 };
                 self.states.insert(victim, text.clone());
-                ev.push(("fence", text));
+                ev.push(("fence", text, t));
                 self.running = None;
             }
         }
+        ev
+    }
+
+    /// The fencing decision on this cycle's views, and a fence started.
+    fn decide_and_start(&mut self, c: &CycleCtx) -> Vec<(&'static str, String)> {
+        use super::whiteboard::{FENCE_RUNNING, FenceReport};
+        let mut ev = Vec::new();
         let Some(fcfg) = &c.cfg.fencing else {
             return ev;
         };
@@ -741,9 +826,9 @@ impl Fencer {
                     let (tx, rx) = std::sync::mpsc::channel();
                     std::thread::spawn(move || {
                         let end = run_fence(&agents, &v, |s| {
-                            let _ = tx.send(Msg::Step(s));
+                            let _ = tx.send(Msg::Step(s, super::agent::unix_now()));
                         });
-                        let _ = tx.send(Msg::End(end));
+                        let _ = tx.send(Msg::End(end, super::agent::unix_now()));
                     });
                     self.running = Some(Running {
                         victim,
@@ -898,6 +983,32 @@ pub fn test_agent_main(args: &[String]) -> i32 {
             1
         }
     }
+}
+
+/// The `[fencing]` section of a test cluster (src/ha/cluster.rs) made
+/// under `cluster_dir`: every host fenced by `hactl ha fence-test`
+/// through its process group (`hostN/pgid`, written by the harness).
+/// `knobs`: more options for a host's agent, as TOML inline-table
+/// entries (`lie = "1"`, `fail = "1"`, `delay = "30"`).
+pub fn test_section(
+    hactl: &Path,
+    cluster_dir: &Path,
+    hosts: u64,
+    timeout: u64,
+    knobs: &BTreeMap<u64, String>,
+) -> String {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let mut s = String::from("[fencing]\n");
+    for id in 1..=hosts {
+        let pgid = cluster_dir.join(format!("host{id}")).join("pgid");
+        let extra = knobs.get(&id).map(|k| format!(", {k}")).unwrap_or_default();
+        s.push_str(&format!(
+            "[[fencing.host]]\nhost_id = {id}\n[[fencing.host.agent]]\ncommand = [{}, \"ha\", \"fence-test\"]\ntimeout = {timeout}\noptions = {{ pgid_file = {}{extra} }}\n",
+            q(&hactl.display().to_string()),
+            q(&pgid.display().to_string()),
+        ));
+    }
+    s
 }
 
 /// Whether a process of group `pgid` still runs (zombies do not: they are
