@@ -56,6 +56,10 @@ enum Cmd {
         hosts: u64,
         #[arg(long, default_value_t = 4)]
         vms: usize,
+        /// The fencing scene: the host hangs, a fence agent powers it off,
+        /// its VMs run again within seconds instead of after DEAD.
+        #[arg(long)]
+        fence: bool,
     },
     /// Run the lease manager daemon (sanlock daemon ...).
     ///
@@ -174,12 +178,14 @@ fn main() {
             keep,
             hosts,
             vms,
+            fence,
         } => {
             let o = hactl::ha::demo::DemoOpts {
                 hosts,
                 vms,
                 parent: dir,
                 keep,
+                fence,
             };
             match hactl::ha::demo::run(&o) {
                 Ok(c) => c,

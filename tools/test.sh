@@ -9,9 +9,11 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 # chromium + chromium-driver: the web views are tested in a real browser;
 # prometheus: promtool checks dist/ (rules, dashboard queries, exposition);
-# lvm2-lockd: lvmlockd runs over both daemons (tests/lvmlockd.rs).
+# lvm2-lockd: lvmlockd runs over both daemons (tests/lvmlockd.rs);
+# fence-agents, ipmitool, openipmi: fence_ipmilan fences a test host
+# through OpenIPMI's ipmi_sim (tests/ha_fence.rs).
 for pkg in sanlock python3-sanlock libsanlock-dev util-linux fuse3 python3-fusepy gcc man-db passwd \
-    chromium chromium-driver prometheus lvm2-lockd; do
+    chromium chromium-driver prometheus lvm2-lockd fence-agents ipmitool openipmi; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -22,6 +22,10 @@ pub struct DemoOpts {
     /// Where the temporary directory goes (None: /var/tmp, then .).
     pub parent: Option<PathBuf>,
     pub keep: bool,
+    /// The fencing scene: the host hangs instead of crashing, and a fence
+    /// agent (`hactl ha fence-test`) powers it off so that its VMs run
+    /// again without waiting for DEAD.
+    pub fence: bool,
 }
 
 fn interrupted() -> Result<(), String> {
@@ -177,7 +181,16 @@ pub fn run(opts: &DemoOpts) -> Result<i32, String> {
 
 fn run_in(dir: &Path, opts: &DemoOpts) -> Result<i32, String> {
     let hactl = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let copts = ClusterOpts::new(&hactl, opts.hosts, opts.vms);
+    let mut copts = ClusterOpts::new(&hactl, opts.hosts, opts.vms);
+    if opts.fence {
+        copts.extra_config = super::fence::test_section(
+            &hactl,
+            dir,
+            opts.hosts,
+            20,
+            &std::collections::BTreeMap::new(),
+        );
+    }
     let io = copts.io_timeout as u64;
     let host_dead = crate::timeouts::Timeouts::new(io).host_dead_seconds();
     println!(
@@ -256,20 +269,32 @@ fn run_in(dir: &Path, opts: &DemoOpts) -> Result<i32, String> {
         .filter(|&i| placed[i] == Some(victim))
         .collect();
     let observer = (1..=opts.hosts).find(|&h| h != victim).unwrap_or(1);
-    println!(
-        ">>> crashing host {victim}: kill -9 of its process group (daemon, agent, {} VM(s): {})\n",
-        lost.len(),
-        lost.iter()
-            .map(|&i| c.vm_names[i].as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    c.crash(victim);
+    let lost_names = lost
+        .iter()
+        .map(|&i| c.vm_names[i].as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if opts.fence {
+        println!(
+            ">>> host {victim} hangs: SIGSTOP of its process group (daemon, agent, {} VM(s): {lost_names}); a fence agent will power it off\n",
+            lost.len()
+        );
+        c.hang(victim);
+    } else {
+        println!(
+            ">>> crashing host {victim}: kill -9 of its process group (daemon, agent, {} VM(s): {lost_names})\n",
+            lost.len()
+        );
+        c.crash(victim);
+    }
     let crash = Instant::now();
     let crash_unix = super::agent::unix_now();
     // When each survivor's agent saw its daemon call the victim DEAD.
     let mut dead_by: Vec<(u64, f64)> = Vec::new();
     let dead_mark = format!("host {victim} FAIL -> DEAD");
+    // With fencing: when a survivor declared the victim dead on storage.
+    let mut declared: Option<(u64, f64)> = None;
+    let declared_mark = format!("host {victim}: fenced in");
     let mut back: Vec<Option<(Duration, u64)>> = vec![None; placed.len()];
     let limit = Duration::from_secs(host_dead + 60);
     loop {
@@ -277,6 +302,9 @@ fn run_in(dir: &Path, opts: &DemoOpts) -> Result<i32, String> {
         for e in show(&mut tail, &c, true) {
             if e.kind == "state" && e.reason.starts_with(&dead_mark) {
                 dead_by.push((e.host, e.t_unix - crash_unix));
+            }
+            if e.kind == "fence" && e.reason.starts_with(&declared_mark) {
+                declared = Some((e.host, e.t_unix - crash_unix));
             }
         }
         let st = c.status(observer);
@@ -321,10 +349,20 @@ fn run_in(dir: &Path, opts: &DemoOpts) -> Result<i32, String> {
         if e.kind == "state" && e.reason.starts_with(&dead_mark) {
             dead_by.push((e.host, e.t_unix - crash_unix));
         }
+        if e.kind == "fence" && e.reason.starts_with(&declared_mark) {
+            declared = Some((e.host, e.t_unix - crash_unix));
+        }
     }
     println!();
+    if let Some((h, t)) = declared {
+        println!(
+            "host {victim} was fenced (powered off, off confirmed) and declared dead on storage by host {h} {t:.1} s after it hung; without fencing it would be DEAD about {host_dead} s after its last renewal"
+        );
+    } else if opts.fence {
+        println!("host {victim} was not declared dead by a fence");
+    }
     let dead_at = dead_by.iter().map(|d| d.1).reduce(f64::min);
-    if dead_by.is_empty() {
+    if dead_by.is_empty() && declared.is_none() {
         println!("host {victim} was never called DEAD");
     }
     for (h, t) in &dead_by {
@@ -337,10 +375,16 @@ fn run_in(dir: &Path, opts: &DemoOpts) -> Result<i32, String> {
                 "  {} runs again on host {h}, {:.1} s after the crash{}",
                 c.vm_names[i],
                 t.as_secs_f64(),
-                dead_at.map_or(String::new(), |d| format!(
-                    " ({:+.1} s after the first DEAD)",
-                    t.as_secs_f64() - d
-                ))
+                match (declared, dead_at) {
+                    (Some((_, d)), _) => format!(
+                        " ({:+.1} s after the declaration; {:.1} s before DEAD)",
+                        t.as_secs_f64() - d,
+                        host_dead as f64 - t.as_secs_f64()
+                    ),
+                    (None, Some(d)) =>
+                        format!(" ({:+.1} s after the first DEAD)", t.as_secs_f64() - d),
+                    (None, None) => String::new(),
+                }
             ),
             None => {
                 missing += 1;

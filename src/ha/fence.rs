@@ -1076,6 +1076,16 @@ options = { ip = "10.0.0.9", plug = "4" }
         assert!(c.host(2).is_none());
     }
 
+    /// The example shipped under dist/ is a valid config.
+    #[test]
+    fn the_dist_example_parses() {
+        let text = include_str!("../../dist/ha/ha.toml");
+        let c = crate::ha::Config::parse(text).unwrap();
+        let f = c.fencing.unwrap();
+        assert_eq!(f.hosts.len(), 2);
+        assert_eq!(f.host(2).unwrap().agents[1].label(), "fence_apc_snmp");
+    }
+
     #[test]
     fn refuses_passwords_in_the_config_and_bad_options() {
         let base = "[[host]]\nhost_id = 1\n[[host.agent]]\ncommand = [\"/bin/true\"]\n";
