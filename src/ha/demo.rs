@@ -187,7 +187,7 @@ fn run_in(dir: &Path, opts: &DemoOpts) -> Result<i32, String> {
             &hactl,
             dir,
             opts.hosts,
-            20,
+            30,
             &std::collections::BTreeMap::new(),
         );
     }
@@ -289,6 +289,7 @@ fn run_in(dir: &Path, opts: &DemoOpts) -> Result<i32, String> {
     }
     let crash = Instant::now();
     let crash_unix = super::agent::unix_now();
+    let what = if opts.fence { "hang" } else { "crash" };
     // When each survivor's agent saw its daemon call the victim DEAD.
     let mut dead_by: Vec<(u64, f64)> = Vec::new();
     let dead_mark = format!("host {victim} FAIL -> DEAD");
@@ -366,13 +367,13 @@ fn run_in(dir: &Path, opts: &DemoOpts) -> Result<i32, String> {
         println!("host {victim} was never called DEAD");
     }
     for (h, t) in &dead_by {
-        println!("host {victim} was called DEAD by host {h} {t:.1} s after the crash");
+        println!("host {victim} was called DEAD by host {h} {t:.1} s after the {what}");
     }
     let mut missing = 0;
     for &i in &lost {
         match back[i] {
             Some((t, h)) => println!(
-                "  {} runs again on host {h}, {:.1} s after the crash{}",
+                "  {} runs again on host {h}, {:.1} s after the {what}{}",
                 c.vm_names[i],
                 t.as_secs_f64(),
                 match (declared, dead_at) {
