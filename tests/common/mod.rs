@@ -101,6 +101,34 @@ pub fn make_file(path: &Path, size: usize, fill: u8) {
     std::fs::write(path, vec![fill; size]).expect("write file");
 }
 
+/// A 1 MiB lockspace "LS" at `ids`, initialised by hactl with io_timeout 1.
+pub fn lockspace_file(ids: &Path) {
+    make_file(ids, 1 << 20, 0);
+    let ids_s = format!("LS:0:{}:0", p(ids));
+    let o = run(hactl(), &["direct", "init", "-s", &ids_s, "-o", "1"]);
+    assert_eq!(o.code, 0, "{}", o.text());
+}
+
+/// `back/leases` (2 MiB: lockspace "LS" with io_timeout 1 at 0, resource R1
+/// at 1 MiB) for a FUSE pass-through mount of `back` on `mnt`; returns
+/// (back, mnt).
+pub fn fuse_lease_dirs(dir: &Path) -> (PathBuf, PathBuf) {
+    let (back, mnt) = (dir.join("back"), dir.join("mnt"));
+    std::fs::create_dir_all(&back).unwrap();
+    std::fs::create_dir_all(&mnt).unwrap();
+    let direct = back.join("leases");
+    make_file(&direct, 2 << 20, 0);
+    let ds = p(&direct);
+    for args in [
+        vec!["direct", "init", "-s", &format!("LS:0:{ds}:0"), "-o", "1"],
+        vec!["direct", "init", "-r", &format!("LS:R1:{ds}:1M")],
+    ] {
+        let o = run(hactl(), &args);
+        assert_eq!(o.code, 0, "{}", o.text());
+    }
+    (back, mnt)
+}
+
 pub fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
