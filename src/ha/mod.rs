@@ -8,6 +8,8 @@
 //! - [`demo_vm`]: the stand-in VM and the split-brain check on its disk
 //! - [`cluster`]: a whole cluster on one machine (tests, `hactl demo`)
 //! - [`demo`]: `hactl demo`
+//! - [`guest`], [`lab`]: tiny real guests and hosts with their own
+//!   libvirtd, for the libvirt tests, `hactl demo --libvirt` and the bench
 
 pub mod config;
 pub mod decide;
@@ -17,6 +19,8 @@ pub mod agent;
 pub mod cluster;
 pub mod demo;
 pub mod demo_vm;
+pub mod guest;
+pub mod lab;
 pub mod runner;
 
 pub use config::Config;

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod libvirt;
+
 pub fn hactl() -> &'static str {
     env!("CARGO_BIN_EXE_hactl")
 }
@@ -172,6 +174,7 @@ fn spawn_daemon(
     run_dir: &Path,
     log_name: &str,
     env: &[(&str, &str)],
+    ns: Option<&hactl::ha::lab::HostNs>,
 ) -> Child {
     std::fs::create_dir_all(run_dir).unwrap();
     let log = std::fs::File::create(run_dir.join(log_name)).unwrap();
@@ -188,6 +191,9 @@ fn spawn_daemon(
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);
+    if let Some(ns) = ns {
+        ns.enter(&mut cmd);
+    }
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("start {bin} daemon: {e}"));
@@ -236,7 +242,17 @@ impl SanlockDaemon {
     }
 
     pub fn start_with_env(run_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> SanlockDaemon {
-        let child = spawn_daemon(sanlock(), extra, run_dir, "daemon.log", env);
+        let child = spawn_daemon(sanlock(), extra, run_dir, "daemon.log", env, None);
+        SanlockDaemon {
+            run_dir: run_dir.to_path_buf(),
+            child,
+        }
+    }
+
+    /// Started inside a lab host's mount namespace (libvirt's killpath
+    /// helper, which the daemon runs, must reach that host's libvirtd).
+    pub fn start_in(ns: &hactl::ha::lab::HostNs, run_dir: &Path, extra: &[&str]) -> SanlockDaemon {
+        let child = spawn_daemon(sanlock(), extra, run_dir, "daemon.log", &[], Some(ns));
         SanlockDaemon {
             run_dir: run_dir.to_path_buf(),
             child,
@@ -317,7 +333,17 @@ impl HactlDaemon {
     pub fn start_with_env(run_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> HactlDaemon {
         let mut all = vec![("HACTL_SANLOCK_CONF", "/nonexistent")];
         all.extend_from_slice(env);
-        let child = spawn_daemon(hactl(), extra, run_dir, "daemon.stderr", &all);
+        let child = spawn_daemon(hactl(), extra, run_dir, "daemon.stderr", &all, None);
+        HactlDaemon {
+            run_dir: run_dir.to_path_buf(),
+            child,
+        }
+    }
+
+    /// Started inside a lab host's mount namespace, as [`SanlockDaemon::start_in`].
+    pub fn start_in(ns: &hactl::ha::lab::HostNs, run_dir: &Path, extra: &[&str]) -> HactlDaemon {
+        let env = [("HACTL_SANLOCK_CONF", "/nonexistent")];
+        let child = spawn_daemon(hactl(), extra, run_dir, "daemon.stderr", &env, Some(ns));
         HactlDaemon {
             run_dir: run_dir.to_path_buf(),
             child,
