@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::ha::wait_for;
 use common::libvirt::*;
 use common::*;
 use hactl::ha::lab::LibvirtConf;
@@ -110,7 +111,7 @@ fn leases_held_by_qemu_until_destroy(kind: Kind) {
 
     let o = h.virsh(&["destroy", "vm1"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
-    wait_until("the leases to be released", Duration::from_secs(20), || {
+    wait_for("the leases to be released", Duration::from_secs(20), || {
         h.resources().is_empty()
     });
     let (_, lver2, ts2) = s.leader(1);
@@ -176,7 +177,7 @@ fn second_domain_refused(kind1: Kind, kind2: Kind) -> (String, String) {
     assert_eq!(h2.domstate("vm1"), "shut off");
     assert_eq!(h1.domstate("vm1"), "running");
     let before = hactl::ha::demo_vm::last_record(&disk).unwrap().counter;
-    wait_until(
+    wait_for(
         "vm1 to keep writing on host 1",
         Duration::from_secs(20),
         || {
@@ -249,7 +250,7 @@ fn suspend_resume(kind: Kind) {
         "{:?}",
         h.resources()
     );
-    wait_until("the guest to write again", Duration::from_secs(30), || {
+    wait_for("the guest to write again", Duration::from_secs(30), || {
         hactl::ha::demo_vm::last_record(&disk).is_some_and(|r| r.counter > paused_at + 5)
     });
     let rep = hactl::ha::demo_vm::check_file(&disk).unwrap();
@@ -290,7 +291,7 @@ fn lease_loss_runs_killpath(kind: Kind) {
         ],
     );
     assert!(o.text().contains("done 0"), "{}", o.text());
-    wait_until(
+    wait_for(
         "the domain to be destroyed",
         Duration::from_secs(60),
         || h.virsh(&["domstate", "vm1", "--reason"]).text().trim() != "running (booted)",
@@ -300,7 +301,7 @@ fn lease_loss_runs_killpath(kind: Kind) {
         "shut off (destroyed)",
         "destroyed by libvirt (the killpath helper), not killed by a signal"
     );
-    wait_until("qemu to be gone", Duration::from_secs(10), || exited(qemu));
+    wait_for("qemu to be gone", Duration::from_secs(10), || exited(qemu));
     // Each daemon's words for running the killpath: sanlock logs the
     // helper's run as "signal" 100.
     let log = h.client(&["log_dump"]).text();
@@ -448,10 +449,7 @@ fn restricted_qemu_cannot_acquire(kind: Kind) -> Option<String> {
         return answer;
     }
     let res = h.resources();
-    assert!(
-        !res.iter().any(|r| r.starts_with("r LS:vm2:")),
-        "{res:?}"
-    );
+    assert!(!res.iter().any(|r| r.starts_with("r LS:vm2:")), "{res:?}");
     assert!(
         res.iter()
             .any(|r| r.starts_with(&format!("r {}:", s.lease(1))))

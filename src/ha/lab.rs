@@ -50,12 +50,15 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
-/// A host's mount namespace, held by a shell that waits for the lab's
-/// process (and cleans up after it if it is killed).
+/// A host's mount namespace, held by a sleeping process, and watched from
+/// outside it: if the lab's process dies without stopping the host (it was
+/// killed), the watcher kills every process left in the namespace (qemu is
+/// libvirtd's grandchild: nothing else would).
 pub struct HostNs {
     /// The host's own directories (and logs).
     pub dir: PathBuf,
     holder: Child,
+    watcher: Option<Child>,
     ns: OwnedFd,
     /// `mnt:[inode]`, as /proc/PID/ns/mnt reads for every process inside.
     ns_id: String,
@@ -82,16 +85,7 @@ impl HostNs {
                 d.display().to_string().replace('\'', "'\\''")
             ));
         }
-        // Then hold the namespace while the lab's process lives; if it goes
-        // without stopping this host (killed), stop every process left in
-        // the namespace (qemu is libvirtd's grandchild: nothing else would).
-        script.push_str(&format!(
-            "echo ready\nset +e\ntrap '' HUP INT TERM\nme=$(readlink /proc/$$/ns/mnt)\n\
-             while kill -0 {parent} 2>/dev/null; do sleep 1; done\n\
-             for p in /proc/[0-9]*; do pid=${{p#/proc/}}; \
-             [ \"$pid\" != $$ ] && [ \"$(readlink $p/ns/mnt 2>/dev/null)\" = \"$me\" ] && kill -9 $pid; done\n",
-            parent = std::process::id()
-        ));
+        script.push_str("echo ready\nexec sleep infinity\n");
         let mut cmd = Command::new("unshare");
         cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
             .arg(&script)
@@ -123,9 +117,11 @@ impl HostNs {
             .map_err(|e| format!("/proc/{pid}/ns/mnt: {e}"))?
             .into();
         let ns_id = ns_id_of(pid).ok_or("the namespace holder is gone")?;
+        let watcher = spawn_watcher(&ns_id, pid);
         Ok(HostNs {
             dir: dir.to_path_buf(),
             holder,
+            watcher,
             ns,
             ns_id,
         })
@@ -173,21 +169,36 @@ impl HostNs {
         self.holder.id() as i32
     }
 
-    /// Every process of this host but the holder and its own children
-    /// (its `sleep`), by pid.
+    /// Every process of this host but the holder, by pid, from each
+    /// process's /proc/PID/ns/mnt (a zombie has none left). Reading /proc of
+    /// a process that is dying while one of its threads waits on storage
+    /// that does not answer (a frozen FUSE server) blocks until the storage
+    /// answers: the scan runs on its own thread and what it found within a
+    /// second is the answer (a blocked scan finishes when the storage does).
     pub fn pids(&self) -> Vec<i32> {
-        let holder = self.holder_pid();
-        std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|&pid| {
-                pid != holder
-                    && ns_id_of(pid).as_deref() == Some(&self.ns_id)
-                    && parent_of(pid) != Some(holder)
-            })
-            .collect()
+        let (holder, ns_id) = (self.holder_pid(), self.ns_id.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _ = std::thread::Builder::new()
+            .name("lab-ns-scan".into())
+            .spawn(move || {
+                for pid in std::fs::read_dir("/proc")
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                {
+                    if pid != holder && ns_id_of(pid).as_deref() == Some(&ns_id) {
+                        let _ = tx.send(Some(pid));
+                    }
+                }
+                let _ = tx.send(None);
+            });
+        let end = Instant::now() + Duration::from_secs(1);
+        let mut out = Vec::new();
+        while let Ok(Some(pid)) = rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            out.push(pid);
+        }
+        out
     }
 
     /// Sends `sig` to every process of the host (not the holder).
@@ -200,38 +211,72 @@ impl HostNs {
         pids.len()
     }
 
-    /// SIGKILL of every process of the host, until none is left (at most
-    /// `limit`: a process blocked on frozen storage cannot die before the
-    /// storage answers). Returns the pids still there.
+    /// SIGKILL of every process of the host, then waits (at most `limit`)
+    /// until each has exited, watching them by pidfd: a process blocked on
+    /// frozen storage cannot finish dying before the storage answers.
+    /// Returns the pids that had not exited.
     pub fn kill_all(&self, limit: Duration) -> Vec<i32> {
         let end = Instant::now() + limit;
+        let mut watched: Vec<(i32, Option<OwnedFd>)> = Vec::new();
+        // A second look catches what was forked meanwhile.
+        for _ in 0..2 {
+            for pid in self.pids() {
+                if watched.iter().any(|(p, _)| *p == pid) {
+                    continue;
+                }
+                watched.push((pid, pidfd(pid)));
+                // SAFETY: kill(2) of a process found in this host's namespace.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
         loop {
-            self.signal_all(libc::SIGKILL);
-            let left: Vec<i32> = self.pids().into_iter().filter(|&p| !is_zombie(p)).collect();
-            if left.is_empty() || Instant::now() >= end {
-                return left;
+            watched.retain(|(_, fd)| fd.as_ref().is_some_and(|fd| !exited_fd(fd)));
+            if watched.is_empty() || Instant::now() >= end {
+                return watched.into_iter().map(|(p, _)| p).collect();
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
 
-fn parent_of(pid: i32) -> Option<i32> {
-    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) S ppid ...": the fields after the command name.
-    st.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+/// A pidfd of `pid` (None: it is gone already).
+fn pidfd(pid: i32) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open returns a new descriptor we own, or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-    })
+/// Whether the process behind a pidfd has exited (it polls readable then).
+fn exited_fd(fd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll of one valid pollfd, no wait.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 }
+}
+
+/// The watcher: outside the namespace (its own `sleep`s are not members),
+/// in its own process group and deaf to the signals a terminal or a
+/// timeout sends the lab's group.
+fn spawn_watcher(ns_id: &str, holder: i32) -> Option<Child> {
+    let script = format!(
+        "trap '' HUP INT TERM\n\
+         while kill -0 {parent} 2>/dev/null && kill -0 {holder} 2>/dev/null; do sleep 1; done\n\
+         kill -0 {parent} 2>/dev/null && exit 0\n\
+         for p in /proc/[0-9]*; do \
+         [ \"$(readlink $p/ns/mnt 2>/dev/null)\" = '{ns_id}' ] && kill -9 ${{p#/proc/}}; done\n",
+        parent = std::process::id()
+    );
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.spawn().ok()
 }
 
 impl Drop for HostNs {
@@ -239,6 +284,10 @@ impl Drop for HostNs {
         self.kill_all(Duration::from_secs(10));
         let _ = self.holder.kill();
         let _ = self.holder.wait();
+        // It sees the holder gone (and the lab alive) and exits.
+        if let Some(w) = &mut self.watcher {
+            let _ = w.wait();
+        }
     }
 }
 
@@ -372,7 +421,12 @@ impl Libvirtd {
 impl Drop for Libvirtd {
     fn drop(&mut self) {
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Bounded: a libvirtd blocked on storage that does not answer (a
+        // frozen FUSE server) cannot die until it answers.
+        let end = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

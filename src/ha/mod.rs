@@ -5,6 +5,7 @@
 //! - [`decide`]: the pure policy, `decide(&Input) -> Decision`
 //! - [`agent`]: the loop on every host around `decide`
 //! - [`runner`]: starting a VM only under its lease, stopping it
+//! - [`libvirt`]: runner "libvirt": a domain with its `<lease>`, through virsh
 //! - [`demo_vm`]: the stand-in VM and the split-brain check on its disk
 //! - [`cluster`]: a whole cluster on one machine (tests, `hactl demo`)
 //! - [`demo`]: `hactl demo`
@@ -21,6 +22,7 @@ pub mod demo;
 pub mod demo_vm;
 pub mod guest;
 pub mod lab;
+pub mod libvirt;
 pub mod runner;
 
 pub use config::Config;

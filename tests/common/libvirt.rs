@@ -269,21 +269,6 @@ impl VirtHost {
     }
 }
 
-/// Waits until `f` holds, failing with `what` after `limit`.
-pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        if f() {
-            return t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Waits for the guest on `disk` to write records as host `host_id`.
 pub fn wait_for_guest(disk: &Path, host_id: u64, limit: Duration, console: impl Fn() -> String) {
     let t0 = Instant::now();

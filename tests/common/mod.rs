@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod ha;
 pub mod libvirt;
 
 pub fn hactl() -> &'static str {
