@@ -17,6 +17,8 @@ pub const SEEN_KEEP: usize = 32;
 pub const CHANGES_KEEP: usize = 32;
 /// Own renewal attempts kept per lockspace.
 pub const RENEWALS_KEEP: usize = 64;
+/// Events of the lockspace itself kept (its file deleted, back, ...).
+pub const EVENTS_KEEP: usize = 32;
 
 /// A moment on both of this host's clocks: monotonic seconds (what lease
 /// timestamps and the judgement use) and wall-clock Unix seconds (for
@@ -106,6 +108,19 @@ pub fn push_renewal(q: &mut VecDeque<RenewalAttempt>, a: RenewalAttempt) {
     push_bounded(q, RENEWALS_KEEP, a);
 }
 
+/// Something that happened to the lockspace itself, such as its file
+/// being deleted or replaced under the daemon, in words.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaceEvent {
+    pub at: Moment,
+    pub what: String,
+}
+
+/// Records a lockspace event, bounded.
+pub fn push_event(q: &mut VecDeque<SpaceEvent>, e: SpaceEvent) {
+    push_bounded(q, EVENTS_KEEP, e);
+}
+
 /// One host in a history reply: its current judgement and its rings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostReport {
@@ -130,6 +145,13 @@ pub struct LockspaceHistory {
     pub now: Moment,
     pub renewals: Vec<RenewalAttempt>,
     pub hosts: Vec<HostReport>,
+    /// Early warnings of lease loss raised and cleared, ours and other
+    /// hosts' (absent in replies of daemons from before they existed).
+    #[serde(default)]
+    pub warnings: Vec<crate::early_warning::Warning>,
+    /// Absent from daemons that predate it.
+    #[serde(default)]
+    pub events: Vec<SpaceEvent>,
 }
 
 /// `2026-11-23 11:17:45 UTC` from Unix seconds ("-" for 0: no wall clock).
@@ -190,6 +212,23 @@ impl LockspaceHistory {
                 r.write_ms,
                 r.total_ms
             );
+        }
+        if !self.warnings.is_empty() {
+            let _ = writeln!(o, "warnings:");
+        }
+        for w in &self.warnings {
+            let _ = writeln!(
+                o,
+                "  {} {} {} host {}: {}",
+                at(&w.at),
+                w.event,
+                w.reason.as_str(),
+                w.host_id,
+                w.message
+            );
+        }
+        for e in &self.events {
+            let _ = writeln!(o, "event at {}: {}", at(&e.at), e.what);
         }
         for h in &self.hosts {
             let _ = writeln!(
@@ -297,8 +336,39 @@ mod tests {
                     rule: "why".into(),
                 }],
             }],
+            warnings: vec![crate::early_warning::Warning {
+                at: Moment {
+                    mono: 199,
+                    wall: 1_795_432_664,
+                },
+                host_id: 1,
+                event: "raised".into(),
+                reason: crate::early_warning::Reason::RenewalLate,
+                seconds_left: 3,
+                message: "lockspace LS: it is late".into(),
+            }],
+            events: vec![SpaceEvent {
+                at: Moment {
+                    mono: 199,
+                    wall: 1_795_432_664,
+                },
+                what: "lockspace file deleted: /x".into(),
+            }],
         };
         let t = h.render();
+        assert!(t.contains(
+            "warnings:\n  mono 199 (2026-11-23 11:17:44 UTC) raised renewal_late host 1: lockspace LS: it is late\n"
+        ));
+        assert!(
+            t.contains("event at mono 199 (2026-11-23 11:17:44 UTC): lockspace file deleted: /x")
+        );
+        let old: LockspaceHistory = serde_json::from_str(
+            &serde_json::to_string(&h)
+                .unwrap()
+                .replace(",\"events\":[{\"at\":{\"mono\":199,\"wall\":1795432664},\"what\":\"lockspace file deleted: /x\"}]", ""),
+        )
+        .unwrap();
+        assert!(old.events.is_empty(), "an older daemon's reply reads");
         assert!(t.contains("read_ms 1 write_ms 2 total_ms 3 ok timestamp 198"));
         assert!(t.contains("state LIVE -> FAIL at mono 199 (2026-11-23 11:17:44 UTC): why"));
         let back: LockspaceHistory =

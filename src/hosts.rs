@@ -113,7 +113,7 @@ pub struct HostEvent {
 
 impl HostStatus {
     /// When we last saw its lease change (or first saw it, if never).
-    fn last_seen(&self) -> u64 {
+    pub fn last_seen(&self) -> u64 {
         if self.last_live != 0 {
             self.last_live
         } else {
@@ -269,7 +269,10 @@ impl HostTable {
             hs.last_live = now;
 
             let host_id = i as u64 + 1;
-            if host_id != our {
+            // A sector that is not a delta lease of this lockspace is
+            // reported by the caller (`lease_bad`), not remembered as a
+            // host: its random "timestamps" would fill the history.
+            if host_id != our && !bad {
                 self.history.entry(host_id).or_default().saw(Sighting {
                     at,
                     timestamp: lr.timestamp,
@@ -306,7 +309,10 @@ impl HostTable {
     pub fn judge_all(&mut self, at: Moment, watchdog_fire_timeout: u64) -> Vec<(u64, StateChange)> {
         let mut out = Vec::new();
         for (i, hs) in self.hosts.iter().enumerate() {
-            if hs.last_check == 0 {
+            // Unchecked, or holding garbage: a bad sector's owner and
+            // io_timeout are not taken, so its judgement flips at every
+            // read (as sanlock's get_hosts does); that is no host's story.
+            if hs.last_check == 0 || hs.lease_bad != 0 {
                 continue;
             }
             let host_id = i as u64 + 1;
@@ -325,6 +331,16 @@ impl HostTable {
             out.push((host_id, c));
         }
         out
+    }
+
+    /// Host ids whose sector did not hold a delta lease of this lockspace
+    /// at the last read, and for how many reads in a row.
+    pub fn bad_leases(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.lease_bad != 0)
+            .map(|(i, h)| (i as u64 + 1, h.lease_bad))
     }
 
     /// Whether any check has happened yet (`get_hosts` says "not ready" before).
@@ -472,6 +488,49 @@ mod tests {
         };
         assert!(shared_holder_live(Some(&unseen), 5, 10_000, 10, 60));
         assert!(shared_holder_live(None, 5, 10_000, 10, 60));
+    }
+
+    /// Random bytes in other hosts' sectors: counted as bad leases, never
+    /// judged or remembered as hosts (their judgement flips every read).
+    #[test]
+    fn garbage_sectors_are_bad_leases_not_hosts() {
+        let name = Name::new("LS").unwrap();
+        let mut t = HostTable::new(100, 1);
+        let at = |mono| Moment { mono, wall: 0 };
+        let mut area = vec![0u8; 100 * 512];
+        for (i, b) in area.iter_mut().enumerate().skip(512) {
+            *b = (i.wrapping_mul(2_654_435_761) >> 7) as u8;
+        }
+        let mut lr = LeaderRecord {
+            magic: ondisk::DELTA_DISK_MAGIC,
+            version: ondisk::DELTA_DISK_VERSION_MAJOR | 4,
+            sector_size: 512,
+            owner_id: 1,
+            owner_generation: 1,
+            timestamp: 77,
+            io_timeout: 1,
+            space_name: name,
+            ..Default::default()
+        };
+        area[..200].copy_from_slice(&lr.seal());
+        for round in 0..5u64 {
+            t.observe_at(at(100 + 2 * round), &area, 512, &name);
+            for later in [1, 50] {
+                let c = t.judge_all(at(100 + later + 2 * round), 60);
+                assert!(c.iter().all(|(h, _)| *h == 1), "{c:?}");
+            }
+        }
+        assert!(t.history.keys().all(|&h| h == 1), "{:?}", t.history.keys());
+        let bad: Vec<_> = t.bad_leases().collect();
+        assert_eq!(bad.len(), 99);
+        assert_eq!(bad[0], (2, 5));
+        // A sector that turns into a valid lease is a host again.
+        lr.owner_id = 2;
+        area[512..1024].fill(0);
+        area[512..712].copy_from_slice(&lr.seal());
+        t.observe_at(at(200), &area, 512, &name);
+        assert_eq!(t.bad_leases().count(), 98);
+        assert_eq!(t.judge_all(at(200), 60).len(), 1);
     }
 
     #[test]

@@ -146,7 +146,12 @@ Options (as sanlock daemon):
 -Q, -R, -L, -S quiet_fail, debug_renew, logfile and syslog priority
 hactl's own:
 --metrics-listen ADDR:PORT  Prometheus text at /metrics (also `metrics_listen =`
-                            in sanlock.conf; off by default)";
+                            in sanlock.conf; off by default)
+--metrics-web               also a read-only web view at / on that listener
+                            (`metrics_web = 1`)
+sanlock.conf only: warn_renewal_slow_percent (of io_timeout, default 50) and
+warn_renewal_late_percent (of 8 x io_timeout, default 50): early warnings of
+lease loss";
 
 fn main() {
     // `direct check` has its own options (and --help), parsed by its own

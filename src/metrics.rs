@@ -1,9 +1,10 @@
 //! Prometheus text exposition (format 0.0.4) for the daemon's opt-in
-//! metrics endpoint: a latency histogram and a writer that groups samples
-//! under their `# HELP` / `# TYPE` lines and escapes label values. Pure;
-//! the daemon collects the figures and serves the text.
+//! metrics endpoint: a latency histogram, and families of samples encoded
+//! by the `prometheus` crate. Pure; the daemon collects the figures and
+//! serves the text.
 
-use std::fmt::Write;
+use prometheus::TextEncoder;
+use prometheus::proto::{Bucket, Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
 /// Upper bounds (seconds) of the renewal latency buckets: a healthy local
 /// renewal takes milliseconds; io_timeout is 10 s by default.
@@ -34,100 +35,103 @@ impl Histogram {
     }
 }
 
-/// Escapes a label value as the text format requires.
-fn escape(v: &str) -> String {
-    let mut o = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => o.push_str("\\\\"),
-            '"' => o.push_str("\\\""),
-            '\n' => o.push_str("\\n"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-fn labels(l: &[(&str, &str)]) -> String {
-    if l.is_empty() {
-        return String::new();
-    }
-    let inner: Vec<String> = l
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-        .collect();
-    format!("{{{}}}", inner.join(","))
-}
-
 /// Builds an exposition: each metric family is declared once with
-/// [`Exposition::family`], then its samples follow.
+/// [`Exposition::family`], then its samples follow. The text is written
+/// by the `prometheus` crate's encoder (format 0.0.4, which checks names
+/// and escapes label values); families without samples are left out, as
+/// the crate's own registry does.
 #[derive(Default)]
 pub struct Exposition {
-    out: String,
+    families: Vec<MetricFamily>,
+}
+
+fn metric(l: &[(&str, &str)]) -> Metric {
+    let mut m = Metric::default();
+    m.set_label(
+        l.iter()
+            .map(|(k, v)| {
+                let mut p = LabelPair::default();
+                p.set_name(k.to_string());
+                p.set_value(v.to_string());
+                p
+            })
+            .collect(),
+    );
+    m
 }
 
 impl Exposition {
+    /// `kind`: "counter", "gauge" or "histogram".
     pub fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}");
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        let mut f = MetricFamily::default();
+        f.set_name(name.to_string());
+        f.set_help(help.to_string());
+        f.set_field_type(match kind {
+            "counter" => MetricType::COUNTER,
+            "histogram" => MetricType::HISTOGRAM,
+            _ => MetricType::GAUGE,
+        });
+        self.families.push(f);
     }
 
+    fn of(&mut self, name: &str) -> &mut MetricFamily {
+        self.families
+            .iter_mut()
+            .rev()
+            .find(|f| f.name() == name)
+            .unwrap_or_else(|| panic!("metric family {name} not declared"))
+    }
+
+    /// A counter or gauge sample of a declared family.
     pub fn sample(&mut self, name: &str, l: &[(&str, &str)], v: f64) {
-        let _ = writeln!(self.out, "{name}{} {v}", labels(l));
+        let f = self.of(name);
+        let mut m = metric(l);
+        if f.get_field_type() == MetricType::COUNTER {
+            let mut c = Counter::default();
+            c.set_value(v);
+            m.set_counter(c);
+        } else {
+            let mut g = Gauge::default();
+            g.set_value(v);
+            m.set_gauge(g);
+        }
+        f.mut_metric().push(m);
     }
 
     /// The `_bucket`, `_sum` and `_count` samples of a histogram family.
     pub fn histogram(&mut self, name: &str, l: &[(&str, &str)], h: &Histogram) {
+        let mut ph = prometheus::proto::Histogram::default();
         let mut cum = 0;
-        for (i, c) in h.counts.iter().enumerate() {
-            cum += c;
-            let le = LATENCY_BOUNDS
-                .get(i)
-                .map(|b| b.to_string())
-                .unwrap_or_else(|| "+Inf".into());
-            let mut with = l.to_vec();
-            with.push(("le", &le));
-            self.sample(&format!("{name}_bucket"), &with, cum as f64);
+        let mut buckets = Vec::new();
+        for (i, b) in LATENCY_BOUNDS.iter().enumerate() {
+            cum += h.counts[i];
+            let mut pb = Bucket::default();
+            pb.set_upper_bound(*b);
+            pb.set_cumulative_count(cum);
+            buckets.push(pb);
         }
-        self.sample(&format!("{name}_sum"), l, h.sum);
-        self.sample(&format!("{name}_count"), l, cum as f64);
+        ph.set_bucket(buckets);
+        ph.set_sample_count(h.count());
+        ph.set_sample_sum(h.sum);
+        let mut m = metric(l);
+        m.set_histogram(ph);
+        self.of(name).mut_metric().push(m);
     }
 
     pub fn finish(self) -> String {
-        self.out
+        let fams: Vec<MetricFamily> = self
+            .families
+            .into_iter()
+            .filter(|f| !f.get_metric().is_empty())
+            .collect();
+        TextEncoder::new()
+            .encode_to_string(&fams)
+            .expect("metric families are well formed")
     }
 }
 
-/// The HTTP/1.0 answer to a request for the metrics (`text` is the
-/// exposition): 200 for `GET /metrics` (or `/`), 404 for another path,
-/// 405 for another method, 400 for what is not an HTTP request line.
-pub fn http_response(request_line: &str, text: impl FnOnce() -> String) -> Vec<u8> {
-    let mut it = request_line.split_whitespace();
-    let (status, ctype, body) = match (it.next(), it.next(), it.next()) {
-        (Some("GET"), Some("/metrics" | "/"), Some(v)) if v.starts_with("HTTP/") => {
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text())
-        }
-        (Some(_), Some(_), Some(v)) if v.starts_with("HTTP/") => {
-            if request_line.starts_with("GET ") {
-                ("404 Not Found", "text/plain", "try /metrics\n".into())
-            } else {
-                ("405 Method Not Allowed", "text/plain", "GET only\n".into())
-            }
-        }
-        _ => (
-            "400 Bad Request",
-            "text/plain",
-            "not an HTTP request\n".into(),
-        ),
-    };
-    let mut r = format!(
-        "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    r.extend_from_slice(body.as_bytes());
-    r
-}
+/// The content type of [`Exposition::finish`]'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[cfg(test)]
 mod tests {
@@ -150,20 +154,5 @@ mod tests {
         assert!(t.contains("x_seconds_bucket{lockspace=\"L\\\"S\",le=\"+Inf\"} 3\n"));
         assert!(t.contains("x_seconds_count{lockspace=\"L\\\"S\"} 3\n"));
         assert_eq!(h.count(), 3);
-    }
-
-    #[test]
-    fn http_answers() {
-        let ok =
-            String::from_utf8(http_response("GET /metrics HTTP/1.1", || "a 1\n".into())).unwrap();
-        assert!(ok.starts_with("HTTP/1.0 200 OK\r\n"));
-        assert!(ok.ends_with("\r\n\r\na 1\n"));
-        assert!(ok.contains("Content-Length: 4\r\n"));
-        let nf = String::from_utf8(http_response("GET /x HTTP/1.0", String::new)).unwrap();
-        assert!(nf.starts_with("HTTP/1.0 404"));
-        let na = String::from_utf8(http_response("POST /metrics HTTP/1.0", String::new)).unwrap();
-        assert!(na.starts_with("HTTP/1.0 405"));
-        let bad = String::from_utf8(http_response("\u{1}\u{2}", String::new)).unwrap();
-        assert!(bad.starts_with("HTTP/1.0 400"));
     }
 }

@@ -239,6 +239,11 @@ impl PaxosAcquire {
     }
 
     /// Our host_id and the lease's sector size (for the driver's offsets).
+    /// The ballot number (mbal) of our current ballot, for log lines.
+    pub fn ballot(&self) -> u64 {
+        self.dblock.mbal
+    }
+
     pub fn host_and_sector(&self) -> (u64, usize) {
         (self.p.host_id, self.p.sector_size)
     }

@@ -4,26 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 
 const MIB: usize = 1 << 20;
-
-fn compile(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/acquire_release.c");
-    let bin = dir.join("acquire_release");
-    let o = run(
-        "gcc",
-        &["-Wall", "-Werror", "-o", p(&bin), p(&src), "-lsanlock"],
-    );
-    assert_eq!(
-        o.code, 0,
-        "gcc (libsanlock-dev must be installed): {}",
-        o.stderr
-    );
-    bin
-}
 
 /// A lockspace and one lease (R1 at 1M) on files in `dir`, joined by the
 /// daemon in `rd`; returns the RESOURCE string.
@@ -58,7 +43,7 @@ fn setup(dir: &Path, rd: &Path) -> String {
 fn libsanlock_program_same_on_both_daemons() {
     let mut t = Tally("libsanlock C program", 0);
     let dir = workdir();
-    let bin = compile(dir.path());
+    let bin = compile_c("acquire_release", dir.path());
     let (ds, dh) = (dir.path().join("s"), dir.path().join("h"));
     std::fs::create_dir_all(&ds).unwrap();
     std::fs::create_dir_all(&dh).unwrap();

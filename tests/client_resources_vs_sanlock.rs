@@ -190,30 +190,16 @@ impl Drop for Holder {
     }
 }
 
-/// Waits until the daemon no longer lists a resource line for `name`
-/// (a dead holder's leases are released asynchronously).
-fn wait_gone(rd: &Path, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let needle = format!("r LS:{name}:");
-    while client_in(sanlock(), rd, &["status"])
-        .text()
-        .contains(&needle)
-    {
-        assert!(Instant::now() < deadline, "{name} never released");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// `command` whose exec fails or whose acquire fails: its whole output
 /// (stdout, stderr, code) is printed at exit, so it can be compared.
 fn command_once(t: &mut Tally, rd: &Path, args: &[&str], release: Option<&str>) {
     let theirs = client_in(sanlock(), rd, args);
     if let Some(name) = release {
-        wait_gone(rd, name);
+        wait_released(rd, name);
     }
     let ours = client_in(hactl(), rd, args);
     if let Some(name) = release {
-        wait_gone(rd, name);
+        wait_released(rd, name);
     }
     check(t, &format!("client {args:?}"), &ours, &theirs);
     // hactl adds why on stderr; sanlock's own lines (perror) must be there.
@@ -318,7 +304,7 @@ fn exclusive_sequence(t: &mut Tally, rd: &Path, s: &Setup, tmp: &Path) {
     let (ao, bo) = (a.stop(), b.stop());
     t.same("command output lost at exec", &bo, &ao);
     assert!(ao.is_empty(), "{}", String::from_utf8_lossy(&ao));
-    wait_gone(rd, "R1");
+    wait_released(rd, "R1");
     same(t, rd, &["inquire", "-p", &pa]);
 }
 
@@ -423,7 +409,7 @@ fn full_sequence(t: &mut Tally, rd: &Path, s: &Setup, tmp: &Path) {
 
     drop(a);
     drop(b);
-    wait_gone(rd, "R1");
+    wait_released(rd, "R1");
 }
 
 #[test]

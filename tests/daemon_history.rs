@@ -8,9 +8,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -48,172 +45,6 @@ fn state_of(h: &Value, id: u64) -> String {
     host(h, id)
         .map(|x| x["state"].as_str().unwrap().to_string())
         .unwrap_or_default()
-}
-
-/// A raw HTTP exchange with the metrics endpoint: status line, headers, body.
-fn http(port: u16, request: &str) -> (String, String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut b = Vec::new();
-    s.read_to_end(&mut b).unwrap();
-    let t = String::from_utf8(b).expect("utf-8 reply");
-    let (head, body) = t.split_once("\r\n\r\n").expect("header end");
-    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    (status.to_string(), headers.to_string(), body.to_string())
-}
-
-type Labels = Vec<(String, String)>;
-type Samples = BTreeMap<(String, Labels), f64>;
-
-/// A strict reader of the Prometheus text format (0.0.4): every line is a
-/// HELP, a TYPE (once per family, before its samples) or a sample with a
-/// valid name, well-formed labels and a float value; histogram buckets are
-/// cumulative and end with +Inf equal to _count. Panics on anything else.
-fn parse_exposition(text: &str) -> Samples {
-    let valid_name = |n: &str| {
-        !n.is_empty()
-            && n.chars().enumerate().all(|(i, c)| {
-                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
-            })
-    };
-    let mut types: BTreeMap<String, String> = BTreeMap::new();
-    let mut out = Samples::new();
-    assert!(text.ends_with('\n'), "exposition must end with a newline");
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# ") {
-            let mut f = rest.splitn(3, ' ');
-            let (kw, name, arg) = (f.next().unwrap(), f.next().unwrap(), f.next());
-            assert!(valid_name(name), "bad family name in {line:?}");
-            match kw {
-                "HELP" => assert!(arg.is_some_and(|a| !a.is_empty()), "{line:?}"),
-                "TYPE" => {
-                    let t = arg.unwrap();
-                    assert!(
-                        ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
-                        "{line:?}"
-                    );
-                    assert!(
-                        types.insert(name.to_string(), t.to_string()).is_none(),
-                        "TYPE twice for {name}"
-                    );
-                }
-                _ => panic!("unknown comment {line:?}"),
-            }
-            continue;
-        }
-        assert!(!line.is_empty() && !line.starts_with('#'), "{line:?}");
-        let name_end = line.find(['{', ' ']).expect("sample has a value");
-        let name = &line[..name_end];
-        assert!(valid_name(name), "bad metric name in {line:?}");
-        let mut labels = Vec::new();
-        let mut rest = &line[name_end..];
-        if let Some(r) = rest.strip_prefix('{') {
-            let mut r = r;
-            loop {
-                if let Some(after) = r.strip_prefix('}') {
-                    rest = after;
-                    break;
-                }
-                let eq = r.find('=').expect("label has =");
-                let key = &r[..eq];
-                assert!(valid_name(key) && !key.contains(':'), "label {key:?}");
-                r = r[eq + 1..].strip_prefix('"').expect("label value quoted");
-                let mut val = String::new();
-                let mut chars = r.char_indices();
-                let end = loop {
-                    match chars.next().expect("label value ends") {
-                        (i, '"') => break i,
-                        (_, '\\') => match chars.next().unwrap().1 {
-                            'n' => val.push('\n'),
-                            c @ ('\\' | '"') => val.push(c),
-                            c => panic!("bad escape \\{c} in {line:?}"),
-                        },
-                        (_, c) => val.push(c),
-                    }
-                };
-                labels.push((key.to_string(), val));
-                r = &r[end + 1..];
-                r = r.strip_prefix(',').unwrap_or(r);
-            }
-        }
-        let value = rest.strip_prefix(' ').expect("space before value");
-        let v: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v
-                .parse()
-                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
-        };
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| {
-                name.strip_suffix(s)
-                    .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
-            })
-            .unwrap_or(name);
-        assert!(
-            types.contains_key(family),
-            "sample before its TYPE: {line:?}"
-        );
-        labels.sort();
-        assert!(
-            out.insert((name.to_string(), labels), v).is_none(),
-            "duplicate sample {line:?}"
-        );
-    }
-    // Histograms: cumulative buckets, +Inf == _count.
-    for (fam, t) in &types {
-        if t != "histogram" {
-            continue;
-        }
-        let mut series: BTreeMap<Labels, Vec<(f64, f64)>> = BTreeMap::new();
-        for ((n, l), v) in &out {
-            if n == &format!("{fam}_bucket") {
-                let le = l.iter().find(|(k, _)| k == "le").expect("le label");
-                let bound = if le.1 == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    le.1.parse().unwrap()
-                };
-                let rest: Vec<_> = l.iter().filter(|(k, _)| k != "le").cloned().collect();
-                series.entry(rest).or_default().push((bound, *v));
-            }
-        }
-        for (l, mut b) in series {
-            b.sort_by(|x, y| x.0.partial_cmp(&y.0).unwrap());
-            assert!(
-                b.windows(2).all(|w| w[0].1 <= w[1].1),
-                "{fam} not cumulative"
-            );
-            assert_eq!(b.last().unwrap().0, f64::INFINITY, "{fam} has no +Inf");
-            assert_eq!(
-                out.get(&(format!("{fam}_count"), l.clone())),
-                Some(&b.last().unwrap().1),
-                "{fam} +Inf != _count"
-            );
-        }
-    }
-    out
-}
-
-fn get(s: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut l: Vec<(String, String)> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    l.sort();
-    s.get(&(name.to_string(), l)).copied()
-}
-
-fn scrape(port: u16) -> Samples {
-    let (status, headers, body) = http(port, "GET /metrics HTTP/1.0\r\n\r\n");
-    assert_eq!(status, "HTTP/1.0 200 OK");
-    assert!(
-        headers.contains("Content-Type: text/plain; version=0.0.4"),
-        "{headers}"
-    );
-    parse_exposition(&body)
 }
 
 fn host_state(s: &Samples, id: &str) -> Vec<String> {
@@ -413,6 +244,41 @@ fn history_and_metrics_explain_a_hung_host() {
         )
     );
     assert!(dead_at > fail_at);
+
+    // Before the FAIL, host 1 showed host 2 at risk (an early warning with
+    // the time left), and cleared it when the FAIL came.
+    let warnings = h["warnings"].as_array().unwrap();
+    let late2 = |event: &str| {
+        warnings
+            .iter()
+            .find(|w| w["host_id"] == 2 && w["reason"] == "host_late" && w["event"] == event)
+            .unwrap_or_else(|| panic!("no host_late {event} for host 2: {warnings:?}"))
+    };
+    let risk = late2("raised");
+    let risk_at = risk["at"]["mono"].as_u64().unwrap();
+    assert!(
+        risk_at < fail_at && risk_at >= seen_mono + 6,
+        "at risk at {risk_at}, last sighting {seen_mono}, FAIL at {fail_at}"
+    );
+    let msg = risk["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with(&format!(
+            "lockspace LS: host 2 at risk: timestamp {ts} unchanged for "
+        )) && msg.contains("unless it renews"),
+        "{msg}"
+    );
+    let left = risk["seconds_left"].as_u64().unwrap();
+    assert!(
+        (left..=left + 1).contains(&(fail_at - risk_at)),
+        "FAIL came {} s after the warning that said {left} s: {msg}",
+        fail_at - risk_at
+    );
+    assert!(
+        late2("cleared")["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("host 2 no longer at risk: now FAIL")
+    );
     eprintln!(
         "host 2 hung at mono {stopped_at}, last timestamp {ts} seen at {seen_mono}; FAIL judged at {fail_at}, DEAD at {dead_at}"
     );
@@ -482,9 +348,20 @@ fn history_and_metrics_explain_a_hung_host() {
         Some(ok_dead)
     );
 
+    assert!(
+        get(
+            &dead_scrape,
+            "hactl_lease_warnings_total",
+            &[("lockspace", "LS"), ("reason", "host_late")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+
     // Bad HTTP gets a clear status; the endpoint and daemon stay up.
+    // Not HTTP, so no version to answer in: hyper answers HTTP/1.1.
     let (st, _, _) = http(port, "\x01\x02garbage\r\n\r\n");
-    assert_eq!(st, "HTTP/1.0 400 Bad Request");
+    assert_eq!(st, "HTTP/1.1 400 Bad Request");
     let (st, _, _) = http(port, "GET /other HTTP/1.0\r\n\r\n");
     assert!(st.starts_with("HTTP/1.0 404"), "{st}");
     assert_eq!(host_state(&scrape(port), "2"), ["DEAD"]);

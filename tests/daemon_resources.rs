@@ -142,6 +142,7 @@ fn exclusion_across_implementations() {
     );
     h1.stdin.take().unwrap().write_all(b"").unwrap();
     h1.wait().unwrap();
+    wait_released(&hd.run_dir, "VM1");
     let (mut s3, st) = python_holder(&sd.run_dir, &f, "VM1", 1 << 20, false);
     assert_eq!(
         st, "held",

@@ -25,6 +25,8 @@ const MB: usize = 1 << 20;
 struct Host {
     run_dir: PathBuf,
     file: PathBuf,
+    /// The client program: sanlock's, or hactl's own `hactl client`.
+    bin: &'static str,
 }
 
 impl Host {
@@ -46,6 +48,7 @@ impl Host {
         let h = Host {
             run_dir: run_dir.to_path_buf(),
             file,
+            bin: sanlock(),
         };
         let o = h.client("add_lockspace -s LS:1:FILE:0 -o 1");
         assert!(o.text().contains("done 0"), "{}", o.text());
@@ -57,7 +60,7 @@ impl Host {
         let args = args.replace("FILE", p(&self.file));
         let mut a = vec!["client"];
         a.extend(args.split_whitespace());
-        run_env(sanlock(), &a, &[("SANLOCK_RUN_DIR", p(&self.run_dir))])
+        run_env(self.bin, &a, &[("SANLOCK_RUN_DIR", p(&self.run_dir))])
     }
 
     fn bytes(&self) -> Vec<u8> {
@@ -155,24 +158,37 @@ const IX: (usize, usize, usize) = (MB, 512, MB);
 #[test]
 fn client_rindex_commands_match_sanlock() {
     let mut t = Tally("daemon rindex: client commands", 0);
-    let s = pair();
+    rindex_commands(&mut t, pair());
+}
+
+/// `hactl client format | create | ...` against hactl's daemon prints what
+/// `sanlock client` prints against sanlock's, and leaves the same bytes.
+#[test]
+fn hactl_client_rindex_commands_match_sanlock() {
+    let mut t = Tally("daemon rindex: hactl client commands", 0);
+    let mut s = pair();
+    s.ours.bin = hactl();
+    rindex_commands(&mut t, s);
+}
+
+fn rindex_commands(t: &mut Tally, s: Pair) {
     let x = "-x LS:FILE:1M";
 
     // Format, then every kind of lookup on the empty index.
-    let out = s.both(&mut t, &format!("format {x}"));
+    let out = s.both(t, &format!("format {x}"));
     assert!(out.starts_with("format done 0"), "{out}");
-    s.same_disk(&mut t, "bytes after format", &[IX]);
-    let out = s.both(&mut t, &format!("lookup {x}"));
+    s.same_disk(t, "bytes after format", &[IX]);
+    let out = s.both(t, &format!("lookup {x}"));
     assert!(out.contains("name - offset 3145728"), "{out}");
-    s.both(&mut t, &format!("lookup {x} -e R1"));
+    s.both(t, &format!("lookup {x} -e R1"));
 
     // Creates take the first free entry; sanlock does not refuse a
     // name the index already has, so neither does hactl.
     for name in ["R1", "R2", "R3", "R1"] {
-        let out = s.both(&mut t, &format!("create {x} -e {name}"));
+        let out = s.both(t, &format!("create {x} -e {name}"));
         assert!(out.contains("create_resource done 0\noffset"), "{out}");
     }
-    s.same_disk(&mut t, "bytes after four creates", &[IX]);
+    s.same_disk(t, "bytes after four creates", &[IX]);
     for args in [
         format!("lookup {x} -e R2"),
         format!("lookup {x} -e R1"),
@@ -186,18 +202,18 @@ fn client_rindex_commands_match_sanlock() {
         // An offset that is no lease slot boundary: SANLK_RINDEX_OFFSET.
         format!("lookup {x} -e :3145729"),
     ] {
-        s.both(&mut t, &args);
+        s.both(t, &args);
     }
 
     // Delete clears the first entry of that name and the lease it named.
-    let out = s.both(&mut t, &format!("delete {x} -e R1"));
+    let out = s.both(t, &format!("delete {x} -e R1"));
     assert!(out.starts_with("delete_resource done 0"), "{out}");
-    s.both(&mut t, &format!("delete {x} -e NOSUCH"));
-    s.both(&mut t, &format!("delete {x} -e R2:3145729"));
-    s.same_disk(&mut t, "bytes after deletes", &[IX]);
-    s.both(&mut t, &format!("lookup {x} -e R1"));
+    s.both(t, &format!("delete {x} -e NOSUCH"));
+    s.both(t, &format!("delete {x} -e R2:3145729"));
+    s.same_disk(t, "bytes after deletes", &[IX]);
+    s.both(t, &format!("lookup {x} -e R1"));
     // The freed slot is taken again.
-    s.both(&mut t, &format!("create {x} -e R4"));
+    s.both(t, &format!("create {x} -e R4"));
 
     // Update adds or (-z 1) removes an entry, leases untouched.
     for args in [
@@ -207,27 +223,27 @@ fn client_rindex_commands_match_sanlock() {
         format!("update {x} -e :5M"),
         format!("update {x} -e U2:3145729"),
     ] {
-        s.both(&mut t, &args);
+        s.both(t, &args);
     }
-    s.both(&mut t, &format!("lookup {x} -e :9M"));
-    s.same_disk(&mut t, "bytes after updates", &[IX]);
+    s.both(t, &format!("lookup {x} -e :9M"));
+    s.same_disk(t, "bytes after updates", &[IX]);
 
     // Rebuild forgets U1 (no lease there) and finds R2 again.
-    let out = s.both(&mut t, &format!("rebuild {x}"));
+    let out = s.both(t, &format!("rebuild {x}"));
     assert!(out.starts_with("rebuild done 0"), "{out}");
-    s.same_disk(&mut t, "bytes after rebuild", &[IX]);
-    s.both(&mut t, &format!("lookup {x} -e R2"));
-    s.both(&mut t, &format!("lookup {x} -e U1"));
+    s.same_disk(t, "bytes after rebuild", &[IX]);
+    s.both(t, &format!("lookup {x} -e R2"));
+    s.both(t, &format!("lookup {x} -e U1"));
 
     // A second index with 4K sectors and 2M areas, asked for with -Z/-A.
     let x2 = "-x LS:FILE:10M";
     let ix2 = (10 * MB, 4096, 2 * MB);
-    s.both(&mut t, &format!("format {x2} -Z 4096 -A 2M"));
-    s.both(&mut t, &format!("create {x2} -e BIG"));
-    s.both(&mut t, &format!("create {x2} -e BIG2"));
-    s.both(&mut t, &format!("lookup {x2} -e BIG2"));
-    s.both(&mut t, &format!("rebuild {x2}"));
-    s.same_disk(&mut t, "bytes with a 4K/2M index", &[IX, ix2]);
+    s.both(t, &format!("format {x2} -Z 4096 -A 2M"));
+    s.both(t, &format!("create {x2} -e BIG"));
+    s.both(t, &format!("create {x2} -e BIG2"));
+    s.both(t, &format!("lookup {x2} -e BIG2"));
+    s.both(t, &format!("rebuild {x2}"));
+    s.same_disk(t, "bytes with a 4K/2M index", &[IX, ix2]);
 
     // sanlock's own direct tools read hactl's index and leases as sanlock's.
     for args in [

@@ -7,7 +7,11 @@ With FAIL_FLAG given, every read and write through the mount fails with
 EIO while the file FAIL_FLAG exists (a dead disk path): tests create it to
 make renewals fail at once, and remove it to heal the path.
 
-usage: fuse-passthrough.py BACKING_DIR MOUNTPOINT [FAIL_FLAG]
+With --delay-file DELAY_FILE, every read and write through the mount first
+sleeps for the number of seconds written in DELAY_FILE (a missing or empty
+file: no delay): slow storage, for tests of the daemon's early warnings.
+
+usage: fuse-passthrough.py BACKING_DIR MOUNTPOINT [FAIL_FLAG] [--delay-file DELAY_FILE]
        (runs in the foreground)
 
 Files are opened with direct_io, so every read and write (O_DIRECT lease
@@ -17,19 +21,29 @@ file; nothing is cached in the mount's page cache.
 import errno
 import os
 import sys
+import time
 
 import fusepy
 
 
 class Passthrough(fusepy.Operations):
-    def __init__(self, root, fail_flag=None):
+    def __init__(self, root, fail_flag=None, delay_file=None):
         self.root = os.path.realpath(root)
         self.fail_flag = fail_flag
+        self.delay_file = delay_file
 
     def _check(self):
         # One stat per I/O: cheap next to the fsync every write does.
         if self.fail_flag and os.path.exists(self.fail_flag):
             raise fusepy.FuseOSError(errno.EIO)
+        if self.delay_file:
+            try:
+                with open(self.delay_file) as f:
+                    delay = float(f.read().strip() or 0)
+            except (OSError, ValueError):
+                delay = 0
+            if delay > 0:
+                time.sleep(delay)
 
     def _p(self, path):
         return os.path.join(self.root, path.lstrip("/"))
@@ -85,8 +99,16 @@ class Passthrough(fusepy.Operations):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (3, 4):
+    args = sys.argv[1:]
+    delay_file = None
+    if "--delay-file" in args:
+        i = args.index("--delay-file")
+        if i + 1 >= len(args):
+            sys.exit(__doc__)
+        delay_file = args[i + 1]
+        del args[i:i + 2]
+    if len(args) not in (2, 3):
         sys.exit(__doc__)
-    flag = sys.argv[3] if len(sys.argv) == 4 else None
-    fusepy.FUSE(Passthrough(sys.argv[1], flag), sys.argv[2], foreground=True,
+    flag = args[2] if len(args) == 3 else None
+    fusepy.FUSE(Passthrough(args[0], flag, delay_file), args[1], foreground=True,
                 nothreads=False, raw_fi=True, allow_other=True)

@@ -8,9 +8,20 @@ cd "$(dirname "$0")/.."
 
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need_pkgs=()
+# chromium + chromium-driver: the web views are tested in a real browser;
+# prometheus: promtool checks dist/ (rules, dashboard queries, exposition);
+# lvm2-lockd: lvmlockd runs over both daemons (tests/lvmlockd.rs).
 for pkg in sanlock python3-sanlock libsanlock-dev util-linux fuse3 python3-fusepy gcc man-db passwd \
-    libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-sanlock busybox-static; do
+    chromium chromium-driver prometheus lvm2-lockd; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
+done
+# libvirt with its sanlock plugin and busybox (the tiny guests' initramfs):
+# tests/libvirt_sanlock.rs, tests/ha_libvirt.rs. Without recommends:
+# libvirt-daemon recommends bookworm's qemu-system, which would replace
+# the backports qemu below.
+libvirt_pkgs=()
+for pkg in libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-sanlock busybox-static; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || libvirt_pkgs+=("$pkg")
 done
 # Real guests: qemu 10 from bookworm-backports (the image's qemu-utils is
 # from there; bookworm's qemu-system would make apt remove it).
@@ -18,19 +29,24 @@ backports_pkgs=()
 for pkg in qemu-system-x86 qemu-system-common qemu-system-data seabios; do
     dpkg -s "$pkg" >/dev/null 2>&1 || backports_pkgs+=("$pkg")
 done
-if [ ${#need_pkgs[@]} -gt 0 ] || [ ${#backports_pkgs[@]} -gt 0 ]; then
+if [ ${#need_pkgs[@]} -gt 0 ] || [ ${#libvirt_pkgs[@]} -gt 0 ] || [ ${#backports_pkgs[@]} -gt 0 ]; then
     if [ ${#backports_pkgs[@]} -gt 0 ] && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
         echo "adding the bookworm-backports source"
         printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' |
             $SUDO tee /etc/apt/sources.list.d/backports.sources >/dev/null
     fi
-    echo "installing: ${need_pkgs[*]} ${backports_pkgs[*]}"
+    echo "installing: ${need_pkgs[*]} ${libvirt_pkgs[*]} ${backports_pkgs[*]}"
     $SUDO apt-get update -q
+    # qemu first, from backports, so nothing pulls bookworm's.
+    if [ ${#backports_pkgs[@]} -gt 0 ]; then
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+            -t bookworm-backports "${backports_pkgs[@]}"
+    fi
+    if [ ${#libvirt_pkgs[@]} -gt 0 ]; then
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${libvirt_pkgs[@]}"
+    fi
     if [ ${#need_pkgs[@]} -gt 0 ]; then
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_pkgs[@]}"
-    fi
-    if [ ${#backports_pkgs[@]} -gt 0 ]; then
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q -t bookworm-backports "${backports_pkgs[@]}"
     fi
 fi
 # What libvirt-daemon-system would make (it would also pull systemd):
@@ -80,4 +96,10 @@ fi
 
 if [ -n "${HACTL_FUZZ_SECONDS:-}" ]; then
     tools/fuzz-all.sh "$HACTL_FUZZ_SECONDS"
+fi
+
+if [ -n "${HACTL_SOAK_MINUTES:-}" ]; then
+    # Two hosts, hundreds of clients killed at random, failing storage;
+    # the figures go to target/soak.log (docs/soak.md has one run's).
+    HACTL_SOAK_MINUTES="$HACTL_SOAK_MINUTES" cargo test --release --test soak -- --ignored --nocapture 2>&1 | tee "$tdir/soak.log"
 fi

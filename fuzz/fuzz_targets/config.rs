@@ -13,6 +13,9 @@ fn sane(c: &DaemonConfig) {
     assert!(c.watchdog_fire_timeout > 0);
     assert!(c.write_init_io_timeout > 0);
     assert!(c.set_bitmap_seconds() > 0);
+    assert!(c.max_clients > 0);
+    assert!(c.logfile_max_kb >= hactl::daemon::config::MIN_LOGFILE_MAX_KB);
+    assert!(c.renewal_history_size <= hactl::daemon::config::MAX_RENEWAL_HISTORY);
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -8,7 +8,8 @@
 //! add_lockspace, inq_lockspace, rem_lockspace, init/write -s, read -s,
 //! align, version, set_event, set_config; resource leases: acquire,
 //! release, inquire, convert, request, examine, init/write -r, read -r,
-//! command (register, acquire, exec).
+//! command (register, acquire, exec); the resource index: format, rebuild,
+//! create, delete, lookup, update -x RINDEX.
 
 use std::io::Write;
 
@@ -28,7 +29,7 @@ use crate::proto::{
     SANLK_STATE_LOCKSPACE, SANLK_STATE_RENEWAL, SANLK_STATE_RESOURCE, SanlkHost, SanlkHostEvent,
     SanlkLockspace, SanlkPath, SanlkState,
 };
-use crate::proto::{SANLK_WRITE_CLEAR, SanlkDisk, SanlkResource};
+use crate::proto::{Cmd, SANLK_WRITE_CLEAR, SanlkDisk, SanlkRentry, SanlkResource, SanlkRindex};
 
 /// The actions this module implements (anything else is "unknown").
 pub const ACTIONS: &[&str] = &[
@@ -55,6 +56,12 @@ pub const ACTIONS: &[&str] = &[
     "request",
     "examine",
     "command",
+    "format",
+    "rebuild",
+    "create",
+    "delete",
+    "lookup",
+    "update",
 ];
 
 /// sanlock's `MAX_SORT_ENTRIES` for `status -o p|s`.
@@ -530,8 +537,131 @@ pub fn run(com: &Com) -> i32 {
         "version" => version(com, &client, &mut o),
         "read" => read(com, &client, &ls, &mut o),
         "init" | "write" => init(com, &client, &ls, &mut o),
+        "format" | "rebuild" | "create" | "delete" | "lookup" | "update" => {
+            rindex_action(com, &client, &mut o)
+        }
         _ => simple(com, &client, &ls, &mut o),
     }
+}
+
+/// The resource index through the daemon (`sanlock_format_rindex` and
+/// friends), with sanlock's lines: `format done 0`, `create_resource done
+/// 0` + `offset N`, `lookup done 0` + `name N offset N`, ...
+fn rindex_action(com: &Com, client: &Client, o: &mut Out) -> i32 {
+    let action = com.action.as_str();
+    let Some(rx) = com.rindex.as_ref() else {
+        eprintln!("hactl: {action} needs -x RINDEX (<lockspace_name>:<path>:<offset>)");
+        o.line(&format!("{action} done -22"));
+        return 1;
+    };
+    let Ok(path) = SanlkPath::new(&rx.disk.path) else {
+        eprintln!("hactl: {action}: the index path is too long or has a NUL");
+        o.line(&format!("{action} done -22"));
+        return 1;
+    };
+    let mut ri = SanlkRindex {
+        lockspace_name: rx.lockspace,
+        disk: SanlkDisk::new(path, rx.disk.offset),
+        ..Default::default()
+    };
+    if action == "format" {
+        ri.flags |= match com.sector_size {
+            Some(512) => proto::SANLK_RIF_SECTOR512,
+            Some(4096) => proto::SANLK_RIF_SECTOR4K,
+            _ => 0,
+        };
+        ri.flags |= match com.align_size {
+            Some(a) if a == 1 << 20 => proto::SANLK_RIF_ALIGN1M,
+            Some(a) if a == 2 << 20 => proto::SANLK_RIF_ALIGN2M,
+            Some(a) if a == 4 << 20 => proto::SANLK_RIF_ALIGN4M,
+            Some(a) if a == 8 << 20 => proto::SANLK_RIF_ALIGN8M,
+            _ => 0,
+        };
+    }
+    let (name, offset) = com.rentry.unwrap_or_default();
+    let re = SanlkRentry {
+        name,
+        offset,
+        ..Default::default()
+    };
+    let (label, r) = match action {
+        "format" => (
+            "format",
+            client.rindex_whole(Cmd::FormatRindex, &ri, 0).map(|_| None),
+        ),
+        "rebuild" => (
+            "rebuild",
+            client
+                .rindex_whole(Cmd::RebuildRindex, &ri, 0)
+                .map(|_| None),
+        ),
+        "create" => (
+            "create_resource",
+            client
+                .rindex_entry(Cmd::CreateResource, &ri, 0, &re, 0)
+                .map(Some),
+        ),
+        "delete" => (
+            "delete_resource",
+            client
+                .rindex_entry(Cmd::DeleteResource, &ri, 0, &re, 0)
+                .map(|_| None),
+        ),
+        "lookup" => (
+            "lookup",
+            client
+                .rindex_entry(Cmd::LookupRindex, &ri, 0, &re, 0)
+                .map(Some),
+        ),
+        _ => {
+            let how = if com.clear {
+                proto::SANLK_RXUP_REM
+            } else {
+                proto::SANLK_RXUP_ADD
+            };
+            (
+                "update",
+                client
+                    .rindex_entry(Cmd::UpdateRindex, &ri, how, &re, 0)
+                    .map(|_| None),
+            )
+        }
+    };
+    let rv = r.as_ref().map_or_else(ClientError::rv, |_| 0);
+    let found = r.as_ref().ok().cloned().flatten();
+    if com.json {
+        let mut v = json!({"action": label, "rv": rv});
+        if let Some(e) = found {
+            v["offset"] = json!(e.offset);
+            if action == "lookup" {
+                v["name"] = json!(lossy(e.name.bytes()));
+            }
+        }
+        if let Err(e) = &r {
+            v["error"] = json!(e.to_string());
+        }
+        print_json(&v);
+        return exit_code(rv);
+    }
+    o.line(&format!("{label} done {rv}"));
+    match (action, found) {
+        ("create", Some(e)) => o.line(&format!("offset {}", e.offset)),
+        ("lookup", Some(e)) => {
+            let shown: &[u8] = if e.name.is_empty() {
+                b"-"
+            } else {
+                e.name.bytes()
+            };
+            o.s("name ").b(shown).line(&format!(" offset {}", e.offset));
+        }
+        _ => {}
+    }
+    if let Err(e) = &r
+        && !matches!(e, ClientError::Daemon(_))
+    {
+        eprintln!("hactl: {label}: {e}");
+    }
+    exit_code(rv)
 }
 
 /// A daemon that refuses a listing answers with a negative result and no

@@ -37,6 +37,10 @@ enum Action {
         /// Join the lockspace first (add_lockspace with this host id).
         #[arg(long)]
         join: bool,
+        /// Serve a read-only web view of the cluster at ADDR:PORT (no
+        /// authentication: localhost or a management network only).
+        #[arg(long, value_name = "ADDR:PORT")]
+        web: Option<String>,
     },
     /// The cluster as shared storage and the local daemon show it: hosts,
     /// states, scores, maintenance, each VM's host, lease owner and lver.
@@ -107,15 +111,19 @@ pub fn main(a: HaArgs) -> i32 {
             host_id,
             run_dir,
             join,
-        } => agent::run(&AgentOpts {
-            config,
-            host_id,
-            run_dir,
-            daemon_run_dir: daemon_run_dir(),
-            join,
-            cycles: None,
-        })
-        .map(|_| 0),
+            web,
+        } => web_view(web.as_deref(), &config, &run_dir)
+            .and_then(|_| {
+                agent::run(&AgentOpts {
+                    config,
+                    host_id,
+                    run_dir,
+                    daemon_run_dir: daemon_run_dir(),
+                    join,
+                    cycles: None,
+                })
+            })
+            .map(|_| 0),
         Action::Status { config, json } => status(&config, json),
         Action::Events {
             run_dir,
@@ -174,6 +182,20 @@ fn check_disks(files: &[PathBuf], quiet: bool) -> i32 {
         );
         1
     }
+}
+
+/// `agent --web ADDR`: the view refreshes once per agent cycle.
+fn web_view(addr: Option<&str>, config: &Path, run_dir: &Path) -> Result<(), String> {
+    let Some(addr) = addr else { return Ok(()) };
+    let cfg = Config::from_file(config).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(run_dir)
+        .map_err(|e| format!("cannot create {}: {e}", run_dir.display()))?;
+    crate::ha::web::start(
+        addr,
+        run_dir.to_path_buf(),
+        cfg.cluster.interval.clamp(1, 10),
+    )
+    .map_err(|e| format!("--web {addr}: {e}"))
 }
 
 /// `status`: read-only, from storage and the local daemon.

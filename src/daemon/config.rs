@@ -51,7 +51,34 @@ pub struct DaemonConfig {
     /// hactl's own: where the Prometheus metrics endpoint listens
     /// (`metrics_listen = 127.0.0.1:9365` / `--metrics-listen`); off if None.
     pub metrics_listen: Option<String>,
+    /// hactl's own: also serve the web view (`/`) on that listener
+    /// (`metrics_web = 1` / `--metrics-web`); off by default.
+    pub metrics_web: bool,
+    /// hactl's own: when this host's lease counts as in danger
+    /// (`warn_renewal_slow_percent`, `warn_renewal_late_percent`).
+    pub warn: crate::early_warning::WarnConfig,
+    /// hactl's own: the most client connections served at once
+    /// (`max_clients` / `--max-clients`); more are closed at once. Also
+    /// kept below the daemon's descriptor limit (see `server::serve`).
+    pub max_clients: usize,
+    /// hactl's own: the log file's size cap in KiB (`logfile_max_kb` /
+    /// `--logfile-max-kb`); at the cap it becomes `<log>.old`.
+    pub logfile_max_kb: u64,
 }
+
+/// Connections served at once by default: a host runs one registered
+/// connection per VM (libvirt's lock driver, vdsm's leases) plus short
+/// command connections; even large oVirt hosts run a few hundred VMs.
+pub const DEFAULT_MAX_CLIENTS: usize = 2000;
+/// The log file's default cap: sanlock's logrotate rule rotates at 10M.
+pub const DEFAULT_LOGFILE_MAX_KB: u64 = 10 * 1024;
+/// The smallest log cap taken (a few lines fit).
+pub const MIN_LOGFILE_MAX_KB: u64 = 4;
+/// Renewal history entries kept at most (sanlock's default is 180; each is
+/// 40 bytes, kept per lockspace).
+pub const MAX_RENEWAL_HISTORY: usize = 100_000;
+/// sanlock.conf is read up to this many bytes.
+pub const MAX_CONF_BYTES: u64 = 1 << 20;
 
 /// sanlock's `max_sectors_kb` setting: `ignore`, `align` or a size in KiB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +139,10 @@ impl Default for DaemonConfig {
             debug_cmds: DEFAULT_DEBUG_CMDS,
             max_sectors_kb: MaxSectorsKb::Num(1024),
             metrics_listen: None,
+            metrics_web: false,
+            warn: crate::early_warning::WarnConfig::default(),
+            max_clients: DEFAULT_MAX_CLIENTS,
+            logfile_max_kb: DEFAULT_LOGFILE_MAX_KB,
         }
     }
 }
@@ -219,7 +250,15 @@ impl DaemonConfig {
             "our_host_name" => self.our_host_name = Some(v.to_string()),
             "renewal_read_extend_sec" => self.renewal_read_extend_sec = Some(n.max(0) as u64),
             "write_init_io_timeout" if n > 0 => self.write_init_io_timeout = n as u64,
-            "renewal_history_size" => self.renewal_history_size = n.max(0) as usize,
+            "renewal_history_size" => return self.set_history_size(n),
+            "max_clients" if n > 0 => self.max_clients = n as usize,
+            "logfile_max_kb" if n >= MIN_LOGFILE_MAX_KB as i64 => self.logfile_max_kb = n as u64,
+            "max_clients" => return Some(format!("ignored {k} = {v}: must be above 0")),
+            "logfile_max_kb" => {
+                return Some(format!(
+                    "ignored {k} = {v}: must be at least {MIN_LOGFILE_MAX_KB}"
+                ));
+            }
             "paxos_debug_all" => self.paxos_debug_all = n != 0,
             "debug_io" => {
                 self.debug_io_submit |= v.contains("submit");
@@ -228,6 +267,19 @@ impl DaemonConfig {
             "debug_clients" => self.debug_clients = n as i32,
             "metrics_listen" if v.is_empty() => self.metrics_listen = None,
             "metrics_listen" => self.metrics_listen = Some(v.to_string()),
+            "metrics_web" => self.metrics_web = n != 0,
+            "warn_renewal_slow_percent" if (0..=100).contains(&n) => {
+                self.warn.slow_percent = n as u64
+            }
+            "warn_renewal_late_percent" if (0..=99).contains(&n) => {
+                self.warn.late_percent = n as u64
+            }
+            "warn_renewal_slow_percent" => {
+                return Some(format!("ignored {k} = {v}: must be 0 (off) to 100"));
+            }
+            "warn_renewal_late_percent" => {
+                return Some(format!("ignored {k} = {v}: must be 0 (off) to 99"));
+            }
             "debug_cmd" => match v {
                 "+all" => self.debug_cmds = !0,
                 "-all" => self.debug_cmds = 0,
@@ -266,10 +318,22 @@ impl DaemonConfig {
         None
     }
 
+    /// `renewal_history_size` / `-H`, bounded; a note if it was cut.
+    fn set_history_size(&mut self, n: i64) -> Option<String> {
+        self.renewal_history_size = (n.max(0) as usize).min(MAX_RENEWAL_HISTORY);
+        (n > MAX_RENEWAL_HISTORY as i64)
+            .then(|| format!("renewal_history_size {n} is over {MAX_RENEWAL_HISTORY}: using {MAX_RENEWAL_HISTORY}"))
+    }
+
     pub fn load_conf(&mut self, path: &Path) -> Vec<String> {
-        match std::fs::read_to_string(path) {
-            Ok(t) => self.apply_conf(&t),
-            Err(_) => Vec::new(),
+        use std::io::Read;
+        let Ok(f) = std::fs::File::open(path) else {
+            return Vec::new();
+        };
+        let mut text = String::new();
+        match f.take(MAX_CONF_BYTES).read_to_string(&mut text) {
+            Ok(_) => self.apply_conf(&text),
+            Err(e) => vec![format!("cannot read {}: {e}", path.display())],
         }
     }
 
@@ -285,6 +349,32 @@ impl DaemonConfig {
                     return Err("option '--metrics-listen' requires arg (ADDR:PORT)".into());
                 };
                 self.metrics_listen = Some(v.clone());
+                i += 2;
+                continue;
+            }
+            if a == "--metrics-web" {
+                self.metrics_web = true;
+                i += 1;
+                continue;
+            }
+            if a == "--max-clients" || a == "--logfile-max-kb" {
+                let n = args
+                    .get(i + 1)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| format!("option '{a}' requires a number"))?;
+                if a == "--max-clients" {
+                    if n == 0 {
+                        return Err("--max-clients must be above 0".into());
+                    }
+                    self.max_clients = n.min(usize::MAX as u64) as usize;
+                } else {
+                    if n < MIN_LOGFILE_MAX_KB {
+                        return Err(format!(
+                            "--logfile-max-kb must be at least {MIN_LOGFILE_MAX_KB}"
+                        ));
+                    }
+                    self.logfile_max_kb = n;
+                }
                 i += 2;
                 continue;
             }
@@ -306,7 +396,9 @@ impl DaemonConfig {
             match opt {
                 'Q' => self.quiet_fail = n as i32,
                 'R' => self.debug_renew = n as i32,
-                'H' => self.renewal_history_size = n.max(0) as usize,
+                'H' => {
+                    let _ = self.set_history_size(n);
+                }
                 'L' => self.logfile_priority = n as i32,
                 'S' => self.syslog_priority = n as i32,
                 'U' => {
@@ -374,7 +466,56 @@ mod tests {
         c.apply_args(&["--metrics-listen".into(), "[::1]:1".into(), "-D".into()])
             .unwrap();
         assert_eq!(c.metrics_listen.as_deref(), Some("[::1]:1"));
+        assert!(!c.metrics_web, "the web view is off by default");
+        let notes = c.apply_conf(
+            "metrics_web = 1\nwarn_renewal_slow_percent = 30\nwarn_renewal_late_percent = 0\nwarn_renewal_slow_percent = 101\n",
+        );
+        assert!(c.metrics_web);
+        assert_eq!(
+            c.warn,
+            crate::early_warning::WarnConfig {
+                slow_percent: 30,
+                late_percent: 0
+            }
+        );
+        assert_eq!(
+            notes,
+            ["sanlock.conf: ignored warn_renewal_slow_percent = 101: must be 0 (off) to 100"]
+        );
         assert!(c.apply_args(&["--metrics-listen".into()]).is_err());
+    }
+
+    /// hactl's own bounds: configurable, and what sanlock.conf or the
+    /// command line may ask for is bounded too.
+    #[test]
+    fn bounds_are_configurable_and_bounded() {
+        let mut c = DaemonConfig::default();
+        assert_eq!(
+            (c.max_clients, c.logfile_max_kb),
+            (DEFAULT_MAX_CLIENTS, DEFAULT_LOGFILE_MAX_KB)
+        );
+        let notes = c.apply_conf(
+            "max_clients = 50\nlogfile_max_kb = 64\nrenewal_history_size = 4000000000\n\
+             max_clients = 0\nlogfile_max_kb = 3\n",
+        );
+        assert_eq!((c.max_clients, c.logfile_max_kb), (50, 64));
+        assert_eq!(c.renewal_history_size, MAX_RENEWAL_HISTORY);
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        c.apply_args(&args(&[
+            "--max-clients",
+            "7",
+            "--logfile-max-kb",
+            "100",
+            "-H",
+            "9999999",
+        ]))
+        .unwrap();
+        assert_eq!((c.max_clients, c.logfile_max_kb), (7, 100));
+        assert_eq!(c.renewal_history_size, MAX_RENEWAL_HISTORY);
+        assert!(c.apply_args(&args(&["--max-clients", "0"])).is_err());
+        assert!(c.apply_args(&args(&["--logfile-max-kb", "1"])).is_err());
+        assert!(c.apply_args(&args(&["--max-clients"])).is_err());
     }
 
     /// Every key of sanlock 3.8.5's read_config_file is taken.

@@ -13,9 +13,9 @@ use tracing::{error, info, warn};
 
 use crate::delta::{self, DeltaParams};
 use crate::geometry::Geometry;
-use crate::history::{self, Moment, RenewalAttempt};
+use crate::history::{self, Moment, RenewalAttempt, SpaceEvent};
 use crate::hosts::{HostEvent, HostTable};
-use crate::io::{Area, Disk};
+use crate::io::{Area, Disk, FileProblem};
 use crate::metrics::Histogram;
 use crate::ondisk::{self, HOSTID_BITMAP_SIZE, LeaderRecord, Name};
 use crate::rv;
@@ -74,6 +74,17 @@ pub struct SpaceState {
     pub rindex_op: u32,
     /// Our last renewal attempts, for `host_status --history`.
     pub renewals: VecDeque<RenewalAttempt>,
+    /// A renewal read made while the lockspace was still being added,
+    /// observed once it is active: as in sanlock, other hosts are first
+    /// checked after add_lockspace has returned, and get_hosts answers
+    /// -EAGAIN until then.
+    pub unobserved: Option<(Moment, Vec<u8>)>,
+    /// Early warnings of lease loss (see `early_warning.rs`).
+    pub warn: crate::early_warning::Watch,
+    /// The lockspace's file deleted, replaced or truncated under us.
+    pub lease_file: Option<FileProblem>,
+    /// What happened to the lockspace itself, for the history.
+    pub events: VecDeque<SpaceEvent>,
 }
 
 /// A lockspace's renewal figures for the metrics endpoint: latency of
@@ -85,6 +96,8 @@ pub struct RenewCounters {
     pub latency: Mutex<Histogram>,
     pub errors: AtomicU64,
     pub io_timeouts: AtomicU64,
+    /// Early warnings raised, by reason.
+    pub warnings: Mutex<std::collections::BTreeMap<crate::early_warning::Reason, u64>>,
 }
 
 /// A lockspace this daemon has been asked to join.
@@ -168,6 +181,16 @@ impl Space {
                 set_event_time: 0,
                 rindex_op: 0,
                 renewals: VecDeque::new(),
+                unobserved: None,
+                warn: crate::early_warning::Watch::new(
+                    Default::default(),
+                    &name.to_string_lossy(),
+                    host_id,
+                    io_timeout,
+                    watchdog_fire_timeout,
+                ),
+                lease_file: None,
+                events: VecDeque::new(),
             }),
             counters: Arc::default(),
             changed: Condvar::new(),
@@ -324,14 +347,33 @@ impl Space {
         let write_timeout = Duration::from_secs(self.timeouts().host_dead_seconds());
         let renew_area = Area::new(&disk, self.offset, g.align_size as u64, write_timeout)
             .map_err(|e| e.sanlk_rv())?;
+        let need = self.offset + g.align_size as u64;
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
             self.judge_hosts();
-            let last_success = self.state.lock().unwrap().renewal_last_success;
+            let (last_success, waiting) = {
+                let st = self.state.lock().unwrap();
+                (st.renewal_last_success, st.unobserved.is_some())
+            };
             if monotime().saturating_sub(last_success) < renew_every {
-                self.sleep_unless_stopped(1.0);
+                // Half a second while the first read waits for the add to
+                // finish, so hosts are known within a second of it; taken
+                // in only after a sleep, as sanlock's main loop does at its
+                // next tick, not at the moment the add returns.
+                self.sleep_unless_stopped(if waiting { 0.5 } else { 1.0 });
+                let pending = {
+                    let mut st = self.state.lock().unwrap();
+                    if st.list == SpaceList::Active {
+                        st.unobserved.take()
+                    } else {
+                        None
+                    }
+                };
+                if let Some((seen_at, buf)) = pending {
+                    self.observe(seen_at, &buf, ss);
+                }
                 continue;
             }
             if !self.sleep_unless_stopped(0.5) {
@@ -339,21 +381,25 @@ impl Space {
             }
             let attempt = monotime();
             let (bitmap, extra) = self.bitmap_and_extra(attempt);
+            self.warn_renewal_started();
             let t0 = std::time::Instant::now();
-            let read = area.read(0, g.align_size as usize);
+            // A file that is not the lockspace any more is not renewed.
+            let read = match self.check_file(&disk, need) {
+                Some(_) => Err(None),
+                None => area.read(0, g.align_size as usize).map_err(Some),
+            };
             let read_ms = t0.elapsed().as_millis() as u64;
             let result = match read {
-                Err(e) => Err(e.sanlk_rv()),
+                Err(None) => Err(-libc::ESTALE),
+                Err(Some(e)) => Err(e.sanlk_rv()),
                 Ok(buf) => {
                     let seen_at = Moment::now();
                     let now = seen_at.mono;
-                    let events = {
-                        let mut st = self.state.lock().unwrap();
-                        st.hosts.observe_at(seen_at, &buf, ss, &self.name)
-                    };
-                    if !events.is_empty() {
-                        self.note_requests(now, &events);
-                        self.deliver_events(&events);
+                    let active = self.state.lock().unwrap().list == SpaceList::Active;
+                    if active {
+                        self.observe(seen_at, &buf, ss);
+                    } else {
+                        self.state.lock().unwrap().unobserved = Some((seen_at, buf.to_vec()));
                     }
                     match delta::renew(&p, &last, prev_ok, &buf, now, extra, &bitmap) {
                         Err(e) => Err(e),
@@ -368,6 +414,7 @@ impl Space {
                 }
             };
             let total_ms = t0.elapsed().as_millis() as u64;
+            let outcome = result.as_ref().map(|r| r.0.timestamp).map_err(|e| *e);
             let attempt_at = Moment {
                 mono: attempt,
                 wall: Moment::now().wall,
@@ -440,6 +487,7 @@ impl Space {
                     });
                 }
             }
+            self.warn_renewal_done(total_ms, outcome);
             self.check_our_lease();
             self.judge_hosts();
         }
@@ -459,10 +507,99 @@ impl Space {
         Ok(())
     }
 
+    /// Before each renewal: is the file we opened still the lockspace at
+    /// its path (not deleted, replaced or truncated)? sanlock renews a
+    /// deleted file's inode on, unseen by the hosts that open the path
+    /// anew; here a changed file makes the renewal fail (-ESTALE), so the
+    /// lockspace is lost by sanlock's rule for failed renewals (its
+    /// holders killed after id_renewal_fail_seconds) unless the file comes
+    /// back first. Said in the log, `status -D`, the metrics and the
+    /// history. None: no problem, or stat did not answer in time (the
+    /// renewal's own I/O then says what it can).
+    fn check_file(&self, disk: &Disk, need: u64) -> Option<FileProblem> {
+        let (open, named) = disk.identity(Duration::from_secs(self.io_timeout))?;
+        let now = FileProblem::of(disk.kind, &open, named.as_ref(), need);
+        let mut st = self.state.lock().unwrap();
+        if now == st.lease_file {
+            return now;
+        }
+        let path = self.path.display();
+        let what = match now {
+            Some(p) => {
+                let detail = match p {
+                    FileProblem::Deleted if named.is_none() => "no such file".to_string(),
+                    FileProblem::Deleted => format!("link count {}", open.nlink),
+                    FileProblem::Replaced => match named {
+                        Some(n) if disk.kind == crate::io::DiskKind::Block => {
+                            format!("device {:#x} was {:#x}", n.rdev, open.rdev)
+                        }
+                        Some(n) => format!("inode {} was {}", n.ino, open.ino),
+                        None => String::new(),
+                    },
+                    FileProblem::Truncated => {
+                        format!("{} bytes, the lockspace needs {need}", open.size)
+                    }
+                };
+                format!(
+                    "lockspace file {}: {path} ({detail}); renewals do not count until it is back, \
+                     the lockspace is lost {}s after the last one",
+                    p.as_str(),
+                    self.timeouts().id_renewal_fail_seconds()
+                )
+            }
+            None => format!("lockspace file back: {path} is the file joined"),
+        };
+        st.lease_file = now;
+        history::push_event(
+            &mut st.events,
+            SpaceEvent {
+                at: Moment::now(),
+                what: what.clone(),
+            },
+        );
+        drop(st);
+        if now.is_some() {
+            error!(space = %self.name, "{what}");
+        } else {
+            warn!(space = %self.name, "{what}");
+        }
+        now
+    }
+
+    /// `status -D`: the state of the lockspace's file, when it is wrong
+    /// (sanlock has no such field; it is added only then).
+    pub fn lease_file_field_of(&self, st: &SpaceState) -> String {
+        match st.lease_file {
+            Some(p) => format!(" lease_file={}", p.as_str()),
+            None => String::new(),
+        }
+    }
+
     /// Judges every host now and logs those whose state changed, with the
     /// rule (the history keeps them). Called after each renewal and each
     /// idle wake, and by readers of the history or metrics, so that the
     /// moments recorded are at most a second late.
+    /// Takes in what a renewal read of the whole area saw of every host,
+    /// and acts on the requests and events found there.
+    fn observe(&self, seen_at: Moment, area: &[u8], sector_size: usize) {
+        let (events, bad) = {
+            let mut st = self.state.lock().unwrap();
+            let before: Vec<u64> = st.hosts.bad_leases().map(|(h, _)| h).collect();
+            let events = st.hosts.observe_at(seen_at, area, sector_size, &self.name);
+            (
+                events,
+                bad_lease_report(&before, &st.hosts, area, sector_size),
+            )
+        };
+        for line in bad {
+            error!(space = %self.name, "{line}");
+        }
+        if !events.is_empty() {
+            self.note_requests(seen_at.mono, &events);
+            self.deliver_events(&events);
+        }
+    }
+
     pub fn judge_hosts(&self) {
         let changes = {
             let mut st = self.state.lock().unwrap();
@@ -515,6 +652,8 @@ impl Space {
             now,
             renewals: st.renewals.iter().cloned().collect(),
             hosts,
+            warnings: st.warn.records.iter().cloned().collect(),
+            events: st.events.iter().cloned().collect(),
         }
     }
 
@@ -734,6 +873,60 @@ pub fn read_lockspace_sizes(
         return Err(SizesError::SectorSize);
     }
     Geometry::from_leader(lr.sector_size, lr.flags).ok_or(SizesError::Geometry)
+}
+
+/// sanlock's `check_other_leases` logs a host whose sector is not a delta
+/// lease of this lockspace at its first bad read and every 100th, and
+/// when it is corrected; here that is one line for all such hosts of a
+/// read (1,999 garbage sectors make one line, not 4,000).
+fn bad_lease_report(before: &[u64], hosts: &HostTable, area: &[u8], ss: usize) -> Vec<String> {
+    const LIST: usize = 8;
+    let list = |ids: &[u64]| {
+        let mut t: Vec<String> = ids.iter().take(LIST).map(|h| h.to_string()).collect();
+        if ids.len() > LIST {
+            t.push("...".into());
+        }
+        t.join(" ")
+    };
+    let mut out = Vec::new();
+    let due: Vec<u64> = hosts
+        .bad_leases()
+        .filter(|&(_, n)| n == 1 || n % 100 == 0)
+        .map(|(h, _)| h)
+        .collect();
+    if let Some(&first) = due.first() {
+        let at = (first as usize - 1) * ss;
+        let lr = LeaderRecord::decode(&area[at..at + ss]).expect("a sector holds a leader");
+        out.push(format!(
+            "check_other_lease invalid for {} hosts ({}): host {first} leader {:x} owner {} {} ts {} sn {} rn {}",
+            due.len(),
+            list(&due),
+            lr.magic,
+            lr.owner_id,
+            lr.owner_generation,
+            lr.timestamp,
+            lr.space_name.to_string_lossy().escape_debug(),
+            lr.resource_name.to_string_lossy().escape_debug(),
+        ));
+    }
+    let corrected: Vec<u64> = before
+        .iter()
+        .copied()
+        .filter(|&h| {
+            hosts
+                .hosts
+                .get(h as usize - 1)
+                .is_some_and(|hs| hs.lease_bad == 0)
+        })
+        .collect();
+    if !corrected.is_empty() {
+        out.push(format!(
+            "check_other_lease corrected for {} hosts ({})",
+            corrected.len(),
+            list(&corrected)
+        ));
+    }
+    out
 }
 
 fn push_history(st: &mut SpaceState, e: RenewalEntry) {

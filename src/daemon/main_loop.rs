@@ -34,6 +34,7 @@ pub fn run(d: Arc<Daemon>) {
             if list != SpaceList::Active {
                 continue;
             }
+            sp.warn_tick();
             if sp.examine.swap(false, Ordering::Relaxed) {
                 for (pid, force_mode, what) in d.requested_holders(&sp.name) {
                     d.do_request(pid, force_mode, &what);
@@ -53,6 +54,8 @@ pub fn run(d: Arc<Daemon>) {
             }
             fast |= r.space_dead() && !holders.is_empty();
         }
+        super::log::tick();
+        super::memory::trim_if_due();
         std::thread::sleep(Duration::from_millis(if fast { 200 } else { 500 }));
     }
 }

@@ -1,59 +1,39 @@
-//! The opt-in Prometheus endpoint (`metrics_listen = ADDR:PORT`): one
-//! thread answering HTTP/1.0 `GET /metrics`, one connection at a time,
-//! with the figures collected from the daemon at that moment. A slow or
-//! malformed client gets a timeout or a 400; the daemon is not affected.
+//! The opt-in Prometheus endpoint (`metrics_listen = ADDR:PORT`) and, with
+//! `metrics_web = 1`, the read-only web view at `/` on the same listener
+//! ([`super::web`]); served by [`crate::web`] on a thread of its own, with
+//! the figures collected from the daemon at each request.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::info;
 
 use super::Daemon;
 use super::lockspace::SpaceList;
 use super::resource::ResList;
+use crate::early_warning::Reason;
 use crate::hosts::HostState;
-use crate::metrics::{Exposition, http_response};
+use crate::metrics::{CONTENT_TYPE, Exposition};
+use crate::web::Reply;
 
-/// Binds `addr` and serves the metrics on a thread of their own.
+/// Binds `addr` and serves the metrics (and the web view) on a thread of
+/// their own.
 pub fn start(d: Arc<Daemon>, addr: &str) -> Result<(), String> {
-    let l = TcpListener::bind(addr).map_err(|e| format!("cannot listen: {e}"))?;
-    info!(
-        "metrics endpoint on http://{}/metrics",
-        l.local_addr().map(|a| a.to_string()).unwrap_or_default()
-    );
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            for s in l.incoming() {
-                match s {
-                    Ok(s) => answer(&d, s),
-                    Err(e) => warn!("metrics accept: {e}"),
-                }
-            }
-        })
-        .map_err(|e| e.to_string())?;
+    let web = d.cfg.metrics_web;
+    let dd = d.clone();
+    let handler: crate::web::Handler = Arc::new(move |path, _query| match path {
+        "/metrics" => Reply::ok(CONTENT_TYPE, render(&dd)),
+        "/" if web => Reply::html(super::web::page(&dd)),
+        "/" => Reply::ok(CONTENT_TYPE, render(&dd)),
+        _ if web => Reply::not_found("/ or /metrics"),
+        _ => Reply::not_found("/metrics"),
+    });
+    let local = crate::web::serve(addr, "metrics", handler)?;
+    info!("metrics endpoint on http://{local}/metrics");
+    if web {
+        info!("web view on http://{local}/");
+    }
     Ok(())
-}
-
-fn answer(d: &Daemon, s: TcpStream) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-    let mut r = BufReader::new(s);
-    // The request line, bounded; the headers are read and ignored.
-    let mut line = String::new();
-    let mut limited = (&mut r).take(8192);
-    if limited.read_line(&mut line).is_err() {
-        return;
-    }
-    let mut hdr = String::new();
-    while limited.read_line(&mut hdr).is_ok_and(|n| n > 0) && hdr.trim_end() != "" {
-        hdr.clear();
-    }
-    let reply = http_response(line.trim_end(), || render(d));
-    let _ = r.get_mut().write_all(&reply);
 }
 
 /// The exposition of everything the endpoint reports.
@@ -100,6 +80,21 @@ pub fn render(d: &Daemon) -> String {
         );
     }
     e.family(
+        "hactl_lease_warnings_total",
+        "counter",
+        "Early warnings raised, by reason (host_late: another host at risk).",
+    );
+    for (name, c) in &counters {
+        let w = c.warnings.lock().unwrap().clone();
+        for r in Reason::OWN.iter().chain([&Reason::HostLate]) {
+            e.sample(
+                "hactl_lease_warnings_total",
+                &[("lockspace", name), ("reason", r.as_str())],
+                w.get(r).copied().unwrap_or(0) as f64,
+            );
+        }
+    }
+    e.family(
         "hactl_io_timeouts_total",
         "counter",
         "Renewal attempts whose I/O did not finish within its timeout.",
@@ -107,6 +102,75 @@ pub fn render(d: &Daemon) -> String {
     for (name, c) in &counters {
         let n = c.io_timeouts.load(Ordering::Relaxed);
         e.sample("hactl_io_timeouts_total", &[("lockspace", name)], n as f64);
+    }
+    e.family(
+        "hactl_lease_warning",
+        "gauge",
+        "1 while this host's lease is in danger for this reason (early warning), else 0.",
+    );
+    e.family(
+        "hactl_lease_seconds_until_kill",
+        "gauge",
+        "Seconds until this host's lease holders are killed if no renewal succeeds (id_renewal_fail_seconds after the last good renewal).",
+    );
+    e.family(
+        "hactl_renewal_last_success_age_seconds",
+        "gauge",
+        "Seconds since this host's last good renewal.",
+    );
+    e.family(
+        "hactl_host_at_risk",
+        "gauge",
+        "1 for another host whose lease has not changed for longer than a missed renewal explains, while still LIVE.",
+    );
+    e.family(
+        "hactl_host_renewal_age_seconds",
+        "gauge",
+        "Seconds since this daemon saw each host's delta lease change.",
+    );
+    let mono = crate::timeouts::monotime();
+    for sp in &spaces {
+        let name = sp.name.to_string_lossy();
+        let st = sp.state.lock().unwrap();
+        let active: Vec<Reason> = st.warn.active().collect();
+        for r in Reason::OWN {
+            e.sample(
+                "hactl_lease_warning",
+                &[("lockspace", &name), ("reason", r.as_str())],
+                f64::from(u8::from(active.contains(&r))),
+            );
+        }
+        let last = st.renewal_last_success;
+        let kill_at = st.warn.kill_at_ms(last) / 1000;
+        e.sample(
+            "hactl_lease_seconds_until_kill",
+            &[("lockspace", &name)],
+            kill_at.saturating_sub(mono) as f64,
+        );
+        e.sample(
+            "hactl_renewal_last_success_age_seconds",
+            &[("lockspace", &name)],
+            mono.saturating_sub(last) as f64,
+        );
+        let risk: Vec<u64> = st.warn.hosts_at_risk().collect();
+        for (&host_id, h) in &st.hosts.history {
+            if h.state.is_none() {
+                continue;
+            }
+            let id = host_id.to_string();
+            e.sample(
+                "hactl_host_at_risk",
+                &[("lockspace", &name), ("host_id", &id)],
+                f64::from(u8::from(risk.contains(&host_id))),
+            );
+            if let Some(hs) = st.hosts.hosts.get(host_id as usize - 1) {
+                e.sample(
+                    "hactl_host_renewal_age_seconds",
+                    &[("lockspace", &name), ("host_id", &id)],
+                    mono.saturating_sub(hs.last_seen()) as f64,
+                );
+            }
+        }
     }
     e.family(
         "hactl_host_state",
@@ -130,6 +194,26 @@ pub fn render(d: &Daemon) -> String {
                     f64::from(u8::from(s == cur)),
                 );
             }
+        }
+    }
+    e.family(
+        "hactl_lockspace_file_problem",
+        "gauge",
+        "1 if the lockspace's file was deleted, replaced or truncated under the daemon (its renewals then fail).",
+    );
+    for sp in &spaces {
+        let name = sp.name.to_string_lossy();
+        let now = sp.state.lock().unwrap().lease_file;
+        for p in [
+            crate::io::FileProblem::Deleted,
+            crate::io::FileProblem::Replaced,
+            crate::io::FileProblem::Truncated,
+        ] {
+            e.sample(
+                "hactl_lockspace_file_problem",
+                &[("lockspace", &name), ("problem", p.as_str())],
+                f64::from(u8::from(now == Some(p))),
+            );
         }
     }
     e.family(

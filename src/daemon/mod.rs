@@ -3,20 +3,28 @@
 //!
 //! - [`lockspace`]: one thread per joined lockspace (acquire, renew, release)
 //! - [`server`]: the socket, one thread per connection, command dispatch
+//! - [`accept`]: the bound on connections, refusals, accept backoff
 //! - [`config`]: flags and sanlock.conf
-//! - [`log`]: the log_dump ring and log lines
+//! - [`log`]: the log_dump ring, log lines, rate limits, the capped log file
+//! - [`memory`]: allocator settings that give memory back after a load
+//! - [`early_warning`]: publishes the early warnings of lease loss
+//! - [`metrics`], [`web`]: the opt-in Prometheus endpoint and web view
 
+pub mod accept;
 pub mod access;
 pub mod config;
+pub mod early_warning;
 pub mod helper;
 pub mod lockspace;
 pub mod log;
 pub mod main_loop;
+pub mod memory;
 pub mod metrics;
 pub mod resource;
 pub mod resource_ops;
 pub mod rindex;
 pub mod server;
+pub mod web;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -211,6 +219,7 @@ impl Daemon {
             self.cfg.renewal_history_size,
         );
         space.use_watchdog = self.cfg.use_watchdog;
+        space.state.get_mut().unwrap().warn.cfg = self.cfg.warn;
         space.counters = self
             .renew_counters
             .lock()
@@ -492,8 +501,49 @@ pub fn lockfile(cfg: &DaemonConfig) -> Result<File, String> {
     Ok(f)
 }
 
+/// A daemon inside this process, for the socket fuzz target: the socket,
+/// the main loop and every thread of `hactl daemon`, without the
+/// re-exec, privilege changes, memory locking or log file. Its log goes
+/// to the ring only (a process has one log: the first caller's). Returns
+/// once the socket listens; the daemon serves on a thread until it is
+/// shut down.
+pub fn spawn_in_process(cfg: DaemonConfig) -> Result<Arc<Daemon>, String> {
+    let ring = Arc::new(Mutex::new(log::LogRing::default()));
+    log::install(Arc::new(log::Logger::new(
+        ring.clone(),
+        false,
+        false,
+        None,
+        -1,
+    )));
+    let lock = lockfile(&cfg)?;
+    let daemon = Arc::new(Daemon::new(cfg, ring));
+    let listener = server::listen(&daemon.cfg)?;
+    let d = daemon.clone();
+    std::thread::Builder::new()
+        .name("resource".into())
+        .spawn(move || main_loop::run(d))
+        .map_err(|e| e.to_string())?;
+    let d = daemon.clone();
+    std::thread::Builder::new()
+        .name("serve".into())
+        .spawn(move || {
+            let _lock = lock;
+            server::serve(d.clone(), listener);
+            for sp in d.spaces.lock().unwrap().clone() {
+                sp.stop_and_join();
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(daemon)
+}
+
 /// Entry point of `hactl daemon [options]`. Returns the exit code.
 pub fn main(args: &[String]) -> i32 {
+    // First, while this is the only thread (see memory.rs).
+    memory::reexec_without_stack_cache();
+    memory::tune_allocator();
+    accept::raise_nofile();
     let mut cfg = DaemonConfig::from_env();
     let conf_path =
         std::env::var("HACTL_SANLOCK_CONF").unwrap_or_else(|_| config::SANLK_CONF_PATH.into());
@@ -508,23 +558,16 @@ pub fn main(args: &[String]) -> i32 {
     } else {
         cfg.run_dir.join("hactl.log")
     };
-    let layer = log::RingLayer {
-        ring: ring.clone(),
-        stderr_all: cfg.debug,
-        utc: cfg.logfile_use_utc,
-        file: (cfg.logfile_priority >= 0)
-            .then(|| {
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&logfile)
-                    .ok()
-                    .map(Mutex::new)
-            })
-            .flatten(),
-    };
-    use tracing_subscriber::layer::SubscriberExt;
-    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+    let file = (cfg.logfile_priority >= 0)
+        .then(|| log::LogFile::open(logfile, cfg.logfile_max_kb * 1024).ok())
+        .flatten();
+    log::install(Arc::new(log::Logger::new(
+        ring.clone(),
+        cfg.debug,
+        cfg.logfile_use_utc,
+        file,
+        cfg.logfile_priority,
+    )));
     for n in conf_notes {
         warn!("{n}");
     }

@@ -94,11 +94,23 @@ pub struct Resource {
     pub lvb_dirty: bool,
     /// A convert is running on it.
     pub busy: bool,
+    /// When it last changed list: sanlock puts a resource at the head of
+    /// the list it moves to, and `client status` lists newest first.
+    pub moved: u64,
 }
+
+/// Orders list moves (see [`Resource::moved`]).
+static MOVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Resource {
     fn is(&self, ls: &Name, name: &Name) -> bool {
         self.ls.same_as(ls) && self.name.same_as(name)
+    }
+
+    /// Puts it on `list`, as the newest there.
+    fn move_to(&mut self, list: ResList) {
+        self.list = list;
+        self.moved = MOVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -638,7 +650,7 @@ impl Daemon {
                             tok.res.lver = r.leader.lver;
                             r.pid = who.pid;
                         }
-                        r.list = ResList::Held;
+                        r.move_to(ResList::Held);
                         r.tokens.push(tok.clone());
                         return Ok(tok.token_id);
                     }
@@ -657,6 +669,7 @@ impl Daemon {
             t.list.push(Resource {
                 res_id,
                 list: ResList::Add,
+                moved: MOVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 ls: res.lockspace_name,
                 name: res.name,
                 path,
@@ -721,7 +734,7 @@ impl Daemon {
                 r.dblock = a.dblock;
                 r.geometry = a.geometry;
                 r.lvb = a.lvb;
-                r.list = ResList::Held;
+                r.move_to(ResList::Held);
                 if !shared {
                     r.tokens[0].res.lver = a.leader.lver;
                 }
@@ -767,11 +780,11 @@ impl Daemon {
             }
             if orphan && tok.acquire_flags & proto::SANLK_RES_PERSISTENT != 0 && r.leader.lver != 0
             {
-                r.list = ResList::Orphan;
+                r.move_to(ResList::Orphan);
                 r.busy = false;
                 return 0;
             }
-            r.list = ResList::Rem;
+            r.move_to(ResList::Rem);
             r.clone()
         };
         let space_dead = self
@@ -870,7 +883,7 @@ impl Daemon {
                 if r.ls.same_as(&res.lockspace_name)
                     && (res.name.0[0] == 0 || r.name.same_as(&res.name))
                 {
-                    r.list = ResList::Rem;
+                    r.move_to(ResList::Rem);
                     v.push(r.res_id);
                 }
             }
@@ -998,7 +1011,10 @@ impl Daemon {
         }
     }
 
-    /// The LVB of a held resource (`get_lvb`): `len` bytes (0: a sector).
+    /// The LVB of a held resource (`get_lvb`): its first `len` bytes (0:
+    /// all of it, a sector). A length beyond the LVB is refused with
+    /// -E2BIG, as set_lvb refuses one: the client sizes this reply, and
+    /// sanlock copies that much from its sector-sized buffer.
     pub fn get_lvb(&self, res: &SanlkResource, len: usize) -> Result<Vec<u8>, i32> {
         let t = self.res.lock().unwrap();
         let r = t
@@ -1007,11 +1023,11 @@ impl Daemon {
             .find(|r| r.list == ResList::Held && r.is(&res.lockspace_name, &res.name))
             .ok_or(-libc::ENOENT)?;
         let lvb = r.lvb.as_ref().ok_or(-libc::EINVAL)?;
-        let n = if len == 0 { lvb.len() } else { len };
-        let mut out = vec![0u8; n];
-        let m = n.min(lvb.len());
-        out[..m].copy_from_slice(&lvb[..m]);
-        Ok(out)
+        match len {
+            0 => Ok(lvb.clone()),
+            n if n <= lvb.len() => Ok(lvb[..n].to_vec()),
+            _ => Err(-libc::E2BIG),
+        }
     }
 
     /// Sets the LVB of a held resource; written at its release.
@@ -1077,7 +1093,10 @@ impl Daemon {
         let t = self.res.lock().unwrap();
         let mut out = Vec::new();
         for list in [ResList::Held, ResList::Add, ResList::Rem, ResList::Orphan] {
-            for r in t.list.iter().filter(|r| r.list == list) {
+            // Newest first, as sanlock's lists (and tokens) are.
+            let mut on: Vec<&Resource> = t.list.iter().filter(|r| r.list == list).collect();
+            on.sort_by_key(|r| std::cmp::Reverse(r.moved));
+            for r in on {
                 let mut sent = SanlkResource {
                     lockspace_name: r.ls,
                     name: r.name,
@@ -1108,7 +1127,7 @@ impl Daemon {
                 };
                 match list {
                     ResList::Held | ResList::Add => {
-                        for k in &r.tokens {
+                        for k in r.tokens.iter().rev() {
                             out.push(state(k.pid, k.token_id));
                         }
                     }
@@ -1173,7 +1192,16 @@ pub fn run_killpath(path: &str, args: &str, pid: Option<i32>) {
     }
     let argv = crate::recovery::killpath_argv(path.as_bytes(), args.as_bytes(), pid);
     let argv = argv[1..].iter().map(|a| std::ffi::OsStr::from_bytes(a));
-    match std::process::Command::new(path).args(argv).spawn() {
+    let mut cmd = std::process::Command::new(path);
+    cmd.args(argv);
+    // SAFETY: only an async-signal-safe setrlimit runs in the child.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            super::accept::restore_nofile_in_child();
+            Ok(())
+        });
+    }
+    match cmd.spawn() {
         // Reaped by a thread so it leaves no zombie.
         Ok(mut ch) => {
             let _ = std::thread::Builder::new()

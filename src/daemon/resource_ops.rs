@@ -188,6 +188,9 @@ pub fn read_resource_owners(
         } else {
             8 << 20
         };
+        // At most one correction: a leader whose sizes change between two
+        // reads is not waited out.
+        let mut rereads = 0;
         let (lr, area) = loop {
             let area = disk
                 .read(offset, align as usize, t)
@@ -203,7 +206,8 @@ pub fn read_resource_owners(
                 return Err(-libc::EINVAL);
             }
             if ss != lr.sector_size || align != a {
-                if Geometry::new(lr.sector_size, a).is_err() {
+                rereads += 1;
+                if rereads > 1 || Geometry::new(lr.sector_size, a).is_err() {
                     return Err(rv::SANLK_LEADER_SECTORSIZE);
                 }
                 (ss, align) = (lr.sector_size, a);

@@ -75,6 +75,7 @@ pub fn serve(d: Arc<Daemon>, l: UnixListener) {
         );
     }
     l.set_nonblocking(true).expect("nonblocking listener");
+    let mut gate = super::accept::Gate::new(d.cfg.max_clients);
     loop {
         if TERM.swap(false, Ordering::Relaxed) {
             d.shutdown_if_idle();
@@ -90,19 +91,25 @@ pub fn serve(d: Arc<Daemon>, l: UnixListener) {
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, 200) };
-        match l.accept() {
-            Ok((s, _)) => {
-                let _ = s.set_nonblocking(false);
-                let d = d.clone();
-                let _ = std::thread::Builder::new()
-                    .name("conn".into())
-                    .spawn(move || connection(d, s));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => warn!("accept: {e}"),
+        if gate.backoff().is_zero() {
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, 200) };
+        } else {
+            std::thread::sleep(gate.backoff());
         }
+        if let Some((s, slot)) = gate.accept(&l) {
+            let _ = s.set_nonblocking(false);
+            let d = d.clone();
+            // A thread per connection, on a small stack (see memory.rs).
+            let _ = std::thread::Builder::new()
+                .name("conn".into())
+                .stack_size(super::memory::CONN_STACK)
+                .spawn(move || {
+                    connection(d, s);
+                    drop(slot);
+                });
+        }
+        gate.tick();
     }
 }
 
@@ -221,10 +228,24 @@ fn connection(d: Arc<Daemon>, s: UnixStream) {
         ..Default::default()
     });
     let mut c = Conn { s, ci, pid };
+    let mut refused_restricted = 0u64;
     loop {
         let mut hb = [0u8; proto::HEADER_SIZE];
         if c.s.read_exact(&mut hb).is_err() {
             break;
+        }
+        if restricted_all(&d, ci) {
+            // libvirt restricts the connection that qemu inherits: nothing
+            // sent on it may act. sanlock stops reading such a connection
+            // (and its main loop with it); we answer -EPERM and go on, so
+            // neither this client nor anyone else waits. The connection
+            // stays open: closing it would release the leases it holds
+            // while the process still runs.
+            refused_restricted += 1;
+            if !refuse_restricted(&mut c, &hb, refused_restricted) {
+                break;
+            }
+            continue;
         }
         if let Ok(raw) = Header::decode(&hb)
             && raw.magic == proto::SM_MAGIC
@@ -259,6 +280,38 @@ fn connection(d: Arc<Daemon>, s: UnixStream) {
 enum Next {
     Keep,
     Close,
+}
+
+/// Whether the connection's client set `SANLK_RESTRICT_ALL`.
+fn restricted_all(d: &Daemon, ci: usize) -> bool {
+    matches!(d.clients.lock().unwrap().get(ci), Some(Some(s)) if s.restricted & proto::SANLK_RESTRICT_ALL != 0)
+}
+
+/// Answers a request on a `SANLK_RESTRICT_ALL` connection with `-EPERM`
+/// (register, which is never answered, gets nothing), after reading its
+/// payload so the connection stays in step. The refusal is logged the
+/// first time and then every 100th, so a looping client cannot flood the
+/// log. Returns false when the header is malformed: the connection closes
+/// as any other malformed one.
+fn refuse_restricted(c: &mut Conn, hb: &[u8; proto::HEADER_SIZE], count: u64) -> bool {
+    let (h, cmd) = match Header::parse(hb) {
+        Ok(x) => x,
+        Err(e) => {
+            warn!(
+                "client pid {}: {e}; closing its restricted connection",
+                c.pid
+            );
+            return false;
+        }
+    };
+    if count == 1 || count.is_multiple_of(100) {
+        warn!(
+            "client pid {} cmd {} refused: connection restricted (SANLK_RESTRICT_ALL), {count} refused so far",
+            c.pid, h.cmd
+        );
+    }
+    discard_payload(c, &h);
+    cmd == Cmd::Register || c.reply(&h, -libc::EPERM)
 }
 
 fn set_owner(d: &Daemon, c: &Conn, name: &str) {
@@ -747,9 +800,12 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
                     c.reply_listing(h, 0, 0, &b);
                 }
                 Err(e) => {
+                    // sanlock's header counts data2 bytes it never sends
+                    // (libsanlock always asks with data2 0); a header
+                    // that promises no body is the honest one.
                     let r = Header {
                         version: proto::SM_PROTO,
-                        length: (proto::HEADER_SIZE as u32).saturating_add(h.data2),
+                        length: proto::HEADER_SIZE as u32,
                         data: e as u32,
                         data2: 0,
                         ..*h
@@ -878,13 +934,14 @@ fn read_acquire(c: &mut Conn, h: &Header) -> Result<(Vec<SanlkResource>, SanlkOp
 
 /// Reads and drops what follows the header of a refused command, as far
 /// as its length says (at most 1 MiB), so the reply is not misread.
+/// Streamed through a small buffer: nothing is allocated at the
+/// client's say.
 fn discard_payload(c: &mut Conn, h: &Header) {
-    let n = (h.length as usize)
-        .saturating_sub(proto::HEADER_SIZE)
-        .min(proto::MAX_CLIENT_MSG);
+    let n = (h.length as u64)
+        .saturating_sub(proto::HEADER_SIZE as u64)
+        .min(proto::MAX_CLIENT_MSG as u64);
     let _ = c.s.set_read_timeout(Some(Duration::from_millis(100)));
-    let mut sink = vec![0u8; n];
-    let _ = c.s.read_exact(&mut sink);
+    let _ = std::io::copy(&mut (&c.s).take(n), &mut std::io::sink());
     let _ = c.s.set_read_timeout(None);
 }
 
@@ -955,8 +1012,8 @@ fn send_status(d: &Daemon, c: &mut Conn, h: &Header) {
         for (ci, slot) in clients.iter().enumerate() {
             let Some(s) = slot else { continue };
             let text = format!(
-                "ci={ci} fd={} pid={} flags=0 restricted=0 cmd_active=0 cmd_last={} pid_dead=0 kill_count=0 kill_last=0 suspend=0 need_free=0",
-                s.fd, s.pid, s.cmd_last
+                "ci={ci} fd={} pid={} flags=0 restricted={:x} cmd_active=0 cmd_last={} pid_dead=0 kill_count=0 kill_last=0 suspend=0 need_free=0",
+                s.fd, s.pid, s.restricted, s.cmd_last
             );
             let name = Name::from_bytes(&s.owner_name.as_bytes()[..s.owner_name.len().min(48)])
                 .unwrap_or_default();
@@ -1002,6 +1059,7 @@ fn send_status(d: &Daemon, c: &mut Conn, h: &Header) {
                     st.renewal_last_attempt,
                     st.renewal_last_success
                 );
+                let text = text + &sp.lease_file_field_of(&st);
                 out.extend(state(
                     proto::SANLK_STATE_LOCKSPACE,
                     sp.name,
@@ -1320,28 +1378,28 @@ fn read_lockspace(d: &Daemon, mut ls: SanlkLockspace) -> (i32, u32, SanlkLockspa
     };
     let t = Duration::from_secs(d.cfg.io_timeout);
     let off = ls.host_id_disk.offset;
-    let g = if proto::lsf_sector_size(ls.flags) != 0 && proto::lsf_align_size(ls.flags) != 0 {
-        Geometry::new(
-            proto::lsf_sector_size(ls.flags),
-            proto::lsf_align_size(ls.flags),
-        )
-        .ok()
-    } else {
-        use super::lockspace::{SizesError, read_lockspace_sizes};
-        match read_lockspace_sizes(&disk, off, t) {
-            Ok(g) => Some(g),
-            Err(SizesError::Read(_)) => return (rv::SANLK_LEADER_READ, 0, ls),
-            Err(SizesError::Magic) => return (rv::SANLK_LEADER_MAGIC, 0, ls),
-            Err(SizesError::Version) => return (rv::SANLK_LEADER_VERSION, 0, ls),
-            Err(SizesError::SectorSize | SizesError::Geometry) => None,
+    // As sanlock: a sector size the caller gives is used as it is (a wrong
+    // one fails the read with the I/O's own error, e.g. -EINVAL for 512
+    // bytes on a 4K device); without one, the first leader says.
+    let sector_size = match proto::lsf_sector_size(ls.flags) {
+        0 => {
+            use super::lockspace::{SizesError, read_lockspace_sizes};
+            match read_lockspace_sizes(&disk, off, t) {
+                Ok(g) => g.sector_size,
+                Err(SizesError::Read(e)) => return (e, 0, ls),
+                Err(SizesError::Magic) => return (rv::SANLK_LEADER_MAGIC, 0, ls),
+                Err(SizesError::Version) => return (rv::SANLK_LEADER_VERSION, 0, ls),
+                Err(SizesError::SectorSize | SizesError::Geometry) => {
+                    return (-libc::EINVAL, 0, ls);
+                }
+            }
         }
+        s => s,
     };
-    let Some(g) = g else {
-        return (-libc::EINVAL, 0, ls);
-    };
-    let at = off + (ls.host_id - 1) * g.sector_size as u64;
-    let Ok(buf) = disk.read(at, g.sector_size as usize, t) else {
-        return (rv::SANLK_LEADER_READ, 0, ls);
+    let at = off + (ls.host_id - 1) * sector_size as u64;
+    let buf = match disk.read(at, sector_size as usize, t) {
+        Ok(b) => b,
+        Err(e) => return (e.sanlk_rv(), 0, ls),
     };
     let lr = LeaderRecord::decode(&buf).expect("a sector holds a leader");
     let expect = if ls.name.is_empty() {
@@ -1352,6 +1410,10 @@ fn read_lockspace(d: &Daemon, mut ls: SanlkLockspace) -> (i32, u32, SanlkLockspa
     if let Err(e) = crate::delta::verify_sector(&buf, &expect) {
         return (e, 0, ls);
     }
+    // The flags the caller set may have been wrong: the leader's win.
+    let Some(g) = Geometry::from_leader(lr.sector_size, lr.flags) else {
+        return (rv::SANLK_LEADER_SECTORSIZE, 0, ls);
+    };
     ls.name = lr.space_name;
     ls.flags &= !(proto::SANLK_LSF_SECTOR512 | proto::SANLK_LSF_SECTOR4K);
     ls.flags &= !(proto::SANLK_LSF_ALIGN1M

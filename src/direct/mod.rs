@@ -690,6 +690,14 @@ impl OwnerView for NoLockspace {
     }
 }
 
+/// Logs a failed ballot write with its errno (`-28` on a full file
+/// system) and returns the number for the machine.
+fn write_error(ballot: u64, what: &str, e: &crate::io::IoError) -> i32 {
+    let rv = e.sanlk_rv();
+    tracing::warn!("ballot {ballot} {what} write error {rv}: {e}");
+    rv
+}
+
 /// Runs a Disk Paxos acquire against `area` (one lease, `align_size`
 /// bytes), performing each step of [`crate::paxos::PaxosAcquire`].
 /// `sleep(d)` waits and returns false to abandon the acquire (-1).
@@ -720,11 +728,16 @@ pub fn drive_paxos_acquire(
                     crate::ondisk::PaxosDblock::decode(&b).expect("a sector holds a dblock")
                 }))
             }
+            // The machine turns a failed write into SANLK_DBLOCK_WRITE (-211)
+            // or the like; the errno is said here, as sanlock logs it.
             Step::WriteDblock(s) => Input::Written(
                 area.write((1 + host_id) * ss as u64, s)
-                    .map_err(|e| e.sanlk_rv()),
+                    .map_err(|e| write_error(m.ballot(), "dblock", &e)),
             ),
-            Step::WriteLeader(s) => Input::Written(area.write(0, s).map_err(|e| e.sanlk_rv())),
+            Step::WriteLeader(s) => Input::Written(
+                area.write(0, s)
+                    .map_err(|e| write_error(m.ballot(), "leader", &e)),
+            ),
             Step::Sleep(d) => {
                 if !sleep(*d) {
                     return Err(-1);

@@ -72,6 +72,10 @@ pub struct ClusterOpts {
     /// stand in for the VM lease between hosts: on one machine a hung
     /// host's stopped qemu would otherwise keep the image locked.
     pub disk_device_per_host: bool,
+    /// Extra arguments per host id for its daemon and its agent (e.g.
+    /// `--metrics-listen ADDR --metrics-web`, `--web ADDR`).
+    pub daemon_args: BTreeMap<u64, Vec<String>>,
+    pub agent_args: BTreeMap<u64, Vec<String>>,
 }
 
 impl ClusterOpts {
@@ -92,6 +96,8 @@ impl ClusterOpts {
             whiteboard_hosts: hosts,
             guests: None,
             disk_device_per_host: true,
+            daemon_args: BTreeMap::new(),
+            agent_args: BTreeMap::new(),
         }
     }
 }
@@ -314,6 +320,7 @@ impl Cluster {
         let hactl = self.opts.hactl.clone();
         let io = self.opts.io_timeout.to_string();
         let guests = self.opts.guests.is_some();
+        let extra = self.opts.daemon_args.get(&id).cloned().unwrap_or_default();
         let h = self.host_mut(id);
         if guests && h.ns.is_none() {
             let hd = h.daemon_dir.parent().unwrap_or(&h.daemon_dir).to_path_buf();
@@ -328,6 +335,7 @@ impl Cluster {
         cmd.args([
             "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-o", &io, "-U", &user, "-G", &group,
         ])
+        .args(extra)
         .env("SANLOCK_RUN_DIR", &h.daemon_dir)
         .env("SANLOCK_PRIVILEGED", "0")
         .env("HACTL_SANLOCK_CONF", "/nonexistent")
@@ -367,6 +375,7 @@ impl Cluster {
         let hactl = self.opts.hactl.clone();
         let env = self.opts.env.clone();
         let die = self.opts.vms_die_with_agent;
+        let extra = self.opts.agent_args.get(&id).cloned().unwrap_or_default();
         let h = self.host_mut(id);
         if h.state != HostProc::Up {
             return Err(format!("host {id}: the daemon is not up"));
@@ -381,6 +390,7 @@ impl Cluster {
             .arg(&h.config)
             .arg("--run-dir")
             .arg(&h.agent_dir)
+            .args(extra)
             .env("SANLOCK_RUN_DIR", &h.daemon_dir)
             .envs(env)
             .stdin(Stdio::null())

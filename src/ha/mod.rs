@@ -11,6 +11,7 @@
 //! - [`demo`]: `hactl demo`
 //! - [`guest`], [`lab`]: tiny real guests and hosts with their own
 //!   libvirtd, for the libvirt tests, `hactl demo --libvirt` and the bench
+//! - [`web`]: the agent's read-only web view (`--web ADDR`)
 
 pub mod config;
 pub mod decide;
@@ -24,6 +25,7 @@ pub mod guest;
 pub mod lab;
 pub mod libvirt;
 pub mod runner;
+pub mod web;
 
 pub use config::Config;
 pub use decide::{Action, ActionKind, Decision, Input, decide};

@@ -2,6 +2,7 @@
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ptr::NonNull;
+use std::sync::Mutex;
 
 /// Alignment of every I/O buffer: a page, which satisfies 512 and 4K sectors.
 pub const BUF_ALIGN: usize = 4096;
@@ -17,10 +18,42 @@ pub struct AlignedBuf {
 // SAFETY: AlignedBuf uniquely owns its allocation, like a Box<[u8]>.
 unsafe impl Send for AlignedBuf {}
 
+/// Buffers from this size up (lease areas, 1-8 MiB) are kept for reuse
+/// when freed, rather than mapped and unmapped for every read.
+const POOL_MIN: usize = 64 * 1024;
+/// At most this many free buffers of one size are kept ...
+const POOL_PER_SIZE: usize = 2;
+/// ... and at most this many bytes in all: the rest is freed, so a burst
+/// of reads leaves no more behind than two areas of each geometry.
+const POOL_BYTES: usize = 16 << 20;
+
+/// Free buffers, by address; owned by the pool.
+struct Pool {
+    free: Vec<(usize, usize)>,
+    bytes: usize,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    free: Vec::new(),
+    bytes: 0,
+});
+
 impl AlignedBuf {
     /// A zeroed buffer of `len` bytes (`len` > 0).
     pub fn zeroed(len: usize) -> Self {
         assert!(len > 0, "empty I/O buffer");
+        if len >= POOL_MIN {
+            let mut pool = POOL.lock().unwrap();
+            if let Some(i) = pool.free.iter().position(|&(_, l)| l == len) {
+                let (addr, _) = pool.free.swap_remove(i);
+                pool.bytes -= len;
+                drop(pool);
+                let ptr = NonNull::new(addr as *mut u8).expect("pooled buffers are not null");
+                // SAFETY: the pool owned this allocation of `len` bytes.
+                unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, len) };
+                return AlignedBuf { ptr, len };
+            }
+        }
         let layout = Layout::from_size_align(len, BUF_ALIGN).expect("buffer layout");
         // SAFETY: layout has non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
@@ -60,6 +93,15 @@ impl std::ops::DerefMut for AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if self.len >= POOL_MIN {
+            let mut pool = POOL.lock().unwrap();
+            let same = pool.free.iter().filter(|&&(_, l)| l == self.len).count();
+            if same < POOL_PER_SIZE && pool.bytes + self.len <= POOL_BYTES {
+                pool.free.push((self.ptr.as_ptr() as usize, self.len));
+                pool.bytes += self.len;
+                return;
+            }
+        }
         let layout = Layout::from_size_align(self.len, BUF_ALIGN).expect("buffer layout");
         // SAFETY: allocated in zeroed() with this same layout.
         unsafe { dealloc(self.ptr.as_ptr(), layout) }
@@ -75,5 +117,29 @@ mod tests {
         let b = AlignedBuf::zeroed(8192);
         assert_eq!(b.as_ptr() as usize % BUF_ALIGN, 0);
         assert!(b.iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn large_buffers_are_reused_zeroed_and_the_pool_is_bounded() {
+        // A size no other test uses, so the pool's count is ours.
+        let len = 3 * POOL_MIN + 4096;
+        let mut bufs: Vec<AlignedBuf> = (0..5).map(|_| AlignedBuf::zeroed(len)).collect();
+        for b in &mut bufs {
+            b.fill(0xab);
+        }
+        let addrs: Vec<usize> = bufs.iter().map(|b| b.as_ptr() as usize).collect();
+        drop(bufs);
+        let kept = POOL
+            .lock()
+            .unwrap()
+            .free
+            .iter()
+            .filter(|&&(_, l)| l == len)
+            .count();
+        assert_eq!(kept, POOL_PER_SIZE);
+        let again = AlignedBuf::zeroed(len);
+        assert!(addrs.contains(&(again.as_ptr() as usize)), "reused");
+        assert_eq!(again.as_ptr() as usize % BUF_ALIGN, 0);
+        assert!(again.iter().all(|&x| x == 0), "zeroed on reuse");
     }
 }

@@ -108,6 +108,10 @@ impl IoError {
             }
             IoError::Timeout { .. } => crate::rv::SANLK_AIO_TIMEOUT,
             IoError::Short { .. } => -libc::EMSGSIZE,
+            // sanlock's write runs short where it starts inside the device
+            // (-EMSGSIZE) and fails where it starts past its end (-ENOSPC);
+            // we refuse both before writing anything, with its numbers.
+            IoError::DeviceTooShort { offset, size, .. } if offset < size => -libc::EMSGSIZE,
             IoError::DeviceTooShort { .. } => -libc::ENOSPC,
             IoError::Misaligned { .. } | IoError::SectorTooSmall { .. } => -libc::EINVAL,
             IoError::OutsideArea { .. } => -libc::EINVAL,
@@ -299,6 +303,90 @@ impl Disk {
             DiskKind::File => self.file.metadata().map(|m| m.len()).unwrap_or(self.size),
         }
     }
+
+    /// What the open file is now and what its path names now (None: no
+    /// such path), by fstat and stat (and the device's size by
+    /// BLKGETSIZE64), within `timeout`: None if they did not answer (a
+    /// hung NFS server hangs stat as it hangs reads).
+    pub fn identity(&self, timeout: Duration) -> Option<(FileId, Option<FileId>)> {
+        let file = self.file.clone();
+        let path = self.path.clone();
+        let kind = self.kind;
+        run_bounded(timeout, move || {
+            use std::os::unix::fs::MetadataExt;
+            let id = |m: &std::fs::Metadata| FileId {
+                dev: m.dev(),
+                ino: m.ino(),
+                rdev: m.rdev(),
+                nlink: m.nlink(),
+                size: m.len(),
+            };
+            let mut open = id(&file.metadata().ok()?);
+            if kind == DiskKind::Block {
+                let mut bytes: u64 = 0;
+                // SAFETY: an open block device; the ioctl writes one u64.
+                if unsafe { blkgetsize64(file.as_raw_fd(), &mut bytes) }.is_ok() {
+                    open.size = bytes;
+                }
+            }
+            let named = std::fs::metadata(&path).ok().map(|m| id(&m));
+            Some((open, named))
+        })
+        .flatten()
+    }
+}
+
+/// A file as stat sees it: which one (dev, ino; rdev for a device node),
+/// how many names it has, how long it is (a device's size for devices).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub rdev: u64,
+    pub nlink: u64,
+    pub size: u64,
+}
+
+/// What happened to a lease file that was opened, as its path and its
+/// open descriptor now tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileProblem {
+    /// No file by that name any more (or the open one has no name).
+    Deleted,
+    /// The name leads to another file or device than the one opened.
+    Replaced,
+    /// Shorter than the area used in it.
+    Truncated,
+}
+
+impl FileProblem {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileProblem::Deleted => "deleted",
+            FileProblem::Replaced => "replaced",
+            FileProblem::Truncated => "truncated",
+        }
+    }
+
+    /// The judgement: `open` is the descriptor's file now, `named` what
+    /// the path names now, `need` the bytes the area needs (offset + len).
+    pub fn of(kind: DiskKind, open: &FileId, named: Option<&FileId>, need: u64) -> Option<Self> {
+        let Some(named) = named else {
+            return Some(FileProblem::Deleted);
+        };
+        let same = match kind {
+            DiskKind::Block => named.rdev == open.rdev,
+            DiskKind::File => (named.dev, named.ino) == (open.dev, open.ino),
+        };
+        if !same {
+            return Some(FileProblem::Replaced);
+        }
+        if kind == DiskKind::File && open.nlink == 0 {
+            return Some(FileProblem::Deleted);
+        }
+        (open.size < need).then_some(FileProblem::Truncated)
+    }
 }
 
 /// Runs blocking I/O on an I/O thread and waits at most `timeout`. On
@@ -325,22 +413,31 @@ fn run_bounded<T: Send + 'static>(
 
 /// Reusable I/O threads: spawning one per I/O cost more than the I/O on
 /// a busy 2-core host. A thread whose I/O hangs is simply not idle; new
-/// work goes to another (or a new) thread.
+/// work goes to another (or a new) thread. After a burst of I/O the pool
+/// shrinks back: a few idle threads are kept, and they too exit after a
+/// minute without work.
 mod pool {
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::mpsc;
+    use std::time::Duration;
 
     pub type Job = Box<dyn FnOnce() + Send>;
 
     /// Idle threads kept beyond this many exit.
-    const MAX_IDLE: usize = 64;
+    const MAX_IDLE: usize = 8;
+    /// An idle thread exits after this long without work.
+    const IDLE_EXIT: Duration = Duration::from_secs(60);
+    /// A job is a read or a write and its buffer's handover: shallow.
+    const STACK: usize = 256 * 1024;
 
-    static IDLE: Mutex<Vec<mpsc::Sender<Job>>> = Mutex::new(Vec::new());
+    static IDLE: Mutex<Vec<(u64, mpsc::Sender<Job>)>> = Mutex::new(Vec::new());
+    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
     pub fn submit(job: Job) -> bool {
         let mut job = job;
         loop {
-            let Some(tx) = IDLE.lock().unwrap().pop() else {
+            let Some((_, tx)) = IDLE.lock().unwrap().pop() else {
                 break;
             };
             match tx.send(job) {
@@ -349,8 +446,10 @@ mod pool {
             }
         }
         let (tx, rx) = mpsc::channel::<Job>();
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         std::thread::Builder::new()
             .name("hactl-io".into())
+            .stack_size(STACK)
             .spawn(move || {
                 let mut next = Some(job);
                 while let Some(j) = next.take() {
@@ -360,9 +459,21 @@ mod pool {
                         if idle.len() >= MAX_IDLE {
                             return;
                         }
-                        idle.push(tx.clone());
+                        idle.push((id, tx.clone()));
                     }
-                    next = rx.recv().ok();
+                    next = match rx.recv_timeout(IDLE_EXIT) {
+                        Ok(j) => Some(j),
+                        Err(_) => {
+                            let mut idle = IDLE.lock().unwrap();
+                            if let Some(i) = idle.iter().position(|(i, _)| *i == id) {
+                                idle.swap_remove(i);
+                                return;
+                            }
+                            drop(idle);
+                            // A submitter took our sender: its job is coming.
+                            rx.recv().ok()
+                        }
+                    };
                 }
             })
             .is_ok()
@@ -424,5 +535,42 @@ impl<'d> Area<'d> {
     pub fn write(&self, rel: u64, data: &[u8]) -> Result<(), IoError> {
         self.check_inside(rel, data.len())?;
         self.disk.write(self.offset + rel, data, self.timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The identity check on a real file: deleted, replaced by a rename,
+    /// truncated, and renamed back (the same file again: no problem).
+    #[test]
+    fn a_file_deleted_replaced_or_truncated_under_its_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ids");
+        std::fs::write(&path, vec![0u8; 8192]).unwrap();
+        let disk = Disk::open(&path).unwrap();
+        let t = Duration::from_secs(5);
+        let judge = |disk: &Disk| {
+            let (open, named) = disk.identity(t).unwrap();
+            FileProblem::of(disk.kind, &open, named.as_ref(), 8192)
+        };
+        assert_eq!(judge(&disk), None);
+        let aside = dir.path().join("aside");
+        std::fs::rename(&path, &aside).unwrap();
+        assert_eq!(judge(&disk), Some(FileProblem::Deleted));
+        std::fs::write(&path, vec![0u8; 8192]).unwrap();
+        assert_eq!(judge(&disk), Some(FileProblem::Replaced));
+        std::fs::rename(&aside, &path).unwrap();
+        assert_eq!(judge(&disk), None, "the same file back under its name");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        assert_eq!(judge(&disk), Some(FileProblem::Truncated));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(judge(&disk), Some(FileProblem::Deleted));
     }
 }

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::structs::{
-    EventCb, SanlkDisk, SanlkHost, SanlkHostEvent, SanlkLockspace, SanlkOptions, SanlkResource,
-    SanlkState, WireStruct,
+    EventCb, SanlkDisk, SanlkHost, SanlkHostEvent, SanlkLockspace, SanlkOptions, SanlkRentry,
+    SanlkResource, SanlkRindex, SanlkState, WireStruct,
 };
 use super::{
     Cmd, DEFAULT_RUN_DIR, HEADER_SIZE, Header, ProtoError, SANLK_HELPER_ARGS_LEN,
@@ -1042,6 +1042,35 @@ impl Client {
             c.request(Cmd::Convert, flags, 0, data2, &payload)?;
             c.recv_result("convert")
         })
+    }
+
+    /// FORMAT_RINDEX / REBUILD_RINDEX: `rx.flags` carries the RIF
+    /// sector/align bits for format; rebuild's `flags` may be
+    /// `SANLK_RX_NO_LOCKSPACE`.
+    pub fn rindex_whole(&self, cmd: Cmd, rx: &SanlkRindex, flags: u32) -> Result<i32, ClientError> {
+        let mut c = self.connect()?;
+        c.request(cmd, flags, 0, 0, &rx.encode())?;
+        c.recv_result(cmd.name())
+    }
+
+    /// LOOKUP_RINDEX, UPDATE_RINDEX, CREATE_RESOURCE, DELETE_RESOURCE: the
+    /// index, then one entry; on success the daemon's entry comes back
+    /// (lookup: the name and offset found; create: the offset given).
+    /// `num_hosts` is create's (data2).
+    pub fn rindex_entry(
+        &self,
+        cmd: Cmd,
+        rx: &SanlkRindex,
+        flags: u32,
+        re: &SanlkRentry,
+        num_hosts: u32,
+    ) -> Result<SanlkRentry, ClientError> {
+        let mut c = self.connect()?;
+        let mut payload = rx.encode();
+        payload.extend_from_slice(&re.encode());
+        c.request(cmd, flags, 0, num_hosts, &payload)?;
+        c.recv_result(cmd.name())?;
+        c.recv_struct::<SanlkRentry>(cmd.name())
     }
 
     /// REQUEST: writes a request record asking the owner to release
