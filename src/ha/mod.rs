@@ -5,9 +5,12 @@
 //! - [`decide`]: the pure policy, `decide(&Input) -> Decision`
 //! - [`agent`]: the loop on every host around `decide`
 //! - [`runner`]: starting a VM only under its lease, stopping it
+//! - [`libvirt`]: runner "libvirt": a domain with its `<lease>`, through virsh
 //! - [`demo_vm`]: the stand-in VM and the split-brain check on its disk
 //! - [`cluster`]: a whole cluster on one machine (tests, `hactl demo`)
 //! - [`demo`]: `hactl demo`
+//! - [`guest`], [`lab`]: tiny real guests and hosts with their own
+//!   libvirtd, for the libvirt tests, `hactl demo --libvirt` and the bench
 //! - [`web`]: the agent's read-only web view (`--web ADDR`)
 
 pub mod config;
@@ -18,6 +21,9 @@ pub mod agent;
 pub mod cluster;
 pub mod demo;
 pub mod demo_vm;
+pub mod guest;
+pub mod lab;
+pub mod libvirt;
 pub mod runner;
 pub mod web;
 

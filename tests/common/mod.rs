@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod ha;
+pub mod libvirt;
+
 pub fn hactl() -> &'static str {
     env!("CARGO_BIN_EXE_hactl")
 }
@@ -220,6 +223,15 @@ pub fn die_with_parent(c: &mut Command) -> &mut Command {
     }
 }
 
+/// `nsenter` into a lab host's mount namespace, as `via` of [`spawn_daemon`].
+fn nsenter(ns: &hactl::ha::lab::HostNs) -> Vec<String> {
+    vec![
+        "nsenter".into(),
+        format!("--mount=/proc/{}/ns/mnt", ns.holder_pid()),
+        "--".into(),
+    ]
+}
+
 /// Starts `bin daemon` (sanlock's or hactl's) in its own run dir, the way
 /// every test runs one, and waits for its socket. `via` is a command that
 /// execs the daemon, e.g. `nsenter --mount=... --` to start it in another
@@ -327,6 +339,24 @@ impl SanlockDaemon {
 
     pub fn start_with_env(run_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> SanlockDaemon {
         Self::start_via(&[], run_dir, extra, env)
+    }
+
+    /// Started inside a lab host's mount namespace (libvirt's killpath
+    /// helper, which the daemon runs, must reach that host's libvirtd).
+    pub fn start_in(ns: &hactl::ha::lab::HostNs, run_dir: &Path, extra: &[&str]) -> SanlockDaemon {
+        let child = spawn_daemon(
+            &nsenter(ns),
+            sanlock(),
+            extra,
+            run_dir,
+            "daemon.log",
+            &[],
+            &[],
+        );
+        SanlockDaemon {
+            run_dir: run_dir.to_path_buf(),
+            child,
+        }
     }
 
     /// Started through `via` (a command that execs it, e.g. nsenter).
@@ -459,6 +489,24 @@ impl HactlDaemon {
         let mut all = vec![("HACTL_SANLOCK_CONF", "/nonexistent")];
         all.extend_from_slice(env);
         let child = spawn_daemon(via, hactl(), extra, run_dir, "daemon.stderr", &all, limits);
+        HactlDaemon {
+            run_dir: run_dir.to_path_buf(),
+            child,
+        }
+    }
+
+    /// Started inside a lab host's mount namespace, as [`SanlockDaemon::start_in`].
+    pub fn start_in(ns: &hactl::ha::lab::HostNs, run_dir: &Path, extra: &[&str]) -> HactlDaemon {
+        let env = [("HACTL_SANLOCK_CONF", "/nonexistent")];
+        let child = spawn_daemon(
+            &nsenter(ns),
+            hactl(),
+            extra,
+            run_dir,
+            "daemon.stderr",
+            &env,
+            &[],
+        );
         HactlDaemon {
             run_dir: run_dir.to_path_buf(),
             child,
