@@ -71,6 +71,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The daemon's killpath helper (started by `hactl daemon` itself).
+    #[command(name = "daemon-killpath-helper", hide = true)]
+    DaemonKillpathHelper,
     /// Print hactl's version (`--version` says "hactl VERSION").
     Version,
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
@@ -196,6 +199,7 @@ fn main() {
             }
         }
         Cmd::Daemon { args: rest } => hactl::daemon::main(&rest),
+        Cmd::DaemonKillpathHelper => hactl::daemon::helper::run(),
         // As `sanlock version`: the bare version.
         Cmd::Version => {
             println!("{}", env!("CARGO_PKG_VERSION"));

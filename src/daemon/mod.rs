@@ -14,6 +14,7 @@ pub mod accept;
 pub mod access;
 pub mod config;
 pub mod early_warning;
+pub mod helper;
 pub mod lockspace;
 pub mod log;
 pub mod main_loop;
@@ -598,6 +599,9 @@ pub fn main(args: &[String]) -> i32 {
     if !cfg.privileged {
         warn!("Running in unprivileged mode");
     }
+    // Before any lease file is open, and as root (as sanlock's helper):
+    // killpath programs inherit nothing of the daemon's.
+    helper::start();
     access::setup_uid_gid(&cfg);
     let daemon = Arc::new(Daemon::new(cfg, ring));
     warn!(

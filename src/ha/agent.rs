@@ -208,15 +208,17 @@ pub fn lookup_leases(cfg: &Config, timeout: Duration) -> (Vec<Option<LeaseInfo>>
     (infos, errs)
 }
 
-fn launch_of(vm: &super::config::Vm) -> Launch {
+fn launch_of(vm: &super::config::Vm, uri: Option<&str>) -> Launch {
     match vm.runner {
         RunnerKind::Command => Launch::Command {
             start: vm.start.clone(),
             stop: vm.stop.clone(),
         },
-        RunnerKind::Libvirt => Launch::Libvirt {
-            domain: vm.domain.clone().unwrap_or_else(|| vm.name.clone()),
-        },
+        RunnerKind::Libvirt => Launch::Libvirt(super::libvirt::Domain {
+            name: vm.domain.clone().unwrap_or_else(|| vm.name.clone()),
+            xml: vm.domain_xml.clone(),
+            uri: uri.unwrap_or(super::libvirt::DEFAULT_URI).to_string(),
+        }),
     }
 }
 
@@ -427,6 +429,18 @@ impl Agent {
 
     /// Polls our VM processes: their states now, and outcomes since last cycle.
     fn poll_local(&mut self, now: u64) -> Vec<Local> {
+        // Runner libvirt: a started domain's qemu is the holder of its lease.
+        if self.procs.iter().flatten().any(VmProc::needs_pid) {
+            let holders = lease_holders(&self.daemon_dir, &self.cfg.cluster.lockspace);
+            for (v, p) in self.procs.iter_mut().enumerate() {
+                if let (Some(p), Some(info)) = (p.as_mut(), &self.infos[v])
+                    && p.needs_pid()
+                    && let Some(&pid) = holders.get(&info.resource)
+                {
+                    p.set_pid(pid);
+                }
+            }
+        }
         let mut local = Vec::with_capacity(self.procs.len());
         for v in 0..self.procs.len() {
             let name = self.cfg.vms[v].name.clone();
@@ -732,7 +746,12 @@ impl Agent {
             };
             let vm = &self.cfg.vms[v];
             let name = vm.name.clone();
-            self.procs[v] = Some(runner::adopt(&name, pid, vm.stop.clone()));
+            self.procs[v] = Some(
+                match launch_of(vm, self.cfg.cluster.libvirt_uri.as_deref()) {
+                    Launch::Libvirt(dom) => runner::adopt_domain(&name, pid, &dom),
+                    Launch::Command { stop, .. } => runner::adopt(&name, pid, stop),
+                },
+            );
             self.announced[v] = true;
             local[v] = Local::Running {
                 pid: pid as u32,
@@ -922,7 +941,7 @@ impl Agent {
             });
             return;
         };
-        let launch = launch_of(vm);
+        let launch = launch_of(vm, self.cfg.cluster.libvirt_uri.as_deref());
         let spec = runner::StartSpec {
             vm: &name,
             launch: &launch,

@@ -7,9 +7,12 @@
 //!   agents, their config, and declaring a fenced host dead on storage
 //! - [`agent`]: the loop on every host around `decide`
 //! - [`runner`]: starting a VM only under its lease, stopping it
+//! - [`libvirt`]: runner "libvirt": a domain with its `<lease>`, through virsh
 //! - [`demo_vm`]: the stand-in VM and the split-brain check on its disk
 //! - [`cluster`]: a whole cluster on one machine (tests, `hactl demo`)
 //! - [`demo`]: `hactl demo`
+//! - [`guest`], [`lab`]: tiny real guests and hosts with their own
+//!   libvirtd, for the libvirt tests, `hactl demo --libvirt` and the bench
 //! - [`web`]: the agent's read-only web view (`--web ADDR`)
 
 pub mod config;
@@ -22,6 +25,9 @@ pub mod cluster;
 pub mod demo;
 pub mod demo_vm;
 pub mod fence;
+pub mod guest;
+pub mod lab;
+pub mod libvirt;
 pub mod runner;
 pub mod web;
 

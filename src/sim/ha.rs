@@ -444,6 +444,7 @@ fn ha_config(nvms: usize, capacity: u32) -> HaCfg {
             interval: INTERVAL,
             grace: GRACE,
             capacity,
+            libvirt_uri: None,
         },
         vms: (0..nvms)
             .map(|k| Vm {
@@ -455,6 +456,7 @@ fn ha_config(nvms: usize, capacity: u32) -> HaCfg {
                 start: vec!["/bin/true".into()],
                 stop: None,
                 domain: None,
+                domain_xml: None,
             })
             .collect(),
         fencing: None,
