@@ -151,12 +151,12 @@ impl Observer {
         &self,
         host: u64,
         stop: Arc<AtomicBool>,
-    ) -> std::thread::JoinHandle<(Option<f64>, Option<f64>)> {
+    ) -> std::thread::JoinHandle<(Option<f64>, Option<f64>, Option<f64>)> {
         let (bin, run_dir) = (self.bin, self.run_dir.clone());
         std::thread::spawn(move || {
-            let (mut fail, mut dead) = (None, None);
+            let (mut fail, mut dead, mut free) = (None, None, None);
             let prefix = format!("h {host} ");
-            while dead.is_none() && !stop.load(Ordering::Relaxed) {
+            while dead.is_none() && free.is_none() && !stop.load(Ordering::Relaxed) {
                 let t = unix_now();
                 if let Ok(out) = Self::client(bin, &run_dir, &["gets", "-h", "1"])
                     && let Some(line) = out.lines().find(|l| l.starts_with(&prefix))
@@ -165,12 +165,14 @@ impl Observer {
                         Some("FAIL") => _ = fail.get_or_insert(t),
                         // DEAD without FAIL seen: FAIL was before this poll.
                         Some("DEAD") => dead = Some(t),
+                        // Declared dead by a fence: its delta lease is free.
+                        Some("FREE") if fail.is_some() => free = Some(t),
                         _ => {}
                     }
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            (fail, dead)
+            (fail, dead, free)
         })
     }
 
@@ -205,7 +207,10 @@ struct Result {
     dead: Vec<(u64, f64)>,
     /// The sanlock observer's FAIL and DEAD of host 1 (None: not seen),
     /// or why there is none.
-    sanlock: std::result::Result<(Option<f64>, Option<f64>), String>,
+    sanlock: std::result::Result<(Option<f64>, Option<f64>, Option<f64>), String>,
+    /// When a survivor declared host 1 dead after fencing it.
+    declared: Option<f64>,
+    host_dead: u64,
     back: Vec<f64>,
     on: [usize; 2],
     lost_races: usize,
@@ -225,8 +230,23 @@ fn bench(
     dir: &Path,
     n: usize,
     sanlock: std::result::Result<&'static str, String>,
+    fence: bool,
+    io_timeout: u32,
 ) -> std::result::Result<Result, String> {
     let mut o = ClusterOpts::new(&hactl_bin(), 3, n);
+    o.io_timeout = io_timeout;
+    if fence {
+        // Every host fenced by the test agent (its process group is its power).
+        o.extra_config = hactl::ha::fence::test_section(
+            &hactl_bin(),
+            dir,
+            3,
+            30,
+            &std::collections::BTreeMap::new(),
+        );
+    }
+    let host_dead = hactl::timeouts::Timeouts::new(io_timeout as u64).host_dead_seconds();
+    let limit = Duration::from_secs(host_dead + 130);
     if sanlock.is_ok() {
         o.whiteboard_hosts = OBSERVER_ID;
     }
@@ -265,13 +285,20 @@ fn bench(
         std::thread::sleep(Duration::from_millis(500));
     }
     eprintln!(
-        "{n} VM(s) run on host 1 after {:.1} s; crashing host 1",
-        t.elapsed().as_secs_f64()
+        "{n} VM(s) run on host 1 after {:.1} s; {} host 1",
+        t.elapsed().as_secs_f64(),
+        if fence { "hanging" } else { "crashing" }
     );
     std::thread::sleep(Duration::from_secs(3));
     let t0 = unix_now();
     let crash = Instant::now();
-    c.crash(1);
+    // With fencing the host hangs (SIGSTOP): its power is still on, and
+    // the fence agent's off is what kills it, as a BMC's would.
+    if fence {
+        c.hang(1);
+    } else {
+        c.crash(1);
+    }
     let stop_watch = Arc::new(AtomicBool::new(false));
     let watch = observer
         .as_ref()
@@ -279,7 +306,7 @@ fn bench(
         .map(|o| o.watch(1, stop_watch.clone()));
     let mut back: Vec<Option<f64>> = vec![None; n];
     let mut hosts = vec![0u64; n];
-    while back.iter().any(Option::is_none) && crash.elapsed() < Duration::from_secs(200) {
+    while back.iter().any(Option::is_none) && crash.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(100));
         // The disks are the truth: the first record from a survivor.
         for (i, d) in c.disks.iter().enumerate() {
@@ -296,24 +323,27 @@ fn bench(
     }
     // sanlock may call host 1 DEAD after the last VM is back: wait for it
     // (up to the same 200 s), then stop polling.
-    while watch.as_ref().is_some_and(|w| !w.is_finished())
-        && crash.elapsed() < Duration::from_secs(200)
-    {
+    while watch.as_ref().is_some_and(|w| !w.is_finished()) && crash.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(100));
     }
     stop_watch.store(true, Ordering::Relaxed);
     let sanlock = match (observer, watch) {
         (Ok(obs), Some(w)) => {
-            let (fail, dead) = w.join().expect("the observer thread");
+            let (fail, dead, free) = w.join().expect("the observer thread");
             if let Err(e) = obs.stop() {
                 eprintln!("stopping the sanlock observer: {e}");
             }
-            Ok((fail.map(|t| t - t0), dead.map(|t| t - t0)))
+            Ok((
+                fail.map(|t| t - t0),
+                dead.map(|t| t - t0),
+                free.map(|t| t - t0),
+            ))
         }
         (Err(e), _) => Err(e),
         (Ok(_), None) => unreachable!("a watch thread for every observer"),
     };
     let mut dead = Vec::new();
+    let mut declared = None;
     let (mut lost_races, mut failed_starts) = (0, 0);
     for h in [2, 3] {
         for e in c.events(h) {
@@ -321,6 +351,9 @@ fn bench(
             let r = e["reason"].as_str().unwrap_or("");
             if e["kind"] == "state" && r.starts_with("host 1 ") && r.contains("-> DEAD") {
                 dead.push((h, t - t0));
+            }
+            if e["kind"] == "fence" && r.starts_with("host 1: fenced in") {
+                declared = Some(t - t0);
             }
             if t > t0 && e["kind"] == "lost_race" {
                 lost_races += 1;
@@ -340,6 +373,8 @@ fn bench(
     Ok(Result {
         vms: n,
         dead,
+        declared,
+        host_dead,
         sanlock,
         back: back.into_iter().flatten().collect(),
         on: [
@@ -353,10 +388,22 @@ fn bench(
 }
 
 fn main() {
-    let mut ns: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("VM counts"))
-        .collect();
+    let mut fence = false;
+    let mut io_timeout = 1u32;
+    let mut ns: Vec<usize> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--fence" => fence = true,
+            "--io-timeout" => {
+                io_timeout = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--io-timeout SECONDS")
+            }
+            n => ns.push(n.parse().expect("VM counts, --fence, --io-timeout N")),
+        }
+    }
     if ns.is_empty() {
         ns = vec![1, 10, 100];
     }
@@ -367,34 +414,48 @@ fn main() {
         println!("No sanlock observer column: {e}.");
     }
     println!(
-        "| VMs | host 1 DEAD (host 2 / host 3) | sanlock observer: host 1 FAIL / DEAD | first VM back | median | p90 | last VM back | last - DEAD | restarted on host 2 / 3 | lost races | failed starts | split-brain check |"
+        "io_timeout {io_timeout} s, {}",
+        if fence {
+            "fencing: host 1 hangs, host 2 fences it (hactl ha fence-test) and declares it dead"
+        } else {
+            "no fencing: host 1 crashes"
+        }
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| VMs | host 1 declared dead (fence) | host 1 DEAD (host 2 / host 3) | sanlock observer: host 1 FAIL / DEAD / FREE | first VM back | median | p90 | last VM back | host_dead_seconds - last | restarted on host 2 / 3 | lost races | failed starts | split-brain check |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut failed = false;
     for n in ns {
         let dir = base.join(format!("n{n}"));
         std::fs::create_dir_all(&dir).unwrap();
-        match bench(&dir, n, sanlock.clone()) {
+        match bench(&dir, n, sanlock.clone(), fence, io_timeout) {
             Ok(mut r) => {
                 r.back.sort_by(f64::total_cmp);
                 let dead_s: Vec<String> = r.dead.iter().map(|(_, t)| format!("{t:.1} s")).collect();
-                let first_dead = r.dead.iter().map(|d| d.1).fold(f64::INFINITY, f64::min);
                 let last = *r.back.last().unwrap();
-                let secs = |t: Option<f64>| t.map_or("not seen".into(), |t| format!("{t:.1} s"));
+                let secs = |t: Option<f64>| t.map_or("-".into(), |t| format!("{t:.1} s"));
                 let sanlock_s = match &r.sanlock {
-                    Ok((fail, dead)) => format!("{} / {}", secs(*fail), secs(*dead)),
+                    Ok((fail, dead, free)) => {
+                        format!("{} / {} / {}", secs(*fail), secs(*dead), secs(*free))
+                    }
                     Err(_) => "skipped".into(),
                 };
                 println!(
-                    "| {} | {} | {} | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:+.1} s | {} / {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:+.1} s | {} / {} | {} | {} | {} |",
                     r.vms,
-                    dead_s.join(" / "),
+                    secs(r.declared),
+                    if dead_s.is_empty() {
+                        "-".into()
+                    } else {
+                        dead_s.join(" / ")
+                    },
                     sanlock_s,
                     r.back[0],
                     pct(&r.back, 0.5),
                     pct(&r.back, 0.9),
                     last,
-                    last - first_dead,
+                    r.host_dead as f64 - last,
                     r.on[0],
                     r.on[1],
                     r.lost_races,
