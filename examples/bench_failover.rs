@@ -147,11 +147,7 @@ impl Observer {
     /// `host_status` prints only timestamps, not FAIL/DEAD) every 100 ms,
     /// from a thread, until it says DEAD or `stop`: the first times (unix)
     /// it said FAIL and DEAD.
-    fn watch(
-        &self,
-        host: u64,
-        stop: Arc<AtomicBool>,
-    ) -> std::thread::JoinHandle<(Option<f64>, Option<f64>, Option<f64>)> {
+    fn watch(&self, host: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Seen> {
         let (bin, run_dir) = (self.bin, self.run_dir.clone());
         std::thread::spawn(move || {
             let (mut fail, mut dead, mut free) = (None, None, None);
@@ -202,12 +198,15 @@ impl Drop for Observer {
     }
 }
 
+/// When the sanlock observer first called host 1 FAIL, DEAD and FREE.
+type Seen = (Option<f64>, Option<f64>, Option<f64>);
+
 struct Result {
     vms: usize,
     dead: Vec<(u64, f64)>,
     /// The sanlock observer's FAIL and DEAD of host 1 (None: not seen),
     /// or why there is none.
-    sanlock: std::result::Result<(Option<f64>, Option<f64>, Option<f64>), String>,
+    sanlock: std::result::Result<Seen, String>,
     /// When a survivor declared host 1 dead after fencing it.
     declared: Option<f64>,
     host_dead: u64,

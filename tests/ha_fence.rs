@@ -280,19 +280,85 @@ fn host_declared_dead_by_a_lying_agent_kills_its_vms_when_it_comes_back() {
         Duration::from_secs(30),
         || vm_pids.iter().all(|&p| exited(p)),
     );
+    // Back after longer than id_renewal_fail_seconds, it fails its
+    // lockspace on the time alone, or on its renewal (next test).
     let log = std::fs::read_to_string(c.host(3).daemon_dir.join("daemon.log")).unwrap();
     assert!(log.contains("killing its lease holders"), "{log}");
-    // Its renewal read its delta lease: not what it wrote (SANLK_RENEW_DIFF).
-    assert!(
-        log.contains("error -261: our delta lease changed behind our back"),
-        "{log}"
-    );
     let bad = split_brain_check(&c);
     assert!(
         !bad.is_empty(),
         "a lying fence agent must let two runs overlap until the host's renewal fails"
     );
     c.kill(3);
+}
+
+/// A host that runs on after its delta lease was declared free (what a
+/// lying agent leads to, here while it renews normally): its next renewal
+/// reads a lease that is not what it wrote (SANLK_RENEW_DIFF, -261), its
+/// lockspace is lost and its daemon kills its lease holders at once.
+#[test]
+fn a_host_whose_lease_was_declared_free_kills_its_holders_at_its_next_renewal() {
+    let dir = Dir::new();
+    let c = started(dir.path(), opts(dir.path(), 2, &[], None));
+    let pids = |c: &Cluster| -> Vec<i32> {
+        (0..2)
+            .filter_map(|i| {
+                c.status(3)?["vms"][i]["local"]["pid"]
+                    .as_i64()
+                    .map(|p| p as i32)
+            })
+            .collect()
+    };
+    wait("host 3's VM pids", Duration::from_secs(10), || {
+        pids(&c).len() == 2
+    });
+    let vm_pids = pids(&c);
+    let ids = c.shared.join("ids");
+    let lease = format!("hademo:3:{}:0", p(&ids));
+    let field = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    // Between two of its renewals (every 2 s), the lease as host 3 wrote it
+    // is released as a fence's declaration does.
+    let t0 = Instant::now();
+    let declared = loop {
+        let text = run(hactl(), &["direct", "read_leader", "-s", &lease]).text();
+        let v = fence::Victim {
+            host_id: 3,
+            generation: field(&text, "owner_generation"),
+            timestamp: field(&text, "timestamp"),
+            lockspace: "hademo".into(),
+            ids: ids.clone(),
+            sector_size: 512,
+            io_timeout: Duration::from_secs(1),
+        };
+        match fence::declare_dead(&v) {
+            Ok(d) => break d,
+            Err(e) if e.contains("renewed") && t0.elapsed() < Duration::from_secs(20) => {}
+            Err(e) => panic!("declare_dead: {e}"),
+        }
+    };
+    assert!(declared.contains("delta lease released"), "{declared}");
+    let t_declared = Instant::now();
+    wait(
+        "host 3's daemon to kill its VMs",
+        Duration::from_secs(15),
+        || vm_pids.iter().all(|&p| exited(p)),
+    );
+    let took = t_declared.elapsed().as_secs_f64();
+    let log = std::fs::read_to_string(c.host(3).daemon_dir.join("daemon.log")).unwrap();
+    assert!(
+        log.contains("lockspace lost (corrupt_result -261)"),
+        "{log}"
+    );
+    assert!(log.contains("killing its lease holders"), "{log}");
+    assert!(
+        took < 8.0,
+        "holders killed {took:.1} s after the declaration: not at the next renewal"
+    );
 }
 
 /// The lease of a fenced host is taken by Debian's sanlock 3.8.5 at once:
