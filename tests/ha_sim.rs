@@ -98,10 +98,10 @@ fn seeds_to_violation(knob: HaKnob, bound: u64) -> Option<(u64, ha::HaOutcome)> 
 fn removed_safety_steps_are_caught() {
     // Bounds are about 4x what each knob needs today.
     for (knob, bound) in [
-        (HaKnob::NoLease, 150),
-        (HaKnob::RestartOnFailNoLease, 20),
-        (HaKnob::LeaseWithoutDeadWaitRestartOnFail, 20),
-        (HaKnob::LeaseWithoutDeadWait, 20),
+        (HaKnob::NoLease, 400),
+        (HaKnob::RestartOnFailNoLease, 50),
+        (HaKnob::LeaseWithoutDeadWaitRestartOnFail, 150),
+        (HaKnob::LeaseWithoutDeadWait, 320),
     ] {
         let Some((needed, o)) = seeds_to_violation(knob, bound) else {
             panic!("{knob:?}: no double run within {bound} seeds");
