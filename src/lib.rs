@@ -5,6 +5,10 @@
 //! - [`io`]: O_DIRECT, timeouts, areas that cannot be written outside (where bytes hit the disk)
 //! - [`geometry`]: sector/align sizes and what they imply
 //! - [`lease_str`]: LOCKSPACE / RESOURCE / RINDEX strings
+//! - [`daemon`]: `hactl daemon`; [`daemon::core`] is where a lease is decided
+//!   (the lease machines of [`delta`], [`paxos`], [`hosts`], [`recovery`] driven
+//!   as one lockspace and its resources), run by the daemon and by [`sim`]
+//! - [`sim`]: the deterministic simulation of many hosts running that core
 //! - [`direct`]: `hactl direct` operations on storage
 //! - [`xleases`]: vdsm's xleases volume (VM leases) over [`io`]
 //! - [`cli`]: sanlock's command syntax and output text

@@ -24,6 +24,10 @@ pub const PAXOS_ACQUIRE_SHARED: u32 = 0x8;
 /// Every dblock we write carries our SHARED mode block (SH→EX convert:
 /// our shared hold stays visible to others while we ballot).
 pub const PAXOS_WRITE_MBLOCK_SH: u32 = 0x10;
+/// sanlock 3.8.5's check of a committed ballot: the owner's host_id only,
+/// not its generation. Only the simulation sets it
+/// (`daemon::core::Knobs::sanlock_commit_check`), to show what it lets by.
+pub const PAXOS_COMMIT_HOST_ID_ONLY: u32 = 0x20;
 
 /// Who is acquiring, and how.
 #[derive(Clone, Debug)]
@@ -238,12 +242,12 @@ impl PaxosAcquire {
         }
     }
 
-    /// Our host_id and the lease's sector size (for the driver's offsets).
     /// The ballot number (mbal) of our current ballot, for log lines.
     pub fn ballot(&self) -> u64 {
         self.dblock.mbal
     }
 
+    /// Our host_id and the lease's sector size (for the driver's offsets).
     pub fn host_and_sector(&self) -> (u64, usize) {
         (self.p.host_id, self.p.sector_size)
     }
@@ -570,7 +574,17 @@ impl PaxosAcquire {
             (Phase::BackOff, Input::Slept) => self.retry_ballot(),
             (Phase::Committing, Input::Written(r)) => match r {
                 Err(e) => self.fail(e),
-                Ok(()) if self.new_leader.owner_id != self.p.host_id => {
+                // The ballot may adopt our own earlier value: our host_id
+                // with the generation of an instance of our lockspace that
+                // is gone (its ballot cut off before it committed). That
+                // owner is not us: others see its host_id taken by a newer
+                // generation and take the lease at once. sanlock compares
+                // only the host_id here; the simulation found the case.
+                Ok(())
+                    if self.new_leader.owner_id != self.p.host_id
+                        || (self.new_leader.owner_generation != self.p.host_generation
+                            && self.p.flags & PAXOS_COMMIT_HOST_ID_ONLY == 0) =>
+                {
                     self.fail(rv::SANLK_ACQUIRE_OTHER)
                 }
                 Ok(()) => self.done(Ok((self.new_leader, self.dblock))),
@@ -891,6 +905,51 @@ mod tests {
             s = m.step(101, perform(&mut area, 1, &s, &delta, &hs, 101).unwrap());
         }
         assert_eq!(s, Step::Done(Err(rv::SANLK_ACQUIRE_OWNED_RETRY)));
+    }
+
+    #[test]
+    fn a_value_of_our_own_older_generation_is_not_ours() {
+        // Our previous instance (generation 1) proposed itself for lver 1;
+        // host 2's ballot adopted that value in its phase 2 and was cut
+        // off. Now, in generation 2, our ballot adopts it from host 2's
+        // dblock. Committing it is committing another owner.
+        let mut area = fresh_area(4);
+        let mut old = PaxosDblock {
+            mbal: 2,
+            bal: 2,
+            inp: 1,
+            inp2: 1,
+            inp3: 77,
+            lver: 1,
+            ..Default::default()
+        };
+        area[3 * SS..4 * SS].copy_from_slice(&dblock_sector(&mut old, SS));
+        let mut m = PaxosAcquire::new(PaxosParams {
+            host_generation: 2,
+            ..params(1, 9)
+        });
+        let none = LeaderRecord::default();
+        let mut s = m.step(100, Input::Start);
+        while !matches!(s, Step::Done(_)) {
+            s = m.step(100, perform(&mut area, 1, &s, &none, &None, 100).unwrap());
+        }
+        assert_eq!(s, Step::Done(Err(rv::SANLK_ACQUIRE_OTHER)));
+        let l = LeaderRecord::decode(&area[..SS]).unwrap();
+        assert_eq!((l.lver, l.owner_id, l.owner_generation), (1, 1, 1));
+        // The next try finds the lease ours from an older generation and
+        // takes it for this one.
+        let mut m = PaxosAcquire::new(PaxosParams {
+            host_generation: 2,
+            ..params(1, 10)
+        });
+        let mut s = m.step(101, Input::Start);
+        while !matches!(s, Step::Done(_)) {
+            s = m.step(101, perform(&mut area, 1, &s, &none, &None, 101).unwrap());
+        }
+        let Step::Done(Ok((l, _))) = s else {
+            panic!("{s:?}")
+        };
+        assert_eq!((l.lver, l.owner_id, l.owner_generation), (2, 1, 2));
     }
 
     #[test]

@@ -180,6 +180,21 @@ impl Recovery {
         last_success + self.cfg.timeouts().id_renewal_fail_seconds()
     }
 
+    /// A renewal attempt just ended: if the lease is lost now (no success
+    /// for 8T, or corrupt), the lockspace fails at once rather than at the
+    /// next main-loop check, so that no acquire is handed out meanwhile.
+    /// The holders are killed from the next [`Recovery::check`] on.
+    pub fn fail_now(&mut self, now: u64, last_success: u64, corrupt: bool) -> Option<Action> {
+        let gap = now.saturating_sub(last_success);
+        if self.state != State::Normal
+            || !(corrupt || gap >= self.cfg.timeouts().id_renewal_fail_seconds())
+        {
+            return None;
+        }
+        self.state = State::Killing;
+        Some(Action::LockspaceFailed { corrupt, gap })
+    }
+
     /// One main-loop check at `now` (monotonic seconds). `corrupt`: a
     /// renewal found our lease changed by someone else. `holders`: the
     /// processes still alive and holding leases in this lockspace.

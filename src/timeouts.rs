@@ -14,6 +14,14 @@ pub fn monotime() -> u64 {
         .unwrap_or(0)
 }
 
+/// CLOCK_MONOTONIC in milliseconds (timers and I/O latency); its whole
+/// seconds are [`monotime`].
+pub fn monotime_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
+        .unwrap_or(0)
+}
+
 /// The timeouts of one io_timeout, all in seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {

@@ -99,10 +99,10 @@ fn seeds_to_violation(knob: HaKnob, bound: u64) -> Option<(u64, ha::HaOutcome)> 
 fn removed_safety_steps_are_caught() {
     // Bounds are about 4x what each knob needs today.
     for (knob, bound) in [
-        (HaKnob::NoLease, 150),
-        (HaKnob::RestartOnFailNoLease, 20),
-        (HaKnob::LeaseWithoutDeadWaitRestartOnFail, 20),
-        (HaKnob::LeaseWithoutDeadWait, 20),
+        (HaKnob::NoLease, 400),
+        (HaKnob::RestartOnFailNoLease, 50),
+        (HaKnob::LeaseWithoutDeadWaitRestartOnFail, 150),
+        (HaKnob::LeaseWithoutDeadWait, 320),
     ] {
         let Some((needed, o)) = seeds_to_violation(knob, bound) else {
             panic!("{knob:?}: no double run within {bound} seeds");
@@ -219,8 +219,8 @@ fn fencing_never_runs_a_vm_twice_and_speeds_up_recovery() {
 /// a confirmed off" prevents).
 #[test]
 fn a_lying_fence_agent_is_caught() {
-    let Some((needed, o)) = seeds_to_violation(HaKnob::FencingLiar, 300) else {
-        panic!("FencingLiar: no double run within 300 seeds");
+    let Some((needed, o)) = seeds_to_violation(HaKnob::FencingLiar, 40) else {
+        panic!("FencingLiar: no double run within 40 seeds");
     };
     eprintln!("FencingLiar: double run found after {needed} seeds");
     let report = ha::report(&o, HaKnob::FencingLiar);

@@ -78,7 +78,7 @@ fn each_removed_safety_step_is_caught() {
     for (knob, bound) in [
         (Knob::TakeoverWithoutDead, 50),
         (Knob::SkipDeltaWait, 50),
-        (Knob::NoWatchdog, 400),
+        (Knob::NoWatchdog, 6000),
         (Knob::ClearWithoutKill, 2500),
     ] {
         let Some((needed, o)) = seeds_to_violation(knob, bound) else {
@@ -114,32 +114,41 @@ fn killing_alone_is_not_what_keeps_leases_safe() {
 fn findings_beyond_the_model_replay() {
     // sanlock 3.8.5 accepts an acquire that outlived its lockspace when the
     // lockspace came back with the same host_id (new generation).
-    let o = Sim::run(48639, &Config::with(Knob::SanlockTokenCheck));
+    let o = Sim::run(5129, &Config::with(Knob::SanlockTokenCheck));
     assert!(o.violation.is_some(), "{:?}", o.stats);
     eprint!("{}", sim::report(&o, Knob::SanlockTokenCheck));
-    assert!(Sim::run(48639, &Config::default()).violation.is_none());
+    assert!(Sim::run(5129, &Config::default()).violation.is_none());
+    // sanlock 3.8.5 takes a committed ballot for its own whatever the
+    // generation: its previous lockspace instance's value, adopted from
+    // another host's dblock after the lockspace was joined again, is
+    // handed out and taken over at once (the daemon did the same before
+    // the simulation ran its code).
+    let o = Sim::run(691_179, &Config::with(Knob::SanlockCommitCheck));
+    assert!(o.violation.is_some(), "{:?}", o.stats);
+    eprint!("{}", sim::report(&o, Knob::SanlockCommitCheck));
+    assert!(Sim::run(691_179, &Config::default()).violation.is_none());
     // A write its issuer timed out on lands after the issuer's newer ones.
-    let o = Sim::run(46342, &Config::with(Knob::LateWrites));
+    let o = Sim::run(25958, &Config::with(Knob::LateWrites));
     assert!(o.violation.is_some(), "{:?}", o.stats);
     eprint!("{}", sim::report(&o, Knob::LateWrites));
-    assert!(Sim::run(46342, &Config::default()).violation.is_none());
+    assert!(Sim::run(25958, &Config::default()).violation.is_none());
 }
 
 #[test]
-fn a_torn_dblock_taken_at_its_word_is_caught() {
-    // A host crashes in its phase-2 dblock write, which tears (new ballot
-    // and value, the old timestamp 0 after the cut); a ballot that trusts
-    // the torn dblock commits a leader with timestamp 0 (free) for a live
-    // owner, and a third host takes the lease from under it. Checking the
-    // checksum (skip the dblock in a ballot, refuse the first read) is what
-    // prevents it. 1 such seed in the first 500,000 (docs/sim.md), so the
-    // seed is replayed rather than searched for.
+fn a_torn_record_taken_at_its_word_is_caught() {
+    // A host's leader write for lver 2 fails with EIO and lands torn (the
+    // new lver and owner, the old timestamp 0 after the cut); a host that
+    // takes the torn leader at its word sees lver 2 free, while the host
+    // the ballot chose holds it, and takes lver 3 from under it. Checking
+    // the checksum (refuse a leader that does not match, skip such a
+    // dblock in a ballot) is what prevents it. 13 such seeds in the first
+    // 10^6 (docs/sim.md), so the first is replayed rather than searched for.
     let knob = Knob::TrustBadChecksum;
-    let o = Sim::run(184_932, &Config::with(knob));
+    let o = Sim::run(120_757, &Config::with(knob));
     assert!(o.violation.is_some(), "{:?}", o.stats);
     assert!(o.stats.torn_writes > 0);
     eprint!("{}", sim::report(&o, knob));
-    assert!(Sim::run(184_932, &Config::default()).violation.is_none());
+    assert!(Sim::run(120_757, &Config::default()).violation.is_none());
 }
 
 #[test]
@@ -162,4 +171,77 @@ fn a_seed_replays_exactly() {
     let a = Sim::run(1, &Config::with_trace(Knob::None));
     let b = Sim::run(2, &Config::with_trace(Knob::None));
     assert_ne!(a.trace, b.trace);
+}
+
+/// The simulation proves the daemon only if it runs the daemon's own
+/// core: src/sim may not call the lease machines the core drives (a second
+/// driver could drift from the daemon's, as it once did), only the core's
+/// API (`daemon::core::lockspace::Lockspace`, `daemon::core::resource::*`).
+#[test]
+fn the_simulation_runs_the_daemons_core_and_no_driver_of_its_own() {
+    // What the core drives; formatting a fresh disk (lease_sector,
+    // leader_sector, dblock_sector) is not driving a lease.
+    const DRIVERS: &[&str] = &[
+        "DeltaAcquire",
+        "DeltaParams",
+        "delta::renew",
+        "delta::Input",
+        "delta::Step",
+        "release_sector",
+        "verify_sector",
+        "PaxosAcquire",
+        "PaxosParams",
+        "paxos::Input",
+        "paxos::Step",
+        "release_leader",
+        "released_dblock_sector",
+        "Recovery",
+        "recovery::Action",
+        "HostTable",
+        ".observe_at(",
+        ".judge(",
+        "judge_all",
+        "shared_holder_live",
+        "Keepalive",
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sim");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    let mut found = Vec::new();
+    let mut all = String::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            // Code only: comments may name what the core does.
+            let code = line.split("//").next().unwrap_or("");
+            for d in DRIVERS {
+                if code.contains(d) {
+                    found.push(format!("{}:{}: {d}: {}", f.display(), n + 1, line.trim()));
+                }
+            }
+            all.push_str(code);
+            all.push('\n');
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "driver logic in src/sim that the daemon does not run (use the core's API):\n{}",
+        found.join("\n")
+    );
+    for api in [
+        "Lockspace::new(",
+        "Acquire::new(",
+        "Release::new(",
+        ".step(now",
+    ] {
+        assert!(
+            all.contains(api),
+            "src/sim no longer drives the core ({api})"
+        );
+    }
 }

@@ -25,17 +25,17 @@ pub fn now() -> Now {
 impl Space {
     /// A renewal of our host_id starts (its I/O follows).
     pub fn warn_renewal_started(&self) {
-        self.state.lock().unwrap().warn.renewal_started(now());
+        self.state.lock().warn.renewal_started(now());
     }
 
     /// A renewal ended after `total_ms`: the new timestamp, or the error.
     /// Called after the lockspace state has taken in the result.
     pub fn warn_renewal_done(&self, total_ms: u64, result: Result<u64, i32>) {
         let (ws, generation) = {
-            let mut st = self.state.lock().unwrap();
-            let last = st.renewal_last_success;
+            let mut st = self.state.lock();
+            let last = st.core.status().renewal_last_success;
             let ws = st.warn.renewal_done(now(), total_ms, result, last);
-            (ws, st.host_generation)
+            (ws, st.core.host_generation())
         };
         self.publish(&ws, generation);
     }
@@ -44,13 +44,16 @@ impl Space {
     /// progress, and the other hosts.
     pub fn warn_tick(&self) {
         let (ws, generation) = {
-            let mut st = self.state.lock().unwrap();
-            if st.renewal_last_success == 0 {
+            let mut st = self.state.lock();
+            if st.core.status().renewal_last_success == 0 {
                 return;
             }
-            let last = st.renewal_last_success;
+            let last = st.core.status().renewal_last_success;
             let st = &mut *st;
-            (st.warn.tick(now(), last, &st.hosts), st.host_generation)
+            (
+                st.warn.tick(now(), last, st.core.hosts()),
+                st.core.host_generation(),
+            )
         };
         self.publish(&ws, generation);
     }
@@ -59,13 +62,7 @@ impl Space {
         for w in ws {
             warn!("{}", w.message);
             if w.raised() {
-                *self
-                    .counters
-                    .warnings
-                    .lock()
-                    .unwrap()
-                    .entry(w.reason)
-                    .or_default() += 1;
+                *self.counters.warnings.lock().entry(w.reason).or_default() += 1;
             }
             if w.host_id == self.host_id {
                 let (event, data) = if w.raised() {
@@ -84,32 +81,13 @@ impl Space {
     /// An event about our own lease on every `reg_event` fd: addressed to
     /// us and from us (see [`crate::early_warning::EVENT_LEASE_WARNING`]).
     fn send_own_event(&self, generation: u64, event: u64, data: u64) {
-        use crate::proto::{
-            EventCb, Header, SM_CB_GET_EVENT, SM_CB_PROTO, SM_MAGIC, SanlkHostEvent, WireStruct,
-        };
-        use std::io::Write;
-        let cb = EventCb {
-            h: Header {
-                magic: SM_MAGIC,
-                version: SM_CB_PROTO,
-                cmd: SM_CB_GET_EVENT,
-                length: EventCb::SIZE as u32,
-                ..Default::default()
-            },
-            he: SanlkHostEvent {
-                host_id: self.host_id,
-                generation,
-                event,
-                data,
-            },
+        self.deliver_events(&[crate::hosts::HostEvent {
+            host_id: self.host_id,
+            generation,
+            event,
+            data,
             from_host_id: self.host_id,
             from_generation: generation,
-        };
-        let bytes = cb.encode();
-        // As sanlock's send_event_callbacks: a fd that cannot take it is dropped.
-        self.event_fds
-            .lock()
-            .unwrap()
-            .retain_mut(|s| s.set_nonblocking(true).is_ok() && s.write_all(&bytes).is_ok());
+        }]);
     }
 }

@@ -1,37 +1,30 @@
 //! The daemon's main loop (sanlock's main_loop in main.c), apart from the
-//! lockspace threads so that a lockspace whose I/O hangs cannot delay it:
-//! - a lockspace that cannot renew (or is being removed) has its lease
-//!   holders killed by the [`crate::recovery`] machine: SIGTERM or the
-//!   killpath during the grace, then SIGKILL; once they are all gone the
-//!   lockspace is stopped. Every holder is gone before another host may
-//!   call this one DEAD (the watchdog backs this up where there is one).
-//! - requests from other hosts (our bit in their delta leases) and
-//!   `examine` commands make it read the request records of our leases.
+//! lockspace threads so that a lockspace whose I/O hangs cannot delay it.
+//! Every half second (200 ms while killing) it ticks each active
+//! lockspace's core with the processes holding leases there: a lockspace
+//! that cannot renew (or is being removed) has its holders killed by the
+//! core's kill sequence ([`crate::recovery`]: SIGTERM or the killpath
+//! during the grace, then SIGKILL), and once they are all gone it stops.
+//! It also judges the hosts (for the log and history), and reads the
+//! request records of our leases when another host asked for one of them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tracing::{error, info, warn};
+use tracing::warn;
 
 use super::Daemon;
+use super::core::lockspace::{Action, Event};
 use super::lockspace::SpaceList;
-use crate::recovery::{Action, Holder, Recovery, RecoveryConfig, Signal};
-use crate::timeouts::monotime;
+use crate::recovery::{Holder, Signal};
 
 pub fn run(d: Arc<Daemon>) {
-    let mut rec: HashMap<u32, Recovery> = HashMap::new();
-    while !d.shutting_down.load(Ordering::Relaxed) || !d.spaces.lock().unwrap().is_empty() {
-        let spaces = d.spaces.lock().unwrap().clone();
-        rec.retain(|id, _| spaces.iter().any(|s| s.space_id == *id));
+    while !d.shutting_down.load(Ordering::Relaxed) || !d.spaces.lock().is_empty() {
+        let spaces = d.spaces.lock().clone();
         let mut fast = false;
         for sp in spaces {
-            let (list, last_success, corrupt) = {
-                let st = sp.state.lock().unwrap();
-                (st.list, st.renewal_last_success, st.corrupt_result != 0)
-            };
-            if list != SpaceList::Active {
+            if Daemon::list_of(&sp) != SpaceList::Active {
                 continue;
             }
             sp.warn_tick();
@@ -40,19 +33,13 @@ pub fn run(d: Arc<Daemon>) {
                     d.do_request(pid, force_mode, &what);
                 }
             }
-            let r = rec.entry(sp.space_id).or_insert_with(|| {
-                Recovery::new(RecoveryConfig::new(
-                    sp.io_timeout,
-                    sp.watchdog_fire_timeout,
-                    Some(d.cfg.kill_grace_seconds),
-                ))
-            });
             let holders = holders(&d, sp.space_id);
-            let force = sp.external_remove.load(Ordering::Relaxed);
-            for a in r.check(monotime(), last_success, corrupt, force, &holders) {
-                act(&d, &sp, a, force);
+            let any = !holders.is_empty();
+            for a in sp.step(Event::Tick { holders }) {
+                act(&d, &sp, a);
             }
-            fast |= r.space_dead() && !holders.is_empty();
+            sp.judge_hosts();
+            fast |= sp.state.lock().space_dead() && any;
         }
         super::log::tick();
         super::memory::trim_if_due();
@@ -63,7 +50,7 @@ pub fn run(d: Arc<Daemon>) {
 /// The holders of a lockspace's leases, with what the kill needs to know.
 fn holders(d: &Daemon, space_id: u32) -> Vec<Holder> {
     let pids = d.holder_pids(space_id);
-    let clients = d.clients.lock().unwrap();
+    let clients = d.clients.lock();
     pids.iter()
         .map(|&(ci, pid)| {
             let slot = clients.get(ci).and_then(|s| s.as_ref());
@@ -78,18 +65,9 @@ fn holders(d: &Daemon, space_id: u32) -> Vec<Holder> {
         .collect()
 }
 
-fn act(d: &Arc<Daemon>, sp: &Arc<super::lockspace::Space>, a: Action, removing: bool) {
+/// Performs what the kill sequence asks of the daemon.
+fn act(d: &Arc<Daemon>, sp: &Arc<super::lockspace::Space>, a: Action) {
     match a {
-        Action::LockspaceFailed { corrupt, gap } => {
-            if removing {
-                info!(space = %sp.name, "lockspace removed: killing its lease holders");
-            } else {
-                error!(space = %sp.name, "lockspace failed (renewal gap {gap}s, corrupt {corrupt}): killing its lease holders");
-            }
-            let mut st = sp.state.lock().unwrap();
-            st.space_dead = true;
-            st.renew_fail |= !removing;
-        }
         Action::Signal { pid, signal } => {
             let pid = pid as i32;
             match signal {
@@ -97,7 +75,6 @@ fn act(d: &Arc<Daemon>, sp: &Arc<super::lockspace::Space>, a: Action, removing: 
                     let slot = d
                         .clients
                         .lock()
-                        .unwrap()
                         .iter()
                         .flatten()
                         .find(|s| s.registered && s.pid == pid)
@@ -122,20 +99,16 @@ fn act(d: &Arc<Daemon>, sp: &Arc<super::lockspace::Space>, a: Action, removing: 
                 }
             }
         }
-        Action::Stuck { pid } => {
-            error!(space = %sp.name, "pid {pid} survives every kill: only the watchdog can stop it");
-        }
         Action::AllClear => {
-            if removing {
-                return; // rem_lockspace's remover stops and drops it
-            }
-            warn!(space = %sp.name, "all lease holders gone: lockspace stopped");
+            // The core stopped itself (its thread releases the host_id if
+            // the last renewal succeeded); wait for that, then drop it.
             let d = d.clone();
             let sp = sp.clone();
             std::thread::spawn(move || {
                 sp.stop_and_join();
-                d.spaces.lock().unwrap().retain(|s| !Arc::ptr_eq(s, &sp));
+                d.spaces.lock().retain(|s| !Arc::ptr_eq(s, &sp));
             });
         }
+        other => warn!(space = %sp.name, "main loop: unexpected {other:?}"),
     }
 }

@@ -53,12 +53,11 @@ pub fn render(d: &Daemon) -> String {
     let counters: Vec<_> = d
         .renew_counters
         .lock()
-        .unwrap()
         .iter()
         .map(|(n, c)| (n.clone(), c.clone()))
         .collect();
     for (name, c) in &counters {
-        let h = c.latency.lock().unwrap().clone();
+        let h = c.latency.lock().clone();
         e.histogram("hactl_renewal_latency_seconds", &[("lockspace", name)], &h);
     }
     e.family(
@@ -67,7 +66,7 @@ pub fn render(d: &Daemon) -> String {
         "This host's delta-lease renewal attempts, by result.",
     );
     for (name, c) in &counters {
-        let ok = c.latency.lock().unwrap().count() as f64;
+        let ok = c.latency.lock().count() as f64;
         e.sample(
             "hactl_renewals_total",
             &[("lockspace", name), ("result", "ok")],
@@ -85,7 +84,7 @@ pub fn render(d: &Daemon) -> String {
         "Early warnings raised, by reason (host_late: another host at risk).",
     );
     for (name, c) in &counters {
-        let w = c.warnings.lock().unwrap().clone();
+        let w = c.warnings.lock().clone();
         for r in Reason::OWN.iter().chain([&Reason::HostLate]) {
             e.sample(
                 "hactl_lease_warnings_total",
@@ -131,7 +130,7 @@ pub fn render(d: &Daemon) -> String {
     let mono = crate::timeouts::monotime();
     for sp in &spaces {
         let name = sp.name.to_string_lossy();
-        let st = sp.state.lock().unwrap();
+        let st = sp.state.lock();
         let active: Vec<Reason> = st.warn.active().collect();
         for r in Reason::OWN {
             e.sample(
@@ -140,7 +139,7 @@ pub fn render(d: &Daemon) -> String {
                 f64::from(u8::from(active.contains(&r))),
             );
         }
-        let last = st.renewal_last_success;
+        let last = st.core.status().renewal_last_success;
         let kill_at = st.warn.kill_at_ms(last) / 1000;
         e.sample(
             "hactl_lease_seconds_until_kill",
@@ -153,7 +152,7 @@ pub fn render(d: &Daemon) -> String {
             mono.saturating_sub(last) as f64,
         );
         let risk: Vec<u64> = st.warn.hosts_at_risk().collect();
-        for (&host_id, h) in &st.hosts.history {
+        for (&host_id, h) in &st.core.hosts().history {
             if h.state.is_none() {
                 continue;
             }
@@ -163,7 +162,7 @@ pub fn render(d: &Daemon) -> String {
                 &[("lockspace", &name), ("host_id", &id)],
                 f64::from(u8::from(risk.contains(&host_id))),
             );
-            if let Some(hs) = st.hosts.hosts.get(host_id as usize - 1) {
+            if let Some(hs) = st.core.hosts().hosts.get(host_id as usize - 1) {
                 e.sample(
                     "hactl_host_renewal_age_seconds",
                     &[("lockspace", &name), ("host_id", &id)],
@@ -179,8 +178,8 @@ pub fn render(d: &Daemon) -> String {
     );
     for sp in &spaces {
         let name = sp.name.to_string_lossy();
-        let st = sp.state.lock().unwrap();
-        for (host_id, h) in &st.hosts.history {
+        let st = sp.state.lock();
+        for (host_id, h) in &st.core.hosts().history {
             let Some(cur) = h.state else { continue };
             let id = host_id.to_string();
             for s in HostState::ALL {
@@ -203,7 +202,7 @@ pub fn render(d: &Daemon) -> String {
     );
     for sp in &spaces {
         let name = sp.name.to_string_lossy();
-        let now = sp.state.lock().unwrap().lease_file;
+        let now = sp.state.lock().lease_file;
         for p in [
             crate::io::FileProblem::Deleted,
             crate::io::FileProblem::Replaced,
@@ -222,7 +221,7 @@ pub fn render(d: &Daemon) -> String {
         "Resource leases this daemon holds, by lockspace.",
     );
     {
-        let res = d.res.lock().unwrap();
+        let res = d.res.lock();
         for sp in &spaces {
             let name = sp.name.to_string_lossy();
             let n = res
@@ -241,7 +240,6 @@ pub fn render(d: &Daemon) -> String {
     let registered = d
         .clients
         .lock()
-        .unwrap()
         .iter()
         .flatten()
         .filter(|c| c.registered)

@@ -1,7 +1,13 @@
 //! `hactl daemon`: joins lockspaces, renews them, judges the other hosts,
 //! and answers sanlock's socket protocol.
 //!
-//! - [`lockspace`]: one thread per joined lockspace (acquire, renew, release)
+//! - [`core`]: where leases are decided: a lockspace's life and a
+//!   resource's operations as state machines (events in, actions out; no
+//!   thread, file, socket or clock), run alike by the daemon and the simulation
+//! - [`engine`]: performs the core's actions (blocking O_DIRECT I/O, sleeps)
+//! - [`lockspace`]: a joined lockspace: its core and the thread executing it
+//! - [`main_loop`]: ticks every lockspace's core (the kill sequence), examines requests
+//! - [`resource`]: the table of held resources; their disk work is the core's
 //! - [`server`]: the socket, one thread per connection, command dispatch
 //! - [`accept`]: the bound on connections, refusals, accept backoff
 //! - [`config`]: flags and sanlock.conf
@@ -13,7 +19,9 @@
 pub mod accept;
 pub mod access;
 pub mod config;
+pub mod core;
 pub mod early_warning;
+pub mod engine;
 pub mod helper;
 pub mod lockspace;
 pub mod log;
@@ -30,13 +38,16 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
 
 use self::config::DaemonConfig;
+use self::core::lockspace as lockspace_core;
 use self::lockspace::{Space, SpaceList};
 use crate::ondisk::Name;
 
@@ -57,6 +68,12 @@ pub struct ClientSlot {
 }
 
 /// Everything the daemon shares between its threads.
+///
+/// Lock order (parking_lot mutexes: a panicking thread does not poison
+/// them for the others): `spaces` before `renew_counters` and before a
+/// `Space`'s own locks (see daemon/lockspace.rs); `res` and `clients` are
+/// taken alone, never while another of these is held. No lock is held
+/// across lease I/O, a wait, or a call into wdmd.
 pub struct Daemon {
     pub cfg: DaemonConfig,
     pub our_host_name: Name,
@@ -65,7 +82,7 @@ pub struct Daemon {
     /// Slot 0 is the "helper", slot 1 the "listener", as in sanlock.
     pub clients: Mutex<Vec<Option<ClientSlot>>>,
     next_space_id: AtomicU32,
-    pub log: Arc<Mutex<log::LogRing>>,
+    pub log: Arc<std::sync::Mutex<log::LogRing>>,
     pub shutting_down: AtomicBool,
     /// Resource leases held for registered clients.
     pub res: Mutex<resource::ResTable>,
@@ -103,7 +120,7 @@ impl KillCounts {
 pub type Rv = i32;
 
 impl Daemon {
-    pub fn new(cfg: DaemonConfig, log: Arc<Mutex<log::LogRing>>) -> Daemon {
+    pub fn new(cfg: DaemonConfig, log: Arc<std::sync::Mutex<log::LogRing>>) -> Daemon {
         let our_host_name = match &cfg.our_host_name {
             Some(n) => Name::from_bytes(&n.as_bytes()[..n.len().min(48)]).unwrap_or_default(),
             None => crate::delta::default_host_name(),
@@ -132,12 +149,12 @@ impl Daemon {
     }
 
     pub fn list_of(sp: &Space) -> SpaceList {
-        sp.state.lock().unwrap().list
+        sp.state.lock().list
     }
 
     /// Spaces on one list, newest first (sanlock adds to the head).
     pub fn spaces_on(&self, list: SpaceList) -> Vec<Arc<Space>> {
-        let v = self.spaces.lock().unwrap();
+        let v = self.spaces.lock();
         v.iter()
             .rev()
             .filter(|s| Self::list_of(s) == list)
@@ -156,7 +173,6 @@ impl Daemon {
     pub fn find_by_name(&self, name: &Name) -> Option<Arc<Space>> {
         self.spaces
             .lock()
-            .unwrap()
             .iter()
             .find(|s| s.name.same_as(name))
             .cloned()
@@ -174,7 +190,7 @@ impl Daemon {
         if name.is_empty() || host_id == 0 || path.is_empty() {
             return Err(-libc::EINVAL);
         }
-        let mut spaces = self.spaces.lock().unwrap();
+        let mut spaces = self.spaces.lock();
         // Only a shutdown that is going ahead is set (none is while a
         // lockspace exists, unless forced); sanlock undoes such an add
         // once its host_id is acquired and answers -1.
@@ -208,22 +224,24 @@ impl Daemon {
             host_id,
             PathBuf::from(path),
             offset,
-            io,
-            self.our_host_name,
-            self.cfg.watchdog_fire_timeout,
-            if self.cfg.set_bitmap_seconds > 0 {
-                self.cfg.set_bitmap_seconds
-            } else {
-                6 * io
+            lockspace::SpaceOptions {
+                io_timeout: io,
+                our_name: self.our_host_name,
+                watchdog_fire_timeout: self.cfg.watchdog_fire_timeout,
+                set_bitmap_seconds: if self.cfg.set_bitmap_seconds > 0 {
+                    self.cfg.set_bitmap_seconds
+                } else {
+                    6 * io
+                },
+                history_size: self.cfg.renewal_history_size,
+                kill_grace_seconds: Some(self.cfg.kill_grace_seconds),
+                use_watchdog: self.cfg.use_watchdog,
             },
-            self.cfg.renewal_history_size,
         );
-        space.use_watchdog = self.cfg.use_watchdog;
-        space.state.get_mut().unwrap().warn.cfg = self.cfg.warn;
+        space.state.get_mut().warn.cfg = self.cfg.warn;
         space.counters = self
             .renew_counters
             .lock()
-            .unwrap()
             .entry(name.to_string_lossy())
             .or_default()
             .clone();
@@ -241,15 +259,11 @@ impl Daemon {
     /// `add_lockspace_wait`: waits for the host_id acquire to finish; on
     /// success the lockspace becomes active, on failure it is forgotten.
     pub fn add_lockspace_wait(&self, sp: &Arc<Space>) -> Rv {
-        let mut st = sp.state.lock().unwrap();
-        while st.acquire_last_result == 0 {
-            st = sp
-                .changed
-                .wait_timeout(st, Duration::from_secs(1))
-                .unwrap()
-                .0;
+        let mut st = sp.state.lock();
+        while st.core.status().acquire_last_result == 0 {
+            sp.changed.wait_for(&mut st, Duration::from_secs(1));
         }
-        let r = st.acquire_last_result;
+        let r = st.core.status().acquire_last_result;
         // sanlock polls for the acquire once a second, so by the time the
         // main loop watches the lockspace its first renewal (due at once:
         // the acquire's timestamp predates its wait) has been made. Waking
@@ -257,22 +271,20 @@ impl Daemon {
         // the stale timestamp and fail the lockspace.
         let waited = std::time::Instant::now();
         while r == crate::rv::SANLK_OK
-            && st.renewal_last_attempt == st.acquire_last_attempt
+            && st.core.status().renewal_last_attempt == st.core.status().acquire_last_attempt
             && waited.elapsed() < Duration::from_secs(1)
         {
-            st = sp
-                .changed
-                .wait_timeout(st, Duration::from_millis(100))
-                .unwrap()
-                .0;
+            sp.changed.wait_for(&mut st, Duration::from_millis(100));
         }
         if r == crate::rv::SANLK_OK && !sp.external_remove.load(Ordering::Relaxed) {
             st.list = SpaceList::Active;
+            st.core
+                .step(engine::now(), lockspace_core::Event::Activated);
             return 0;
         }
         drop(st);
         sp.stop_and_join();
-        self.spaces.lock().unwrap().retain(|s| !Arc::ptr_eq(s, sp));
+        self.spaces.lock().retain(|s| !Arc::ptr_eq(s, sp));
         if r == crate::rv::SANLK_OK { -1 } else { r }
     }
 
@@ -286,7 +298,6 @@ impl Daemon {
     ) -> Option<Arc<Space>> {
         self.spaces
             .lock()
-            .unwrap()
             .iter()
             .find(|s| {
                 s.name.same_as(name)
@@ -326,14 +337,7 @@ impl Daemon {
         if rv != 0 {
             return rv;
         }
-        while wait
-            && self
-                .spaces
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|s| Arc::ptr_eq(s, &sp))
-        {
+        while wait && self.spaces.lock().iter().any(|s| Arc::ptr_eq(s, &sp)) {
             std::thread::sleep(Duration::from_millis(100));
         }
         0
@@ -346,19 +350,22 @@ impl Daemon {
     /// progress is abandoned instead.
     fn remove_space(self: &Arc<Self>, sp: &Arc<Space>, shutdown: bool) -> Rv {
         let start_remover = {
-            let mut st = sp.state.lock().unwrap();
+            let mut st = sp.state.lock();
             match st.list {
                 SpaceList::Removing => return -libc::EINPROGRESS,
                 SpaceList::Adding => {
                     // The add in progress is abandoned; its waiter removes it.
                     sp.external_remove.store(true, Ordering::Relaxed);
                     sp.stop.store(true, Ordering::Relaxed);
-                    sp.changed.notify_all();
+                    drop(st);
+                    for a in sp.step(lockspace_core::Event::Stop) {
+                        warn!("s{} unexpected {a:?}", sp.space_id);
+                    }
                     return 0;
                 }
                 SpaceList::Active if st.rindex_op != 0 && !shutdown => return -libc::EBUSY,
                 SpaceList::Active => {
-                    st.space_dead = true;
+                    st.core.step(engine::now(), lockspace_core::Event::Remove);
                     !sp.external_remove.swap(true, Ordering::Relaxed)
                 }
             }
@@ -370,7 +377,7 @@ impl Daemon {
                 loop {
                     // Holders are being killed by the main loop (SIGKILL).
                     let held = d.space_has_resources(sp.space_id);
-                    let mut st = sp.state.lock().unwrap();
+                    let mut st = sp.state.lock();
                     if !st.external_used && !held {
                         st.list = SpaceList::Removing;
                         break;
@@ -383,7 +390,7 @@ impl Daemon {
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 sp.stop_and_join();
-                d.spaces.lock().unwrap().retain(|s| !Arc::ptr_eq(s, &sp));
+                d.spaces.lock().retain(|s| !Arc::ptr_eq(s, &sp));
                 info!("s{} lockspace removed", sp.space_id);
             });
         }
@@ -395,7 +402,7 @@ impl Daemon {
     /// resets its `external_shutdown` in the main loop. Returns whether the
     /// daemon is shutting down.
     pub fn shutdown_if_idle(&self) -> bool {
-        let spaces = self.spaces.lock().unwrap();
+        let spaces = self.spaces.lock();
         if spaces.is_empty() {
             self.shutting_down.store(true, Ordering::Relaxed);
             return true;
@@ -410,7 +417,7 @@ impl Daemon {
     /// the daemon exits once none is left. No new lockspace is added.
     pub fn shutdown_force(self: &Arc<Self>) {
         let spaces = {
-            let spaces = self.spaces.lock().unwrap();
+            let spaces = self.spaces.lock();
             self.shutting_down.store(true, Ordering::Relaxed);
             spaces.clone()
         };
@@ -421,7 +428,7 @@ impl Daemon {
 
     /// Takes a client slot (lowest free at or after 2).
     pub fn client_add(&self, slot: ClientSlot) -> usize {
-        let mut c = self.clients.lock().unwrap();
+        let mut c = self.clients.lock();
         if let Some(i) = c.iter().skip(2).position(|s| s.is_none()) {
             c[i + 2] = Some(slot);
             i + 2
@@ -432,13 +439,13 @@ impl Daemon {
     }
 
     pub fn client_update(&self, ci: usize, f: impl FnOnce(&mut ClientSlot)) {
-        if let Some(Some(s)) = self.clients.lock().unwrap().get_mut(ci) {
+        if let Some(Some(s)) = self.clients.lock().get_mut(ci) {
             f(s);
         }
     }
 
     pub fn client_free(&self, ci: usize) {
-        if let Some(s) = self.clients.lock().unwrap().get_mut(ci) {
+        if let Some(s) = self.clients.lock().get_mut(ci) {
             *s = None;
         }
     }
@@ -508,7 +515,7 @@ pub fn lockfile(cfg: &DaemonConfig) -> Result<File, String> {
 /// once the socket listens; the daemon serves on a thread until it is
 /// shut down.
 pub fn spawn_in_process(cfg: DaemonConfig) -> Result<Arc<Daemon>, String> {
-    let ring = Arc::new(Mutex::new(log::LogRing::default()));
+    let ring = Arc::new(std::sync::Mutex::new(log::LogRing::default()));
     log::install(Arc::new(log::Logger::new(
         ring.clone(),
         false,
@@ -530,7 +537,7 @@ pub fn spawn_in_process(cfg: DaemonConfig) -> Result<Arc<Daemon>, String> {
         .spawn(move || {
             let _lock = lock;
             server::serve(d.clone(), listener);
-            for sp in d.spaces.lock().unwrap().clone() {
+            for sp in d.spaces.lock().clone() {
                 sp.stop_and_join();
             }
         })
@@ -552,7 +559,7 @@ pub fn main(args: &[String]) -> i32 {
         println!("{e}");
         return 1;
     }
-    let ring = Arc::new(Mutex::new(log::LogRing::default()));
+    let ring = Arc::new(std::sync::Mutex::new(log::LogRing::default()));
     let logfile = if cfg.run_dir.as_os_str() == config::DEFAULT_RUN_DIR {
         PathBuf::from("/var/log/hactl.log")
     } else {
@@ -631,7 +638,7 @@ pub fn main(args: &[String]) -> i32 {
         }
     }
     server::serve(daemon.clone(), listener);
-    for sp in daemon.spaces.lock().unwrap().clone() {
+    for sp in daemon.spaces.lock().clone() {
         sp.stop_and_join();
     }
     let _ = std::fs::remove_file(daemon.cfg.run_dir.join("sanlock.sock"));

@@ -14,26 +14,25 @@
 //! leader. An exclusive acquirer that saw SHARED mode blocks during its
 //! ballot must find every such holder dead before it keeps the lease.
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tracing::{info, warn};
 
 use super::Daemon;
-use super::lockspace::Space;
+use super::core::resource::{
+    Acquire, AcquireParams, Acquired, ConvertToExclusive, ConvertToShared, ExamineRequest,
+    FreeLeaderOp, Held, LeaseRef, NoLockspace, PaxosOnly, Release,
+};
+use super::core::{CoreError, Knobs, Layout};
+use super::engine::{self, AreaStorage};
+use super::lockspace::{Space, SpaceView};
 use crate::geometry::Geometry;
-use crate::io::{Area, Disk};
-use crate::ondisk::dblock::{DBLOCK_FL_RELEASED, MBLOCK_OFFSET, MBLOCK_SHARED, ModeBlock};
 use crate::ondisk::{LeaderRecord, Name, PaxosDblock};
-use crate::paxos::{self, PaxosAcquire, PaxosParams};
+use crate::paxos::{self, PaxosParams};
 use crate::proto::{self, SanlkResource};
 use crate::rv;
 use crate::timeouts::monotime;
-
-/// sanlock's fixed LVB sector number within a lease area.
-pub const LVB_SECTOR: u64 = 2002;
-/// Retries of a shared acquire that met another host's short hold.
-const SH_RETRIES: u32 = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResList {
@@ -147,252 +146,48 @@ pub(super) fn disk_path(res: &SanlkResource) -> Result<(String, u64), i32> {
     Ok((super::path_string(&d.path)?, d.offset))
 }
 
-/// An open lease area and its geometry (from its own leader).
-pub struct LeaseIo {
-    disk: Disk,
-    offset: u64,
-    pub g: Geometry,
-    timeout: Duration,
-}
-
-impl LeaseIo {
-    /// Opens the lease at `path`/`offset`, reading its geometry from its
-    /// leader unless `known` (a lease we hold) says it already.
-    pub fn open(
-        path: &str,
-        offset: u64,
-        io_timeout: u64,
-        known: Option<Geometry>,
-    ) -> Result<LeaseIo, i32> {
-        let disk = Disk::open(path.as_ref()).map_err(|e| e.sanlk_rv())?;
-        let timeout = Duration::from_secs(io_timeout.max(1));
-        let g = match known {
-            Some(g) => g,
-            None => {
-                crate::direct::read_leader_sizes(&disk, offset, timeout).map_err(|e| match e {
-                    crate::direct::DirectError::NoSizes { .. } => rv::SANLK_LEADER_MAGIC,
-                    other => other.sanlk_rv(),
-                })?
-            }
-        };
-        Ok(LeaseIo {
-            disk,
-            offset,
-            g,
-            timeout,
-        })
-    }
-
-    pub fn area(&self) -> Result<Area<'_>, i32> {
-        Area::new(
-            &self.disk,
-            self.offset,
-            self.g.align_size as u64,
-            self.timeout,
-        )
-        .map_err(|e| e.sanlk_rv())
-    }
-
-    fn ss(&self) -> usize {
-        self.g.sector_size as usize
-    }
-
-    fn read_leader(&self) -> Result<LeaderRecord, i32> {
-        let b = self.area()?.read(0, self.ss()).map_err(|e| e.sanlk_rv())?;
-        Ok(LeaderRecord::decode(&b).expect("a sector holds a leader"))
-    }
-
-    /// Writes host `host_id`'s block: `dblock` (if any) and a SHARED mode
-    /// block for `shared_gen` (if any); the rest of the sector zero.
-    fn write_host_block(
-        &self,
-        host_id: u64,
-        dblock: Option<PaxosDblock>,
-        shared_gen: Option<u64>,
-    ) -> Result<(), i32> {
-        let ss = self.ss();
-        let mut s = match dblock {
-            Some(mut d) => paxos::dblock_sector(&mut d, ss),
-            None => vec![0u8; ss],
-        };
-        if let Some(generation) = shared_gen {
-            let mb = ModeBlock {
-                flags: MBLOCK_SHARED,
-                generation,
-            };
-            s[MBLOCK_OFFSET..MBLOCK_OFFSET + 16].copy_from_slice(&mb.encode());
-        }
-        self.area()?
-            .write((1 + host_id) * ss as u64, &s)
-            .map_err(|e| e.sanlk_rv())
-    }
-
-    fn read_mode_block(&self, host_id: u64) -> Result<ModeBlock, i32> {
-        let ss = self.ss();
-        let b = self
-            .area()?
-            .read((1 + host_id) * ss as u64, ss)
-            .map_err(|e| e.sanlk_rv())?;
-        Ok(ModeBlock::decode(&b[MBLOCK_OFFSET..MBLOCK_OFFSET + 16]).expect("mode block"))
-    }
-
-    /// Frees the leader if it is still the one we wrote (`release_disk`).
-    fn release_leader(
-        &self,
-        last: &LeaderRecord,
-        host_id: u64,
-        generation: u64,
-        rename: Option<Name>,
-    ) -> Result<(), i32> {
-        let now_leader = self.read_leader()?;
-        if let Some((mut lr, mut sector)) = paxos::release_leader(
-            &now_leader,
-            last,
-            host_id,
-            generation,
-            monotime(),
-            self.ss(),
-        )? {
-            if let Some(n) = rename {
-                lr.resource_name = n;
-                sector = paxos::leader_sector(&mut lr, self.ss());
-            }
-            self.area()?.write(0, &sector).map_err(|e| e.sanlk_rv())?;
-        }
-        Ok(())
-    }
-
-    /// The LVB sector, where it lies inside the lease area. sanlock puts
-    /// it at sector 2002 for every geometry, which for 4K sectors with
-    /// areas under 8 MiB is in the next lease: hactl refuses those.
-    fn lvb_offset(&self) -> Option<u64> {
-        let at = LVB_SECTOR * self.g.sector_size as u64;
-        (at + self.g.sector_size as u64 <= self.g.align_size as u64).then_some(at)
-    }
-
-    fn read_lvb(&self) -> Result<Vec<u8>, i32> {
-        let at = self.lvb_offset().ok_or(-libc::EINVAL)?;
-        Ok(self
-            .area()?
-            .read(at, self.ss())
-            .map_err(|e| e.sanlk_rv())?
-            .to_vec())
-    }
-
-    /// Writes a resource's LVB if a client set it since it was read (at
-    /// an EX release or EX→SH convert); a failure is only logged, as sanlock.
-    fn write_dirty_lvb(&self, r: &Resource) {
-        if let (true, Some(lvb)) = (r.lvb_dirty, &r.lvb)
-            && let Err(e) = self.write_lvb(lvb)
-        {
-            warn!("{}:{}: lvb write failed: {e}", r.ls, r.name);
-        }
-    }
-
-    fn write_lvb(&self, lvb: &[u8]) -> Result<(), i32> {
-        let at = self.lvb_offset().ok_or(-libc::EINVAL)?;
-        let mut s = vec![0u8; self.ss()];
-        let n = lvb.len().min(s.len());
-        s[..n].copy_from_slice(&lvb[..n]);
-        self.area()?.write(at, &s).map_err(|e| e.sanlk_rv())
+/// A lease's geometry as the core describes it.
+fn geometry(l: Layout) -> Geometry {
+    Geometry {
+        sector_size: l.sector_size as u32,
+        align_size: l.align_size as u32,
     }
 }
 
-/// The owner of a lease as our lockspace sees it, and its delta lease.
-struct SpaceOwners<'a> {
-    sp: &'a Arc<Space>,
-    ls_disk: Disk,
-    ls_ss: usize,
-    timeout: Duration,
-}
-
-impl crate::direct::OwnerView for SpaceOwners<'_> {
-    fn host_info(&self, owner_id: u64) -> Result<Option<crate::hosts::HostStatus>, i32> {
-        let st = self.sp.state.lock().unwrap();
-        Ok(st
-            .hosts
-            .hosts
-            .get((owner_id as usize).wrapping_sub(1))
-            .cloned())
-    }
-
-    fn owner_delta(&self, owner_id: u64) -> Result<LeaderRecord, i32> {
-        let at = self.sp.offset + (owner_id - 1) * self.ls_ss as u64;
-        let b = self
-            .ls_disk
-            .read(at, self.ls_ss, self.timeout)
-            .map_err(|e| e.sanlk_rv())?;
-        crate::delta::verify_sector(&b, &self.sp.name)
+/// A held resource's lease, for the core's operations on it.
+fn lease_ref(r: &Resource, watchdog_fire_timeout: u64) -> LeaseRef {
+    LeaseRef {
+        space_name: r.ls,
+        resource_name: r.name,
+        layout: Some(r.geometry.into()),
+        io_timeout: r.io_timeout,
+        watchdog_fire_timeout,
     }
 }
 
-/// What one Paxos acquire produced.
-struct Won {
-    leader: LeaderRecord,
-    dblock: PaxosDblock,
-    /// Other hosts seen with SHARED mode blocks.
-    shared: Vec<u64>,
+fn held(r: &Resource, watchdog_fire_timeout: u64) -> Held {
+    Held {
+        lease: lease_ref(r, watchdog_fire_timeout),
+        host_id: r.host_id,
+        generation: r.host_generation,
+        shared: r.shared,
+        leader: r.leader,
+        dblock: r.dblock,
+        dirty_lvb: if r.lvb_dirty { r.lvb.clone() } else { None },
+    }
 }
 
-/// Runs the Paxos acquire for `sp`'s host; on failure also the leader as
-/// last seen (for the shared-lease retry rule).
-fn paxos_acquire(
-    sp: &Arc<Space>,
-    io: &LeaseIo,
-    res: &SanlkResource,
-    flags: u32,
-) -> Result<Won, (i32, Box<LeaderRecord>)> {
-    let t = Duration::from_secs(sp.io_timeout);
-    let (host_id, host_generation, ls_ss) = {
-        let st = sp.state.lock().unwrap();
-        (sp.host_id, st.host_generation, st.sector_size as usize)
-    };
-    let ls_disk =
-        Disk::open(&sp.path).map_err(|_| (rv::SANLK_ACQUIRE_IDDISK, Default::default()))?;
-    let mut m = PaxosAcquire::new(PaxosParams {
-        host_id,
-        host_generation,
-        sector_size: io.ss(),
-        flags,
-        acquire_lver: if res.flags & proto::SANLK_RES_LVER != 0 {
-            res.lver
-        } else {
-            0
-        },
-        new_num_hosts: if res.flags & proto::SANLK_RES_NUM_HOSTS != 0 {
-            res.data32 as u64
-        } else {
-            0
-        },
-        watchdog_fire_timeout: sp.watchdog_fire_timeout,
-        io_timeout: sp.io_timeout,
-        seed: monotime() ^ (host_id << 40) ^ std::process::id() as u64 ^ rand_u64(),
-        names: Some((res.lockspace_name, res.name)),
-    });
-    let owners = SpaceOwners {
-        sp,
-        ls_disk,
-        ls_ss,
-        timeout: t,
-    };
-    let area = io.area().map_err(|e| (e, Box::default()))?;
-    let r =
-        crate::direct::drive_paxos_acquire(&area, &mut m, io.g.align_size as usize, &owners, |d| {
-            std::thread::sleep(d);
-            !sp.stop.load(std::sync::atomic::Ordering::Relaxed)
-        });
-    match r {
-        Ok((leader, dblock)) => Ok(Won {
-            leader,
-            dblock,
-            shared: m
-                .shared_seen()
-                .iter()
-                .copied()
-                .filter(|&h| h != host_id)
-                .collect(),
-        }),
-        Err(e) => Err((e, Box::new(*m.seen_leader()))),
+/// The lease area of `path`:`offset`, opened now.
+fn open_lease(path: &str, offset: u64) -> Result<AreaStorage, CoreError> {
+    AreaStorage::lease(Path::new(path), offset)
+        .map_err(|f| CoreError::io("opening the lease", f.rv, f))
+}
+
+/// A wait in an operation, given up when its lockspace stops.
+fn sleep_unless_stopped(sp: &Space) -> impl FnMut(std::time::Duration) -> bool + '_ {
+    move |d| {
+        std::thread::sleep(d);
+        !sp.stop.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -403,160 +198,73 @@ fn rand_u64() -> u64 {
     u64::from_ne_bytes(b)
 }
 
-/// Erases the SHARED holds of dead hosts among `shared`; how many are
-/// still alive (`clear_dead_shared`).
-fn clear_dead_shared(sp: &Arc<Space>, io: &LeaseIo, shared: &[u64]) -> Result<usize, i32> {
-    let mut live = 0;
-    for &h in shared {
-        let mb = io.read_mode_block(h)?;
-        if !mb.is_shared() || mb.generation == 0 {
-            continue;
-        }
-        let alive = {
-            let st = sp.state.lock().unwrap();
-            crate::hosts::shared_holder_live(
-                st.hosts.hosts.get((h as usize).wrapping_sub(1)),
-                mb.generation,
-                monotime(),
-                sp.io_timeout,
-                sp.watchdog_fire_timeout,
-            )
-        };
-        if alive {
-            live += 1;
+/// A seed for an operation's random back-offs.
+fn seed(host_id: u64) -> u64 {
+    monotime() ^ (host_id << 40) ^ std::process::id() as u64 ^ rand_u64()
+}
+
+/// Acquires `res` on disk for `sp`'s host, exclusive or shared
+/// ([`Acquire`]: geometry, ballot, shared rules, LVB, and the check that
+/// the lockspace is still the instance the ballot ran in).
+fn acquire_disk(
+    sp: &Arc<Space>,
+    res: &SanlkResource,
+    cmd_flags: u32,
+) -> Result<Acquired, CoreError> {
+    let (path, offset) = disk_path(res).map_err(|e| CoreError::new("the lease's disk", e))?;
+    let mut storage = open_lease(&path, offset)?.with_lockspace(&sp.path, sp.offset);
+    let mut op = Acquire::new(AcquireParams {
+        lease: LeaseRef {
+            space_name: res.lockspace_name,
+            resource_name: res.name,
+            layout: None,
+            io_timeout: sp.io_timeout,
+            watchdog_fire_timeout: sp.watchdog_fire_timeout,
+        },
+        shared: res.flags & proto::SANLK_RES_SHARED != 0,
+        owner_nowait: cmd_flags & proto::SANLK_ACQUIRE_OWNER_NOWAIT != 0,
+        lvb: cmd_flags & proto::SANLK_ACQUIRE_LVB != 0,
+        acquire_lver: if res.flags & proto::SANLK_RES_LVER != 0 {
+            res.lver
         } else {
-            io.write_host_block(h, None, None)?;
-            info!(
-                "cleared shared lease for dead host_id {h} gen {}",
-                mb.generation
-            );
-        }
-    }
-    Ok(live)
+            0
+        },
+        new_num_hosts: if res.flags & proto::SANLK_RES_NUM_HOSTS != 0 {
+            res.data32 as u64
+        } else {
+            0
+        },
+        seed: seed(sp.host_id),
+        knobs: Knobs::default(),
+    });
+    engine::run_op(
+        &mut op,
+        &mut storage,
+        &SpaceView(sp),
+        sleep_unless_stopped(sp),
+    )
 }
 
-/// The disk side of an acquire: what a new held resource starts from.
-struct Acquired {
-    leader: LeaderRecord,
-    dblock: PaxosDblock,
-    geometry: Geometry,
-    lvb: Option<Vec<u8>>,
-}
-
-/// Acquires `res` on disk for `sp`'s host, exclusive or shared.
-fn acquire_disk(sp: &Arc<Space>, res: &SanlkResource, cmd_flags: u32) -> Result<Acquired, i32> {
-    let (path, offset) = disk_path(res)?;
-    let io = LeaseIo::open(&path, offset, sp.io_timeout, None)?;
-    let (host_id, generation) = (sp.host_id, sp.state.lock().unwrap().host_generation);
-    let shared = res.flags & proto::SANLK_RES_SHARED != 0;
-    let mut flags = 0;
-    if cmd_flags & proto::SANLK_ACQUIRE_OWNER_NOWAIT != 0 {
-        flags |= paxos::PAXOS_ACQUIRE_OWNER_NOWAIT;
-    }
-    if shared {
-        flags |= paxos::PAXOS_ACQUIRE_SHARED;
-    }
-    if cmd_flags & proto::SANLK_ACQUIRE_LVB != 0 && io.lvb_offset().is_none() {
-        warn!(
-            "{}:{}: no LVB for {}-byte sectors in {}-byte areas (sanlock would use the next lease)",
-            res.lockspace_name, res.name, io.g.sector_size, io.g.align_size
-        );
-        return Err(-libc::EINVAL);
-    }
-    let mut tries = 0;
-    let won = loop {
-        match paxos_acquire(sp, &io, res, flags) {
-            Ok(w) => break w,
-            Err((e, seen))
-                if shared
-                    && matches!(
-                        e,
-                        rv::SANLK_ACQUIRE_IDLIVE
-                            | rv::SANLK_ACQUIRE_OWNED
-                            | rv::SANLK_ACQUIRE_OTHER
-                    )
-                    && seen.flags & crate::geometry::LFL_SHORT_HOLD != 0 =>
-            {
-                // Another host holds the Paxos lease only to take it shared.
-                tries += 1;
-                if tries > SH_RETRIES {
-                    return Err(rv::SANLK_ACQUIRE_SHRETRY);
-                }
-                std::thread::sleep(Duration::from_micros(rand_u64() % 1_000_000));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    };
-    let Won {
-        leader,
-        dblock,
-        shared: others,
-    } = won;
-    let mut released = dblock;
-    released.flags = DBLOCK_FL_RELEASED;
-    if shared {
-        // Our hold becomes the mode block; the Paxos lease goes back.
-        if let Err(e) = io.write_host_block(host_id, Some(released), Some(generation)) {
-            let _ = io.release_leader(&leader, host_id, generation, None);
-            return Err(e);
-        }
-        if let Err(e) = io.release_leader(&leader, host_id, generation, None) {
-            let _ = io.write_host_block(host_id, Some(released), None);
-            return Err(e);
-        }
-    } else if !others.is_empty() {
-        let live = clear_dead_shared(sp, &io, &others);
-        if live != Ok(0) {
-            let _ = io.write_host_block(host_id, Some(released), None);
-            let _ = io.release_leader(&leader, host_id, generation, None);
-            return Err(match live {
-                Err(e) => e,
-                Ok(_) => -libc::EAGAIN,
-            });
-        }
-    }
-    let lvb = if cmd_flags & proto::SANLK_ACQUIRE_LVB != 0 {
-        match io.read_lvb() {
-            Ok(b) => Some(b),
-            Err(e) => {
-                warn!("{}:{}: lvb read failed: {e}", res.lockspace_name, res.name);
-                Some(vec![0u8; io.ss()])
-            }
-        }
-    } else {
-        None
-    };
-    Ok(Acquired {
-        leader,
-        dblock,
-        geometry: io.g,
-        lvb,
-    })
-}
-
-/// Releases a resource on disk: a shared hold's mode block cleared, or
-/// an exclusive lease's LVB written, dblock marked released and leader
-/// freed (`release_token`).
+/// Releases a resource on disk ([`Release`]): a shared hold's block
+/// cleared, or an exclusive lease's LVB written, dblock marked released and
+/// leader freed (`release_token`).
 fn release_disk(r: &Resource, rename: Option<Name>) -> i32 {
     if r.leader.lver == 0 && !r.shared {
         return 0;
     }
-    let run = || -> Result<(), i32> {
-        let io = LeaseIo::open(&r.path, r.offset, r.io_timeout, Some(r.geometry))?;
-        let mut d = r.dblock;
-        d.flags = DBLOCK_FL_RELEASED;
-        if r.shared {
-            return io.write_host_block(r.host_id, Some(d), None);
-        }
-        io.write_dirty_lvb(r);
-        let _ = io.write_host_block(r.host_id, Some(d), None);
-        io.release_leader(&r.leader, r.host_id, r.host_generation, rename)
+    let run = || -> Result<bool, CoreError> {
+        let mut storage = open_lease(&r.path, r.offset)?;
+        let mut op = Release::new(held(r, 0), rename);
+        engine::run_op(&mut op, &mut storage, &NoLockspace, |d| {
+            std::thread::sleep(d);
+            true
+        })
     };
     match run() {
-        Ok(()) => 0,
+        Ok(_) => 0,
         Err(e) => {
-            warn!("release of {}:{} failed: {}", r.ls, r.name, rv::describe(e));
-            e
+            warn!("release of {}:{} failed: {e}", r.ls, r.name);
+            e.rv
         }
     }
 }
@@ -570,7 +278,7 @@ pub struct Holder {
 impl Daemon {
     fn live_space(&self, name: &Name) -> Option<Arc<Space>> {
         self.find_active(name)
-            .filter(|s| !s.state.lock().unwrap().space_dead)
+            .filter(|s| !s.state.lock().space_dead())
     }
 
     /// Acquires `resources` for client slot `ci` (all or none).
@@ -582,13 +290,8 @@ impl Daemon {
             match r {
                 Ok(token_id) => got.push((res.lockspace_name, res.name, token_id)),
                 Err(e) => {
-                    info!(
-                        "r {}:{} acquire failed: {} ({e})",
-                        res.lockspace_name,
-                        res.name,
-                        rv::describe(e)
-                    );
-                    result = e;
+                    info!("r {}:{} acquire failed: {e}", res.lockspace_name, res.name);
+                    result = e.rv;
                     break;
                 }
             }
@@ -601,17 +304,25 @@ impl Daemon {
         result
     }
 
-    fn acquire_one(&self, who: &Holder, res: &SanlkResource, cmd_flags: u32) -> Result<u32, i32> {
+    fn acquire_one(
+        &self,
+        who: &Holder,
+        res: &SanlkResource,
+        cmd_flags: u32,
+    ) -> Result<u32, CoreError> {
+        let refuse = |rv| CoreError::new("acquire", rv);
         if res.disks.is_empty() || res.disks.len() > proto::SANLK_MAX_DISKS {
-            return Err(-libc::ERANGE);
+            return Err(refuse(-libc::ERANGE));
         }
         if res.disks.len() > 1 {
             // Majority I/O over several disks is not implemented: refused,
             // not run on one disk.
-            return Err(-libc::EOPNOTSUPP);
+            return Err(refuse(-libc::EOPNOTSUPP));
         }
-        let sp = self.live_space(&res.lockspace_name).ok_or(-libc::ENOSPC)?;
-        let (path, offset) = disk_path(res)?;
+        let sp = self
+            .live_space(&res.lockspace_name)
+            .ok_or(refuse(-libc::ENOSPC))?;
+        let (path, offset) = disk_path(res).map_err(refuse)?;
         let shared = res.flags & proto::SANLK_RES_SHARED != 0;
         let allow_orphan =
             cmd_flags & (proto::SANLK_ACQUIRE_ORPHAN | proto::SANLK_ACQUIRE_ORPHAN_ONLY) != 0;
@@ -626,22 +337,23 @@ impl Daemon {
             },
             acquire_flags: res.flags,
         };
+        let generation = sp.state.lock().core.host_generation();
         {
-            let mut t = self.res.lock().unwrap();
+            let mut t = self.res.lock();
             if let Some(i) = t.find(&res.lockspace_name, &res.name) {
                 let r = &t.list[i];
                 match r.list {
-                    ResList::Rem => return Err(-libc::EAGAIN),
-                    ResList::Add => return Err(-libc::EBUSY),
+                    ResList::Rem => return Err(refuse(-libc::EAGAIN)),
+                    ResList::Add => return Err(refuse(-libc::EBUSY)),
                     ResList::Held if r.shared && shared && !r.busy => {
                         tok.token_id = t.token_id();
                         t.list[i].tokens.push(tok.clone());
                         return Ok(tok.token_id);
                     }
-                    ResList::Held => return Err(-libc::EEXIST),
+                    ResList::Held => return Err(refuse(-libc::EEXIST)),
                     ResList::Orphan => {
                         if !allow_orphan || r.shared != shared {
-                            return Err(-libc::EUCLEAN);
+                            return Err(refuse(-libc::EUCLEAN));
                         }
                         // Adopt the orphan.
                         tok.token_id = t.token_id();
@@ -661,11 +373,10 @@ impl Daemon {
             if cmd_flags & proto::SANLK_ACQUIRE_ORPHAN_ONLY != 0
                 && cmd_flags & proto::SANLK_ACQUIRE_LVB != 0
             {
-                return Err(-libc::ENOENT);
+                return Err(refuse(-libc::ENOENT));
             }
             tok.token_id = t.token_id();
             let res_id = t.res_id();
-            let generation = sp.state.lock().unwrap().host_generation;
             t.list.push(Resource {
                 res_id,
                 list: ResList::Add,
@@ -690,40 +401,8 @@ impl Daemon {
                 busy: false,
             });
         }
-        let mut r = acquire_disk(&sp, res, cmd_flags);
-        // The lockspace may have failed, or been rejoined with a new
-        // generation, while we balloted: a lease won for the old instance
-        // is not ours to hand out (others may take it at once). sanlock
-        // compares only the host_id here; the simulation showed why the
-        // generation matters too.
-        let generation_then = {
-            let t = self.res.lock().unwrap();
-            t.find(&res.lockspace_name, &res.name)
-                .map(|i| t.list[i].host_generation)
-        };
-        if let Ok(a) = &r {
-            let still = self.live_space(&res.lockspace_name).is_some_and(|now| {
-                now.space_id == sp.space_id
-                    && Some(now.state.lock().unwrap().host_generation) == generation_then
-            });
-            if !still {
-                warn!(
-                    "r {}:{} acquired for a lockspace instance that is gone: dropped",
-                    res.lockspace_name, res.name
-                );
-                if !sp.state.lock().unwrap().space_dead {
-                    let gone = self.res.lock().unwrap();
-                    if let Some(i) = gone.find(&res.lockspace_name, &res.name) {
-                        let mut tmp = gone.list[i].clone();
-                        drop(gone);
-                        (tmp.leader, tmp.dblock, tmp.geometry) = (a.leader, a.dblock, a.geometry);
-                        release_disk(&tmp, None);
-                    }
-                }
-                r = Err(-libc::ENOSPC);
-            }
-        }
-        let mut t = self.res.lock().unwrap();
+        let r = acquire_disk(&sp, res, cmd_flags);
+        let mut t = self.res.lock();
         let i = t
             .find(&res.lockspace_name, &res.name)
             .expect("our add entry stays");
@@ -732,7 +411,7 @@ impl Daemon {
                 let r = &mut t.list[i];
                 r.leader = a.leader;
                 r.dblock = a.dblock;
-                r.geometry = a.geometry;
+                r.geometry = geometry(a.layout);
                 r.lvb = a.lvb;
                 r.move_to(ResList::Held);
                 if !shared {
@@ -760,7 +439,7 @@ impl Daemon {
     /// an orphan instead when `orphan` is set).
     fn release_token_as(&self, token_id: u32, rename: Option<Name>, orphan: bool) -> i32 {
         let r = {
-            let mut t = self.res.lock().unwrap();
+            let mut t = self.res.lock();
             let Some(i) = t
                 .list
                 .iter()
@@ -789,13 +468,13 @@ impl Daemon {
         };
         let space_dead = self
             .find_space_id(r.space_id)
-            .is_none_or(|s| s.state.lock().unwrap().space_dead);
+            .is_none_or(|s| s.state.lock().space_dead());
         let rv = if space_dead {
             0
         } else {
             release_disk(&r, rename)
         };
-        let mut t = self.res.lock().unwrap();
+        let mut t = self.res.lock();
         if let Some(i) = t
             .list
             .iter()
@@ -813,7 +492,7 @@ impl Daemon {
     /// Releases the named leases (or all with `names` None) of client `ci`.
     pub fn release_for(&self, ci: usize, names: Option<&[SanlkResource]>) -> i32 {
         let ids: Vec<u32> = {
-            let t = self.res.lock().unwrap();
+            let t = self.res.lock();
             t.list
                 .iter()
                 .filter(|r| r.list == ResList::Held)
@@ -845,7 +524,7 @@ impl Daemon {
     /// ones, which stay held on disk as orphans.
     pub fn client_gone(&self, ci: usize) {
         let ids: Vec<u32> = {
-            let t = self.res.lock().unwrap();
+            let t = self.res.lock();
             t.list
                 .iter()
                 .flat_map(|r| r.tokens.iter().filter(|k| k.ci == ci).map(|k| k.token_id))
@@ -859,7 +538,7 @@ impl Daemon {
     /// `SANLK_REL_RENAME`: releases `old` writing `new`'s name into the leader.
     pub fn release_rename(&self, ci: usize, old: &SanlkResource, new: &SanlkResource) -> i32 {
         let id = {
-            let t = self.res.lock().unwrap();
+            let t = self.res.lock();
             t.list
                 .iter()
                 .filter(|r| r.list == ResList::Held && r.ls.0 == old.lockspace_name.0)
@@ -877,7 +556,7 @@ impl Daemon {
     /// the one named); the count of them.
     pub fn release_orphans(&self, res: &SanlkResource) -> i32 {
         let ids: Vec<u32> = {
-            let mut t = self.res.lock().unwrap();
+            let mut t = self.res.lock();
             let mut v = Vec::new();
             for r in t.list.iter_mut().filter(|r| r.list == ResList::Orphan) {
                 if r.ls.same_as(&res.lockspace_name)
@@ -891,12 +570,12 @@ impl Daemon {
         };
         for id in &ids {
             let r = {
-                let t = self.res.lock().unwrap();
+                let t = self.res.lock();
                 t.list.iter().find(|r| r.res_id == *id).cloned()
             };
             if let Some(r) = r {
                 release_disk(&r, None);
-                let mut t = self.res.lock().unwrap();
+                let mut t = self.res.lock();
                 t.list.retain(|x| x.res_id != *id);
             }
         }
@@ -906,7 +585,6 @@ impl Daemon {
     pub fn find_space_id(&self, id: u32) -> Option<Arc<Space>> {
         self.spaces
             .lock()
-            .unwrap()
             .iter()
             .find(|s| s.space_id == id)
             .cloned()
@@ -914,7 +592,7 @@ impl Daemon {
 
     /// The leases of client `ci` as sanlock's state string.
     pub fn inquire(&self, ci: usize) -> (usize, String) {
-        let t = self.res.lock().unwrap();
+        let t = self.res.lock();
         let mut toks: Vec<&Token> = t
             .list
             .iter()
@@ -928,7 +606,7 @@ impl Daemon {
 
     /// The processes holding (or acquiring) leases in lockspace `space_id`.
     pub fn holder_pids(&self, space_id: u32) -> Vec<(usize, i32)> {
-        let t = self.res.lock().unwrap();
+        let t = self.res.lock();
         let mut v: Vec<(usize, i32)> = t
             .list
             .iter()
@@ -943,19 +621,14 @@ impl Daemon {
 
     /// Whether any resource of lockspace `space_id` is held or in flight.
     pub fn space_has_resources(&self, space_id: u32) -> bool {
-        self.res
-            .lock()
-            .unwrap()
-            .list
-            .iter()
-            .any(|r| r.space_id == space_id)
+        self.res.lock().list.iter().any(|r| r.space_id == space_id)
     }
 
     /// SH ↔ EX for client `ci`'s token on the resource named by `res`.
     pub fn convert(&self, ci: usize, res: &SanlkResource, cmd_flags: u32) -> i32 {
         let to_shared = res.flags & proto::SANLK_RES_SHARED != 0;
         let r = {
-            let mut t = self.res.lock().unwrap();
+            let mut t = self.res.lock();
             let Some(i) = t.list.iter().position(|r| {
                 r.list == ResList::Held && r.ls.0 == res.lockspace_name.0 && r.name.0 == res.name.0
             }) else {
@@ -980,7 +653,7 @@ impl Daemon {
             Some(_) if to_shared => convert_ex2sh(&r).map(|_| (r.leader, r.dblock)),
             Some(sp) => convert_sh2ex(&sp, &r, cmd_flags),
         };
-        let mut t = self.res.lock().unwrap();
+        let mut t = self.res.lock();
         let Some(x) = t.list.iter_mut().find(|x| x.res_id == r.res_id) else {
             return -libc::ENOENT;
         };
@@ -1016,7 +689,7 @@ impl Daemon {
     /// -E2BIG, as set_lvb refuses one: the client sizes this reply, and
     /// sanlock copies that much from its sector-sized buffer.
     pub fn get_lvb(&self, res: &SanlkResource, len: usize) -> Result<Vec<u8>, i32> {
-        let t = self.res.lock().unwrap();
+        let t = self.res.lock();
         let r = t
             .list
             .iter()
@@ -1032,7 +705,7 @@ impl Daemon {
 
     /// Sets the LVB of a held resource; written at its release.
     pub fn set_lvb(&self, res: &SanlkResource, data: &[u8]) -> i32 {
-        let mut t = self.res.lock().unwrap();
+        let mut t = self.res.lock();
         let Some(r) = t
             .list
             .iter_mut()
@@ -1056,7 +729,7 @@ impl Daemon {
     /// for them (`examine` on the resource thread): (pid, force_mode).
     pub fn requested_holders(&self, ls: &Name) -> Vec<(i32, u32, String)> {
         let held: Vec<Resource> = {
-            let t = self.res.lock().unwrap();
+            let t = self.res.lock();
             t.list
                 .iter()
                 .filter(|r| r.list == ResList::Held && !r.shared && r.ls.same_as(ls))
@@ -1065,23 +738,13 @@ impl Daemon {
         };
         let mut out = Vec::new();
         for r in held {
-            let Ok(io) = LeaseIo::open(&r.path, r.offset, r.io_timeout, Some(r.geometry)) else {
+            let Ok(mut storage) = open_lease(&r.path, r.offset) else {
                 continue;
             };
-            let Ok(area) = io.area() else { continue };
-            let Ok(b) = area.read(r.geometry.sector_size as u64, io.ss()) else {
-                continue;
-            };
-            let Ok(req) = crate::ondisk::RequestRecord::decode(&b) else {
-                continue;
-            };
-            if req.magic != crate::ondisk::REQ_DISK_MAGIC
-                || req.version & 0xffff_0000 != crate::ondisk::REQ_DISK_VERSION_MAJOR
-            {
-                continue;
-            }
-            if req.force_mode != 0 && req.lver != 0 && req.lver > r.leader.lver {
-                out.push((r.pid, req.force_mode, format!("{}:{}", r.ls, r.name)));
+            let mut op = ExamineRequest::new(lease_ref(&r, 0), r.leader.lver);
+            let asked = engine::run_op(&mut op, &mut storage, &NoLockspace, |_| true);
+            if let Some(force_mode) = asked {
+                out.push((r.pid, force_mode, format!("{}:{}", r.ls, r.name)));
             }
         }
         out
@@ -1090,7 +753,7 @@ impl Daemon {
     /// The `r` entries of `client status`: (list, state text, pid, lver,
     /// resource as sent).
     pub fn resource_states(&self) -> Vec<(String, u32, u64, SanlkResource)> {
-        let t = self.res.lock().unwrap();
+        let t = self.res.lock();
         let mut out = Vec::new();
         for list in [ResList::Held, ResList::Add, ResList::Rem, ResList::Orphan] {
             // Newest first, as sanlock's lists (and tokens) are.
@@ -1147,7 +810,6 @@ impl Daemon {
         let slot = self
             .clients
             .lock()
-            .unwrap()
             .iter()
             .flatten()
             .find(|s| s.registered && s.pid == pid)
@@ -1212,48 +874,48 @@ pub fn run_killpath(path: &str, args: &str, pid: Option<i32>) {
     }
 }
 
-/// EX → SH: our host block becomes "released + SHARED", then the leader
-/// is freed (`convert_ex2sh_token`).
+/// EX → SH ([`ConvertToShared`]): our host block becomes "released +
+/// SHARED", then the leader is freed (`convert_ex2sh_token`).
 fn convert_ex2sh(r: &Resource) -> Result<(), i32> {
-    let io = LeaseIo::open(&r.path, r.offset, r.io_timeout, Some(r.geometry))?;
-    io.write_dirty_lvb(r);
-    let mut d = r.dblock;
-    d.flags = DBLOCK_FL_RELEASED;
-    io.write_host_block(r.host_id, Some(d), Some(r.host_generation))?;
-    io.release_leader(&r.leader, r.host_id, r.host_generation, None)
+    let run = || {
+        let mut storage = open_lease(&r.path, r.offset)?;
+        let mut op = ConvertToShared::new(held(r, 0));
+        engine::run_op(&mut op, &mut storage, &NoLockspace, |_| true)
+    };
+    run().map_err(|e| {
+        warn!("convert of {}:{} to shared failed: {e}", r.ls, r.name);
+        e.rv
+    })
 }
 
-/// SH → EX: a ballot whose dblock writes keep our SHARED mode block, then
-/// every other shared holder must be dead (`convert_sh2ex_token`).
+/// SH → EX ([`ConvertToExclusive`]): a ballot whose dblock writes keep our
+/// SHARED mode block, then every other shared holder must be dead
+/// (`convert_sh2ex_token`).
 fn convert_sh2ex(
     sp: &Arc<Space>,
     r: &Resource,
     cmd_flags: u32,
 ) -> Result<(LeaderRecord, PaxosDblock), i32> {
-    let io = LeaseIo::open(&r.path, r.offset, r.io_timeout, Some(r.geometry))?;
-    let mut flags = paxos::PAXOS_WRITE_MBLOCK_SH;
-    if cmd_flags & proto::SANLK_CONVERT_OWNER_NOWAIT != 0 {
-        flags |= paxos::PAXOS_ACQUIRE_OWNER_NOWAIT;
-    }
-    let res = SanlkResource {
-        lockspace_name: r.ls,
-        name: r.name,
-        ..Default::default()
+    let run = || {
+        let mut storage = open_lease(&r.path, r.offset)?.with_lockspace(&sp.path, sp.offset);
+        let nowait = cmd_flags & proto::SANLK_CONVERT_OWNER_NOWAIT != 0;
+        let mut op = ConvertToExclusive::new(
+            held(r, sp.watchdog_fire_timeout),
+            nowait,
+            seed(sp.host_id),
+            Knobs::default(),
+        );
+        engine::run_op(
+            &mut op,
+            &mut storage,
+            &SpaceView(sp),
+            sleep_unless_stopped(sp),
+        )
     };
-    let won = paxos_acquire(sp, &io, &res, flags).map_err(|(e, _)| e)?;
-    if !won.shared.is_empty() {
-        let live = clear_dead_shared(sp, &io, &won.shared);
-        if live != Ok(0) {
-            // Still shared: the leader goes back; our mode block stayed.
-            let _ = io.release_leader(&won.leader, r.host_id, r.host_generation, None);
-            return Err(match live {
-                Err(e) => e,
-                Ok(_) => -libc::EAGAIN,
-            });
-        }
-    }
-    let _ = io.write_host_block(r.host_id, Some(won.dblock), None);
-    Ok((won.leader, won.dblock))
+    run().map_err(|e| {
+        info!("convert of {}:{} to exclusive failed: {e}", r.ls, r.name);
+        e.rv
+    })
 }
 
 /// `sanlock_res_to_str`: `LS:RES:path:off[:path:off...]:lver|SH`.
@@ -1278,7 +940,8 @@ pub fn res_string(r: &SanlkResource) -> String {
 /// command (sanlock's "rindex_lease", which serialises changes to a
 /// resource index among hosts).
 pub struct InternalLease {
-    io: LeaseIo,
+    storage: AreaStorage,
+    lease: LeaseRef,
     leader: LeaderRecord,
     host_id: u64,
     generation: u64,
@@ -1295,27 +958,58 @@ pub fn acquire_internal(
     lockspace: Name,
     name: Name,
 ) -> Result<InternalLease, i32> {
-    let io = LeaseIo::open(path, offset, sp.io_timeout, Some(g))?;
-    let res = SanlkResource {
-        lockspace_name: lockspace,
-        name,
-        ..Default::default()
+    let mut storage = open_lease(path, offset)
+        .map_err(|e| e.rv)?
+        .with_lockspace(&sp.path, sp.offset);
+    let generation = sp.state.lock().core.host_generation();
+    let lease = LeaseRef {
+        space_name: lockspace,
+        resource_name: name,
+        layout: Some(g.into()),
+        io_timeout: sp.io_timeout,
+        watchdog_fire_timeout: sp.watchdog_fire_timeout,
     };
-    let flags = paxos::PAXOS_ACQUIRE_OWNER_NOWAIT | paxos::PAXOS_ACQUIRE_QUIET_FAIL;
-    let won = paxos_acquire(sp, &io, &res, flags).map_err(|(e, _)| e)?;
+    let mut op = PaxosOnly::new(
+        lease.clone(),
+        PaxosParams {
+            host_id: sp.host_id,
+            host_generation: generation,
+            sector_size: g.sector_size as usize,
+            flags: paxos::PAXOS_ACQUIRE_OWNER_NOWAIT | paxos::PAXOS_ACQUIRE_QUIET_FAIL,
+            acquire_lver: 0,
+            new_num_hosts: 0,
+            watchdog_fire_timeout: sp.watchdog_fire_timeout,
+            io_timeout: sp.io_timeout,
+            seed: seed(sp.host_id),
+            names: Some((lockspace, name)),
+        },
+        Knobs::default(),
+    );
+    let (leader, _) = engine::run_op(
+        &mut op,
+        &mut storage,
+        &SpaceView(sp),
+        sleep_unless_stopped(sp),
+    )?;
     Ok(InternalLease {
-        io,
-        leader: won.leader,
+        storage,
+        lease,
+        leader,
         host_id: sp.host_id,
-        generation: sp.state.lock().unwrap().host_generation,
+        generation,
     })
 }
 
 impl InternalLease {
     /// Frees the leader only: sanlock's `paxos_lease_release` leaves our
     /// dblock as the ballot wrote it (no RELEASED flag) for this lease.
-    pub fn release(self) -> Result<(), i32> {
-        self.io
-            .release_leader(&self.leader, self.host_id, self.generation, None)
+    pub fn release(mut self) -> Result<(), i32> {
+        let mut op = FreeLeaderOp::new(self.lease, self.leader, self.host_id, self.generation);
+        engine::run_op(&mut op, &mut self.storage, &NoLockspace, |_| true)
+            .map(|_| ())
+            .map_err(|e| {
+                warn!("rindex lease release failed: {e}");
+                e.rv
+            })
     }
 }

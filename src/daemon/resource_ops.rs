@@ -5,12 +5,14 @@
 
 use std::time::Duration;
 
+use super::core::resource::{LeaseRef, NoLockspace, WriteRequest};
+use super::engine::{self, AreaStorage};
 use crate::direct::{self, DirectOpts};
 use crate::geometry::{Geometry, align_from_leader_flags};
 use crate::io::Disk;
 use crate::lease_str::{DiskArg, ResourceArg};
 use crate::ondisk::dblock::{MBLOCK_OFFSET, ModeBlock};
-use crate::ondisk::{self, LeaderRecord, RequestRecord};
+use crate::ondisk::{self, LeaderRecord};
 use crate::proto::{self, SanlkHost, SanlkResource};
 use crate::rv;
 
@@ -258,8 +260,9 @@ pub fn read_resource_owners(
 }
 
 /// `request`: asks the holder of a lease to give it up by writing the
-/// request record (lver wanted, force mode). Ok(owner host_id, 0 if the
-/// lease is free or nothing was asked).
+/// request record (lver wanted, force mode), with the core's
+/// [`WriteRequest`]. Ok(owner host_id, 0 if the lease is free or nothing
+/// was asked).
 pub fn request(
     res: &SanlkResource,
     force_mode: u32,
@@ -267,48 +270,17 @@ pub fn request(
     io_timeout: u64,
 ) -> Result<u64, i32> {
     let (path, offset) = first_disk(res)?;
-    let io = super::resource::LeaseIo::open(&path, offset, io_timeout, None)?;
-    let ss = io.g.sector_size as usize;
-    let area = io.area()?;
-    let mut lver = res.lver;
-    let mut owner = 0;
-    let asking = !(lver == 0 && force_mode == 0);
-    if asking {
-        let b = area.read(0, ss).map_err(|e| e.sanlk_rv())?;
-        let lr = LeaderRecord::decode(&b).expect("a sector holds a leader");
-        lr.verify_paxos(Some(&res.lockspace_name), Some(&res.name), 0)
-            .map_err(|e| e.sanlk_rv())?;
-        if lr.timestamp == 0 {
-            return Ok(0);
-        }
-        owner = lr.owner_id;
-        if lver == 0 && next_lver {
-            lver = lr.lver + 1;
-        }
-        if lr.lver >= lver {
-            return Err(rv::SANLK_REQUEST_OLD);
-        }
-    }
-    let b = area.read(ss as u64, ss).map_err(|e| e.sanlk_rv())?;
-    let req = RequestRecord::decode(&b).expect("a sector holds a request");
-    if req.magic != ondisk::REQ_DISK_MAGIC {
-        return Err(rv::SANLK_REQUEST_MAGIC);
-    }
-    if req.version & 0xffff_0000 != ondisk::REQ_DISK_VERSION_MAJOR {
-        return Err(rv::SANLK_REQUEST_VERSION);
-    }
-    if asking && req.lver > lver {
-        return Err(rv::SANLK_REQUEST_LVER);
-    }
-    let new = RequestRecord {
-        magic: req.magic,
-        version: ondisk::REQ_DISK_VERSION_MAJOR | ondisk::REQ_DISK_VERSION_MINOR,
-        lver,
-        force_mode,
+    let mut storage = AreaStorage::lease(path.as_ref(), offset).map_err(|f| f.rv)?;
+    let lease = LeaseRef {
+        space_name: res.lockspace_name,
+        resource_name: res.name,
+        layout: None,
+        io_timeout,
+        watchdog_fire_timeout: 0,
     };
-    let mut s = vec![0u8; ss];
-    let e = new.encode();
-    s[..e.len()].copy_from_slice(&e);
-    area.write(ss as u64, &s).map_err(|e| e.sanlk_rv())?;
-    Ok(owner)
+    let mut op = WriteRequest::new(lease, res.lver, force_mode, next_lver);
+    engine::run_op(&mut op, &mut storage, &NoLockspace, |_| true).map_err(|e| {
+        tracing::info!("request {}:{}: {e}", res.lockspace_name, res.name);
+        e.rv
+    })
 }

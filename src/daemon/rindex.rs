@@ -56,7 +56,7 @@ struct OpGuard(Arc<Space>);
 
 impl Drop for OpGuard {
     fn drop(&mut self) {
-        self.0.state.lock().unwrap().rindex_op = 0;
+        self.0.state.lock().rindex_op = 0;
     }
 }
 
@@ -64,8 +64,8 @@ impl Drop for OpGuard {
 /// alive (-ENOSPC), with no other rindex command running (-EBUSY).
 fn begin_op(d: &Daemon, ls: &Name, op: u32) -> Result<(OpGuard, SpaceInfo), i32> {
     let sp = d.find_active(ls).ok_or(-libc::ENOENT)?;
-    let mut st = sp.state.lock().unwrap();
-    if st.space_dead || sp.stop.load(std::sync::atomic::Ordering::Relaxed) {
+    let mut st = sp.state.lock();
+    if st.space_dead() || sp.stop.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(-libc::ENOSPC);
     }
     if st.rindex_op != 0 {
@@ -76,7 +76,7 @@ fn begin_op(d: &Daemon, ls: &Name, op: u32) -> Result<(OpGuard, SpaceInfo), i32>
     let info = SpaceInfo {
         space: Some(sp.clone()),
         io_timeout: sp.io_timeout,
-        sector_size: st.sector_size,
+        sector_size: st.sector_size(),
     };
     drop(st);
     Ok((OpGuard(sp), info))

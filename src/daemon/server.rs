@@ -82,7 +82,7 @@ pub fn serve(d: Arc<Daemon>, l: UnixListener) {
         }
         // Set by an idle shutdown, or a forced one once its lockspaces
         // are gone.
-        if d.shutting_down.load(Ordering::Relaxed) && d.spaces.lock().unwrap().is_empty() {
+        if d.shutting_down.load(Ordering::Relaxed) && d.spaces.lock().is_empty() {
             info!("shutdown");
             return;
         }
@@ -270,7 +270,7 @@ fn connection(d: Arc<Daemon>, s: UnixStream) {
     }
     // A registered process that closed its connection has exited (or
     // given up): its leases go with it.
-    let registered = matches!(d.clients.lock().unwrap().get(ci), Some(Some(s)) if s.registered);
+    let registered = matches!(d.clients.lock().get(ci), Some(Some(s)) if s.registered);
     if registered {
         d.client_gone(ci);
     }
@@ -284,7 +284,7 @@ enum Next {
 
 /// Whether the connection's client set `SANLK_RESTRICT_ALL`.
 fn restricted_all(d: &Daemon, ci: usize) -> bool {
-    matches!(d.clients.lock().unwrap().get(ci), Some(Some(s)) if s.restricted & proto::SANLK_RESTRICT_ALL != 0)
+    matches!(d.clients.lock().get(ci), Some(Some(s)) if s.restricted & proto::SANLK_RESTRICT_ALL != 0)
 }
 
 /// Answers a request on a `SANLK_RESTRICT_ALL` connection with `-EPERM`
@@ -366,7 +366,7 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
                 c.reply(h, -libc::EBUSY);
                 return Next::Keep;
             }
-            while !d.spaces.lock().unwrap().is_empty() {
+            while !d.spaces.lock().is_empty() {
                 std::thread::sleep(Duration::from_millis(100));
             }
             let r = Header {
@@ -710,16 +710,16 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
                 .and_then(|res| {
                     let sp = d
                         .find_active(&res.lockspace_name)
-                        .filter(|s| !s.state.lock().unwrap().space_dead)
+                        .filter(|s| !s.state.lock().space_dead())
                         .ok_or(-libc::ENOSPC)?;
                     let next = h.cmd_flags & proto::SANLK_REQUEST_NEXT_LVER != 0;
                     let owner = super::resource_ops::request(&res, h.data, next, sp.io_timeout)?;
                     if owner != 0 {
                         // Our next renewals carry the owner's bit: it examines.
-                        let mut st = sp.state.lock().unwrap();
-                        if let Some(hs) = st.hosts.hosts.get_mut(owner as usize - 1) {
-                            hs.set_bit_time = crate::timeouts::monotime().max(1);
-                        }
+                        sp.state
+                            .lock()
+                            .core
+                            .set_request_bit(owner, crate::timeouts::monotime());
                     }
                     Ok(0)
                 })
@@ -892,7 +892,7 @@ fn res_head(r: &SanlkResource) -> Vec<u8> {
 /// The registered client a command acts for: this connection (data2 -1)
 /// or the registered process whose pid is in data2.
 fn target(d: &Daemon, c: &Conn, h: &Header) -> Result<(usize, i32), i32> {
-    let clients = d.clients.lock().unwrap();
+    let clients = d.clients.lock();
     if h.data2 == u32::MAX {
         return match clients.get(c.ci) {
             Some(Some(s)) if s.registered => Ok((c.ci, s.pid)),
@@ -1008,7 +1008,7 @@ fn send_status(d: &Daemon, c: &mut Conn, h: &Header) {
         &daemon_str(d),
     ));
     if level != 1 {
-        let clients = d.clients.lock().unwrap().clone();
+        let clients = d.clients.lock().clone();
         for (ci, slot) in clients.iter().enumerate() {
             let Some(s) = slot else { continue };
             let text = format!(
@@ -1033,7 +1033,8 @@ fn send_status(d: &Daemon, c: &mut Conn, h: &Header) {
             (SpaceList::Removing, "rem"),
         ] {
             for sp in d.spaces_on(list) {
-                let st = sp.state.lock().unwrap();
+                let st = sp.state.lock();
+                let status = *st.core.status();
                 let text = format!(
                     "list={lname} space_id={} io_timeout={} sector_size={} align_size={} host_generation={} renew_fail={} \
                      space_dead={} killing_pids=0 used_retries={} external_used={} used_by_orphans={} \
@@ -1042,22 +1043,22 @@ fn send_status(d: &Daemon, c: &mut Conn, h: &Header) {
                      renewal_last_success={}",
                     sp.space_id,
                     sp.io_timeout,
-                    st.sector_size,
-                    st.align_size,
-                    st.host_generation,
-                    st.renew_fail as i32,
-                    st.space_dead as i32,
+                    st.sector_size(),
+                    st.align_size(),
+                    st.core.host_generation(),
+                    st.core.renew_fail() as i32,
+                    st.space_dead() as i32,
                     st.used_retries,
                     st.external_used as i32,
                     st.used_by_orphans as i32,
                     d.cfg.renewal_read_extend_sec.unwrap_or(sp.io_timeout),
-                    st.corrupt_result,
-                    st.acquire_last_result,
-                    st.renewal_last_result,
-                    st.acquire_last_attempt,
-                    st.acquire_last_success,
-                    st.renewal_last_attempt,
-                    st.renewal_last_success
+                    status.corrupt_result,
+                    status.acquire_last_result,
+                    status.renewal_last_result,
+                    status.acquire_last_attempt,
+                    status.acquire_last_success,
+                    status.renewal_last_attempt,
+                    status.renewal_last_success
                 );
                 let text = text + &sp.lease_file_field_of(&st);
                 out.extend(state(
@@ -1068,7 +1069,7 @@ fn send_status(d: &Daemon, c: &mut Conn, h: &Header) {
                     &text,
                 ));
                 let mut ls = SanlkLockspace::new(sp.name, sp.host_id, path_of(&sp.path), sp.offset);
-                ls.host_id_disk.pad1 = st.sector_size;
+                ls.host_id_disk.pad1 = st.sector_size();
                 out.extend(ls.encode());
             }
         }
@@ -1100,9 +1101,10 @@ fn send_host_status(d: &Daemon, c: &mut Conn, h: &Header, name: &Name) {
         ..*h
     };
     let mut out = r.encode().to_vec();
-    let st = sp.state.lock().unwrap();
+    let st = sp.state.lock();
     for (i, hs) in st
-        .hosts
+        .core
+        .hosts()
         .hosts
         .iter()
         .enumerate()
@@ -1174,7 +1176,7 @@ fn send_renewal(d: &Daemon, c: &mut Conn, h: &Header) {
         c.reply_echo(h, -libc::ENOSPC);
         return;
     };
-    let st = sp.state.lock().unwrap();
+    let st = sp.state.lock();
     let data2 = if st.history.is_empty() {
         0
     } else {
@@ -1209,13 +1211,13 @@ fn get_hosts(d: &Daemon, name: &Name, host_id: u64) -> (i32, Vec<SanlkHost>) {
     let Some(sp) = d.find_active(name) else {
         return (-libc::ENOENT, Vec::new());
     };
-    let st = sp.state.lock().unwrap();
-    if !st.hosts.checked() {
+    let st = sp.state.lock();
+    if !st.core.hosts().checked() {
         return (-libc::EAGAIN, Vec::new());
     }
     let now = monotime();
     let mut out = Vec::new();
-    for (i, hs) in st.hosts.hosts.iter().enumerate() {
+    for (i, hs) in st.core.hosts().hosts.iter().enumerate() {
         let id = i as u64 + 1;
         if (host_id != 0 && host_id != id) || (host_id == 0 && hs.timestamp == 0) {
             continue;
@@ -1236,9 +1238,9 @@ fn set_config(d: &Daemon, name: &Name, what: u32) -> i32 {
     let Some(sp) = d.find_active(name) else {
         return -libc::ENOENT;
     };
-    let mut st = sp.state.lock().unwrap();
+    let mut st = sp.state.lock();
     match what {
-        proto::SANLK_CONFIG_USED if st.space_dead => -libc::ENOSPC,
+        proto::SANLK_CONFIG_USED if st.space_dead() => -libc::ENOSPC,
         proto::SANLK_CONFIG_USED => {
             st.external_used = true;
             0
@@ -1269,11 +1271,11 @@ fn reg_event(d: &Daemon, c: &Conn, name: &Name) -> i32 {
     let Ok(dup) = c.s.try_clone() else {
         return -libc::ENOMEM;
     };
-    let mut fds = sp.event_fds.lock().unwrap();
+    let mut fds = sp.event_fds.lock();
     if fds.len() >= 32 {
         drop(fds);
         sp.prune_event_fds();
-        fds = sp.event_fds.lock().unwrap();
+        fds = sp.event_fds.lock();
         if fds.len() >= 32 {
             return -libc::ENOCSI;
         }
@@ -1290,43 +1292,10 @@ fn set_event(d: &Daemon, name: &Name, he: SanlkHostEvent, flags: u32) -> i32 {
         return -libc::ENOENT;
     };
     let now = monotime();
-    let mut st = sp.state.lock().unwrap();
-    if he.host_id as usize > st.hosts.hosts.len() {
-        return -libc::EINVAL;
+    match sp.state.lock().core.set_event(now, he, flags) {
+        Ok(()) => 0,
+        Err(e) => e,
     }
-    let mut he = he;
-    if flags & proto::SANLK_SETEV_CUR_GENERATION != 0 && he.generation == 0 {
-        he.generation = st.hosts.hosts[he.host_id as usize - 1].owner_generation;
-    }
-    if flags & proto::SANLK_SETEV_CLEAR_EVENT != 0 {
-        st.host_event = (0, 0, 0);
-        st.set_event_time = now;
-        return 0;
-    }
-    if flags & proto::SANLK_SETEV_CLEAR_HOSTID != 0 {
-        st.hosts.hosts[he.host_id as usize - 1].set_bit_time = 0;
-        return 0;
-    }
-    if flags & proto::SANLK_SETEV_REPLACE_EVENT == 0 {
-        let (_, old_event, _) = st.host_event;
-        if now.saturating_sub(st.set_event_time) < sp.set_bitmap_seconds
-            && old_event != 0
-            && he.event != 0
-            && old_event != he.event
-        {
-            return -libc::EBUSY;
-        }
-    }
-    st.set_event_time = now;
-    st.host_event = (he.generation, he.event, he.data);
-    if flags & proto::SANLK_SETEV_ALL_HOSTS != 0 {
-        for hs in st.hosts.hosts.iter_mut() {
-            hs.set_bit_time = now;
-        }
-    } else {
-        st.hosts.hosts[he.host_id as usize - 1].set_bit_time = now;
-    }
-    0
 }
 
 fn write_lockspace(d: &Daemon, ls: &SanlkLockspace, io_timeout: u32) -> i32 {

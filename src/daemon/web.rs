@@ -38,19 +38,20 @@ pub struct LockspaceView {
 /// Gathers every lockspace's figures and renders the page.
 pub fn page(d: &Daemon) -> String {
     let mut views = Vec::new();
-    let spaces = d.spaces.lock().unwrap().clone();
+    let spaces = d.spaces.lock().clone();
     for sp in spaces.iter().rev() {
         let list = Daemon::list_of(sp);
         let history = sp.history();
         let now_ms = super::early_warning::now().mono_ms;
-        let st = sp.state.lock().unwrap();
+        let st = sp.state.lock();
         let outlooks = st
-            .hosts
+            .core
+            .hosts()
             .history
             .keys()
             .filter_map(|&h| {
                 early_warning::outlook(
-                    &st.hosts,
+                    st.core.hosts(),
                     h,
                     history.now.mono,
                     sp.io_timeout,
@@ -67,9 +68,9 @@ pub fn page(d: &Daemon) -> String {
             now_ms,
             active: st.warn.active().collect(),
             slow_ms: st.warn.slow_ms(),
-            last_success: st.renewal_last_success,
-            space_dead: st.space_dead,
-            generation: st.host_generation,
+            last_success: st.core.status().renewal_last_success,
+            space_dead: st.space_dead(),
+            generation: st.core.host_generation(),
             history,
         });
     }

@@ -463,44 +463,6 @@ pub fn next_free(path: &str, offset: u64, opts: &DirectOpts) -> Result<u64> {
     }
 }
 
-/// Runs a delta lease acquire against `area` (a lockspace), performing each
-/// step of [`crate::delta::DeltaAcquire`]. `sleep(secs)` waits and returns
-/// false to abandon the acquire (SANLK_ERROR).
-pub fn drive_delta_acquire(
-    area: &Area,
-    p: crate::delta::DeltaParams,
-    mut sleep: impl FnMut(u64) -> bool,
-) -> std::result::Result<LeaderRecord, i32> {
-    use crate::delta::{DeltaAcquire, Input, Step};
-    let now = crate::timeouts::monotime;
-    let slot = (p.host_id - 1) * p.sector_size as u64;
-    let ss = p.sector_size;
-    let mut acq = DeltaAcquire::new(p, now());
-    let mut step = acq.step(now(), Input::Start);
-    loop {
-        step = match step {
-            Step::Read => {
-                let r = area
-                    .read(slot, ss)
-                    .map(|b| b.to_vec())
-                    .map_err(|e| e.sanlk_rv());
-                acq.step(now(), Input::ReadDone(r))
-            }
-            Step::Write(sector) => {
-                let r = area.write(slot, &sector).map_err(|e| e.sanlk_rv());
-                acq.step(now(), Input::WriteDone(r))
-            }
-            Step::Sleep(secs) => {
-                if !sleep(secs) {
-                    return Err(crate::rv::SANLK_ERROR);
-                }
-                acq.step(now(), Input::Slept)
-            }
-            Step::Done(r) => return r,
-        }
-    }
-}
-
 /// The pieces every direct delta command needs: the open disk, the
 /// lockspace geometry (from `-Z/-A` or host 1's leader) and the parameters.
 fn delta_setup(
@@ -547,19 +509,34 @@ fn sanlk(e: i32) -> DirectError {
 }
 
 /// `direct acquire_id`: joins the lockspace as the daemon's add_lockspace
-/// would, then leaves the lease to expire (nothing renews it).
+/// would (the daemon's own lockspace machine, stopped once joined), then
+/// leaves the lease to expire (nothing renews it).
 pub fn acquire_id(
     ls: &LockspaceArg,
     opts: &DirectOpts,
     our_name: crate::ondisk::Name,
 ) -> Result<LeaderRecord> {
+    use crate::daemon::core::lockspace::LockspaceConfig;
+    use crate::daemon::engine::{AreaStorage, join_only};
     let (disk, g, p) = delta_setup(ls, opts, our_name)?;
-    let area = Area::new(&disk, ls.disk.offset, g.align_size as u64, opts.timeout())?;
-    drive_delta_acquire(&area, p, |secs| {
-        std::thread::sleep(Duration::from_secs(secs));
-        true
-    })
-    .map_err(sanlk)
+    // The geometry is known here: the join does not read it again.
+    Area::new(&disk, ls.disk.offset, g.align_size as u64, opts.timeout())?;
+    let cfg = LockspaceConfig {
+        space_id: 0,
+        space_name: ls.name,
+        host_id: ls.host_id,
+        our_name: p.our_name,
+        io_timeout: p.io_timeout,
+        watchdog_fire_timeout: p.watchdog_fire_timeout,
+        kill_grace_seconds: None,
+        set_bitmap_seconds: 0,
+        use_watchdog: false,
+        layout: Some(g.into()),
+        sizes_read_len: 4096,
+        knobs: Default::default(),
+    };
+    let mut storage = AreaStorage::lockspace(disk, ls.disk.offset);
+    join_only(cfg, &mut storage).map_err(|e| sanlk(e.rv))
 }
 
 /// `direct renew_id`: one renewal of a host_id we hold.
@@ -600,7 +577,9 @@ pub fn acquire(
     host_id: u64,
     host_generation: u64,
 ) -> Result<LeaderRecord> {
-    use crate::paxos::{PaxosAcquire, PaxosParams};
+    use crate::daemon::core::resource::{LeaseRef, NoLockspace, PaxosOnly};
+    use crate::daemon::engine::{self, AreaStorage};
+    use crate::paxos::PaxosParams;
     let d = res
         .disks
         .first()
@@ -611,21 +590,33 @@ pub fn acquire(
         _ => read_leader_sizes(&disk, d.offset, opts.timeout())?,
     };
     let ss = g.sector_size as usize;
-    let area = Area::new(&disk, d.offset, g.align_size as u64, opts.timeout())?;
-    let now = crate::timeouts::monotime;
-    let mut m = PaxosAcquire::new(PaxosParams {
-        host_id,
-        host_generation,
-        sector_size: ss,
-        flags: 0,
-        acquire_lver: 0,
-        new_num_hosts: 0,
-        watchdog_fire_timeout: crate::timeouts::DEFAULT_WATCHDOG_FIRE_TIMEOUT,
+    // Refused before the first I/O if the area does not fit the device.
+    Area::new(&disk, d.offset, g.align_size as u64, opts.timeout())?;
+    let lease = LeaseRef {
+        space_name: res.lockspace,
+        resource_name: res.name,
+        layout: Some(g.into()),
         io_timeout: opts.io_timeout as u64,
-        seed: now() ^ (host_id << 32) ^ std::process::id() as u64,
-        names: Some((res.lockspace, res.name)),
-    });
-    drive_paxos_acquire(&area, &mut m, g.align_size as usize, &NoLockspace, |d| {
+        watchdog_fire_timeout: crate::timeouts::DEFAULT_WATCHDOG_FIRE_TIMEOUT,
+    };
+    let mut op = PaxosOnly::new(
+        lease,
+        PaxosParams {
+            host_id,
+            host_generation,
+            sector_size: ss,
+            flags: 0,
+            acquire_lver: 0,
+            new_num_hosts: 0,
+            watchdog_fire_timeout: crate::timeouts::DEFAULT_WATCHDOG_FIRE_TIMEOUT,
+            io_timeout: opts.io_timeout as u64,
+            seed: crate::timeouts::monotime() ^ (host_id << 32) ^ std::process::id() as u64,
+            names: Some((res.lockspace, res.name)),
+        },
+        Default::default(),
+    );
+    let mut storage = AreaStorage::lease_on(disk, d.offset);
+    engine::run_op(&mut op, &mut storage, &NoLockspace, |d| {
         std::thread::sleep(d);
         true
     })
@@ -665,87 +656,5 @@ pub fn release(
             Area::new(&disk, d.offset, g.align_size as u64, opts.timeout())?.write(0, &sector)?;
             Ok(Some(freed))
         }
-    }
-}
-
-/// How an acquire learns about a lease's current owner: what our joined
-/// lockspace saw of it, and its delta lease on disk.
-pub trait OwnerView {
-    fn host_info(
-        &self,
-        owner_id: u64,
-    ) -> std::result::Result<Option<crate::hosts::HostStatus>, i32>;
-    fn owner_delta(&self, owner_id: u64) -> std::result::Result<LeaderRecord, i32>;
-}
-
-/// Direct mode has no joined lockspace: an owned lease cannot be judged.
-pub struct NoLockspace;
-
-impl OwnerView for NoLockspace {
-    fn host_info(&self, _: u64) -> std::result::Result<Option<crate::hosts::HostStatus>, i32> {
-        Err(crate::rv::SANLK_ACQUIRE_LOCKSPACE)
-    }
-    fn owner_delta(&self, _: u64) -> std::result::Result<LeaderRecord, i32> {
-        Err(crate::rv::SANLK_ACQUIRE_LOCKSPACE)
-    }
-}
-
-/// Logs a failed ballot write with its errno (`-28` on a full file
-/// system) and returns the number for the machine.
-fn write_error(ballot: u64, what: &str, e: &crate::io::IoError) -> i32 {
-    let rv = e.sanlk_rv();
-    tracing::warn!("ballot {ballot} {what} write error {rv}: {e}");
-    rv
-}
-
-/// Runs a Disk Paxos acquire against `area` (one lease, `align_size`
-/// bytes), performing each step of [`crate::paxos::PaxosAcquire`].
-/// `sleep(d)` waits and returns false to abandon the acquire (-1).
-pub fn drive_paxos_acquire(
-    area: &Area,
-    m: &mut crate::paxos::PaxosAcquire,
-    align_size: usize,
-    owner: &dyn OwnerView,
-    mut sleep: impl FnMut(Duration) -> bool,
-) -> crate::paxos::Outcome {
-    use crate::paxos::{Input, Step};
-    let now = crate::timeouts::monotime;
-    let (host_id, ss) = m.host_and_sector();
-    let read = |off: u64, len: usize| {
-        area.read(off, len)
-            .map(|b| b.to_vec())
-            .map_err(|e| e.sanlk_rv())
-    };
-    let mut step = m.step(now(), Input::Start);
-    loop {
-        let input = match &step {
-            Step::ReadArea => Input::Area(read(0, align_size)),
-            Step::ReadLeader => Input::Leader(read(0, ss)),
-            Step::HostInfo { owner_id } => Input::HostInfo(owner.host_info(*owner_id)?),
-            Step::ReadOwnerDelta { owner_id } => Input::OwnerDelta(owner.owner_delta(*owner_id)),
-            Step::ReadDblock { host_id } => {
-                Input::Dblock(read((1 + host_id) * ss as u64, ss).map(|b| {
-                    crate::ondisk::PaxosDblock::decode(&b).expect("a sector holds a dblock")
-                }))
-            }
-            // The machine turns a failed write into SANLK_DBLOCK_WRITE (-211)
-            // or the like; the errno is said here, as sanlock logs it.
-            Step::WriteDblock(s) => Input::Written(
-                area.write((1 + host_id) * ss as u64, s)
-                    .map_err(|e| write_error(m.ballot(), "dblock", &e)),
-            ),
-            Step::WriteLeader(s) => Input::Written(
-                area.write(0, s)
-                    .map_err(|e| write_error(m.ballot(), "leader", &e)),
-            ),
-            Step::Sleep(d) => {
-                if !sleep(*d) {
-                    return Err(-1);
-                }
-                Input::Slept
-            }
-            Step::Done(r) => return *r,
-        };
-        step = m.step(now(), input);
     }
 }

@@ -125,7 +125,8 @@ pub enum DiskKind {
     Block,
 }
 
-/// An open lease file or block device.
+/// An open lease file or block device (a clone shares the open file).
+#[derive(Clone)]
 pub struct Disk {
     file: Arc<File>,
     path: PathBuf,

@@ -6,6 +6,7 @@
 //! after. A multi-sector read may see each sector as it was when the read
 //! started or when it ended.
 
+use crate::daemon::core::{Io, IoFailure, IoOp, IoResult, Layout, Storage, Target};
 use crate::delta::lease_sector;
 use crate::ondisk::{self, LeaderRecord, Name};
 use crate::paxos::leader_sector;
@@ -20,6 +21,24 @@ pub const RES_OFF: usize = LS_SECTORS;
 /// Leader, request record, one dblock per host.
 pub const RES_SECTORS: usize = 2 + MAX_HOSTS;
 pub const DISK_SECTORS: usize = RES_OFF + RES_SECTORS;
+
+/// The lockspace area's shape as the daemon's core sees it.
+pub fn lockspace_layout() -> Layout {
+    Layout {
+        sector_size: SS,
+        align_size: (LS_SECTORS * SS) as u64,
+        max_hosts: MAX_HOSTS,
+    }
+}
+
+/// A resource lease area's shape (leader, request, one dblock per host).
+pub fn lease_layout() -> Layout {
+    Layout {
+        sector_size: SS,
+        align_size: (RES_SECTORS * SS) as u64,
+        max_hosts: MAX_HOSTS,
+    }
+}
 
 pub fn space_name() -> Name {
     Name::new("LS").unwrap()
@@ -85,6 +104,16 @@ impl SimDisk {
         SimDisk { bytes }
     }
 
+    /// The lockspace area at sector `lockspace` and the lease area at
+    /// sector `lease`, as the core addresses them.
+    pub fn areas(&mut self, lockspace: usize, lease: usize) -> SimAreas<'_> {
+        SimAreas {
+            disk: self,
+            lockspace,
+            lease,
+        }
+    }
+
     pub fn read(&self, sector: usize, count: usize) -> Vec<u8> {
         self.bytes[sector * SS..(sector + count) * SS].to_vec()
     }
@@ -111,6 +140,47 @@ impl SimDisk {
                 old[..cut].copy_from_slice(&new[..cut]);
             } else {
                 old[cut..].copy_from_slice(&new[cut..]);
+            }
+        }
+    }
+}
+
+/// The disk as one host's core sees it: I/O lands at once, whole (the
+/// fault model decides before and after whether and how it does).
+pub struct SimAreas<'a> {
+    disk: &'a mut SimDisk,
+    lockspace: usize,
+    lease: usize,
+}
+
+impl SimAreas<'_> {
+    /// The first sector an I/O touches and how many, if it stays on the
+    /// disk and inside its area.
+    pub fn sectors(&self, io: &Io) -> Option<(usize, usize)> {
+        let base = match io.target {
+            Target::Lockspace => self.lockspace,
+            Target::Lease => self.lease,
+        };
+        let (off, len) = (io.offset as usize, io.len());
+        if io.offset + len as u64 > io.area_len || off % SS != 0 || len % SS != 0 {
+            return None;
+        }
+        let first = base + off / SS;
+        let count = len / SS;
+        (first + count <= self.disk.bytes.len() / SS).then_some((first, count))
+    }
+}
+
+impl Storage for SimAreas<'_> {
+    fn perform(&mut self, io: &Io) -> IoResult {
+        let Some((first, count)) = self.sectors(io) else {
+            return Err(IoFailure::code(-libc::EIO));
+        };
+        match &io.op {
+            IoOp::Read { .. } => Ok(self.disk.read(first, count)),
+            IoOp::Write { data } => {
+                self.disk.bytes[first * SS..(first + count) * SS].copy_from_slice(data);
+                Ok(Vec::new())
             }
         }
     }

@@ -1,6 +1,6 @@
 //! The HA layer in the deterministic simulation: hosts run the daemon's
-//! machines (delta lease join/renewal, host judging, the kill sequence,
-//! one Disk Paxos acquire per VM lease) and an HA agent that each second
+//! core ([`super::node`]: the lockspace's join, renewal, host judging and
+//! kill sequence, one resource acquire per VM lease) and an HA agent that each second
 //! reads the whiteboard and the VM leases from the simulated disk, calls
 //! [`crate::ha::decide`] on its own view, carries out the actions and
 //! writes its whiteboard sector.
@@ -15,13 +15,16 @@
 //! runs again somewhere within a bound.
 //!
 //! Kept apart from `sim/mod.rs` (one resource, one client per host) on
-//! purpose: its own disk layout, events and hosts.
+//! purpose: its own disk layout, events, hosts and a plainer fault model
+//! (no torn writes, no EIO, no clock drift); the daemon is the same.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
+use super::disk::{SS, SimDisk};
+use super::node::{Node, NodeConfig, Req, Who};
 use super::rng::Rng;
-use crate::delta::{self, DeltaAcquire, DeltaParams, lease_sector};
+use super::sched::Sched;
+use crate::daemon::core::resource::{AcquireParams, Acquired, Held, LeaseRef};
+use crate::daemon::core::{CoreError, Id, Io, IoFailure, IoResult, Knobs, Layout, Now, Storage};
+use crate::delta::lease_sector;
 use crate::ha::config::{Cluster, Config as HaCfg, RunnerKind, Vm};
 use crate::ha::decide::{
     self, HostView, Input, LeaseView, Local, Memory, Outcome as VmOutcome, OutcomeKind,
@@ -31,14 +34,12 @@ use crate::ha::fencing::{FenceAction, FenceInput, FenceMemory, decide_fencing};
 use crate::ha::whiteboard::{
     FENCE_DECLARED, FENCE_FAILED, FENCE_RUNNING, FenceReport, Freshness, HostSector, VmBitmap,
 };
-use crate::hosts::{HostState, HostTable};
-use crate::ondisk::{self, LeaderRecord, Name, PaxosDblock};
-use crate::paxos::{self, PaxosAcquire, PaxosParams, leader_sector};
-use crate::recovery::{Action, Holder, Recovery, RecoveryConfig, Signal};
-use crate::rv;
+use crate::hosts::HostState;
+use crate::ondisk::{self, LeaderRecord, Name};
+use crate::paxos::leader_sector;
+use crate::recovery::{Holder, Signal};
 use crate::timeouts::Timeouts;
 
-const SS: usize = 512;
 const MAX_HOSTS: usize = 4;
 const LS_OFF: usize = 0;
 const RES_SECTORS: usize = 2 + MAX_HOSTS;
@@ -195,35 +196,47 @@ pub struct HaOutcome {
     pub trace: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Who {
-    Ls,
-    /// The worker serving VM k's lease (acquire, release).
-    Vm(usize),
-    Agent,
-    /// The agent's fence thread (the declaration's read and write).
-    Fence,
+/// What an I/O of the HA agent produced (its own reads and writes of the
+/// whiteboard and the VM leaders, not the daemon's).
+#[derive(Clone, Debug)]
+enum AgentIo {
+    Read(Result<Vec<u8>, i32>),
+    Write,
 }
 
+/// What an I/O of an agent's fence thread produced (the declaration).
 #[derive(Clone, Debug)]
-enum IoDone {
-    /// The data, and how many sectors were asked for.
-    Read(Result<Vec<u8>, i32>, usize),
+enum FenceIo {
+    Read(Result<Vec<u8>, i32>),
+    /// Err: timed out, so it may or may not land: not declared.
     Write(Result<(), i32>),
 }
 
 #[derive(Clone, Debug)]
 enum Ev {
+    /// The daemon's I/O completed (or failed, or timed out).
     Io {
         h: usize,
         boot: u32,
         who: Who,
-        r: IoDone,
+        id: Id,
+        r: IoResult,
+    },
+    AgentIo {
+        h: usize,
+        boot: u32,
+        r: AgentIo,
+    },
+    FenceIo {
+        h: usize,
+        boot: u32,
+        r: FenceIo,
     },
     Timer {
         h: usize,
         boot: u32,
         who: Who,
+        id: Id,
     },
     Main {
         h: usize,
@@ -303,10 +316,12 @@ impl Ev {
     fn host_sw(&self) -> Option<(usize, u32)> {
         match *self {
             Ev::Io { h, boot, .. }
+            | Ev::AgentIo { h, boot, .. }
             | Ev::Timer { h, boot, .. }
             | Ev::Main { h, boot, .. }
             | Ev::Rejoin { h, boot }
             | Ev::Agent { h, boot }
+            | Ev::FenceIo { h, boot, .. }
             | Ev::FenceOff { h, boot, .. }
             | Ev::FenceStatus { h, boot, .. } => Some((h, boot)),
             _ => None,
@@ -314,51 +329,7 @@ impl Ev {
     }
 }
 
-struct Queued {
-    at: u64,
-    seq: u64,
-    ev: Ev,
-}
-impl PartialEq for Queued {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
-}
-
 #[derive(Clone, Debug)]
-enum Ls {
-    Down,
-    Joining(Box<DeltaAcquire>),
-    Idle,
-    RenewRead,
-    RenewWrite(Box<LeaderRecord>, Vec<u8>),
-    Leaving,
-    Stopped,
-}
-
-#[derive(Clone, Debug)]
-enum Work {
-    Idle,
-    Acquiring(Box<PaxosAcquire>),
-    OwnerDelta(Box<PaxosAcquire>),
-    OwnerDblock(Box<PaxosAcquire>),
-    RelDblock(LeaderRecord),
-    RelLeaderRead(LeaderRecord),
-    RelLeaderWrite,
-}
-
-#[derive(Clone, Copy, Debug)]
 struct Proc {
     vm: usize,
     pid: u32,
@@ -367,7 +338,7 @@ struct Proc {
     stuck: bool,
     ignores_term: bool,
     /// None under the NoLease knob.
-    lease: Option<(LeaderRecord, PaxosDblock)>,
+    lease: Option<Acquired>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -378,7 +349,8 @@ enum AgentPhase {
 }
 
 struct Host {
-    host_id: u64,
+    /// The daemon: the daemon's own core, executed by this simulation.
+    node: Node,
     boot: u32,
     up: bool,
     clock_off_ms: u64,
@@ -387,19 +359,8 @@ struct Host {
     freezes: Vec<(u64, u64)>,
     paused: bool,
     deferred: Vec<Ev>,
-    ls: Ls,
-    params: DeltaParams,
-    leader: LeaderRecord,
-    prev_ok: bool,
-    last_success: u64,
-    corrupt: bool,
-    cleared: bool,
-    table: HostTable,
-    recovery: Recovery,
-    main_gen: u32,
     wd_gen: u32,
     wd_armed: bool,
-    work: Vec<Work>,
     procs: Vec<Proc>,
     next_pid: u32,
     stuck_prob: u64,
@@ -428,12 +389,10 @@ pub struct HaSim {
     cfg: HaConfig,
     rng: Rng,
     now: u64,
-    seq: u64,
-    queue: BinaryHeap<Reverse<Queued>>,
-    disk: Vec<u8>,
+    queue: Sched<Ev>,
+    disk: SimDisk,
     hosts: Vec<Host>,
     t: Timeouts,
-    rcfg: RecoveryConfig,
     end: u64,
     ha: HaCfg,
     nvms: usize,
@@ -579,7 +538,18 @@ impl HaSim {
         } else {
             Some(rng.range(0, w + 5))
         };
-        let rcfg = RecoveryConfig::new(IO_TIMEOUT, w, kill_grace);
+        let node_cfg = NodeConfig {
+            space_name: space_name(),
+            io_timeout: IO_TIMEOUT,
+            watchdog_fire_timeout: w,
+            kill_grace_seconds: kill_grace,
+            layout: Layout {
+                sector_size: SS,
+                align_size: (MAX_HOSTS * SS) as u64,
+                max_hosts: MAX_HOSTS,
+            },
+            knobs: Knobs::default(),
+        };
         let dead_ms = t.host_dead_seconds() * 1000;
         let nvms = 1 + rng.below(MAX_VMS as u64) as usize;
         let capacity = if rng.chance(1, 4) {
@@ -608,7 +578,7 @@ impl HaSim {
             }
             let host_id = i as u64 + 1;
             hosts.push(Host {
-                host_id,
+                node: Node::new(host_id, node_cfg.clone(), nvms),
                 boot: 0,
                 up: true,
                 clock_off_ms: rng.below(1_000_000_000),
@@ -617,26 +587,8 @@ impl HaSim {
                 freezes,
                 paused: false,
                 deferred: Vec::new(),
-                ls: Ls::Down,
-                params: DeltaParams {
-                    space_name: space_name(),
-                    host_id,
-                    our_name: Name::default(),
-                    io_timeout: IO_TIMEOUT,
-                    sector_size: SS,
-                    watchdog_fire_timeout: w,
-                },
-                leader: LeaderRecord::default(),
-                prev_ok: false,
-                last_success: 0,
-                corrupt: false,
-                cleared: false,
-                table: HostTable::new(MAX_HOSTS, host_id),
-                recovery: Recovery::new(rcfg),
-                main_gen: 0,
                 wd_gen: 0,
                 wd_armed: false,
-                work: vec![Work::Idle; nvms],
                 procs: Vec::new(),
                 next_pid: 100,
                 stuck_prob: rng.below(100),
@@ -661,12 +613,12 @@ impl HaSim {
             cfg,
             rng,
             now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
-            disk: formatted_disk(),
+            queue: Sched::default(),
+            disk: SimDisk {
+                bytes: formatted_disk(),
+            },
             hosts,
             t,
-            rcfg,
             end,
             ha: ha_config(nvms, capacity, fencing),
             nvms,
@@ -752,16 +704,15 @@ impl HaSim {
     }
 
     fn push(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Reverse(Queued {
-            at,
-            seq: self.seq,
-            ev,
-        }));
+        self.queue.push(at, ev);
     }
 
     fn local_ms(&self, h: usize) -> u64 {
         self.hosts[h].clock_off_ms + self.now
+    }
+
+    fn clock(&self, h: usize) -> Now {
+        Now::at_ms(self.local_ms(h))
     }
 
     fn monotime(&self, h: usize) -> u64 {
@@ -772,12 +723,7 @@ impl HaSim {
         self.now + local.saturating_sub(self.local_ms(h))
     }
 
-    fn timer(&mut self, h: usize, who: Who, ms: u64) {
-        let boot = self.hosts[h].boot;
-        self.push(self.now + ms, Ev::Timer { h, boot, who });
-    }
-
-    // ---- I/O ----
+    // ---- I/O: the fault model (latency, freezes; an abandoned write never lands) ----
 
     fn io_completion(&mut self, h: usize) -> u64 {
         let x = &self.hosts[h];
@@ -792,54 +738,148 @@ impl HaSim {
         at
     }
 
-    /// Reads sectors `list` (gathered; each as it is when issued).
-    fn read(&mut self, h: usize, who: Who, list: &[(usize, usize)], timeout_s: u64) {
+    /// The daemon's I/O: read as the disk is when issued, a write lands
+    /// when it completes in time.
+    fn submit(&mut self, h: usize, who: Who, io: Io) {
         let done = self.io_completion(h);
         let boot = self.hosts[h].boot;
-        let deadline = self.now + timeout_s * 1000;
-        let count = list.iter().map(|l| l.1).sum();
+        let deadline = self.now + io.timeout_ms;
+        let id = io.id;
+        let lease = match who {
+            Who::Op(vm) => res_off(vm),
+            Who::Ls => RES_OFF,
+        };
         if done > deadline {
+            // Abandoned: a write never lands (as sim/mod.rs's default model).
             self.stats.io_timeouts += 1;
-            let r = IoDone::Read(Err(rv::SANLK_AIO_TIMEOUT), count);
-            self.push(deadline, Ev::Io { h, boot, who, r });
+            let r = Err(IoFailure::timeout());
+            self.push(
+                deadline,
+                Ev::Io {
+                    h,
+                    boot,
+                    who,
+                    id,
+                    r,
+                },
+            );
             return;
         }
-        let mut data = Vec::new();
-        for &(sector, count) in list {
-            data.extend_from_slice(&self.disk[sector * SS..(sector + count) * SS]);
+        if io.is_write() {
+            match self.disk.areas(LS_OFF, lease).sectors(&io) {
+                Some((sector, _)) => {
+                    let data = match io.op {
+                        crate::daemon::core::IoOp::Write { data } => data,
+                        _ => unreachable!(),
+                    };
+                    self.push(done, Ev::Land { sector, data });
+                    let r = Ok(Vec::new());
+                    self.push(
+                        done,
+                        Ev::Io {
+                            h,
+                            boot,
+                            who,
+                            id,
+                            r,
+                        },
+                    );
+                }
+                None => {
+                    let r = Err(IoFailure::code(-libc::EIO));
+                    self.push(
+                        done,
+                        Ev::Io {
+                            h,
+                            boot,
+                            who,
+                            id,
+                            r,
+                        },
+                    );
+                }
+            }
+            return;
         }
+        let r = self.disk.areas(LS_OFF, lease).perform(&io);
         self.push(
             done,
             Ev::Io {
                 h,
                 boot,
                 who,
-                r: IoDone::Read(Ok(data), count),
+                id,
+                r,
             },
         );
     }
 
-    fn write(&mut self, h: usize, who: Who, sector: usize, data: Vec<u8>, timeout_s: u64) {
+    /// The agent's gathered read of sectors `list` (each as it is when issued).
+    fn agent_read(&mut self, h: usize, list: &[(usize, usize)]) {
         let done = self.io_completion(h);
         let boot = self.hosts[h].boot;
-        let deadline = self.now + timeout_s * 1000;
+        let deadline = self.now + IO_TIMEOUT * 1000;
         if done > deadline {
-            // Abandoned: never lands (as sim/mod.rs's default model).
             self.stats.io_timeouts += 1;
-            let r = IoDone::Write(Err(rv::SANLK_AIO_TIMEOUT));
-            self.push(deadline, Ev::Io { h, boot, who, r });
+            let r = AgentIo::Read(Err(crate::rv::SANLK_AIO_TIMEOUT));
+            self.push(deadline, Ev::AgentIo { h, boot, r });
             return;
         }
-        self.push(done, Ev::Land { sector, data });
+        let mut data = Vec::new();
+        for &(sector, count) in list {
+            data.extend_from_slice(&self.disk.read(sector, count));
+        }
+        let r = AgentIo::Read(Ok(data));
+        self.push(done, Ev::AgentIo { h, boot, r });
+    }
+
+    /// The agent's write of its whiteboard sector.
+    fn agent_write(&mut self, h: usize, sector: usize, data: Vec<u8>) {
+        let done = self.io_completion(h);
+        let boot = self.hosts[h].boot;
+        let deadline = self.now + IO_TIMEOUT * 1000;
+        if done > deadline {
+            self.stats.io_timeouts += 1;
+        } else {
+            self.push(done, Ev::Land { sector, data });
+        }
         self.push(
-            done,
-            Ev::Io {
+            done.min(deadline),
+            Ev::AgentIo {
                 h,
                 boot,
-                who,
-                r: IoDone::Write(Ok(())),
+                r: AgentIo::Write,
             },
         );
+    }
+
+    /// A fence thread's read of one sector.
+    fn fence_read(&mut self, h: usize, sector: usize) {
+        let done = self.io_completion(h);
+        let boot = self.hosts[h].boot;
+        let deadline = self.now + IO_TIMEOUT * 1000;
+        let (at, r) = if done > deadline {
+            self.stats.io_timeouts += 1;
+            (deadline, FenceIo::Read(Err(crate::rv::SANLK_AIO_TIMEOUT)))
+        } else {
+            (done, FenceIo::Read(Ok(self.disk.read(sector, 1).to_vec())))
+        };
+        self.push(at, Ev::FenceIo { h, boot, r });
+    }
+
+    /// A fence thread's write of one sector (abandoned at its timeout).
+    fn fence_write(&mut self, h: usize, sector: usize, data: Vec<u8>) {
+        let done = self.io_completion(h);
+        let boot = self.hosts[h].boot;
+        let deadline = self.now + IO_TIMEOUT * 1000;
+        let r = if done > deadline {
+            self.stats.io_timeouts += 1;
+            FenceIo::Write(Err(crate::rv::SANLK_AIO_TIMEOUT))
+        } else {
+            self.push(done, Ev::Land { sector, data });
+            FenceIo::Write(Ok(()))
+        };
+        self.push(done.min(deadline), Ev::FenceIo { h, boot, r });
     }
 
     // ---- the invariant and liveness ----
@@ -900,47 +940,53 @@ impl HaSim {
     // ---- the main loop ----
 
     fn go(&mut self) {
-        while let Some(Reverse(q)) = self.queue.pop() {
-            if q.at > self.end || self.violation.is_some() {
+        while let Some((at, ev)) = self.queue.pop() {
+            if at > self.end || self.violation.is_some() {
                 break;
             }
-            self.now = q.at;
+            self.now = at;
             self.stats.events += 1;
             assert!(
                 self.stats.events < MAX_EVENTS,
                 "seed {}: runaway HA simulation",
                 self.seed
             );
-            if let Some((h, boot)) = q.ev.host_sw() {
+            if let Some((h, boot)) = ev.host_sw() {
                 if boot != self.hosts[h].boot || !self.hosts[h].up {
                     continue;
                 }
                 if self.hosts[h].paused {
-                    self.hosts[h].deferred.push(q.ev);
+                    self.hosts[h].deferred.push(ev);
                     continue;
                 }
             }
-            self.handle(q.ev);
+            self.handle(ev);
         }
     }
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Io { h, who, r, .. } => match who {
-                Who::Ls => self.ls_io(h, r),
-                Who::Vm(k) => self.work_io(h, k, r),
-                Who::Agent => self.agent_io(h, r),
-                Who::Fence => self.fence_io(h, r),
-            },
-            Ev::Timer { h, who, .. } => match who {
-                Who::Ls => self.ls_timer(h),
-                Who::Vm(k) => self.work_timer(h, k),
-                Who::Agent | Who::Fence => {}
-            },
+            Ev::Io { h, who, id, r, .. } => {
+                let now = self.clock(h);
+                let reqs = self.hosts[h].node.io_done(now, who, id, r);
+                self.apply(h, reqs);
+            }
+            Ev::AgentIo { h, r, .. } => self.agent_io(h, r),
+            Ev::Timer { h, who, id, .. } => {
+                let now = self.clock(h);
+                let reqs = self.hosts[h].node.timer(now, who, id);
+                self.apply(h, reqs);
+            }
+            Ev::FenceIo { h, r, .. } => self.fence_io(h, r),
             Ev::Main { h, tick, .. } => {
-                if tick == self.hosts[h].main_gen {
-                    self.main_check(h)
-                }
+                let holders: Vec<Holder> = self.hosts[h]
+                    .procs
+                    .iter()
+                    .map(|p| Holder::plain(p.pid))
+                    .collect();
+                let now = self.clock(h);
+                let reqs = self.hosts[h].node.tick(now, tick, holders);
+                self.apply(h, reqs);
             }
             Ev::Rejoin { h, .. } => self.join(h),
             Ev::Agent { h, .. } => self.agent_cycle(h),
@@ -963,7 +1009,8 @@ impl HaSim {
                 }
             }
             Ev::Land { sector, data } => {
-                self.disk[sector * SS..(sector + 1) * SS].copy_from_slice(&data[..SS])
+                let n = data.len() / SS;
+                self.disk.bytes[sector * SS..(sector + n) * SS].copy_from_slice(&data);
             }
             Ev::Crash { h } => {
                 if self.hosts[h].up {
@@ -1035,13 +1082,9 @@ impl HaSim {
         x.paused = false;
         x.deferred.clear();
         x.boot += 1;
-        x.ls = Ls::Down;
-        x.work = vec![Work::Idle; nvms];
+        x.node.crash();
         x.procs.clear();
         x.wd_armed = false;
-        x.cleared = false;
-        x.recovery = Recovery::new(self.rcfg);
-        x.table = HostTable::new(MAX_HOSTS, x.host_id);
         x.agent = AgentPhase::Idle;
         x.memory = Memory::default();
         x.fresh = Freshness::new();
@@ -1057,279 +1100,89 @@ impl HaSim {
         }
     }
 
-    // ---- the lockspace thread (as sim/mod.rs) ----
+    // ---- the world carrying out what a host's daemon asks ----
 
+    /// add_lockspace (the agent's --join).
     fn join(&mut self, h: usize) {
-        let x = &mut self.hosts[h];
-        if !matches!(x.ls, Ls::Down | Ls::Stopped) {
-            return;
+        let name = Name::new(&format!("h{h}-b{}", self.hosts[h].boot)).unwrap();
+        let now = self.clock(h);
+        let reqs = self.hosts[h].node.join(now, name);
+        self.apply(h, reqs);
+    }
+
+    fn apply(&mut self, h: usize, reqs: Vec<Req>) {
+        for r in reqs {
+            self.apply_one(h, r);
         }
-        x.params.our_name = Name::new(&format!("h{h}-b{}", x.boot)).unwrap();
-        x.recovery = Recovery::new(self.rcfg);
-        x.corrupt = false;
-        x.cleared = false;
-        x.table = HostTable::new(MAX_HOSTS, x.host_id);
-        let now = self.monotime(h);
-        let mut acq = DeltaAcquire::new(self.hosts[h].params.clone(), now);
-        let step = acq.step(now, delta::Input::Start);
-        self.hosts[h].ls = Ls::Joining(Box::new(acq));
-        self.delta_step(h, step);
     }
 
-    fn ls_slot(&self, h: usize) -> usize {
-        LS_OFF + self.hosts[h].host_id as usize - 1
-    }
-
-    fn delta_step(&mut self, h: usize, step: delta::Step) {
-        let slot = self.ls_slot(h);
-        match step {
-            delta::Step::Read => self.read(h, Who::Ls, &[(slot, 1)], IO_TIMEOUT),
-            delta::Step::Write(s) => self.write(h, Who::Ls, slot, s, IO_TIMEOUT),
-            delta::Step::Sleep(secs) => self.timer(h, Who::Ls, secs * 1000),
-            delta::Step::Done(Ok(lr)) => {
+    fn apply_one(&mut self, h: usize, r: Req) {
+        let boot = self.hosts[h].boot;
+        match r {
+            Req::Io { who, io } => self.submit(h, who, io),
+            Req::Timer { who, id, at_ms } => {
+                let at = self.at_local(h, at_ms);
+                self.push(at, Ev::Timer { h, boot, who, id });
+            }
+            Req::Tick { at_ms, tick } => {
+                let local = if at_ms > self.local_ms(h) {
+                    at_ms + self.rng.below(1000)
+                } else {
+                    at_ms
+                };
+                let at = self.at_local(h, local);
+                self.push(at, Ev::Main { h, boot, tick });
+            }
+            Req::WatchdogArm { fire_ms } => {
+                let at = self.at_local(h, fire_ms);
                 let x = &mut self.hosts[h];
-                x.leader = lr;
-                x.prev_ok = true;
-                x.last_success = lr.timestamp;
-                x.ls = Ls::Idle;
+                x.wd_armed = true;
+                x.wd_gen += 1;
+                let tick = x.wd_gen;
+                self.push(at, Ev::Watchdog { h, boot, tick });
+            }
+            Req::WatchdogClose => self.hosts[h].wd_armed = false,
+            Req::Signal { pid, signal } => self.signal(h, pid, signal),
+            Req::Stuck { .. } => {}
+            Req::Joined(Ok(lr)) => {
                 self.tr(|| format!("host {h}: joined gen {}", lr.owner_generation));
-                self.arm_watchdog(h);
-                self.schedule_renewal(h);
-                self.schedule_main(h);
                 if self.hosts[h].agent == AgentPhase::Idle {
-                    let boot = self.hosts[h].boot;
                     let at = self.now + self.rng.below(1000);
                     self.push(at, Ev::Agent { h, boot });
                 }
             }
-            delta::Step::Done(Err(e)) => {
+            Req::Joined(Err(e)) => {
                 self.tr(|| format!("host {h}: join failed {e}"));
-                self.hosts[h].ls = Ls::Down;
-                let boot = self.hosts[h].boot;
                 let at = self.now + self.rng.range(1000, 5000);
                 self.push(at, Ev::Rejoin { h, boot });
             }
-        }
-    }
-
-    fn arm_watchdog(&mut self, h: usize) {
-        let fire = self.rcfg.watchdog_fire(self.hosts[h].last_success);
-        let at = self.at_local(h, fire * 1000);
-        let x = &mut self.hosts[h];
-        x.wd_armed = true;
-        x.wd_gen += 1;
-        let (boot, tick) = (x.boot, x.wd_gen);
-        self.push(at, Ev::Watchdog { h, boot, tick });
-    }
-
-    fn schedule_renewal(&mut self, h: usize) {
-        let due = (self.hosts[h].last_success + self.t.id_renewal_seconds()) * 1000;
-        let jitter = 500 + self.rng.below(1000);
-        let at = self.at_local(h, due + jitter);
-        let boot = self.hosts[h].boot;
-        self.push(
-            at,
-            Ev::Timer {
-                h,
-                boot,
-                who: Who::Ls,
-            },
-        );
-    }
-
-    fn ls_timer(&mut self, h: usize) {
-        let now = self.monotime(h);
-        match &mut self.hosts[h].ls {
-            Ls::Joining(acq) => {
-                let step = acq.step(now, delta::Input::Slept);
-                self.delta_step(h, step);
+            Req::Failed { .. } => {
+                self.stats.lockspace_failures += 1;
+                self.tr(|| format!("host {h}: lockspace failed, killing VMs"));
             }
-            Ls::Idle => {
-                self.hosts[h].ls = Ls::RenewRead;
-                self.read(h, Who::Ls, &[(LS_OFF, MAX_HOSTS)], IO_TIMEOUT);
+            Req::AllClear => self.tr(|| format!("host {h}: all clear, leaving the lockspace")),
+            Req::Stopped => {
+                // The agent asks the daemon to join again (--join).
+                let at = self.now + self.rng.range(1000, 5000);
+                self.push(at, Ev::Rejoin { h, boot });
             }
-            _ => {}
-        }
-    }
-
-    fn ls_io(&mut self, h: usize, r: IoDone) {
-        let ls = std::mem::replace(&mut self.hosts[h].ls, Ls::Down);
-        match ls {
-            Ls::Joining(mut acq) => {
-                let now = self.monotime(h);
-                let input = match r {
-                    IoDone::Read(r, _) => delta::Input::ReadDone(r),
-                    IoDone::Write(r) => delta::Input::WriteDone(r),
-                };
-                let step = acq.step(now, input);
-                self.hosts[h].ls = Ls::Joining(acq);
-                self.delta_step(h, step);
+            Req::Acquired { slot, result } => {
+                self.hosts[h].starting[slot] = false;
+                self.acquired(h, slot, *result);
             }
-            Ls::RenewRead => match r {
-                IoDone::Read(Ok(area), _) => {
-                    let now = self.monotime(h);
-                    let x = &self.hosts[h];
-                    match delta::renew(
-                        &x.params,
-                        &x.leader,
-                        x.prev_ok,
-                        &area,
-                        now,
-                        (0, 0, 0),
-                        &[0; 256],
-                    ) {
-                        Ok((lr, sector)) => {
-                            self.hosts[h].ls = Ls::RenewWrite(Box::new(lr), area);
-                            let dead = self.t.host_dead_seconds();
-                            let slot = self.ls_slot(h);
-                            self.write(h, Who::Ls, slot, sector, dead);
-                        }
-                        Err(e) => {
-                            self.observe(h, &area);
-                            self.renewal_failed(h, e != rv::SANLK_AIO_TIMEOUT);
-                        }
+            Req::Released { slot, result } => match result {
+                Ok(freed) => {
+                    if freed {
+                        self.freed[slot] = true;
                     }
                 }
-                _ => self.renewal_failed(h, false),
+                Err(e) => self.tr(|| format!("host {h}: vm{slot} release: {e}")),
             },
-            Ls::RenewWrite(lr, area) => {
-                self.observe(h, &area);
-                match r {
-                    IoDone::Write(Ok(())) => {
-                        let x = &mut self.hosts[h];
-                        x.leader = *lr;
-                        x.prev_ok = true;
-                        x.last_success = lr.timestamp;
-                        x.ls = Ls::Idle;
-                        self.arm_watchdog(h);
-                        if self.hosts[h].recovery.space_dead() {
-                            self.stop_lockspace_if_cleared(h);
-                        } else {
-                            self.schedule_renewal(h);
-                            self.schedule_main(h);
-                        }
-                    }
-                    _ => self.renewal_failed(h, false),
-                }
-            }
-            Ls::Leaving => {
-                self.hosts[h].ls = Ls::Stopped;
-                self.after_stop(h);
-            }
-            other => self.hosts[h].ls = other,
         }
-    }
-
-    fn observe(&mut self, h: usize, area: &[u8]) {
-        let now = self.monotime(h);
-        self.hosts[h].table.observe(now, area, SS, &space_name());
-    }
-
-    fn renewal_failed(&mut self, h: usize, corrupt: bool) {
-        let x = &mut self.hosts[h];
-        x.prev_ok = false;
-        x.ls = Ls::Idle;
-        let newly_corrupt = corrupt && !x.corrupt;
-        x.corrupt |= corrupt;
-        if x.recovery.space_dead() {
-            self.stop_lockspace_if_cleared(h);
-            return;
-        }
-        if newly_corrupt {
-            self.schedule_main(h);
-        }
-        let ms = 500 + self.rng.below(500);
-        self.timer(h, Who::Ls, ms);
-    }
-
-    fn schedule_main(&mut self, h: usize) {
-        let local_now = self.local_ms(h);
-        let x = &mut self.hosts[h];
-        x.main_gen += 1;
-        let (boot, tick) = (x.boot, x.main_gen);
-        let local = if x.recovery.space_dead() || x.corrupt {
-            local_now + x.recovery.next_check_ms()
-        } else {
-            let fail = x.recovery.fail_time(x.last_success) * 1000;
-            fail.max(local_now) + self.rng.below(1000)
-        };
-        let at = self.at_local(h, local);
-        self.push(at, Ev::Main { h, boot, tick });
-    }
-
-    fn main_check(&mut self, h: usize) {
-        if !matches!(
-            self.hosts[h].ls,
-            Ls::Idle | Ls::RenewRead | Ls::RenewWrite(..)
-        ) {
-            return;
-        }
-        let now = self.monotime(h);
-        let holders: Vec<Holder> = self.hosts[h]
-            .procs
-            .iter()
-            .map(|p| Holder::plain(p.pid))
-            .collect();
-        let x = &mut self.hosts[h];
-        let actions = x
-            .recovery
-            .check(now, x.last_success, x.corrupt, false, &holders);
-        for a in actions {
-            match a {
-                Action::LockspaceFailed { .. } => {
-                    self.stats.lockspace_failures += 1;
-                    self.tr(|| format!("host {h}: lockspace failed, killing VMs"));
-                }
-                Action::Signal { pid, signal } => self.signal(h, pid, signal),
-                Action::Stuck { .. } => {}
-                Action::AllClear => {
-                    self.tr(|| format!("host {h}: all clear, leaving the lockspace"));
-                    let x = &mut self.hosts[h];
-                    x.wd_armed = false;
-                    x.cleared = true;
-                    x.main_gen += 1;
-                    self.stop_lockspace_if_cleared(h);
-                    return;
-                }
-            }
-        }
-        if self.hosts[h].recovery.space_dead() {
-            let ms = self.hosts[h].recovery.next_check_ms();
-            let x = &mut self.hosts[h];
-            x.main_gen += 1;
-            let (boot, tick) = (x.boot, x.main_gen);
-            self.push(self.now + ms, Ev::Main { h, boot, tick });
-        } else {
-            self.schedule_main(h);
-        }
-    }
-
-    fn stop_lockspace_if_cleared(&mut self, h: usize) {
-        let x = &mut self.hosts[h];
-        if !x.cleared || !matches!(x.ls, Ls::Idle) {
-            return;
-        }
-        if x.prev_ok {
-            let (_, sector) = delta::release_sector(&x.leader, SS);
-            x.ls = Ls::Leaving;
-            let slot = self.ls_slot(h);
-            self.write(h, Who::Ls, slot, sector, IO_TIMEOUT);
-        } else {
-            x.ls = Ls::Stopped;
-            self.after_stop(h);
-        }
-    }
-
-    fn after_stop(&mut self, h: usize) {
-        // The agent asks the daemon to join again (--join).
-        let boot = self.hosts[h].boot;
-        let at = self.now + self.rng.range(1000, 5000);
-        self.push(at, Ev::Rejoin { h, boot });
     }
 
     fn joined(&self, h: usize) -> bool {
-        let x = &self.hosts[h];
-        matches!(x.ls, Ls::Idle | Ls::RenewRead | Ls::RenewWrite(..)) && !x.recovery.space_dead()
+        self.hosts[h].node.live()
     }
 
     // ---- VM processes ----
@@ -1380,9 +1233,9 @@ impl HaSim {
             .outcomes
             .push(VmOutcome { vm: p.vm, at, kind });
         if let Some(lease) = p.lease
-            && !self.hosts[h].recovery.space_dead()
+            && !self.hosts[h].node.space_dead()
         {
-            self.daemon_release(h, p.vm, lease);
+            self.daemon_release(h, p.vm, &lease);
         }
     }
 
@@ -1394,30 +1247,43 @@ impl HaSim {
             self.spawn_vm(h, vm, None);
             return;
         }
-        if !matches!(self.hosts[h].work[vm], Work::Idle) || !self.joined(h) {
+        if self.hosts[h].node.busy(vm) || !self.joined(h) {
             return;
         }
-        let x = &self.hosts[h];
-        let p = PaxosParams {
-            host_id: x.host_id,
-            host_generation: x.leader.owner_generation,
-            sector_size: SS,
-            flags: 0,
+        let p = AcquireParams {
+            lease: self.lease_ref(vm),
+            shared: false,
+            owner_nowait: false,
+            lvb: false,
             acquire_lver: 0,
             new_num_hosts: 0,
-            watchdog_fire_timeout: self.t.watchdog_fire_timeout,
-            io_timeout: IO_TIMEOUT,
             seed: self.rng.next_u64(),
-            names: Some((space_name(), vm_name(vm))),
+            knobs: Knobs {
+                takeover_without_dead: self.cfg.knob.lease_without_dead_wait(),
+                ..Knobs::default()
+            },
         };
         self.hosts[h].starting[vm] = true;
-        let mut m = PaxosAcquire::new(p);
-        let now = self.monotime(h);
-        let step = m.step(now, paxos::Input::Start);
-        self.paxos_step(h, vm, m, step);
+        let now = self.clock(h);
+        let reqs = self.hosts[h].node.acquire(now, vm, p);
+        self.apply(h, reqs);
     }
 
-    fn spawn_vm(&mut self, h: usize, vm: usize, lease: Option<(LeaderRecord, PaxosDblock)>) {
+    fn lease_ref(&self, vm: usize) -> LeaseRef {
+        LeaseRef {
+            space_name: space_name(),
+            resource_name: vm_name(vm),
+            layout: Some(Layout {
+                sector_size: SS,
+                align_size: (RES_SECTORS * SS) as u64,
+                max_hosts: MAX_HOSTS,
+            }),
+            io_timeout: IO_TIMEOUT,
+            watchdog_fire_timeout: self.t.watchdog_fire_timeout,
+        }
+    }
+
+    fn spawn_vm(&mut self, h: usize, vm: usize, lease: Option<Acquired>) {
         let x = &mut self.hosts[h];
         let pid = x.next_pid;
         x.next_pid += 1;
@@ -1450,66 +1316,15 @@ impl HaSim {
         }
     }
 
-    fn paxos_step(&mut self, h: usize, vm: usize, mut m: PaxosAcquire, mut step: paxos::Step) {
-        let who = Who::Vm(vm);
-        let ro = res_off(vm);
-        loop {
-            let hid = self.hosts[h].host_id as usize;
-            match step {
-                paxos::Step::ReadArea => self.read(h, who, &[(ro, RES_SECTORS)], IO_TIMEOUT),
-                paxos::Step::ReadLeader => self.read(h, who, &[(ro, 1)], IO_TIMEOUT),
-                paxos::Step::HostInfo { owner_id } => {
-                    let hs = self.hosts[h]
-                        .table
-                        .hosts
-                        .get((owner_id as usize).wrapping_sub(1))
-                        .cloned();
-                    let now = self.monotime(h);
-                    step = m.step(now, paxos::Input::HostInfo(hs));
-                    continue;
-                }
-                paxos::Step::ReadOwnerDelta { owner_id } => {
-                    if self.cfg.knob.lease_without_dead_wait() {
-                        let now = self.monotime(h);
-                        let free = LeaderRecord::default();
-                        step = m.step(now, paxos::Input::OwnerDelta(Ok(free)));
-                        continue;
-                    }
-                    let slot = LS_OFF + owner_id as usize - 1;
-                    self.hosts[h].work[vm] = Work::OwnerDelta(Box::new(m));
-                    self.read(h, who, &[(slot, 1)], IO_TIMEOUT);
-                    return;
-                }
-                paxos::Step::ReadDblock { host_id } => {
-                    self.hosts[h].work[vm] = Work::OwnerDblock(Box::new(m));
-                    self.read(h, who, &[(ro + 1 + host_id as usize, 1)], IO_TIMEOUT);
-                    return;
-                }
-                paxos::Step::WriteDblock(s) => self.write(h, who, ro + 1 + hid, s, IO_TIMEOUT),
-                paxos::Step::WriteLeader(s) => self.write(h, who, ro, s, IO_TIMEOUT),
-                paxos::Step::Sleep(d) => self.timer(h, who, d.as_millis() as u64),
-                paxos::Step::Done(r) => {
-                    self.hosts[h].work[vm] = Work::Idle;
-                    self.hosts[h].starting[vm] = false;
-                    self.acquired(h, vm, r);
-                    return;
-                }
-            }
-            self.hosts[h].work[vm] = Work::Acquiring(Box::new(m));
-            return;
-        }
-    }
-
-    fn acquired(&mut self, h: usize, vm: usize, r: paxos::Outcome) {
+    fn acquired(&mut self, h: usize, vm: usize, r: Result<Acquired, CoreError>) {
         let at = self.monotime(h);
         match r {
-            Ok((lr, d)) => {
-                let x = &self.hosts[h];
-                if !self.joined(h) || lr.owner_generation != x.leader.owner_generation {
-                    // Not handed out; stays ours on disk until we are DEAD.
-                    self.tr(|| format!("host {h}: vm{vm} acquired, but lockspace failed"));
-                    return;
-                }
+            // Won for a lockspace instance that failed meanwhile: not
+            // handed out; it stays ours on disk until we are DEAD.
+            Err(e) if e.rv == -libc::ENOSPC => {
+                self.tr(|| format!("host {h}: vm{vm} acquired, but lockspace failed: {e}"));
+            }
+            Ok(a) => {
                 if !self.freed[vm] {
                     self.stats.taken_over += 1;
                 }
@@ -1524,10 +1339,10 @@ impl HaSim {
                         at,
                         kind: OutcomeKind::FailedStart,
                     });
-                    self.daemon_release(h, vm, (lr, d));
+                    self.daemon_release(h, vm, &a);
                     return;
                 }
-                self.spawn_vm(h, vm, Some((lr, d)));
+                self.spawn_vm(h, vm, Some(a));
             }
             Err(e) => {
                 self.stats.lost_races += 1;
@@ -1541,95 +1356,22 @@ impl HaSim {
         }
     }
 
-    fn daemon_release(&mut self, h: usize, vm: usize, lease: (LeaderRecord, PaxosDblock)) {
-        if !matches!(self.hosts[h].work[vm], Work::Idle) {
+    fn daemon_release(&mut self, h: usize, vm: usize, lease: &Acquired) {
+        if self.hosts[h].node.busy(vm) {
             return;
         }
-        let hid = self.hosts[h].host_id as usize;
-        let sector = paxos::released_dblock_sector(&lease.1, SS);
-        self.hosts[h].work[vm] = Work::RelDblock(lease.0);
-        self.write(h, Who::Vm(vm), res_off(vm) + 1 + hid, sector, IO_TIMEOUT);
-    }
-
-    fn work_timer(&mut self, h: usize, vm: usize) {
-        let w = std::mem::replace(&mut self.hosts[h].work[vm], Work::Idle);
-        if let Work::Acquiring(mut m) = w {
-            let now = self.monotime(h);
-            let step = m.step(now, paxos::Input::Slept);
-            self.paxos_step(h, vm, *m, step);
-        } else {
-            self.hosts[h].work[vm] = w;
-        }
-    }
-
-    fn work_io(&mut self, h: usize, vm: usize, r: IoDone) {
-        let w = std::mem::replace(&mut self.hosts[h].work[vm], Work::Idle);
-        let now = self.monotime(h);
-        match w {
-            Work::Acquiring(mut m) => {
-                let input = match r {
-                    IoDone::Write(r) => paxos::Input::Written(r),
-                    IoDone::Read(r, count) if count > 1 => paxos::Input::Area(r),
-                    IoDone::Read(r, _) => paxos::Input::Leader(r),
-                };
-                let step = m.step(now, input);
-                self.paxos_step(h, vm, *m, step);
-            }
-            Work::OwnerDelta(mut m) => {
-                let r = match r {
-                    IoDone::Read(r, _) => r.and_then(|b| delta::verify_sector(&b, &space_name())),
-                    IoDone::Write(_) => Err(rv::SANLK_AIO_TIMEOUT),
-                };
-                let step = m.step(now, paxos::Input::OwnerDelta(r));
-                self.paxos_step(h, vm, *m, step);
-            }
-            Work::OwnerDblock(mut m) => {
-                let r = match r {
-                    IoDone::Read(r, _) => {
-                        r.map(|b| PaxosDblock::decode(&b).expect("a sector holds a dblock"))
-                    }
-                    IoDone::Write(_) => Err(rv::SANLK_AIO_TIMEOUT),
-                };
-                let step = m.step(now, paxos::Input::Dblock(r));
-                self.paxos_step(h, vm, *m, step);
-            }
-            Work::RelDblock(last) => {
-                self.tr(|| format!("host {h}: vm{vm} release: dblock written {r:?}"));
-                self.hosts[h].work[vm] = Work::RelLeaderRead(last);
-                self.read(h, Who::Vm(vm), &[(res_off(vm), 1)], IO_TIMEOUT);
-            }
-            Work::RelLeaderRead(last) => {
-                let IoDone::Read(Ok(b), _) = r else {
-                    self.tr(|| format!("host {h}: vm{vm} release: leader read failed {r:?}"));
-                    return;
-                };
-                let Ok(now_leader) = LeaderRecord::decode(&b) else {
-                    return;
-                };
-                let x = &self.hosts[h];
-                match paxos::release_leader(
-                    &now_leader,
-                    &last,
-                    x.host_id,
-                    x.leader.owner_generation,
-                    now,
-                    SS,
-                ) {
-                    Ok(Some((_, sector))) => {
-                        self.freed[vm] = true;
-                        self.hosts[h].work[vm] = Work::RelLeaderWrite;
-                        self.write(h, Who::Vm(vm), res_off(vm), sector, IO_TIMEOUT);
-                    }
-                    r => self.tr(|| format!("host {h}: vm{vm} release: leader not freed: {r:?}")),
-                }
-            }
-            Work::RelLeaderWrite => {
-                if let IoDone::Write(Err(e)) = r {
-                    self.tr(|| format!("host {h}: vm{vm} release: leader write failed {e}"));
-                }
-            }
-            Work::Idle => {}
-        }
+        let held = Held {
+            lease: self.lease_ref(vm),
+            host_id: self.hosts[h].node.host_id,
+            generation: lease.leader.owner_generation,
+            shared: false,
+            leader: lease.leader,
+            dblock: lease.dblock,
+            dirty_lvb: None,
+        };
+        let now = self.clock(h);
+        let reqs = self.hosts[h].node.release(now, vm, held);
+        self.apply(h, reqs);
     }
 
     // ---- the HA agent ----
@@ -1645,13 +1387,13 @@ impl HaSim {
         // The whiteboard and every VM's leader, in one gathered read.
         let mut list = vec![(WB_OFF, 1 + MAX_HOSTS)];
         list.extend((0..self.nvms).map(|k| (res_off(k), 1)));
-        self.read(h, Who::Agent, &list, IO_TIMEOUT);
+        self.agent_read(h, &list);
     }
 
-    fn agent_io(&mut self, h: usize, r: IoDone) {
+    fn agent_io(&mut self, h: usize, r: AgentIo) {
         match (self.hosts[h].agent, r) {
-            (AgentPhase::Reading, IoDone::Read(Ok(b), _)) => self.agent_decide(h, &b),
-            (AgentPhase::Reading, IoDone::Read(Err(_), _)) | (AgentPhase::Writing, _) => {
+            (AgentPhase::Reading, AgentIo::Read(Ok(b))) => self.agent_decide(h, &b),
+            (AgentPhase::Reading, AgentIo::Read(Err(_))) | (AgentPhase::Writing, _) => {
                 self.hosts[h].agent = AgentPhase::Idle
             }
             _ => {}
@@ -1664,8 +1406,7 @@ impl HaSim {
             return;
         }
         let now = self.monotime(h);
-        let w = self.t.watchdog_fire_timeout;
-        let me = self.hosts[h].host_id;
+        let me = self.hosts[h].node.host_id;
         let wb = &b[..(1 + MAX_HOSTS) * SS];
         let mut hosts = Vec::new();
         for i in 0..MAX_HOSTS {
@@ -1673,11 +1414,13 @@ impl HaSim {
             let sector = HostSector::decode(id, &wb[(i + 1) * SS..(i + 2) * SS])
                 .expect("only agents write their sectors");
             self.hosts[h].fresh.observe(id, sector.as_ref(), now);
-            let hs = &self.hosts[h].table.hosts[i];
+            // What its daemon's get_hosts says of each host.
+            let ls = self.hosts[h].node.lockspace().expect("joined");
+            let hs = ls.host_status(id).expect("a host slot").clone();
             if hs.timestamp == 0 && hs.owner_id == 0 {
                 continue;
             }
-            let mut state = hs.judge(now, me, w).state;
+            let mut state = ls.host_state(id, now).expect("a host slot");
             if self.cfg.knob.restart_on_fail() && state == HostState::Fail {
                 state = HostState::Dead;
             }
@@ -1720,7 +1463,7 @@ impl HaSim {
                             since: now,
                         }
                     }
-                } else if x.starting[k] || !matches!(x.work[k], Work::Idle) {
+                } else if x.starting[k] || x.node.busy(k) {
                     Local::Starting { since: now }
                 } else {
                     Local::Idle
@@ -1735,11 +1478,12 @@ impl HaSim {
                 LeaseView::Held {
                     owner, generation, ..
                 } => {
-                    let i = owner as usize - 1;
-                    i < MAX_HOSTS
-                        && owner != me
-                        && x.table.hosts[i].judge(now, me, w).state == HostState::Fail
-                        && x.table.hosts[i].owner_generation <= generation
+                    let ls = x.node.lockspace().expect("joined");
+                    owner != me
+                        && ls.host_state(owner, now) == Some(HostState::Fail)
+                        && ls
+                            .host_status(owner)
+                            .is_some_and(|hs| hs.owner_generation <= generation)
                 }
                 _ => false,
             })
@@ -1829,7 +1573,7 @@ impl HaSim {
             VmBitmap::from_indexes((0..self.nvms).filter(|&k| x.procs.iter().any(|p| p.vm == k)));
         let sector = HostSector {
             host_id: me,
-            generation: x.leader.owner_generation,
+            generation: x.node.generation(),
             seq: x.seq,
             written_unix: 0,
             score: d.score,
@@ -1845,7 +1589,7 @@ impl HaSim {
         };
         x.agent = AgentPhase::Writing;
         let data = sector.encode(SS as u32);
-        self.write(h, Who::Agent, WB_OFF + me as usize, data, IO_TIMEOUT);
+        self.agent_write(h, WB_OFF + me as usize, data);
     }
 }
 
@@ -1857,7 +1601,7 @@ impl HaSim {
         let Some(fcfg) = self.ha.fencing.clone() else {
             return;
         };
-        let me = self.hosts[h].host_id;
+        let me = self.hosts[h].node.host_id;
         let now = self.monotime(h);
         let x = &mut self.hosts[h];
         let input = FenceInput {
@@ -1889,7 +1633,11 @@ impl HaSim {
         let f = SimFence {
             victim,
             generation,
-            timestamp: self.hosts[h].table.hosts[victim].timestamp,
+            timestamp: self.hosts[h]
+                .node
+                .lockspace()
+                .and_then(|ls| ls.host_status(victim_id))
+                .map_or(0, |hs| hs.timestamp),
         };
         self.stats.fences += 1;
         self.tr(|| format!("host {h}: FENCE host {victim} ({f:?})"));
@@ -1949,15 +1697,15 @@ impl HaSim {
             self.tr(|| format!("host {h}: fence status says host {} on", f.victim));
             return self.fence_end(h, f, false);
         }
-        self.read(h, Who::Fence, &[(LS_OFF + f.victim, 1)], IO_TIMEOUT);
+        self.fence_read(h, LS_OFF + f.victim);
     }
 
-    fn fence_io(&mut self, h: usize, r: IoDone) {
+    fn fence_io(&mut self, h: usize, r: FenceIo) {
         let Some(f) = self.hosts[h].fence_busy else {
             return;
         };
         match r {
-            IoDone::Read(Ok(b), _) => {
+            FenceIo::Read(Ok(b)) => {
                 let id = f.victim as u64 + 1;
                 match crate::delta::verify_sector(&b[..SS], &space_name()) {
                     Ok(lr)
@@ -1966,7 +1714,7 @@ impl HaSim {
                             && lr.timestamp == f.timestamp =>
                     {
                         let (_, sector) = crate::delta::release_sector(&lr, SS);
-                        self.write(h, Who::Fence, LS_OFF + f.victim, sector, IO_TIMEOUT);
+                        self.fence_write(h, LS_OFF + f.victim, sector);
                     }
                     Ok(lr) => {
                         self.tr(|| {
@@ -1980,11 +1728,11 @@ impl HaSim {
                     Err(_) => self.fence_end(h, f, false),
                 }
             }
-            IoDone::Write(Ok(())) => {
+            FenceIo::Write(Ok(())) => {
                 self.tr(|| format!("host {h}: DECLARED host {} dead", f.victim));
                 self.fence_end(h, f, true)
             }
-            IoDone::Read(Err(_), _) | IoDone::Write(Err(_)) => self.fence_end(h, f, false),
+            FenceIo::Read(Err(_)) | FenceIo::Write(Err(_)) => self.fence_end(h, f, false),
         }
     }
 

@@ -13,21 +13,22 @@
 
 pub mod disk;
 pub mod ha;
+pub mod node;
 pub mod rng;
+pub mod sched;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fmt::Write as _;
 
-use crate::delta::{self, DeltaAcquire, DeltaParams};
-use crate::hosts::HostTable;
+use crate::daemon::core::resource::{AcquireParams, Acquired, Held, LeaseRef};
+use crate::daemon::core::{CoreError, Id, Io, IoFailure, IoOp, IoResult, Knobs, Now, Storage};
 use crate::ondisk::{LeaderRecord, Name, PaxosDblock};
-use crate::paxos::{self, PaxosAcquire, PaxosParams};
-use crate::recovery::{Action, Holder, Recovery, RecoveryConfig, Signal};
+use crate::recovery::{Holder, Signal};
 use crate::rv;
 use crate::timeouts::Timeouts;
-use disk::{LS_OFF, LS_SECTORS, Landing, MAX_HOSTS, RES_OFF, RES_SECTORS, SS, SimDisk};
+use disk::{LS_OFF, Landing, RES_OFF, SS, SimDisk};
+use node::{Node, NodeConfig, Req, Who};
 use rng::Rng;
+use sched::Sched;
 
 /// One safety step switched off on purpose: the simulation must then find
 /// a violation (the negative checks).
@@ -57,6 +58,13 @@ pub enum Knob {
     /// added again) then hands out a lease in the old generation, which
     /// others may take over at once. A finding, not a step we skip.
     SanlockTokenCheck,
+    /// Hand out a lease whose ballot committed our host_id with another
+    /// generation, as sanlock 3.8.5's `paxos_lease_acquire` does: a value
+    /// of our previous lockspace instance, adopted from another host's
+    /// dblock after the lockspace was joined again, commits an owner that
+    /// others see replaced by a newer generation, and they take the lease
+    /// at once. A finding, like `SanlockTokenCheck`.
+    SanlockCommitCheck,
     /// A fault, not a step skipped: a write its issuer gave up on (timed
     /// out) may still land later, after the issuer's newer writes. sanlock
     /// assumes it does not (see docs/sim.md for what this finds).
@@ -153,22 +161,14 @@ pub struct Outcome {
     pub trace: Vec<String>,
 }
 
-/// A process-level step of a host's daemon that waits for I/O or time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Who {
-    Ls,
-    Worker,
-}
-
 #[derive(Clone, Debug)]
 enum IoDone {
     /// `snap`: the sectors as they were when the read was issued.
     Read {
-        sector: usize,
-        count: usize,
-        snap: Result<Vec<u8>, i32>,
+        io: Io,
+        snap: IoResult,
     },
-    Write(Result<(), i32>),
+    Write(IoResult),
 }
 
 #[derive(Clone, Debug)]
@@ -178,12 +178,14 @@ enum Ev {
         h: usize,
         boot: u32,
         who: Who,
-        r: IoDone,
+        id: Id,
+        r: Box<IoDone>,
     },
     Timer {
         h: usize,
         boot: u32,
         who: Who,
+        id: Id,
     },
     Main {
         h: usize,
@@ -220,8 +222,6 @@ enum Ev {
     Land {
         h: usize,
         id: u64,
-        sector: usize,
-        data: Vec<u8>,
         landing: Option<Landing>,
     },
     Crash {
@@ -251,66 +251,8 @@ impl Ev {
     }
 }
 
-struct Queued {
-    at: u64,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
-}
-
-/// The lockspace thread of a daemon.
-#[derive(Clone, Debug)]
-enum Ls {
-    Down,
-    Joining(Box<DeltaAcquire>),
-    /// Joined, waiting for the next renewal.
-    Idle,
-    RenewRead,
-    RenewWrite {
-        lr: Box<LeaderRecord>,
-        area: Vec<u8>,
-    },
-    /// Writing the released lease on the way out.
-    Leaving,
-    Stopped,
-}
-
-/// The worker thread serving the host's one client.
-#[derive(Clone, Debug)]
-enum Work {
-    Idle,
-    Acquiring(Box<PaxosAcquire>),
-    /// Reading the owner's delta lease for the acquire.
-    OwnerDelta(Box<PaxosAcquire>),
-    OwnerDblock(Box<PaxosAcquire>),
-    Release(Rel),
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Rel {
-    DblockWrite(LeaderRecord),
-    LeaderRead(LeaderRecord),
-    LeaderWrite,
-}
-
 /// The client process that holds the lease.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Proc {
     pid: u32,
     /// Acquired, and neither finished nor dead.
@@ -319,11 +261,12 @@ struct Proc {
     /// In the kernel (D state): signals do nothing.
     stuck: bool,
     ignores_term: bool,
-    lease: (LeaderRecord, PaxosDblock),
+    lease: Acquired,
 }
 
 struct Host {
-    host_id: u64,
+    /// The daemon: the daemon's own core, executed by this simulation.
+    node: Node,
     boot: u32,
     up: bool,
     clock_off_ms: u64,
@@ -334,26 +277,14 @@ struct Host {
     freezes: Vec<(u64, u64)>,
     paused: bool,
     deferred: Vec<Ev>,
-    ls: Ls,
-    params: DeltaParams,
-    leader: LeaderRecord,
-    prev_ok: bool,
-    last_success: u64,
-    corrupt: bool,
-    table: HostTable,
-    recovery: Recovery,
-    main_gen: u32,
     wd_gen: u32,
     wd_armed: bool,
-    work: Work,
     proc_: Option<Proc>,
     next_pid: u32,
     stuck_prob: u64,
     ignore_term_prob: u64,
-    /// The lockspace is gone for good in this boot (cleared): no rejoin.
-    cleared: bool,
-    /// Writes issued and not landed yet: (id, sector, data).
-    inflight: Vec<(u64, usize, Vec<u8>)>,
+    /// Writes issued and not landed yet: (id, first sector, the write).
+    inflight: Vec<(u64, usize, Io)>,
     /// The host crashes while its n-th write is in flight (0: never).
     crash_in_write: u64,
     writes: u64,
@@ -367,12 +298,10 @@ pub struct Sim {
     cfg: Config,
     rng: Rng,
     now: u64,
-    seq: u64,
-    queue: BinaryHeap<Reverse<Queued>>,
+    queue: Sched<Ev>,
     disk: SimDisk,
     hosts: Vec<Host>,
     t: Timeouts,
-    rcfg: RecoveryConfig,
     end: u64,
     holding: [bool; 8],
     /// The last lease acquired was freed on disk by its holder's release.
@@ -391,6 +320,8 @@ const EIO: i32 = -5;
 
 const IO_TIMEOUT: u64 = 1;
 const MAX_EVENTS: u64 = 2_000_000;
+/// The one client of each host asks through worker slot 0.
+const WORKER: usize = 0;
 
 impl Sim {
     /// Runs one seed to the end (or to the first violation).
@@ -423,7 +354,18 @@ impl Sim {
         } else {
             Some(rng.range(0, w + 10))
         };
-        let rcfg = RecoveryConfig::new(IO_TIMEOUT, w, grace);
+        let node_cfg = NodeConfig {
+            space_name: disk::space_name(),
+            io_timeout: IO_TIMEOUT,
+            watchdog_fire_timeout: w,
+            kill_grace_seconds: grace,
+            layout: disk::lockspace_layout(),
+            knobs: Knobs {
+                skip_delta_wait: cfg.knob == Knob::SkipDeltaWait,
+                clear_without_kill: cfg.knob == Knob::ClearWithoutKill,
+                ..Knobs::default()
+            },
+        };
         let dead_ms = t.host_dead_seconds() * 1000;
         let end = 20_000 + rng.below(2 * dead_ms + 40_000);
         // Two hosts configured with the same host_id: what the delta lease's
@@ -454,16 +396,8 @@ impl Sim {
                 };
                 freezes.push((at, at + len));
             }
-            let params = DeltaParams {
-                space_name: disk::space_name(),
-                host_id,
-                our_name: Name::default(),
-                io_timeout: IO_TIMEOUT,
-                sector_size: SS,
-                watchdog_fire_timeout: w,
-            };
             hosts.push(Host {
-                host_id,
+                node: Node::new(host_id, node_cfg.clone(), 1),
                 boot: 0,
                 up: true,
                 clock_off_ms: rng.below(1_000_000_000),
@@ -474,23 +408,12 @@ impl Sim {
                 freezes,
                 paused: false,
                 deferred: Vec::new(),
-                ls: Ls::Down,
-                params,
-                leader: LeaderRecord::default(),
-                prev_ok: false,
-                last_success: 0,
-                corrupt: false,
-                table: HostTable::new(MAX_HOSTS, host_id),
-                recovery: Recovery::new(rcfg),
-                main_gen: 0,
                 wd_gen: 0,
                 wd_armed: false,
-                work: Work::Idle,
                 proc_: None,
                 next_pid: 100,
                 stuck_prob: rng.below(300),
                 ignore_term_prob: rng.below(600),
-                cleared: false,
                 inflight: Vec::new(),
                 crash_in_write,
                 writes: 0,
@@ -502,12 +425,10 @@ impl Sim {
             cfg,
             rng,
             now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            queue: Sched::default(),
             disk: SimDisk::formatted(IO_TIMEOUT),
             hosts,
             t,
-            rcfg,
             end,
             holding: [false; 8],
             freed: true,
@@ -546,12 +467,7 @@ impl Sim {
     }
 
     fn push(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Reverse(Queued {
-            at,
-            seq: self.seq,
-            ev,
-        }));
+        self.queue.push(at, ev);
     }
 
     // ---- clocks: each host's CLOCK_MONOTONIC, offset and drifting ----
@@ -562,8 +478,8 @@ impl Sim {
         (x.clock_off_ms as i64 + self.now as i64 + drift) as u64
     }
 
-    fn monotime(&self, h: usize) -> u64 {
-        self.local_ms(h) / 1000
+    fn clock(&self, h: usize) -> Now {
+        Now::at_ms(self.local_ms(h))
     }
 
     /// Real time after `ms` of host h's clock.
@@ -577,13 +493,91 @@ impl Sim {
         self.after_local(h, local.saturating_sub(self.local_ms(h)))
     }
 
-    fn timer(&mut self, h: usize, who: Who, ms: u64) {
-        let at = self.after_local(h, ms);
-        let boot = self.hosts[h].boot;
-        self.push(at, Ev::Timer { h, boot, who });
+    // ---- the world carrying out what a host's daemon asks ----
+
+    fn apply(&mut self, h: usize, reqs: Vec<Req>) {
+        for r in reqs {
+            self.apply_one(h, r);
+        }
     }
 
-    // ---- I/O ----
+    fn apply_one(&mut self, h: usize, r: Req) {
+        let boot = self.hosts[h].boot;
+        match r {
+            Req::Io { who, io } => self.submit(h, who, io),
+            Req::Timer { who, id, at_ms } => {
+                let at = self.at_local(h, at_ms);
+                self.push(at, Ev::Timer { h, boot, who, id });
+            }
+            Req::Tick { at_ms, tick } => {
+                // sanlock's 1 s ticks have a phase of their own.
+                let local = if at_ms > self.local_ms(h) {
+                    at_ms + self.rng.below(1000)
+                } else {
+                    at_ms
+                };
+                let at = self.at_local(h, local);
+                self.push(at, Ev::Main { h, boot, tick });
+            }
+            Req::WatchdogArm { fire_ms } => {
+                if self.cfg.knob == Knob::NoWatchdog {
+                    return;
+                }
+                let at = self.at_local(h, fire_ms);
+                let x = &mut self.hosts[h];
+                x.wd_armed = true;
+                x.wd_gen += 1;
+                let tick = x.wd_gen;
+                self.push(at, Ev::Watchdog { h, boot, tick });
+            }
+            Req::WatchdogClose => self.hosts[h].wd_armed = false,
+            Req::Signal { pid, signal } => {
+                if self.cfg.knob != Knob::NoKill {
+                    self.signal(h, pid, signal)
+                }
+            }
+            Req::Stuck { pid } => self.tr(|| format!("host {h}: pid {pid} stuck")),
+            Req::Joined(Ok(lr)) => {
+                self.stats.joins += 1;
+                self.tr(|| {
+                    format!(
+                        "host {h}: joined as host_id {} gen {}",
+                        lr.owner_id, lr.owner_generation
+                    )
+                });
+                let at = self.now + self.rng.range(0, 5000);
+                self.push(at, Ev::ClientWants { h, boot });
+            }
+            Req::Joined(Err(e)) => {
+                self.tr(|| format!("host {h}: join failed {e}"));
+                let at = self.now + self.rng.range(1000, 10_000);
+                self.push(at, Ev::Rejoin { h, boot });
+            }
+            Req::Failed { corrupt, gap } => {
+                self.stats.lockspace_failures += 1;
+                self.tr(|| {
+                    format!("host {h}: lockspace failed (corrupt {corrupt}, gap {gap}s), killing holders")
+                });
+            }
+            Req::AllClear => self.tr(|| format!("host {h}: all clear, leaving the lockspace")),
+            Req::Stopped => {
+                // The daemon lives on and may add the lockspace again later.
+                if self.rng.chance(1, 2) {
+                    let at = self.now + self.rng.range(1000, 10_000);
+                    self.push(at, Ev::Rejoin { h, boot });
+                }
+            }
+            Req::Acquired { result, .. } => self.acquired(h, *result),
+            Req::Released { result, .. } => {
+                if result.as_ref().is_ok_and(|&freed| freed) {
+                    self.freed = true;
+                }
+                self.retry_client(h, 500, 10_000);
+            }
+        }
+    }
+
+    // ---- I/O: the fault model ----
 
     /// When an I/O issued now by h completes, and whether its storage path
     /// is frozen (never completing until the freeze ends).
@@ -641,49 +635,74 @@ impl Sim {
         }
     }
 
-    fn read(&mut self, h: usize, who: Who, sector: usize, count: usize, timeout_s: u64) {
-        let done = self.io_completion(h);
-        let boot = self.hosts[h].boot;
-        let deadline = self.after_local(h, timeout_s * 1000);
-        let off_disk = sector
-            .checked_add(count)
-            .is_none_or(|e| e > disk::DISK_SECTORS);
-        if off_disk || (done <= deadline && self.io_fails(h)) {
-            let r = IoDone::Read {
-                sector,
-                count,
-                snap: Err(EIO),
-            };
-            self.push(done, Ev::Io { h, boot, who, r });
-            return;
-        }
-        if done > deadline {
-            self.stats.io_timeouts += 1;
-            let r = IoDone::Read {
-                sector,
-                count,
-                snap: Err(rv::SANLK_AIO_TIMEOUT),
-            };
-            self.push(deadline, Ev::Io { h, boot, who, r });
-            return;
-        }
-        // Each sector as it was at the start or at the end of the read.
-        let snap = Ok(self.disk.read(sector, count));
-        let r = IoDone::Read {
-            sector,
-            count,
-            snap,
-        };
-        self.push(done, Ev::Io { h, boot, who, r });
+    /// One host's view of the disk: its lockspace and its lease area.
+    fn areas(&mut self) -> disk::SimAreas<'_> {
+        self.disk.areas(LS_OFF, RES_OFF)
     }
 
-    fn write(&mut self, h: usize, who: Who, sector: usize, data: Vec<u8>, timeout_s: u64) {
+    fn submit(&mut self, h: usize, who: Who, io: Io) {
+        if self.cfg.trace && io.is_write() {
+            let what = describe_write(&io);
+            self.tr(|| format!("host {h}: {who:?} writes {what}"));
+        }
         let done = self.io_completion(h);
         let boot = self.hosts[h].boot;
-        let deadline = self.after_local(h, timeout_s * 1000);
+        let deadline = self.after_local(h, io.timeout_ms);
+        let id = io.id;
+        if !io.is_write() {
+            let snap = self.areas().perform(&io);
+            if snap.is_err() || (done <= deadline && self.io_fails(h)) {
+                let r = IoDone::Read {
+                    io,
+                    snap: Err(IoFailure::code(EIO)),
+                };
+                self.push(
+                    done,
+                    Ev::Io {
+                        h,
+                        boot,
+                        who,
+                        id,
+                        r: Box::new(r),
+                    },
+                );
+                return;
+            }
+            if done > deadline {
+                self.stats.io_timeouts += 1;
+                let r = IoDone::Read {
+                    io,
+                    snap: Err(IoFailure::timeout()),
+                };
+                self.push(
+                    deadline,
+                    Ev::Io {
+                        h,
+                        boot,
+                        who,
+                        id,
+                        r: Box::new(r),
+                    },
+                );
+                return;
+            }
+            // Each sector as it was at the start or at the end of the read.
+            let r = IoDone::Read { io, snap };
+            self.push(
+                done,
+                Ev::Io {
+                    h,
+                    boot,
+                    who,
+                    id,
+                    r: Box::new(r),
+                },
+            );
+            return;
+        }
         let timed_out = done > deadline;
         self.next_write += 1;
-        let id = self.next_write;
+        let wid = self.next_write;
         let x = &mut self.hosts[h];
         x.writes += 1;
         if x.writes == x.crash_in_write {
@@ -691,22 +710,30 @@ impl Sim {
             let at = self.now + self.rng2.below(done - self.now);
             self.push(at, Ev::Crash { h });
         }
+        let first = self.areas().sectors(&io).map_or(usize::MAX, |s| s.0);
         if !timed_out && self.io_fails(h) {
             // Failed by the storage, which may have written some of it.
-            let landing = Some(self.interrupted(data.len() / SS));
-            self.hosts[h].inflight.push((id, sector, data.clone()));
+            let landing = Some(self.interrupted(io.len() / SS));
+            self.hosts[h].inflight.push((wid, first, io));
             self.push(
                 done,
                 Ev::Land {
                     h,
-                    id,
-                    sector,
-                    data,
+                    id: wid,
                     landing,
                 },
             );
-            let r = IoDone::Write(Err(EIO));
-            self.push(done, Ev::Io { h, boot, who, r });
+            let r = IoDone::Write(Err(IoFailure::code(EIO)));
+            self.push(
+                done,
+                Ev::Io {
+                    h,
+                    boot,
+                    who,
+                    id,
+                    r: Box::new(r),
+                },
+            );
             return;
         }
         // An abandoned write never lands, except in the LateWrites model.
@@ -715,34 +742,45 @@ impl Sim {
             if timed_out {
                 self.stats.late_writes += 1;
             }
-            self.hosts[h].inflight.push((id, sector, data.clone()));
+            self.hosts[h].inflight.push((wid, first, io));
             self.push(
                 done,
                 Ev::Land {
                     h,
-                    id,
-                    sector,
-                    data,
+                    id: wid,
                     landing: None,
                 },
             );
         }
         let (at, r) = if timed_out {
             self.stats.io_timeouts += 1;
-            (deadline, IoDone::Write(Err(rv::SANLK_AIO_TIMEOUT)))
+            (deadline, IoDone::Write(Err(IoFailure::timeout())))
         } else {
-            (done, IoDone::Write(Ok(())))
+            (done, IoDone::Write(Ok(Vec::new())))
         };
-        self.push(at, Ev::Io { h, boot, who, r });
+        self.push(
+            at,
+            Ev::Io {
+                h,
+                boot,
+                who,
+                id,
+                r: Box::new(r),
+            },
+        );
     }
 
-    fn read_result(&mut self, sector: usize, snap: Result<Vec<u8>, i32>) -> Result<Vec<u8>, i32> {
+    /// A read's result at its completion: each sector as it was when the
+    /// read was issued or as it is now (a torn read).
+    fn read_result(&mut self, io: &Io, snap: IoResult) -> IoResult {
         let mut out = snap?;
-        let count = out.len() / SS;
+        let Some((sector, count)) = self.areas().sectors(io) else {
+            return Err(IoFailure::code(EIO));
+        };
+        let end = self.areas().perform(io)?;
         for i in 0..count {
             if count == 1 || self.rng.chance(1, 2) {
-                let s = sector + i;
-                out[i * SS..(i + 1) * SS].copy_from_slice(&self.disk.bytes[s * SS..(s + 1) * SS]);
+                out[i * SS..(i + 1) * SS].copy_from_slice(&end[i * SS..(i + 1) * SS]);
             }
         }
         if self.cfg.knob == Knob::TrustBadChecksum {
@@ -777,44 +815,57 @@ impl Sim {
     // ---- the main loop ----
 
     fn go(&mut self) {
-        while let Some(Reverse(q)) = self.queue.pop() {
-            if q.at > self.end || self.violation.is_some() {
+        while let Some((at, ev)) = self.queue.pop() {
+            if at > self.end || self.violation.is_some() {
                 break;
             }
-            self.now = q.at;
+            self.now = at;
             self.stats.events += 1;
             assert!(
                 self.stats.events < MAX_EVENTS,
                 "seed {}: runaway simulation",
                 self.seed
             );
-            if let Some((h, boot)) = q.ev.daemon_host() {
+            if let Some((h, boot)) = ev.daemon_host() {
                 if boot != self.hosts[h].boot || !self.hosts[h].up {
                     continue;
                 }
                 if self.hosts[h].paused {
-                    self.hosts[h].deferred.push(q.ev);
+                    self.hosts[h].deferred.push(ev);
                     continue;
                 }
             }
-            self.handle(q.ev);
+            self.handle(ev);
         }
     }
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Io { h, who, r, .. } => match who {
-                Who::Ls => self.ls_io(h, r),
-                Who::Worker => self.work_io(h, r),
-            },
-            Ev::Timer { h, who, .. } => match who {
-                Who::Ls => self.ls_timer(h),
-                Who::Worker => self.work_timer(h),
-            },
+            Ev::Io { h, who, id, r, .. } => {
+                let result = match *r {
+                    IoDone::Read { io, snap } => self.read_result(&io, snap),
+                    IoDone::Write(r) => r,
+                };
+                self.trace_io(h, who, &result);
+                let now = self.clock(h);
+                let reqs = self.hosts[h].node.io_done(now, who, id, result);
+                self.apply(h, reqs);
+            }
+            Ev::Timer { h, who, id, .. } => {
+                let now = self.clock(h);
+                let reqs = self.hosts[h].node.timer(now, who, id);
+                self.apply(h, reqs);
+            }
             Ev::Main { h, tick, .. } => {
-                if tick == self.hosts[h].main_gen {
-                    self.main_check(h)
-                }
+                let holders: Vec<Holder> = self.hosts[h]
+                    .proc_
+                    .iter()
+                    .filter(|p| p.holding)
+                    .map(|p| Holder::plain(p.pid))
+                    .collect();
+                let now = self.clock(h);
+                let reqs = self.hosts[h].node.tick(now, tick, holders);
+                self.apply(h, reqs);
             }
             Ev::ClientWants { h, .. } => self.client_wants(h),
             Ev::Rejoin { h, .. } => self.join(h),
@@ -836,19 +887,20 @@ impl Sim {
                     self.host_down(h);
                 }
             }
-            Ev::Land {
-                h,
-                id,
-                sector,
-                data,
-                landing,
-            } => {
+            Ev::Land { h, id, landing } => {
                 let x = &mut self.hosts[h];
                 if let Some(i) = x.inflight.iter().position(|w| w.0 == id) {
-                    x.inflight.swap_remove(i);
+                    let (_, sector, io) = x.inflight.swap_remove(i);
                     match landing {
-                        None => self.disk.write_sector(sector, &data),
-                        Some(l) => self.disk.land_partly(sector, &data, l),
+                        None => {
+                            let _ = self.areas().perform(&io);
+                        }
+                        Some(l) => {
+                            self.tr(|| {
+                                format!("host {h}: failed write to sector {sector} lands: {l:?}")
+                            });
+                            self.disk.land_partly(sector, written(&io), l)
+                        }
                     }
                 }
             }
@@ -887,15 +939,22 @@ impl Sim {
         }
     }
 
+    fn trace_io(&mut self, h: usize, who: Who, r: &IoResult) {
+        if let (true, Err(f)) = (self.cfg.trace, r) {
+            let f = f.to_string();
+            self.tr(|| format!("host {h}: {who:?} I/O failed: {f}"));
+        }
+    }
+
     /// Crash or watchdog reset: the host holds nothing from now on.
     fn host_down(&mut self, h: usize) {
         self.unhold(h);
         // Its writes in flight stop where they are: some land whole, some
         // not at all, some torn.
-        for (_, sector, data) in std::mem::take(&mut self.hosts[h].inflight) {
-            let l = self.interrupted(data.len() / SS);
+        for (_, sector, io) in std::mem::take(&mut self.hosts[h].inflight) {
+            let l = self.interrupted(io.len() / SS);
             self.tr(|| format!("host {h}: write to sector {sector} interrupted: {l:?}"));
-            self.disk.land_partly(sector, &data, l);
+            self.disk.land_partly(sector, written(&io), l);
         }
         let restart = self.rng.chance(3, 5);
         let delay = self.rng.range(1000, 30_000);
@@ -904,13 +963,9 @@ impl Sim {
         x.paused = false;
         x.deferred.clear();
         x.boot += 1;
-        x.ls = Ls::Down;
-        x.work = Work::Idle;
+        x.node.crash();
         x.proc_ = None;
         x.wd_armed = false;
-        x.cleared = false;
-        x.recovery = Recovery::new(self.rcfg);
-        x.table = HostTable::new(MAX_HOSTS, x.host_id);
         // A reboot may be seen by others as a new clock.
         x.clock_off_ms = x.clock_off_ms.wrapping_add(delay * 7) % 1_000_000_000;
         if restart {
@@ -918,323 +973,13 @@ impl Sim {
         }
     }
 
-    // ---- the lockspace thread ----
-
+    /// add_lockspace (at boot, after a failed join, or again later).
     fn join(&mut self, h: usize) {
-        let x = &mut self.hosts[h];
-        if !matches!(x.ls, Ls::Down | Ls::Stopped) {
-            return;
-        }
         // A new daemon (boot) has a new random host name, as sanlock's.
-        x.params.our_name = Name::new(&format!("h{h}-b{}", x.boot)).unwrap();
-        x.recovery = Recovery::new(self.rcfg);
-        x.corrupt = false;
-        x.cleared = false;
-        x.table = HostTable::new(MAX_HOSTS, x.host_id);
-        let now = self.monotime(h);
-        let mut acq = DeltaAcquire::new(self.hosts[h].params.clone(), now);
-        let step = acq.step(now, delta::Input::Start);
-        self.hosts[h].ls = Ls::Joining(Box::new(acq));
-        self.delta_step(h, step);
-    }
-
-    fn delta_step(&mut self, h: usize, step: delta::Step) {
-        let slot = LS_OFF + self.hosts[h].host_id as usize - 1;
-        match step {
-            delta::Step::Read => self.read(h, Who::Ls, slot, 1, IO_TIMEOUT),
-            delta::Step::Write(s) => self.write(h, Who::Ls, slot, s, IO_TIMEOUT),
-            delta::Step::Sleep(secs) => {
-                let secs = if self.cfg.knob == Knob::SkipDeltaWait {
-                    0
-                } else {
-                    secs
-                };
-                self.timer(h, Who::Ls, secs * 1000)
-            }
-            delta::Step::Done(Ok(lr)) => {
-                self.stats.joins += 1;
-                let x = &mut self.hosts[h];
-                x.leader = lr;
-                x.prev_ok = true;
-                x.last_success = lr.timestamp;
-                x.ls = Ls::Idle;
-                self.tr(|| {
-                    format!(
-                        "host {h}: joined as host_id {} gen {}",
-                        lr.owner_id, lr.owner_generation
-                    )
-                });
-                self.arm_watchdog(h);
-                self.schedule_renewal(h);
-                self.schedule_main(h);
-                let boot = self.hosts[h].boot;
-                let at = self.now + self.rng.range(0, 5000);
-                self.push(at, Ev::ClientWants { h, boot });
-            }
-            delta::Step::Done(Err(e)) => {
-                self.tr(|| format!("host {h}: join failed {e}"));
-                self.hosts[h].ls = Ls::Down;
-                let boot = self.hosts[h].boot;
-                let at = self.now + self.rng.range(1000, 10_000);
-                self.push(at, Ev::Rejoin { h, boot });
-            }
-        }
-    }
-
-    fn arm_watchdog(&mut self, h: usize) {
-        if self.cfg.knob == Knob::NoWatchdog {
-            return;
-        }
-        let fire = self.rcfg.watchdog_fire(self.hosts[h].last_success);
-        let at = self.at_local(h, fire * 1000);
-        let x = &mut self.hosts[h];
-        x.wd_armed = true;
-        x.wd_gen += 1;
-        let (boot, tick) = (x.boot, x.wd_gen);
-        self.push(at, Ev::Watchdog { h, boot, tick });
-    }
-
-    fn schedule_renewal(&mut self, h: usize) {
-        // sanlock polls each second and renews 500 ms after 2T have passed.
-        let due = (self.hosts[h].last_success + self.t.id_renewal_seconds()) * 1000;
-        let jitter = 500 + self.rng.below(1000);
-        let at = self.at_local(h, due + jitter);
-        let boot = self.hosts[h].boot;
-        self.push(
-            at,
-            Ev::Timer {
-                h,
-                boot,
-                who: Who::Ls,
-            },
-        );
-    }
-
-    fn ls_timer(&mut self, h: usize) {
-        let now = self.monotime(h);
-        match &mut self.hosts[h].ls {
-            Ls::Joining(acq) => {
-                let step = acq.step(now, delta::Input::Slept);
-                self.delta_step(h, step);
-            }
-            Ls::Idle => {
-                self.hosts[h].ls = Ls::RenewRead;
-                self.read(h, Who::Ls, LS_OFF, LS_SECTORS, IO_TIMEOUT);
-            }
-            _ => {}
-        }
-    }
-
-    fn ls_io(&mut self, h: usize, r: IoDone) {
-        let ls = std::mem::replace(&mut self.hosts[h].ls, Ls::Down);
-        match ls {
-            Ls::Joining(mut acq) => {
-                let now = self.monotime(h);
-                let input = match r {
-                    IoDone::Read { sector, snap, .. } => {
-                        delta::Input::ReadDone(self.read_result(sector, snap))
-                    }
-                    IoDone::Write(r) => delta::Input::WriteDone(r),
-                };
-                let step = acq.step(now, input);
-                self.hosts[h].ls = Ls::Joining(acq);
-                self.delta_step(h, step);
-            }
-            Ls::RenewRead => match r {
-                IoDone::Read {
-                    sector,
-                    snap: snap @ Ok(_),
-                    ..
-                } => {
-                    let area = self.read_result(sector, snap).expect("read ok");
-                    let now = self.monotime(h);
-                    let x = &self.hosts[h];
-                    match delta::renew(
-                        &x.params,
-                        &x.leader,
-                        x.prev_ok,
-                        &area,
-                        now,
-                        (0, 0, 0),
-                        &[0; 256],
-                    ) {
-                        Ok((lr, sector)) => {
-                            self.hosts[h].ls = Ls::RenewWrite {
-                                lr: Box::new(lr),
-                                area,
-                            };
-                            let dead = self.t.host_dead_seconds();
-                            let slot = LS_OFF + self.hosts[h].host_id as usize - 1;
-                            self.write(h, Who::Ls, slot, sector, dead);
-                        }
-                        Err(e) => {
-                            self.tr(|| format!("host {h}: renewal refused {e}"));
-                            self.observe(h, &area);
-                            self.renewal_failed(h, e != rv::SANLK_AIO_TIMEOUT);
-                        }
-                    }
-                }
-                _ => self.renewal_failed(h, false),
-            },
-            Ls::RenewWrite { lr, area } => {
-                self.observe(h, &area);
-                match r {
-                    IoDone::Write(Ok(())) => {
-                        let x = &mut self.hosts[h];
-                        x.leader = *lr;
-                        x.prev_ok = true;
-                        x.last_success = lr.timestamp;
-                        x.ls = Ls::Idle;
-                        self.arm_watchdog(h);
-                        if self.hosts[h].recovery.space_dead() {
-                            self.stop_lockspace_if_cleared(h);
-                        } else {
-                            self.schedule_renewal(h);
-                            self.schedule_main(h);
-                        }
-                    }
-                    _ => self.renewal_failed(h, false),
-                }
-            }
-            Ls::Leaving => {
-                self.hosts[h].ls = Ls::Stopped;
-                self.after_stop(h);
-            }
-            other => self.hosts[h].ls = other,
-        }
-    }
-
-    fn observe(&mut self, h: usize, area: &[u8]) {
-        let now = self.monotime(h);
-        let name = disk::space_name();
-        self.hosts[h].table.observe(now, area, SS, &name);
-    }
-
-    fn renewal_failed(&mut self, h: usize, corrupt: bool) {
-        let x = &mut self.hosts[h];
-        x.prev_ok = false;
-        x.ls = Ls::Idle;
-        let newly_corrupt = corrupt && !x.corrupt;
-        x.corrupt |= corrupt;
-        if x.recovery.space_dead() {
-            self.stop_lockspace_if_cleared(h);
-            return;
-        }
-        // Only the first time: rescheduling at each failed retry would keep
-        // pushing the main loop's check away.
-        if newly_corrupt {
-            self.schedule_main(h);
-        }
-        // sanlock retries 500 ms later (it is past its renewal time).
-        let ms = 500 + self.rng.below(500);
-        self.timer(h, Who::Ls, ms);
-    }
-
-    /// The main loop's next check, at the first tick that can matter.
-    fn schedule_main(&mut self, h: usize) {
-        let local_now = self.local_ms(h);
-        let x = &mut self.hosts[h];
-        x.main_gen += 1;
-        let (boot, tick) = (x.boot, x.main_gen);
-        let local = if x.recovery.space_dead() || x.corrupt {
-            local_now + x.recovery.next_check_ms()
-        } else {
-            // Nothing happens before the fail time; sanlock's 1 s ticks
-            // have a phase of their own.
-            let fail = x.recovery.fail_time(x.last_success) * 1000;
-            fail.max(local_now) + self.rng.below(1000)
-        };
-        let at = self.at_local(h, local);
-        self.push(at, Ev::Main { h, boot, tick });
-    }
-
-    fn main_check(&mut self, h: usize) {
-        if !matches!(
-            self.hosts[h].ls,
-            Ls::Idle | Ls::RenewRead | Ls::RenewWrite { .. }
-        ) {
-            return;
-        }
-        let now = self.monotime(h);
-        let holders: Vec<Holder> = self.hosts[h]
-            .proc_
-            .iter()
-            .filter(|p| p.holding)
-            .map(|p| Holder::plain(p.pid))
-            .collect();
-        let x = &mut self.hosts[h];
-        let actions = x
-            .recovery
-            .check(now, x.last_success, x.corrupt, false, &holders);
-        for a in actions {
-            match a {
-                Action::LockspaceFailed { corrupt, gap } => {
-                    self.stats.lockspace_failures += 1;
-                    self.tr(|| format!("host {h}: lockspace failed (corrupt {corrupt}, gap {gap}s), killing holders"));
-                    if self.cfg.knob == Knob::ClearWithoutKill {
-                        self.clear_lockspace(h);
-                        return;
-                    }
-                }
-                Action::Signal { pid, signal } => {
-                    if self.cfg.knob != Knob::NoKill {
-                        self.signal(h, pid, signal)
-                    }
-                }
-                Action::Stuck { pid } => self.tr(|| format!("host {h}: pid {pid} stuck")),
-                Action::AllClear => {
-                    self.clear_lockspace(h);
-                    return;
-                }
-            }
-        }
-        if self.hosts[h].recovery.space_dead() {
-            let ms = self.hosts[h].recovery.next_check_ms();
-            let x = &mut self.hosts[h];
-            x.main_gen += 1;
-            let (boot, tick) = (x.boot, x.main_gen);
-            let at = self.after_local(h, ms);
-            self.push(at, Ev::Main { h, boot, tick });
-        } else {
-            self.schedule_main(h);
-        }
-    }
-
-    /// All holders gone: close the watchdog and stop the lockspace thread,
-    /// which releases the host_id if its last renewal succeeded.
-    fn clear_lockspace(&mut self, h: usize) {
-        self.tr(|| format!("host {h}: all clear, leaving the lockspace"));
-        let x = &mut self.hosts[h];
-        x.wd_armed = false;
-        x.cleared = true;
-        x.main_gen += 1;
-        self.stop_lockspace_if_cleared(h);
-    }
-
-    fn stop_lockspace_if_cleared(&mut self, h: usize) {
-        let x = &mut self.hosts[h];
-        if !x.cleared || !matches!(x.ls, Ls::Idle) {
-            // an I/O in flight: its completion comes back here
-            return;
-        }
-        if x.prev_ok {
-            let (_, sector) = delta::release_sector(&x.leader, SS);
-            x.ls = Ls::Leaving;
-            let slot = LS_OFF + x.host_id as usize - 1;
-            self.write(h, Who::Ls, slot, sector, IO_TIMEOUT);
-        } else {
-            x.ls = Ls::Stopped;
-            self.after_stop(h);
-        }
-    }
-
-    fn after_stop(&mut self, h: usize) {
-        // The daemon lives on and may add the lockspace again later.
-        if self.rng.chance(1, 2) {
-            let boot = self.hosts[h].boot;
-            let at = self.now + self.rng.range(1000, 10_000);
-            self.push(at, Ev::Rejoin { h, boot });
-        }
+        let name = Name::new(&format!("h{h}-b{}", self.hosts[h].boot)).unwrap();
+        let now = self.clock(h);
+        let reqs = self.hosts[h].node.join(now, name);
+        self.apply(h, reqs);
     }
 
     // ---- the holder process ----
@@ -1259,7 +1004,11 @@ impl Sim {
     }
 
     fn holder_done(&mut self, h: usize, pid: u32) {
-        let Some(p) = self.hosts[h].proc_.filter(|p| p.pid == pid && p.holding) else {
+        let Some(p) = self.hosts[h]
+            .proc_
+            .clone()
+            .filter(|p| p.pid == pid && p.holding)
+        else {
             return;
         };
         if p.exiting {
@@ -1270,11 +1019,11 @@ impl Sim {
         self.unhold(h);
         self.hosts[h].proc_ = None;
         self.stats.released += 1;
-        self.daemon_release(h, p.lease);
+        self.daemon_release(h, &p.lease);
     }
 
     fn holder_exit(&mut self, h: usize, pid: u32) {
-        let Some(p) = self.hosts[h].proc_.filter(|p| p.pid == pid) else {
+        let Some(p) = self.hosts[h].proc_.clone().filter(|p| p.pid == pid) else {
             return;
         };
         self.tr(|| format!("host {h}: pid {pid} exited"));
@@ -1284,36 +1033,44 @@ impl Sim {
         self.hosts[h].proc_ = None;
         // The daemon sees the connection close; a failed lockspace's leases
         // are left on disk (others wait for this host to be dead).
-        if p.holding && !self.hosts[h].recovery.space_dead() {
-            self.daemon_release(h, p.lease);
+        if p.holding && !self.hosts[h].node.space_dead() {
+            self.daemon_release(h, &p.lease);
+        }
+    }
+
+    fn lease_ref(&self) -> LeaseRef {
+        LeaseRef {
+            space_name: disk::space_name(),
+            resource_name: disk::resource_name(),
+            layout: Some(disk::lease_layout()),
+            io_timeout: IO_TIMEOUT,
+            watchdog_fire_timeout: self.t.watchdog_fire_timeout,
         }
     }
 
     fn client_wants(&mut self, h: usize) {
         let x = &self.hosts[h];
-        if x.proc_.is_some()
-            || !matches!(x.work, Work::Idle)
-            || !matches!(x.ls, Ls::Idle | Ls::RenewRead | Ls::RenewWrite { .. })
-            || x.recovery.space_dead()
-        {
+        if x.proc_.is_some() || x.node.busy(WORKER) || !x.node.live() {
             return;
         }
-        let p = PaxosParams {
-            host_id: x.host_id,
-            host_generation: x.leader.owner_generation,
-            sector_size: SS,
-            flags: 0,
+        let p = AcquireParams {
+            lease: self.lease_ref(),
+            shared: false,
+            owner_nowait: false,
+            lvb: false,
             acquire_lver: 0,
             new_num_hosts: 0,
-            watchdog_fire_timeout: self.t.watchdog_fire_timeout,
-            io_timeout: IO_TIMEOUT,
             seed: self.rng.next_u64(),
-            names: Some((disk::space_name(), disk::resource_name())),
+            knobs: Knobs {
+                takeover_without_dead: self.cfg.knob == Knob::TakeoverWithoutDead,
+                sanlock_token_check: self.cfg.knob == Knob::SanlockTokenCheck,
+                sanlock_commit_check: self.cfg.knob == Knob::SanlockCommitCheck,
+                ..Knobs::default()
+            },
         };
-        let mut m = PaxosAcquire::new(p);
-        let now = self.monotime(h);
-        let step = m.step(now, paxos::Input::Start);
-        self.paxos_step(h, m, step);
+        let now = self.clock(h);
+        let reqs = self.hosts[h].node.acquire(now, WORKER, p);
+        self.apply(h, reqs);
     }
 
     fn retry_client(&mut self, h: usize, lo: u64, hi: u64) {
@@ -1322,105 +1079,9 @@ impl Sim {
         self.push(at, Ev::ClientWants { h, boot });
     }
 
-    // ---- the worker: acquire and release ----
-
-    fn paxos_step(&mut self, h: usize, mut m: PaxosAcquire, mut step: paxos::Step) {
-        loop {
-            let hid = self.hosts[h].host_id as usize;
-            match step {
-                paxos::Step::ReadArea => {
-                    self.read(h, Who::Worker, RES_OFF, RES_SECTORS, IO_TIMEOUT);
-                }
-                paxos::Step::ReadLeader => self.read(h, Who::Worker, RES_OFF, 1, IO_TIMEOUT),
-                paxos::Step::HostInfo { owner_id } => {
-                    let hs = self.hosts[h]
-                        .table
-                        .hosts
-                        .get((owner_id as usize).wrapping_sub(1))
-                        .cloned();
-                    let now = self.monotime(h);
-                    self.tr(|| {
-                        format!("host {h}: owner {owner_id} as we saw it: {hs:?} (now {now})")
-                    });
-                    step = m.step(now, paxos::Input::HostInfo(hs));
-                    continue;
-                }
-                paxos::Step::ReadOwnerDelta { owner_id } => {
-                    if self.cfg.knob == Knob::TakeoverWithoutDead {
-                        let now = self.monotime(h);
-                        let free = LeaderRecord::default();
-                        step = m.step(now, paxos::Input::OwnerDelta(Ok(free)));
-                        continue;
-                    }
-                    // (wrapping: a leader trusted despite a bad checksum
-                    // may name any owner; the read of it then fails)
-                    let slot = (LS_OFF + owner_id as usize).wrapping_sub(1);
-                    self.hosts[h].work = Work::OwnerDelta(Box::new(m));
-                    self.read(h, Who::Worker, slot, 1, IO_TIMEOUT);
-                    return;
-                }
-                paxos::Step::ReadDblock { host_id } => {
-                    self.hosts[h].work = Work::OwnerDblock(Box::new(m));
-                    self.read(
-                        h,
-                        Who::Worker,
-                        (RES_OFF + 1).wrapping_add(host_id as usize),
-                        1,
-                        IO_TIMEOUT,
-                    );
-                    return;
-                }
-                paxos::Step::WriteDblock(s) => {
-                    self.tr(|| {
-                        let d = PaxosDblock::decode(&s).expect("a dblock");
-                        format!(
-                            "host {h}: writes dblock mbal {} bal {} inp {} lver {}",
-                            d.mbal, d.bal, d.inp, d.lver
-                        )
-                    });
-                    self.write(h, Who::Worker, RES_OFF + 1 + hid, s, IO_TIMEOUT)
-                }
-                paxos::Step::WriteLeader(s) => {
-                    self.tr(|| {
-                        let l = LeaderRecord::decode(&s).expect("a leader");
-                        format!(
-                            "host {h}: writes leader lver {} owner {} gen {} ts {}",
-                            l.lver, l.owner_id, l.owner_generation, l.timestamp
-                        )
-                    });
-                    self.write(h, Who::Worker, RES_OFF, s, IO_TIMEOUT)
-                }
-                paxos::Step::Sleep(d) => {
-                    let ms = d.as_millis() as u64;
-                    self.timer(h, Who::Worker, ms)
-                }
-                paxos::Step::Done(r) => {
-                    self.hosts[h].work = Work::Idle;
-                    self.acquired(h, r);
-                    return;
-                }
-            }
-            self.hosts[h].work = Work::Acquiring(Box::new(m));
-            return;
-        }
-    }
-
-    fn acquired(&mut self, h: usize, r: paxos::Outcome) {
+    fn acquired(&mut self, h: usize, r: Result<Acquired, CoreError>) {
         match r {
-            Ok((lr, d)) => {
-                let x = &self.hosts[h];
-                let same_instance = lr.owner_generation == x.leader.owner_generation
-                    || self.cfg.knob == Knob::SanlockTokenCheck;
-                if x.recovery.space_dead()
-                    || !same_instance
-                    || !matches!(x.ls, Ls::Idle | Ls::RenewRead | Ls::RenewWrite { .. })
-                {
-                    // A lease acquired for a lockspace that failed meanwhile
-                    // (or was left and joined again: a new generation) is not
-                    // handed out; it stays ours on disk until we are DEAD.
-                    self.tr(|| format!("host {h}: acquired lver {} but lockspace failed", lr.lver));
-                    return;
-                }
+            Ok(a) => {
                 self.stats.acquired += 1;
                 if !self.freed {
                     self.stats.taken_over += 1;
@@ -1429,7 +1090,7 @@ impl Sim {
                 self.tr(|| {
                     format!(
                         "host {h}: acquired lver {} gen {}",
-                        lr.lver, lr.owner_generation
+                        a.leader.lver, a.leader.owner_generation
                     )
                 });
                 let x = &mut self.hosts[h];
@@ -1443,7 +1104,7 @@ impl Sim {
                     exiting: false,
                     stuck,
                     ignores_term,
-                    lease: (lr, d),
+                    lease: a,
                 });
                 self.hold(h);
                 let boot = self.hosts[h].boot;
@@ -1451,7 +1112,7 @@ impl Sim {
                 self.push(at, Ev::HolderDone { h, boot, pid });
             }
             Err(e) => {
-                if e == rv::SANLK_DBLOCK_CHECKSUM || e == rv::SANLK_LEADER_CHECKSUM {
+                if e.rv == rv::SANLK_DBLOCK_CHECKSUM || e.rv == rv::SANLK_LEADER_CHECKSUM {
                     self.stats.checksum_refusals += 1;
                 }
                 self.tr(|| format!("host {h}: acquire failed {e}"));
@@ -1462,131 +1123,68 @@ impl Sim {
 
     /// `release`: our dblock marked released, then the leader freed if we
     /// still own it.
-    fn daemon_release(&mut self, h: usize, lease: (LeaderRecord, PaxosDblock)) {
-        if !matches!(self.hosts[h].work, Work::Idle) {
+    fn daemon_release(&mut self, h: usize, lease: &Acquired) {
+        if self.hosts[h].node.busy(WORKER) {
             // one worker: drop it (the lease stays ours on disk, which only
             // makes others wait)
             return;
         }
-        let hid = self.hosts[h].host_id as usize;
-        let sector = paxos::released_dblock_sector(&lease.1, SS);
-        self.hosts[h].work = Work::Release(Rel::DblockWrite(lease.0));
-        self.write(h, Who::Worker, RES_OFF + 1 + hid, sector, IO_TIMEOUT);
-    }
-
-    fn work_timer(&mut self, h: usize) {
-        let w = std::mem::replace(&mut self.hosts[h].work, Work::Idle);
-        if let Work::Acquiring(mut m) = w {
-            let now = self.monotime(h);
-            let step = m.step(now, paxos::Input::Slept);
-            self.paxos_step(h, *m, step);
-        } else {
-            self.hosts[h].work = w;
-        }
-    }
-
-    fn work_io(&mut self, h: usize, r: IoDone) {
-        let w = std::mem::replace(&mut self.hosts[h].work, Work::Idle);
-        let now = self.monotime(h);
-        let (data, count) = match r {
-            IoDone::Read {
-                sector,
-                count,
-                snap,
-            } => (self.read_result(sector, snap).map(Some), count),
-            IoDone::Write(r) => (r.map(|()| None), 0),
+        let held = Held {
+            lease: self.lease_ref(),
+            host_id: self.hosts[h].node.host_id,
+            generation: lease.leader.owner_generation,
+            shared: false,
+            leader: lease.leader,
+            dblock: lease.dblock,
+            dirty_lvb: None,
         };
-        match w {
-            Work::Acquiring(mut m) => {
-                let input = match data {
-                    Ok(None) | Err(_) if count == 0 => paxos::Input::Written(data.map(|_| ())),
-                    r if count > 1 => paxos::Input::Area(r.map(Option::unwrap_or_default)),
-                    r => paxos::Input::Leader(r.map(Option::unwrap_or_default)),
-                };
-                let step = m.step(now, input);
-                self.paxos_step(h, *m, step);
-            }
-            Work::OwnerDelta(mut m) => {
-                let r = data.and_then(|b| {
-                    delta::verify_sector(&b.unwrap_or_default(), &disk::space_name())
-                });
-                self.tr(|| match &r {
-                    Ok(d) => format!(
-                        "host {h}: owner's delta: host_id {} gen {} ts {}",
-                        d.owner_id, d.owner_generation, d.timestamp
-                    ),
-                    Err(e) => format!("host {h}: owner's delta: {e}"),
-                });
-                let step = m.step(now, paxos::Input::OwnerDelta(r));
-                self.paxos_step(h, *m, step);
-            }
-            Work::OwnerDblock(mut m) => {
-                let r = data.map(|b| {
-                    PaxosDblock::decode(&b.unwrap_or_default()).expect("a sector holds a dblock")
-                });
-                self.tr(|| format!("host {h}: owner's dblock: {r:?}"));
-                let step = m.step(now, paxos::Input::Dblock(r));
-                self.paxos_step(h, *m, step);
-            }
-            Work::Release(rel) => self.release_io(h, rel, data),
-            Work::Idle => {}
-        }
+        let now = self.clock(h);
+        let reqs = self.hosts[h].node.release(now, WORKER, held);
+        self.apply(h, reqs);
     }
+}
 
-    fn release_io(&mut self, h: usize, rel: Rel, data: Result<Option<Vec<u8>>, i32>) {
-        match rel {
-            Rel::DblockWrite(last) => {
-                // sanlock goes on to the leader even if this write failed.
-                self.hosts[h].work = Work::Release(Rel::LeaderRead(last));
-                self.read(h, Who::Worker, RES_OFF, 1, IO_TIMEOUT);
-            }
-            Rel::LeaderRead(last) => {
-                let Ok(Some(b)) = data else {
-                    return self.release_done(h);
-                };
-                // sanlock's release reads the leader with its checks: a torn
-                // one (bad checksum) fails the release, nothing is written.
-                let Ok(now_leader) = LeaderRecord::decode(&b) else {
-                    return self.release_done(h);
-                };
-                let names = (disk::space_name(), disk::resource_name());
-                let checked = if self.cfg.knob == Knob::TrustBadChecksum {
-                    Ok(())
-                } else {
-                    now_leader.verify_paxos(Some(&names.0), Some(&names.1), self.hosts[h].host_id)
-                };
-                if !matches!(
-                    checked,
-                    Ok(()) | Err(crate::ondisk::DecodeError::WrongSectorSize { .. })
-                ) {
-                    self.tr(|| format!("host {h}: release: leader {checked:?}"));
-                    return self.release_done(h);
-                }
-                let x = &self.hosts[h];
-                let now = self.monotime(h);
-                match paxos::release_leader(
-                    &now_leader,
-                    &last,
-                    x.host_id,
-                    x.leader.owner_generation,
-                    now,
-                    SS,
-                ) {
-                    Ok(Some((_, sector))) => {
-                        self.freed = true;
-                        self.hosts[h].work = Work::Release(Rel::LeaderWrite);
-                        self.write(h, Who::Worker, RES_OFF, sector, IO_TIMEOUT);
-                    }
-                    _ => self.release_done(h),
-                }
-            }
-            Rel::LeaderWrite => self.release_done(h),
-        }
+/// The bytes a write carries.
+fn written(io: &Io) -> &[u8] {
+    match &io.op {
+        IoOp::Write { data } => data,
+        IoOp::Read { .. } => &[],
     }
+}
 
-    fn release_done(&mut self, h: usize) {
-        self.hosts[h].work = Work::Idle;
-        self.retry_client(h, 500, 10_000);
+/// A write as a trace line: the record it carries.
+fn describe_write(io: &Io) -> String {
+    let IoOp::Write { data } = &io.op else {
+        return String::new();
+    };
+    let at = io.offset / SS as u64;
+    match (io.target, at) {
+        (crate::daemon::core::Target::Lockspace, _) => match LeaderRecord::decode(data) {
+            Ok(l) => format!(
+                "delta lease host_id {} gen {} ts {}",
+                l.owner_id, l.owner_generation, l.timestamp
+            ),
+            Err(e) => format!("delta lease {e}"),
+        },
+        (_, 0) => match LeaderRecord::decode(data) {
+            Ok(l) => format!(
+                "leader lver {} owner {} gen {} ts {}",
+                l.lver, l.owner_id, l.owner_generation, l.timestamp
+            ),
+            Err(e) => format!("leader {e}"),
+        },
+        (_, s) => match PaxosDblock::decode(data) {
+            Ok(d) => format!(
+                "dblock of host {} mbal {} bal {} inp {} lver {} flags {:#x}",
+                s - 1,
+                d.mbal,
+                d.bal,
+                d.inp,
+                d.lver,
+                d.flags
+            ),
+            Err(e) => format!("dblock {e}"),
+        },
     }
 }
 
