@@ -239,8 +239,8 @@ fn failed_fence_falls_back_to_waiting_for_dead() {
 /// declared dead while it only hung; its VMs start elsewhere. When it
 /// comes back, its daemon's next renewal finds its delta lease changed
 /// (timestamp 0: not what it wrote), the lockspace is lost and the daemon
-/// kills its lease holders, as on any lost lease. Until then two runs of
-/// a VM overlap: what the rule "declare only on a confirmed off" is for.
+/// kills its lease holders, as on any lost lease. Until then two instances
+/// of each VM exist: what the rule "declare only on a confirmed off" is for.
 #[test]
 fn host_declared_dead_by_a_lying_agent_kills_its_vms_when_it_comes_back() {
     let dir = Dir::new();
@@ -273,6 +273,11 @@ fn host_declared_dead_by_a_lying_agent_kills_its_vms_when_it_comes_back() {
     );
     assert!(event_at(&c, 1, "fence", "declared dead").is_some());
     assert!(fence::group_runs(pgid), "the lying agent killed nothing");
+    // Two instances of each VM now: the hung one may resume any moment.
+    assert!(
+        vm_pids.iter().all(|&p| !exited(p)),
+        "host 3's VM processes exist beside the restarted ones"
+    );
     // SAFETY: SIGCONT of the test host's process group: it comes back.
     unsafe { libc::kill(-pgid, libc::SIGCONT) };
     wait(
@@ -284,11 +289,9 @@ fn host_declared_dead_by_a_lying_agent_kills_its_vms_when_it_comes_back() {
     // lockspace on the time alone, or on its renewal (next test).
     let log = std::fs::read_to_string(c.host(3).daemon_dir.join("daemon.log")).unwrap();
     assert!(log.contains("killing its lease holders"), "{log}");
-    let bad = split_brain_check(&c);
-    assert!(
-        !bad.is_empty(),
-        "a lying fence agent must let two runs overlap until the host's renewal fails"
-    );
+    // Whether they wrote again before the kill landed is a race (the
+    // disks show it when they did): what "confirmed off" rules out.
+    let _ = split_brain_check(&c);
     c.kill(3);
 }
 
@@ -350,10 +353,7 @@ fn a_host_whose_lease_was_declared_free_kills_its_holders_at_its_next_renewal() 
     );
     let took = t_declared.elapsed().as_secs_f64();
     let log = std::fs::read_to_string(c.host(3).daemon_dir.join("daemon.log")).unwrap();
-    assert!(
-        log.contains("lockspace lost (corrupt_result -261)"),
-        "{log}"
-    );
+    assert!(log.contains("corrupt_result -261"), "{log}");
     assert!(log.contains("killing its lease holders"), "{log}");
     assert!(
         took < 8.0,
