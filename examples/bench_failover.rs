@@ -154,7 +154,17 @@ impl Observer {
             let prefix = format!("h {host} ");
             while dead.is_none() && free.is_none() && !stop.load(Ordering::Relaxed) {
                 let t = unix_now();
-                if let Ok(out) = Self::client(bin, &run_dir, &["gets", "-h", "1"])
+                let out = Self::client(bin, &run_dir, &["gets", "-h", "1"]);
+                // A host declared dead by a fence has a free delta lease:
+                // sanlock lists it no more.
+                if fail.is_some()
+                    && out.as_ref().is_ok_and(|o| {
+                        o.contains("s ") && !o.lines().any(|l| l.starts_with(&prefix))
+                    })
+                {
+                    free = Some(t);
+                }
+                if let Ok(out) = out
                     && let Some(line) = out.lines().find(|l| l.starts_with(&prefix))
                 {
                     match line.split_whitespace().last() {
