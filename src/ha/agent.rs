@@ -317,14 +317,29 @@ pub fn run(opts: &AgentOpts) -> Result<(), String> {
             "state",
             format!("joining lockspace {} as host {me}", ls.name),
         );
-        match sanlock.add_lockspace(&ls, 0, true) {
-            Ok(()) => log(
-                "state",
-                format!("joined lockspace {} as host {me}", ls.name),
-            ),
-            // Already joined (by us before, or by an admin).
-            Err(e) if e.rv() == -libc::EEXIST => {}
-            Err(e) => return Err(format!("add_lockspace {}: {e}", ls.name)),
+        // An I/O that timed out (a busy or briefly slow disk) is tried
+        // again a few times: the join itself wrote nothing that holds.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match sanlock.add_lockspace(&ls, 0, true) {
+                Ok(()) => log(
+                    "state",
+                    format!("joined lockspace {} as host {me}", ls.name),
+                ),
+                // Already joined (by us before, or by an admin).
+                Err(e) if e.rv() == -libc::EEXIST => {}
+                Err(e) if e.rv() == crate::rv::SANLK_AIO_TIMEOUT && tries < 5 => {
+                    log(
+                        "state",
+                        format!("joining lockspace {} failed ({e}); trying again", ls.name),
+                    );
+                    std::thread::sleep(Duration::from_secs(2));
+                    continue;
+                }
+                Err(e) => return Err(format!("add_lockspace {}: {e}", ls.name)),
+            }
+            break;
         }
     }
     let timeout = Duration::from_secs(cfg.cluster.interval.clamp(1, 10));
