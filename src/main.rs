@@ -56,6 +56,10 @@ enum Cmd {
         hosts: u64,
         #[arg(long, default_value_t = 4)]
         vms: usize,
+        /// Real guests: each VM a libvirt domain (runner libvirt), each host
+        /// its own libvirtd (needs root, libvirt, libvirt-sanlock, qemu).
+        #[arg(long)]
+        libvirt: bool,
     },
     /// Run the lease manager daemon (sanlock daemon ...).
     ///
@@ -177,12 +181,14 @@ fn main() {
             keep,
             hosts,
             vms,
+            libvirt,
         } => {
             let o = hactl::ha::demo::DemoOpts {
                 hosts,
                 vms,
                 parent: dir,
                 keep,
+                libvirt,
             };
             match hactl::ha::demo::run(&o) {
                 Ok(c) => c,
