@@ -8,9 +8,17 @@
 //! to the same lockspace with a spare host id, no agent and no VMs, says
 //! when sanlock itself calls host 1 FAIL and DEAD in the same run.
 //!
-//! `cargo run --release --example bench_failover -- [N...]` (default 1 10
-//! 100); `tools/bench-failover.sh` runs it and docs/bench-failover.md
-//! holds results. Needs a file system with O_DIRECT under target/.
+//! `cargo run --release --example bench_failover -- [--guests] [N...]`
+//! (default 1 10 100; with `--guests` 1 10 30); `tools/bench-failover.sh`
+//! runs it and docs/bench-failover.md holds results. Needs a file system
+//! with O_DIRECT under target/.
+//!
+//! `--guests` (root, libvirt, libvirt-sanlock, qemu): each N runs twice in
+//! the same invocation, first with demo VMs, then with tiny real guests
+//! under libvirt (runner "libvirt", src/ha/guest.rs; each host its own
+//! libvirtd in its own mount namespace, the crash kills every process of
+//! it, qemu included). A guest is back at the first record a survivor's
+//! run of it wrote to its virtio disk: its boot time is in the number.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -241,8 +249,10 @@ fn bench(
     sanlock: std::result::Result<&'static str, String>,
     fence: bool,
     io_timeout: u32,
+    guests: Option<&hactl::ha::guest::GuestImage>,
 ) -> std::result::Result<Result, String> {
     let mut o = ClusterOpts::new(&hactl_bin(), 3, n);
+    o.guests = guests.cloned();
     o.io_timeout = io_timeout;
     if fence {
         // Every host fenced by the test agent (its process group is its power).
@@ -255,7 +265,6 @@ fn bench(
         );
     }
     let host_dead = hactl::timeouts::Timeouts::new(io_timeout as u64).host_dead_seconds();
-    let limit = Duration::from_secs(host_dead + 130);
     if sanlock.is_ok() {
         o.whiteboard_hosts = OBSERVER_ID;
     }
@@ -270,7 +279,18 @@ fn bench(
     for i in 0..n {
         o.vm_extra.insert(i, "preferred_hosts = [1]".into());
     }
-    let fresh = Duration::from_millis(if n > 20 { 1500 } else { 800 });
+    // A guest's clock steps by whole seconds at boot (src/ha/cluster.rs).
+    let fresh = Duration::from_millis(match (guests.is_some(), n > 20) {
+        (true, _) => 3000,
+        (false, true) => 1500,
+        (false, false) => 800,
+    });
+    // Guests boot one after another on two busy cores under emulation.
+    let boot_limit = Duration::from_secs(if guests.is_some() {
+        180 + 30 * n as u64
+    } else {
+        120 + n as u64
+    });
     let mut c = Cluster::create(dir, o)?;
     let ls = c.opts.lockspace.clone();
     let observer = sanlock.and_then(|bin| {
@@ -288,7 +308,7 @@ fn bench(
     c.start_all()?;
     let t = Instant::now();
     while !c.running_on(fresh).iter().all(|h| *h == Some(1)) {
-        if t.elapsed() > Duration::from_secs(120 + n as u64) {
+        if t.elapsed() > boot_limit {
             return Err(format!("the {n} VMs did not all run on host 1"));
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -315,7 +335,9 @@ fn bench(
         .map(|o| o.watch(1, stop_watch.clone()));
     let mut back: Vec<Option<f64>> = vec![None; n];
     let mut hosts = vec![0u64; n];
-    while back.iter().any(Option::is_none) && crash.elapsed() < limit {
+    let back_limit =
+        Duration::from_secs(host_dead + 130 + if guests.is_some() { 10 * n as u64 } else { 0 });
+    while back.iter().any(Option::is_none) && crash.elapsed() < back_limit {
         std::thread::sleep(Duration::from_millis(100));
         // The disks are the truth: the first record from a survivor.
         for (i, d) in c.disks.iter().enumerate() {
@@ -332,7 +354,7 @@ fn bench(
     }
     // sanlock may call host 1 DEAD after the last VM is back: wait for it
     // (up to the same 200 s), then stop polling.
-    while watch.as_ref().is_some_and(|w| !w.is_finished()) && crash.elapsed() < limit {
+    while watch.as_ref().is_some_and(|w| !w.is_finished()) && crash.elapsed() < back_limit {
         std::thread::sleep(Duration::from_millis(100));
     }
     stop_watch.store(true, Ordering::Relaxed);
@@ -396,32 +418,64 @@ fn bench(
     })
 }
 
+/// `--guests`: the guest image (the kernel cached where the tests cache it).
+fn guest_image(base: &Path) -> hactl::ha::guest::GuestImage {
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp/guest-cache");
+    let dir = base.join("guest-image");
+    std::fs::create_dir_all(&dir).unwrap();
+    let img =
+        hactl::ha::guest::GuestImage::prepare(&cache, &hactl_bin(), &dir).unwrap_or_else(|e| {
+            panic!("cannot assemble the guest (qemu-system-x86, busybox-static, the kernel): {e}")
+        });
+    hactl::ha::lab::make_reachable(base).unwrap_or_else(|e| panic!("{e}"));
+    img
+}
+
 fn main() {
     let mut fence = false;
+    let mut with_guests = false;
     let mut io_timeout = 1u32;
     let mut ns: Vec<usize> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--fence" => fence = true,
+            "--guests" => with_guests = true,
             "--io-timeout" => {
                 io_timeout = args
                     .next()
                     .and_then(|v| v.parse().ok())
                     .expect("--io-timeout SECONDS")
             }
-            n => ns.push(n.parse().expect("VM counts, --fence, --io-timeout N")),
+            n => ns.push(
+                n.parse()
+                    .expect("VM counts, --fence, --guests, --io-timeout N"),
+            ),
         }
     }
     if ns.is_empty() {
-        ns = vec![1, 10, 100];
+        ns = if with_guests {
+            vec![1, 10, 30]
+        } else {
+            vec![1, 10, 100]
+        };
     }
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-failover");
     let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
     let sanlock = sanlock_bin();
     if let Err(e) = &sanlock {
         println!("No sanlock observer column: {e}.");
     }
+    let image = with_guests.then(|| guest_image(&base));
+    if let Some(img) = &image {
+        println!("Real guests: {}.", img.accel_reason);
+    }
+    // Each N with demo VMs, then (--guests) with real guests.
+    let runs: Vec<(usize, Option<&hactl::ha::guest::GuestImage>)> = ns
+        .iter()
+        .flat_map(|&n| std::iter::once((n, None)).chain(image.as_ref().map(|i| (n, Some(i)))))
+        .collect();
     println!(
         "io_timeout {io_timeout} s, {}",
         if fence {
@@ -435,10 +489,15 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut failed = false;
-    for n in ns {
-        let dir = base.join(format!("n{n}"));
+    for (n, guests) in runs {
+        let kind = if guests.is_some() {
+            "guests"
+        } else {
+            "demo-vm"
+        };
+        let dir = base.join(format!("n{n}-{kind}"));
         std::fs::create_dir_all(&dir).unwrap();
-        match bench(&dir, n, sanlock.clone(), fence, io_timeout) {
+        match bench(&dir, n, sanlock.clone(), fence, io_timeout, guests) {
             Ok(mut r) => {
                 r.back.sort_by(f64::total_cmp);
                 let dead_s: Vec<String> = r.dead.iter().map(|(_, t)| format!("{t:.1} s")).collect();
@@ -451,7 +510,7 @@ fn main() {
                     Err(_) => "skipped".into(),
                 };
                 println!(
-                    "| {} | {} | {} | {} | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:+.1} s | {} / {} | {} | {} | {} |",
+                    "| {} {kind} | {} | {} | {} | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:+.1} s | {} / {} | {} | {} | {} |",
                     r.vms,
                     secs(r.declared),
                     if dead_s.is_empty() {
@@ -474,7 +533,7 @@ fn main() {
                 failed |= !r.ok_disks;
             }
             Err(e) => {
-                println!("| {n} | failed: {e} |");
+                println!("| {n} {kind} | failed: {e} |");
                 failed = true;
             }
         }

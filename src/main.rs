@@ -58,8 +58,12 @@ enum Cmd {
         vms: usize,
         /// The fencing scene: the host hangs, a fence agent powers it off,
         /// its VMs run again within seconds instead of after DEAD.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "libvirt")]
         fence: bool,
+        /// Real guests: each VM a libvirt domain (runner libvirt), each host
+        /// its own libvirtd (needs root, libvirt, libvirt-sanlock, qemu).
+        #[arg(long)]
+        libvirt: bool,
     },
     /// Run the lease manager daemon (sanlock daemon ...).
     ///
@@ -182,6 +186,7 @@ fn main() {
             hosts,
             vms,
             fence,
+            libvirt,
         } => {
             let o = hactl::ha::demo::DemoOpts {
                 hosts,
@@ -189,6 +194,7 @@ fn main() {
                 parent: dir,
                 keep,
                 fence,
+                libvirt,
             };
             match hactl::ha::demo::run(&o) {
                 Ok(c) => c,

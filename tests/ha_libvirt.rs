@@ -11,9 +11,13 @@
 //! survivor, never before the lost host is DEAD, and the check over every
 //! guest disk proves no guest ever ran on two hosts at once.
 //!
-//! The three scenarios are independent and mostly wait for DEAD (68 s at
+//! A fourth scenario restarts an agent under its running guests (adopted,
+//! not started again) and stops them by local maintenance (graceful
+//! shutdown, then the other host runs them).
+//!
+//! The scenarios are independent and mostly wait for DEAD (68 s at
 //! io_timeout 1): one test runs them side by side
-//! (`HACTL_HA_LIBVIRT_ONLY=crash,hang,storage` picks some).
+//! (`HACTL_HA_LIBVIRT_ONLY=crash,hang,storage,restart` picks some).
 
 mod common;
 
@@ -219,12 +223,73 @@ fn storage_loss() {
     assert_moved_once(&c);
 }
 
+/// An agent restarted under running guests (SIGKILL of the agent alone:
+/// libvirtd and qemu run on) adopts them through their leases instead of
+/// starting them again; local maintenance then stops them the graceful
+/// way (`virsh shutdown`: the guest powers off on the ACPI power button)
+/// and the other host runs them.
+fn restart_and_maintenance() {
+    let dir = Dir::new();
+    let mut c = Cluster::create(dir.path(), guest_opts(2, 1)).expect("cluster files");
+    start_on_host1(&mut c);
+    let run_before = c.check_disks()[0].1.runs.last().unwrap().run_id;
+    c.restart_agent(1).expect("a new agent on host 1");
+    wait_for(
+        "host 1's new agent to adopt vm1",
+        Duration::from_secs(60),
+        || {
+            c.events(1).iter().any(|e| {
+                e["kind"] == "running"
+                    && e["reason"].as_str().is_some_and(|r| r.contains("adopted"))
+            })
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let rep = &c.check_disks()[0].1;
+    assert_eq!(
+        rep.runs.last().unwrap().run_id,
+        run_before,
+        "vm1 was started again: {:?}",
+        rep.runs
+    );
+    assert_eq!(c.running_on(FRESH), vec![Some(1)]);
+    let o = run(
+        hactl(),
+        &[
+            "ha",
+            "maintenance",
+            "--local",
+            "on",
+            "--run-dir",
+            p(&c.host(1).agent_dir),
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let took = wait_for("vm1 to run on host 2", Duration::from_secs(180), || {
+        c.running_on(FRESH) == vec![Some(2)]
+    });
+    eprintln!("maintenance: vm1 moved to host 2 in {took:?}");
+    let ns1 = c.host(1).ns.as_ref().unwrap();
+    let st = ns1.virsh(&["domstate", "--reason", "vm1"]);
+    assert_eq!(
+        String::from_utf8_lossy(&st.stdout).trim(),
+        "shut off (shutdown)",
+        "host 1 stopped vm1 gracefully, not by destroy"
+    );
+    c.stop_all();
+    assert_moved_once(&c);
+}
+
 #[test]
 fn real_guests_run_again_after_crash_hang_and_storage_loss() {
     // Built once, before the scenarios share it.
     let _ = image();
-    let scenarios: [(&str, fn()); 3] =
-        [("crash", crash), ("hang", hang), ("storage", storage_loss)];
+    let scenarios: [(&str, fn()); 4] = [
+        ("crash", crash),
+        ("hang", hang),
+        ("storage", storage_loss),
+        ("restart", restart_and_maintenance),
+    ];
     // HACTL_HA_LIBVIRT_ONLY=crash,hang picks some (while working on one).
     let only = std::env::var("HACTL_HA_LIBVIRT_ONLY").ok();
     let handles: Vec<_> = scenarios

@@ -318,14 +318,29 @@ pub fn run(opts: &AgentOpts) -> Result<(), String> {
             "state",
             format!("joining lockspace {} as host {me}", ls.name),
         );
-        match sanlock.add_lockspace(&ls, 0, true) {
-            Ok(()) => log(
-                "state",
-                format!("joined lockspace {} as host {me}", ls.name),
-            ),
-            // Already joined (by us before, or by an admin).
-            Err(e) if e.rv() == -libc::EEXIST => {}
-            Err(e) => return Err(format!("add_lockspace {}: {e}", ls.name)),
+        // An I/O that timed out (a busy or briefly slow disk) is tried
+        // again a few times: the join itself wrote nothing that holds.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match sanlock.add_lockspace(&ls, 0, true) {
+                Ok(()) => log(
+                    "state",
+                    format!("joined lockspace {} as host {me}", ls.name),
+                ),
+                // Already joined (by us before, or by an admin).
+                Err(e) if e.rv() == -libc::EEXIST => {}
+                Err(e) if e.rv() == crate::rv::SANLK_AIO_TIMEOUT && tries < 5 => {
+                    log(
+                        "state",
+                        format!("joining lockspace {} failed ({e}); trying again", ls.name),
+                    );
+                    std::thread::sleep(Duration::from_secs(2));
+                    continue;
+                }
+                Err(e) => return Err(format!("add_lockspace {}: {e}", ls.name)),
+            }
+            break;
         }
     }
     let timeout = Duration::from_secs(cfg.cluster.interval.clamp(1, 10));
@@ -429,19 +444,8 @@ impl Agent {
 
     /// Polls our VM processes: their states now, and outcomes since last cycle.
     fn poll_local(&mut self, now: u64) -> Vec<Local> {
-        // Runner libvirt: a started domain's qemu is the holder of its lease.
-        if self.procs.iter().flatten().any(VmProc::needs_pid) {
-            let holders = lease_holders(&self.daemon_dir, &self.cfg.cluster.lockspace);
-            for (v, p) in self.procs.iter_mut().enumerate() {
-                if let (Some(p), Some(info)) = (p.as_mut(), &self.infos[v])
-                    && p.needs_pid()
-                    && let Some(&pid) = holders.get(&info.resource)
-                {
-                    p.set_pid(pid);
-                }
-            }
-        }
         let mut local = Vec::with_capacity(self.procs.len());
+        let mut holders = None;
         for v in 0..self.procs.len() {
             let name = self.cfg.vms[v].name.clone();
             let Some(p) = self.procs[v].as_mut() else {
@@ -450,6 +454,19 @@ impl Agent {
             };
             let since = |i: std::time::Instant| now.saturating_sub(i.elapsed().as_secs());
             let st = p.poll();
+            // Runner libvirt: a started domain's qemu is the holder of its
+            // lease (asked once a cycle, and only while one is unknown).
+            if matches!(st, ProcState::Running)
+                && p.needs_pid()
+                && let Some(info) = &self.infos[v]
+            {
+                let h = holders.get_or_insert_with(|| {
+                    lease_holders(&self.daemon_dir, &self.cfg.cluster.lockspace)
+                });
+                if let Some(&pid) = h.get(&info.resource) {
+                    p.set_pid(pid);
+                }
+            }
             let l = match &st {
                 ProcState::Ended(_) => Local::Idle,
                 _ if p.stopping() => Local::Stopping {

@@ -437,7 +437,7 @@ pub fn build_initrd(
     c.file("bin/busybox", 0o755, &read(&busybox()?)?);
     // The kernel's console must exist before devtmpfs is mounted.
     c.entry_dev("dev/console", 0o020600, &[], (5, 1));
-    // A stripped copy: the debug build is ~50 MB, the guest has 96 MiB.
+    // A stripped copy: the debug build is ~70 MB, the guest has 160 MiB.
     std::fs::create_dir_all(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     let stripped = scratch.join("hactl.stripped");
     let bin = match Command::new("strip")
