@@ -286,11 +286,15 @@ fn bench(
         (false, false) => 800,
     });
     // Guests boot one after another on two busy cores under emulation.
-    let boot_limit = Duration::from_secs(if guests.is_some() {
-        180 + 30 * n as u64
-    } else {
-        120 + n as u64
-    });
+    // Joining and judging the other hosts take longer with a longer
+    // io_timeout (renewals every 2 × io_timeout).
+    let boot_limit = Duration::from_secs(
+        if guests.is_some() {
+            180 + 30 * n as u64
+        } else {
+            120 + n as u64
+        } + 20 * io_timeout as u64,
+    );
     let mut c = Cluster::create(dir, o)?;
     let ls = c.opts.lockspace.clone();
     let observer = sanlock.and_then(|bin| {

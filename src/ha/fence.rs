@@ -521,32 +521,64 @@ pub fn declare_dead(v: &Victim) -> Result<String, String> {
     let area = Area::new(&disk, (v.host_id - 1) * ss, ss, timeout).map_err(io)?;
     let b = area.read(0, ss as usize).map_err(io)?;
     let space = Name::new(&v.lockspace).map_err(|e| e.to_string())?;
-    let lr: LeaderRecord = crate::delta::verify_sector(&b, &space)
-        .map_err(|rv| format!("host {}'s delta lease does not verify ({rv})", v.host_id))?;
-    if lr.owner_id != v.host_id || lr.owner_generation != v.generation {
+    match declaration(&b, &space, v.host_id, v.generation, v.timestamp)? {
+        Declaration::AlreadyFree => Ok(format!(
+            "host {} generation {}: its delta lease was already free",
+            v.host_id, v.generation
+        )),
+        Declaration::Write { sector, timestamp } => {
+            area.write(0, &sector).map_err(io)?;
+            Ok(format!(
+                "host {} generation {}: delta lease released on storage (timestamp {timestamp} -> 0), its leases may be taken now",
+                v.host_id, v.generation
+            ))
+        }
+    }
+}
+
+/// What to do about a fenced host's delta lease sector, as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Declaration {
+    /// Write this sector (sanlock's release of the host_id); the lease's
+    /// timestamp was `timestamp`.
+    Write { sector: Vec<u8>, timestamp: u64 },
+    /// Its timestamp is 0 already (released, or declared by another host).
+    AlreadyFree,
+}
+
+/// The pure part of [`declare_dead`] (the simulation runs it too): from
+/// the victim's delta lease sector as read, the sector that releases it,
+/// or why not (not a delta lease of `space`; another owner or generation:
+/// it rejoined; another timestamp: it renewed after it was judged FAIL).
+pub fn declaration(
+    sector: &[u8],
+    space: &Name,
+    host_id: u64,
+    generation: u64,
+    timestamp: u64,
+) -> Result<Declaration, String> {
+    let lr: LeaderRecord = crate::delta::verify_sector(sector, space)
+        .map_err(|rv| format!("host {host_id}'s delta lease does not verify ({rv})"))?;
+    if lr.owner_id != host_id || lr.owner_generation != generation {
         return Err(format!(
-            "host {}'s delta lease is now owner {} generation {} (fenced generation {}): it rejoined; not releasing",
-            v.host_id, lr.owner_id, lr.owner_generation, v.generation
+            "host {host_id}'s delta lease is now owner {} generation {} (fenced generation {generation}): it rejoined; not releasing",
+            lr.owner_id, lr.owner_generation
         ));
     }
     if lr.timestamp == 0 {
-        return Ok(format!(
-            "host {} generation {}: its delta lease was already free",
-            v.host_id, v.generation
-        ));
+        return Ok(Declaration::AlreadyFree);
     }
-    if lr.timestamp != v.timestamp {
+    if lr.timestamp != timestamp {
         return Err(format!(
-            "host {} renewed its delta lease (timestamp {} -> {}) after it was judged FAIL: not releasing",
-            v.host_id, v.timestamp, lr.timestamp
+            "host {host_id} renewed its delta lease (timestamp {timestamp} -> {}) after it was judged FAIL: not releasing",
+            lr.timestamp
         ));
     }
-    let (_, sector) = crate::delta::release_sector(&lr, ss as usize);
-    area.write(0, &sector).map_err(io)?;
-    Ok(format!(
-        "host {} generation {}: delta lease released on storage (timestamp {} -> 0), its leases may be taken now",
-        v.host_id, v.generation, lr.timestamp
-    ))
+    let (_, sector) = crate::delta::release_sector(&lr, sector.len());
+    Ok(Declaration::Write {
+        sector,
+        timestamp: lr.timestamp,
+    })
 }
 
 /// A message from the fence thread.
@@ -1077,6 +1109,51 @@ options = { ip = "10.0.0.9", plug = "4" }
         assert_eq!(h.agents[0].options["lanplus"].to_string(), "1");
         assert_eq!(h.agents[1].timeout, 60);
         assert!(c.host(2).is_none());
+    }
+
+    /// The declaration releases the lease judged FAIL, as sanlock's
+    /// delta_lease_release leaves it, and refuses anything else.
+    #[test]
+    fn declaration_releases_only_the_lease_judged_fail() {
+        let space = Name::new("ls").unwrap();
+        let mut lr = LeaderRecord {
+            magic: crate::ondisk::DELTA_DISK_MAGIC,
+            version: crate::ondisk::DELTA_DISK_VERSION_MAJOR
+                | crate::ondisk::DELTA_DISK_VERSION_MINOR,
+            sector_size: 512,
+            max_hosts: 1,
+            owner_id: 2,
+            owner_generation: 5,
+            timestamp: 1234,
+            io_timeout: 10,
+            space_name: space,
+            ..Default::default()
+        };
+        let sector = crate::delta::lease_sector(&mut lr, 512, None);
+        let Ok(Declaration::Write {
+            sector: w,
+            timestamp,
+        }) = declaration(&sector, &space, 2, 5, 1234)
+        else {
+            panic!("not released");
+        };
+        assert_eq!(timestamp, 1234);
+        let back = crate::delta::verify_sector(&w, &space).unwrap();
+        assert_eq!(
+            (back.owner_id, back.owner_generation, back.timestamp),
+            (2, 5, 0)
+        );
+        assert_eq!(w, crate::delta::release_sector(&lr, 512).1);
+        let e = declaration(&sector, &space, 2, 5, 1200).unwrap_err();
+        assert!(e.contains("renewed"), "{e}");
+        let e = declaration(&sector, &space, 2, 4, 1234).unwrap_err();
+        assert!(e.contains("rejoined"), "{e}");
+        assert_eq!(
+            declaration(&w, &space, 2, 5, 1234),
+            Ok(Declaration::AlreadyFree)
+        );
+        let other = Name::new("other").unwrap();
+        assert!(declaration(&sector, &other, 2, 5, 1234).is_err());
     }
 
     /// The example shipped under dist/ is a valid config.

@@ -1707,25 +1707,22 @@ impl HaSim {
         match r {
             FenceIo::Read(Ok(b)) => {
                 let id = f.victim as u64 + 1;
-                match crate::delta::verify_sector(&b[..SS], &space_name()) {
-                    Ok(lr)
-                        if lr.owner_id == id
-                            && lr.owner_generation == f.generation
-                            && lr.timestamp == f.timestamp =>
-                    {
-                        let (_, sector) = crate::delta::release_sector(&lr, SS);
+                // The agent's own check and release (src/ha/fence.rs).
+                match crate::ha::fence::declaration(
+                    &b[..SS],
+                    &space_name(),
+                    id,
+                    f.generation,
+                    f.timestamp,
+                ) {
+                    Ok(crate::ha::fence::Declaration::Write { sector, .. }) => {
                         self.fence_write(h, LS_OFF + f.victim, sector);
                     }
-                    Ok(lr) => {
-                        self.tr(|| {
-                            format!(
-                                "host {h}: not declaring host {}: lease now {lr:?}",
-                                f.victim
-                            )
-                        });
+                    Ok(crate::ha::fence::Declaration::AlreadyFree) => self.fence_end(h, f, true),
+                    Err(why) => {
+                        self.tr(|| format!("host {h}: not declaring host {}: {why}", f.victim));
                         self.fence_end(h, f, false)
                     }
-                    Err(_) => self.fence_end(h, f, false),
                 }
             }
             FenceIo::Write(Ok(())) => {
