@@ -8,9 +8,17 @@
 //! to the same lockspace with a spare host id, no agent and no VMs, says
 //! when sanlock itself calls host 1 FAIL and DEAD in the same run.
 //!
-//! `cargo run --release --example bench_failover -- [N...]` (default 1 10
-//! 100); `tools/bench-failover.sh` runs it and docs/bench-failover.md
-//! holds results. Needs a file system with O_DIRECT under target/.
+//! `cargo run --release --example bench_failover -- [--guests] [N...]`
+//! (default 1 10 100; with `--guests` 1 10 30); `tools/bench-failover.sh`
+//! runs it and docs/bench-failover.md holds results. Needs a file system
+//! with O_DIRECT under target/.
+//!
+//! `--guests` (root, libvirt, libvirt-sanlock, qemu): each N runs twice in
+//! the same invocation, first with demo VMs, then with tiny real guests
+//! under libvirt (runner "libvirt", src/ha/guest.rs; each host its own
+//! libvirtd in its own mount namespace, the crash kills every process of
+//! it, qemu included). A guest is back at the first record a survivor's
+//! run of it wrote to its virtio disk: its boot time is in the number.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -147,30 +155,38 @@ impl Observer {
     /// `host_status` prints only timestamps, not FAIL/DEAD) every 100 ms,
     /// from a thread, until it says DEAD or `stop`: the first times (unix)
     /// it said FAIL and DEAD.
-    fn watch(
-        &self,
-        host: u64,
-        stop: Arc<AtomicBool>,
-    ) -> std::thread::JoinHandle<(Option<f64>, Option<f64>)> {
+    fn watch(&self, host: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Seen> {
         let (bin, run_dir) = (self.bin, self.run_dir.clone());
         std::thread::spawn(move || {
-            let (mut fail, mut dead) = (None, None);
+            let (mut fail, mut dead, mut free) = (None, None, None);
             let prefix = format!("h {host} ");
-            while dead.is_none() && !stop.load(Ordering::Relaxed) {
+            while dead.is_none() && free.is_none() && !stop.load(Ordering::Relaxed) {
                 let t = unix_now();
-                if let Ok(out) = Self::client(bin, &run_dir, &["gets", "-h", "1"])
+                let out = Self::client(bin, &run_dir, &["gets", "-h", "1"]);
+                // A host declared dead by a fence has a free delta lease:
+                // sanlock lists it no more.
+                if fail.is_some()
+                    && out.as_ref().is_ok_and(|o| {
+                        o.contains("s ") && !o.lines().any(|l| l.starts_with(&prefix))
+                    })
+                {
+                    free = Some(t);
+                }
+                if let Ok(out) = out
                     && let Some(line) = out.lines().find(|l| l.starts_with(&prefix))
                 {
                     match line.split_whitespace().last() {
                         Some("FAIL") => _ = fail.get_or_insert(t),
                         // DEAD without FAIL seen: FAIL was before this poll.
                         Some("DEAD") => dead = Some(t),
+                        // Declared dead by a fence: its delta lease is free.
+                        Some("FREE") if fail.is_some() => free = Some(t),
                         _ => {}
                     }
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            (fail, dead)
+            (fail, dead, free)
         })
     }
 
@@ -200,12 +216,18 @@ impl Drop for Observer {
     }
 }
 
+/// When the sanlock observer first called host 1 FAIL, DEAD and FREE.
+type Seen = (Option<f64>, Option<f64>, Option<f64>);
+
 struct Result {
     vms: usize,
     dead: Vec<(u64, f64)>,
     /// The sanlock observer's FAIL and DEAD of host 1 (None: not seen),
     /// or why there is none.
-    sanlock: std::result::Result<(Option<f64>, Option<f64>), String>,
+    sanlock: std::result::Result<Seen, String>,
+    /// When a survivor declared host 1 dead after fencing it.
+    declared: Option<f64>,
+    host_dead: u64,
     back: Vec<f64>,
     on: [usize; 2],
     lost_races: usize,
@@ -225,8 +247,24 @@ fn bench(
     dir: &Path,
     n: usize,
     sanlock: std::result::Result<&'static str, String>,
+    fence: bool,
+    io_timeout: u32,
+    guests: Option<&hactl::ha::guest::GuestImage>,
 ) -> std::result::Result<Result, String> {
     let mut o = ClusterOpts::new(&hactl_bin(), 3, n);
+    o.guests = guests.cloned();
+    o.io_timeout = io_timeout;
+    if fence {
+        // Every host fenced by the test agent (its process group is its power).
+        o.extra_config = hactl::ha::fence::test_section(
+            &hactl_bin(),
+            dir,
+            3,
+            30,
+            &std::collections::BTreeMap::new(),
+        );
+    }
+    let host_dead = hactl::timeouts::Timeouts::new(io_timeout as u64).host_dead_seconds();
     if sanlock.is_ok() {
         o.whiteboard_hosts = OBSERVER_ID;
     }
@@ -241,7 +279,22 @@ fn bench(
     for i in 0..n {
         o.vm_extra.insert(i, "preferred_hosts = [1]".into());
     }
-    let fresh = Duration::from_millis(if n > 20 { 1500 } else { 800 });
+    // A guest's clock steps by whole seconds at boot (src/ha/cluster.rs).
+    let fresh = Duration::from_millis(match (guests.is_some(), n > 20) {
+        (true, _) => 3000,
+        (false, true) => 1500,
+        (false, false) => 800,
+    });
+    // Guests boot one after another on two busy cores under emulation.
+    // Joining and judging the other hosts take longer with a longer
+    // io_timeout (renewals every 2 × io_timeout).
+    let boot_limit = Duration::from_secs(
+        if guests.is_some() {
+            180 + 30 * n as u64
+        } else {
+            120 + n as u64
+        } + 20 * io_timeout as u64,
+    );
     let mut c = Cluster::create(dir, o)?;
     let ls = c.opts.lockspace.clone();
     let observer = sanlock.and_then(|bin| {
@@ -259,19 +312,26 @@ fn bench(
     c.start_all()?;
     let t = Instant::now();
     while !c.running_on(fresh).iter().all(|h| *h == Some(1)) {
-        if t.elapsed() > Duration::from_secs(120 + n as u64) {
+        if t.elapsed() > boot_limit {
             return Err(format!("the {n} VMs did not all run on host 1"));
         }
         std::thread::sleep(Duration::from_millis(500));
     }
     eprintln!(
-        "{n} VM(s) run on host 1 after {:.1} s; crashing host 1",
-        t.elapsed().as_secs_f64()
+        "{n} VM(s) run on host 1 after {:.1} s; {} host 1",
+        t.elapsed().as_secs_f64(),
+        if fence { "hanging" } else { "crashing" }
     );
     std::thread::sleep(Duration::from_secs(3));
     let t0 = unix_now();
     let crash = Instant::now();
-    c.crash(1);
+    // With fencing the host hangs (SIGSTOP): its power is still on, and
+    // the fence agent's off is what kills it, as a BMC's would.
+    if fence {
+        c.hang(1);
+    } else {
+        c.crash(1);
+    }
     let stop_watch = Arc::new(AtomicBool::new(false));
     let watch = observer
         .as_ref()
@@ -279,7 +339,9 @@ fn bench(
         .map(|o| o.watch(1, stop_watch.clone()));
     let mut back: Vec<Option<f64>> = vec![None; n];
     let mut hosts = vec![0u64; n];
-    while back.iter().any(Option::is_none) && crash.elapsed() < Duration::from_secs(200) {
+    let back_limit =
+        Duration::from_secs(host_dead + 130 + if guests.is_some() { 10 * n as u64 } else { 0 });
+    while back.iter().any(Option::is_none) && crash.elapsed() < back_limit {
         std::thread::sleep(Duration::from_millis(100));
         // The disks are the truth: the first record from a survivor.
         for (i, d) in c.disks.iter().enumerate() {
@@ -296,24 +358,27 @@ fn bench(
     }
     // sanlock may call host 1 DEAD after the last VM is back: wait for it
     // (up to the same 200 s), then stop polling.
-    while watch.as_ref().is_some_and(|w| !w.is_finished())
-        && crash.elapsed() < Duration::from_secs(200)
-    {
+    while watch.as_ref().is_some_and(|w| !w.is_finished()) && crash.elapsed() < back_limit {
         std::thread::sleep(Duration::from_millis(100));
     }
     stop_watch.store(true, Ordering::Relaxed);
     let sanlock = match (observer, watch) {
         (Ok(obs), Some(w)) => {
-            let (fail, dead) = w.join().expect("the observer thread");
+            let (fail, dead, free) = w.join().expect("the observer thread");
             if let Err(e) = obs.stop() {
                 eprintln!("stopping the sanlock observer: {e}");
             }
-            Ok((fail.map(|t| t - t0), dead.map(|t| t - t0)))
+            Ok((
+                fail.map(|t| t - t0),
+                dead.map(|t| t - t0),
+                free.map(|t| t - t0),
+            ))
         }
         (Err(e), _) => Err(e),
         (Ok(_), None) => unreachable!("a watch thread for every observer"),
     };
     let mut dead = Vec::new();
+    let mut declared = None;
     let (mut lost_races, mut failed_starts) = (0, 0);
     for h in [2, 3] {
         for e in c.events(h) {
@@ -321,6 +386,9 @@ fn bench(
             let r = e["reason"].as_str().unwrap_or("");
             if e["kind"] == "state" && r.starts_with("host 1 ") && r.contains("-> DEAD") {
                 dead.push((h, t - t0));
+            }
+            if e["kind"] == "fence" && r.starts_with("host 1: fenced in") {
+                declared = Some(t - t0);
             }
             if t > t0 && e["kind"] == "lost_race" {
                 lost_races += 1;
@@ -340,6 +408,8 @@ fn bench(
     Ok(Result {
         vms: n,
         dead,
+        declared,
+        host_dead,
         sanlock,
         back: back.into_iter().flatten().collect(),
         on: [
@@ -352,49 +422,112 @@ fn bench(
     })
 }
 
+/// `--guests`: the guest image (the kernel cached where the tests cache it).
+fn guest_image(base: &Path) -> hactl::ha::guest::GuestImage {
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp/guest-cache");
+    let dir = base.join("guest-image");
+    std::fs::create_dir_all(&dir).unwrap();
+    let img =
+        hactl::ha::guest::GuestImage::prepare(&cache, &hactl_bin(), &dir).unwrap_or_else(|e| {
+            panic!("cannot assemble the guest (qemu-system-x86, busybox-static, the kernel): {e}")
+        });
+    hactl::ha::lab::make_reachable(base).unwrap_or_else(|e| panic!("{e}"));
+    img
+}
+
 fn main() {
-    let mut ns: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("VM counts"))
-        .collect();
+    let mut fence = false;
+    let mut with_guests = false;
+    let mut io_timeout = 1u32;
+    let mut ns: Vec<usize> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--fence" => fence = true,
+            "--guests" => with_guests = true,
+            "--io-timeout" => {
+                io_timeout = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--io-timeout SECONDS")
+            }
+            n => ns.push(
+                n.parse()
+                    .expect("VM counts, --fence, --guests, --io-timeout N"),
+            ),
+        }
+    }
     if ns.is_empty() {
-        ns = vec![1, 10, 100];
+        ns = if with_guests {
+            vec![1, 10, 30]
+        } else {
+            vec![1, 10, 100]
+        };
     }
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-failover");
     let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
     let sanlock = sanlock_bin();
     if let Err(e) = &sanlock {
         println!("No sanlock observer column: {e}.");
     }
+    let image = with_guests.then(|| guest_image(&base));
+    if let Some(img) = &image {
+        println!("Real guests: {}.", img.accel_reason);
+    }
+    // Each N with demo VMs, then (--guests) with real guests.
+    let runs: Vec<(usize, Option<&hactl::ha::guest::GuestImage>)> = ns
+        .iter()
+        .flat_map(|&n| std::iter::once((n, None)).chain(image.as_ref().map(|i| (n, Some(i)))))
+        .collect();
     println!(
-        "| VMs | host 1 DEAD (host 2 / host 3) | sanlock observer: host 1 FAIL / DEAD | first VM back | median | p90 | last VM back | last - DEAD | restarted on host 2 / 3 | lost races | failed starts | split-brain check |"
+        "io_timeout {io_timeout} s, {}",
+        if fence {
+            "fencing: host 1 hangs, host 2 fences it (hactl ha fence-test) and declares it dead"
+        } else {
+            "no fencing: host 1 crashes"
+        }
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| VMs | host 1 declared dead (fence) | host 1 DEAD (host 2 / host 3) | sanlock observer: host 1 FAIL / DEAD / FREE | first VM back | median | p90 | last VM back | host_dead_seconds - last | restarted on host 2 / 3 | lost races | failed starts | split-brain check |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut failed = false;
-    for n in ns {
-        let dir = base.join(format!("n{n}"));
+    for (n, guests) in runs {
+        let kind = if guests.is_some() {
+            "guests"
+        } else {
+            "demo-vm"
+        };
+        let dir = base.join(format!("n{n}-{kind}"));
         std::fs::create_dir_all(&dir).unwrap();
-        match bench(&dir, n, sanlock.clone()) {
+        match bench(&dir, n, sanlock.clone(), fence, io_timeout, guests) {
             Ok(mut r) => {
                 r.back.sort_by(f64::total_cmp);
                 let dead_s: Vec<String> = r.dead.iter().map(|(_, t)| format!("{t:.1} s")).collect();
-                let first_dead = r.dead.iter().map(|d| d.1).fold(f64::INFINITY, f64::min);
                 let last = *r.back.last().unwrap();
-                let secs = |t: Option<f64>| t.map_or("not seen".into(), |t| format!("{t:.1} s"));
+                let secs = |t: Option<f64>| t.map_or("-".into(), |t| format!("{t:.1} s"));
                 let sanlock_s = match &r.sanlock {
-                    Ok((fail, dead)) => format!("{} / {}", secs(*fail), secs(*dead)),
+                    Ok((fail, dead, free)) => {
+                        format!("{} / {} / {}", secs(*fail), secs(*dead), secs(*free))
+                    }
                     Err(_) => "skipped".into(),
                 };
                 println!(
-                    "| {} | {} | {} | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:+.1} s | {} / {} | {} | {} | {} |",
+                    "| {} {kind} | {} | {} | {} | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:+.1} s | {} / {} | {} | {} | {} |",
                     r.vms,
-                    dead_s.join(" / "),
+                    secs(r.declared),
+                    if dead_s.is_empty() {
+                        "-".into()
+                    } else {
+                        dead_s.join(" / ")
+                    },
                     sanlock_s,
                     r.back[0],
                     pct(&r.back, 0.5),
                     pct(&r.back, 0.9),
                     last,
-                    last - first_dead,
+                    r.host_dead as f64 - last,
                     r.on[0],
                     r.on[1],
                     r.lost_races,
@@ -404,7 +537,7 @@ fn main() {
                 failed |= !r.ok_disks;
             }
             Err(e) => {
-                println!("| {n} | failed: {e} |");
+                println!("| {n} {kind} | failed: {e} |");
                 failed = true;
             }
         }

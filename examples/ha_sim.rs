@@ -14,6 +14,8 @@ fn knob(s: Option<&String>) -> HaKnob {
         "restart-on-fail-no-lease" => HaKnob::RestartOnFailNoLease,
         "lease-without-dead-wait" => HaKnob::LeaseWithoutDeadWait,
         "lease-without-dead-wait-restart-on-fail" => HaKnob::LeaseWithoutDeadWaitRestartOnFail,
+        "fencing" => HaKnob::Fencing,
+        "fencing-liar" => HaKnob::FencingLiar,
         k => {
             eprintln!("unknown knob {k}");
             std::process::exit(2)

@@ -56,6 +56,14 @@ enum Cmd {
         hosts: u64,
         #[arg(long, default_value_t = 4)]
         vms: usize,
+        /// The fencing scene: the host hangs, a fence agent powers it off,
+        /// its VMs run again within seconds instead of after DEAD.
+        #[arg(long, conflicts_with = "libvirt")]
+        fence: bool,
+        /// Real guests: each VM a libvirt domain (runner libvirt), each host
+        /// its own libvirtd (needs root, libvirt, libvirt-sanlock, qemu).
+        #[arg(long)]
+        libvirt: bool,
     },
     /// Run the lease manager daemon (sanlock daemon ...).
     ///
@@ -67,6 +75,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The daemon's killpath helper (started by `hactl daemon` itself).
+    #[command(name = "daemon-killpath-helper", hide = true)]
+    DaemonKillpathHelper,
     /// Print hactl's version (`--version` says "hactl VERSION").
     Version,
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
@@ -174,12 +185,16 @@ fn main() {
             keep,
             hosts,
             vms,
+            fence,
+            libvirt,
         } => {
             let o = hactl::ha::demo::DemoOpts {
                 hosts,
                 vms,
                 parent: dir,
                 keep,
+                fence,
+                libvirt,
             };
             match hactl::ha::demo::run(&o) {
                 Ok(c) => c,
@@ -190,6 +205,7 @@ fn main() {
             }
         }
         Cmd::Daemon { args: rest } => hactl::daemon::main(&rest),
+        Cmd::DaemonKillpathHelper => hactl::daemon::helper::run(),
         // As `sanlock version`: the bare version.
         Cmd::Version => {
             println!("{}", env!("CARGO_PKG_VERSION"));

@@ -190,18 +190,7 @@ fn episode(
 #[test]
 fn slow_then_failing_storage_warns_and_clears() {
     let dir = workdir();
-    let (back, mnt) = (dir.path().join("back"), dir.path().join("mnt"));
-    std::fs::create_dir_all(&back).unwrap();
-    std::fs::create_dir_all(&mnt).unwrap();
-    let direct = back.join("leases");
-    make_file(&direct, 2 << 20, 0);
-    let ds = p(&direct);
-    for args in [
-        vec!["direct", "init", "-s", &format!("LS:0:{ds}:0"), "-o", "1"],
-        vec!["direct", "init", "-r", &format!("LS:R1:{ds}:1M")],
-    ] {
-        assert_eq!(run(hactl(), &args).code, 0);
-    }
+    let (back, mnt) = fuse_lease_dirs(dir.path());
     let delay = dir.path().join("delay");
     let fail = dir.path().join("fail");
     let fuse = Fuse::start_full(&back, &mnt, Some(&fail), Some(&delay));

@@ -28,8 +28,11 @@ fn setup(dir: &Path, rd: &Path) -> (String, String) {
     make_file(&res, 2 * MIB, 0);
     let lss = format!("LS:1:{}:0", p(&ls));
     let r1 = format!("LS:R1:{}:1048576", p(&res));
+    // io_timeout 3: nothing here is about timing, and a 1 s dblock write
+    // can time out on a loaded machine (-211); 10 would make each join
+    // wait 20 s.
     assert_eq!(
-        run(hactl(), &["direct", "init", "-s", &lss, "-o", "1"]).code,
+        run(hactl(), &["direct", "init", "-s", &lss, "-o", "3"]).code,
         0
     );
     assert_eq!(run(hactl(), &["direct", "init", "-r", &r1]).code, 0);

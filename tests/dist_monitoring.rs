@@ -125,12 +125,7 @@ fn rules_and_dashboard_pass_promtool_against_a_live_daemon() {
 
     // A live daemon in a two-host lockspace, so that every family has samples.
     let ids = dir.path().join("ids");
-    make_file(&ids, 1 << 20, 0);
-    let ids_s = format!("LS:0:{}:0", p(&ids));
-    assert_eq!(
-        run(hactl(), &["direct", "init", "-s", &ids_s, "-o", "1"]).code,
-        0
-    );
+    lockspace_file(&ids);
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let h1 = HactlDaemon::start_with(&dir.path().join("h1"), &["--metrics-listen", &listen]);

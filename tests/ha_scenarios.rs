@@ -14,47 +14,10 @@ use std::time::{Duration, Instant};
 
 use hactl::ha::cluster::{Cluster, ClusterOpts};
 
+use common::ha::*;
 use common::*;
 
 const FRESH: Duration = Duration::from_millis(1500);
-const HOST_DEAD: u64 = 68;
-
-/// The test's directory, kept (and named) when the test fails so its
-/// events, logs and disks can be read.
-struct Dir(Option<tempfile::TempDir>);
-
-impl Dir {
-    fn new() -> Dir {
-        Dir(Some(workdir()))
-    }
-    fn path(&self) -> &Path {
-        self.0.as_ref().unwrap().path()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        if std::thread::panicking()
-            && let Some(d) = self.0.take()
-        {
-            eprintln!("test files kept in {}", d.keep().display());
-        }
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        if f() {
-            return t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 fn started(dir: &Path, opts: ClusterOpts) -> Cluster {
     let mut c = Cluster::create(dir, opts).expect("cluster files");
@@ -81,86 +44,6 @@ fn busiest(c: &Cluster, among: &[u64]) -> u64 {
 fn on_host(c: &Cluster, h: u64) -> Vec<usize> {
     let on = c.running_on(FRESH);
     (0..on.len()).filter(|&i| on[i] == Some(h)).collect()
-}
-
-/// The split-brain check over every disk; also prints what ran where.
-fn assert_disks_ok(c: &Cluster) {
-    let mut bad = Vec::new();
-    for (path, rep) in c.check_disks() {
-        eprint!("{}", hactl::ha::demo_vm::render(&path, &rep));
-        if !rep.violations.is_empty() {
-            bad.push(path);
-        }
-    }
-    assert!(bad.is_empty(), "two runs wrote at once: {bad:?}");
-    // The command-line checker agrees.
-    let disks: Vec<&str> = c.disks.iter().map(|d| p(d)).collect();
-    let mut args = vec!["ha", "check-disks", "-q"];
-    args.extend(disks);
-    let o = run(hactl(), &args);
-    assert_eq!(o.code, 0, "{}", o.text());
-}
-
-/// When `observer`'s agent logged host `h` going DEAD (unix seconds).
-fn dead_logged_at(c: &Cluster, observer: u64, h: u64) -> Option<f64> {
-    c.events(observer)
-        .iter()
-        .find(|e| {
-            e["kind"] == "state"
-                && e["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.starts_with(&format!("host {h} ")) && r.contains("-> DEAD"))
-        })
-        .and_then(|e| e["t_unix"].as_f64())
-}
-
-/// Every start of `vm` by `host`'s agent after `since` (unix seconds).
-fn starts_after(c: &Cluster, host: u64, vm: &str, since: f64) -> Vec<f64> {
-    c.events(host)
-        .iter()
-        .filter(|e| e["kind"] == "start" && e["vm"] == vm)
-        .filter_map(|e| e["t_unix"].as_f64())
-        .filter(|&t| t > since)
-        .collect()
-}
-
-fn unix_now() -> f64 {
-    hactl::ha::agent::unix_now()
-}
-
-/// No survivor started a VM of the lost host before it saw that host DEAD.
-fn assert_no_start_before_dead(
-    c: &Cluster,
-    lost: &[usize],
-    victim: u64,
-    survivors: &[u64],
-    t_lost: f64,
-) {
-    for &s in survivors {
-        let dead = dead_logged_at(c, s, victim);
-        for &i in lost {
-            for t in starts_after(c, s, &c.vm_names[i], t_lost) {
-                let dead = dead.unwrap_or_else(|| {
-                    panic!(
-                        "host {s} started {} but never saw host {victim} DEAD",
-                        c.vm_names[i]
-                    )
-                });
-                assert!(
-                    t >= dead,
-                    "host {s} started {} {:.1} s before it saw host {victim} DEAD",
-                    c.vm_names[i],
-                    dead - t
-                );
-                assert!(
-                    t - t_lost >= (HOST_DEAD - 10) as f64,
-                    "host {s} started {} only {:.1} s after host {victim} was lost",
-                    c.vm_names[i],
-                    t - t_lost
-                );
-            }
-        }
-    }
 }
 
 /// Local maintenance moves a host's VMs away (stopped there, started

@@ -20,6 +20,7 @@ fn sector(h: u64, seq: u64) -> HostSector {
         config_digest: 0x1234_5678,
         running: VmBitmap::from_indexes([h as usize, 100]),
         failed: VmBitmap::default(),
+        fence: Default::default(),
     }
 }
 

@@ -306,18 +306,7 @@ fn add_lockspace_without_wdmd_fails_with_sanlk_wd_error() {
 #[test]
 fn storage_freeze_stops_refreshes_and_disarms_only_after_the_holder_is_gone() {
     let dir = workdir();
-    let (back, mnt) = (dir.path().join("back"), dir.path().join("mnt"));
-    std::fs::create_dir_all(&back).unwrap();
-    std::fs::create_dir_all(&mnt).unwrap();
-    let direct = back.join("leases");
-    make_file(&direct, 2 << 20, 0);
-    let ds = p(&direct);
-    for args in [
-        vec!["direct", "init", "-s", &format!("LS:0:{ds}:0"), "-o", "1"],
-        vec!["direct", "init", "-r", &format!("LS:R1:{ds}:1M")],
-    ] {
-        assert_eq!(run(hactl(), &args).code, 0);
-    }
+    let (back, mnt) = fuse_lease_dirs(dir.path());
     let fuse = Fuse::start(&back, &mnt);
     let via_fuse = mnt.join("leases");
     let w = FakeWdmd::start(&dir.path().join("wdmd"), WDMD_OK);

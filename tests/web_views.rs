@@ -46,12 +46,7 @@ fn page_hosts(b: &Browser) -> std::collections::BTreeMap<u64, Vec<String>> {
 fn daemon_page_matches_client_gets_and_follows_a_hung_host() {
     let dir = workdir();
     let ids = dir.path().join("ids");
-    make_file(&ids, 1 << 20, 0);
-    let ids_s = format!("LS:0:{}:0", p(&ids));
-    assert_eq!(
-        run(hactl(), &["direct", "init", "-s", &ids_s, "-o", "1"]).code,
-        0
-    );
+    lockspace_file(&ids);
     let port = free_port();
     let conf = dir.path().join("sanlock.conf");
     std::fs::write(

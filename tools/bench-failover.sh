@@ -5,6 +5,11 @@
 # survivors called host 1 DEAD and, as root with sanlock installed, the time
 # a real sanlock daemon joined to the same lockspace as host 4 (an observer:
 # no agent, no VMs) called it FAIL and DEAD. Each count takes ~1.5-2.5 min.
+# --fence: host 1 hangs instead and is fenced (hactl ha fence-test) and
+# declared dead; --io-timeout N: the lockspace's io_timeout (default 1).
+# `--guests [N...]` (root; libvirt, libvirt-sanlock, qemu as tools/test.sh
+# installs them; default 1 10 30) runs each count twice in the same run:
+# demo VMs, then tiny real guests under libvirt (runner "libvirt").
 # Results go into docs/bench-failover.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."

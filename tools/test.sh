@@ -6,19 +6,66 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need_pkgs=()
 # chromium + chromium-driver: the web views are tested in a real browser;
 # prometheus: promtool checks dist/ (rules, dashboard queries, exposition);
-# lvm2-lockd: lvmlockd runs over both daemons (tests/lvmlockd.rs).
+# lvm2-lockd: lvmlockd runs over both daemons (tests/lvmlockd.rs);
+# fence-agents, ipmitool, openipmi: fence_ipmilan fences a test host
+# through OpenIPMI's ipmi_sim (tests/ha_fence.rs).
 for pkg in sanlock python3-sanlock libsanlock-dev util-linux fuse3 python3-fusepy gcc man-db passwd \
-    chromium chromium-driver prometheus lvm2-lockd; do
+    chromium chromium-driver prometheus lvm2-lockd fence-agents ipmitool openipmi; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-    echo "installing: ${need_pkgs[*]}"
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+# libvirt with its sanlock plugin and busybox (the tiny guests' initramfs):
+# tests/libvirt_sanlock.rs, tests/ha_libvirt.rs. Without recommends:
+# libvirt-daemon recommends bookworm's qemu-system, which would replace
+# the backports qemu below.
+libvirt_pkgs=()
+for pkg in libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-sanlock busybox-static; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || libvirt_pkgs+=("$pkg")
+done
+# Real guests: qemu 10 from bookworm-backports (the image's qemu-utils is
+# from there; bookworm's qemu-system would make apt remove it).
+backports_pkgs=()
+for pkg in qemu-system-x86 qemu-system-common qemu-system-data seabios; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || backports_pkgs+=("$pkg")
+done
+if [ ${#need_pkgs[@]} -gt 0 ] || [ ${#libvirt_pkgs[@]} -gt 0 ] || [ ${#backports_pkgs[@]} -gt 0 ]; then
+    if [ ${#backports_pkgs[@]} -gt 0 ] && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        echo "adding the bookworm-backports source"
+        printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' |
+            $SUDO tee /etc/apt/sources.list.d/backports.sources >/dev/null
+    fi
+    echo "installing: ${need_pkgs[*]} ${libvirt_pkgs[*]} ${backports_pkgs[*]}"
     $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_pkgs[@]}"
+    # qemu first, from backports, so nothing pulls bookworm's.
+    if [ ${#backports_pkgs[@]} -gt 0 ]; then
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+            -t bookworm-backports "${backports_pkgs[@]}"
+    fi
+    if [ ${#libvirt_pkgs[@]} -gt 0 ]; then
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${libvirt_pkgs[@]}"
+    fi
+    if [ ${#need_pkgs[@]} -gt 0 ]; then
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_pkgs[@]}"
+    fi
+fi
+# What libvirt-daemon-system would make (it would also pull systemd):
+# libvirtd runs qemu as libvirt-qemu.
+getent group kvm >/dev/null || $SUDO groupadd --system kvm
+getent group libvirt >/dev/null || $SUDO groupadd --system libvirt
+getent passwd libvirt-qemu >/dev/null ||
+    $SUDO useradd --system --gid kvm --home-dir /var/lib/libvirt --no-create-home \
+        --shell /usr/sbin/nologin --comment "Libvirt Qemu" libvirt-qemu
+if ! getent group libvirt-qemu >/dev/null; then
+    $SUDO groupadd --system libvirt-qemu
+    $SUDO usermod -a -G libvirt-qemu libvirt-qemu
+fi
+# The guests' kernel is fetched with apt-get download: the package lists
+# must be there.
+if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+    $SUDO apt-get update -q
 fi
 command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

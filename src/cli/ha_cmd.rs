@@ -87,6 +87,15 @@ enum Action {
     /// HACTL_HA_HOST_ID, run id, counter, clock, checksum) to DISK every
     /// 100 ms until killed.
     DemoVm { disk: PathBuf },
+    /// A fence agent for test clusters and `hactl demo` (fence-agents
+    /// conventions: `-o off|status|on|reboot|metadata` or key=value lines
+    /// on stdin): powers a test host off by SIGKILL of its process group
+    /// (`pgid_file=`), and reports status from it (exit 0 on, 2 off).
+    #[command(name = "fence-test")]
+    FenceTest {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Proves from demo VM disk files that no VM ever ran twice at once:
     /// prints the hosts that ran each file in order; exit 1 on a violation.
     CheckDisks {
@@ -139,6 +148,7 @@ pub fn main(a: HaArgs) -> i32 {
         } => maintenance(global, local, config.as_deref(), host_id, &run_dir),
         Action::DemoVm { disk } => Err(format!("demo-vm: {}", demo_vm::run_demo_vm(&disk))),
         Action::CheckDisks { files, quiet } => Ok(check_disks(&files, quiet)),
+        Action::FenceTest { args } => Ok(crate::ha::fence::test_agent_main(&args)),
     };
     match r {
         Ok(c) => c,
@@ -237,7 +247,23 @@ pub fn status_json(config: &Path) -> Result<serde_json::Value, String> {
                 .and_then(|hs| hs.iter().find(|h| h.host_id == id));
             let sector = board.hosts.iter().find(|(h, _)| *h == id).map(|(_, s)| s);
             let s = sector.and_then(|s| s.as_ref().ok()).and_then(|s| s.as_ref());
+            let generation = d.map(|h| h.generation);
+            // Fence reports naming this host, in its current generation
+            // (or any, when the daemon does not say which that is).
+            let fencing: Vec<String> = board
+                .hosts
+                .iter()
+                .filter_map(|(by, r)| {
+                    let r = r.as_ref().ok()?.as_ref()?;
+                    (r.fence.victim == id
+                        && r.fence.phase != crate::ha::whiteboard::FENCE_NONE
+                        && generation.is_none_or(|g| g == r.fence.victim_generation))
+                    .then(|| format!("{} by host {by}", r.fence.phase_name()))
+                })
+                .collect();
             json!({
+                "fencing": fencing,
+                "fence_agents": cfg.fencing.as_ref().and_then(|f| f.host(id)).map(|h| h.agents.iter().map(|a| a.label()).collect::<Vec<_>>()),
                 "host_id": id,
                 "state": d.map(|h| h.state_name()),
                 "generation": d.map(|h| h.generation),
@@ -335,8 +361,8 @@ pub fn render_status(v: &serde_json::Value) -> String {
         s.push_str(&format!("  (lease: {})\n", opt(e)));
     }
     s.push_str(&format!(
-        "{:>4}  {:<7} {:>4} {:>5}  {:<5}  {:<8} {:<20} {}\n",
-        "host", "state", "gen", "score", "maint", "written", "running", "failed"
+        "{:>4}  {:<7} {:>4} {:>5}  {:<5}  {:<8} {:<20} {:<10} {}\n",
+        "host", "state", "gen", "score", "maint", "written", "running", "failed", "fencing"
     ));
     for h in v["hosts"].as_array().into_iter().flatten() {
         let maint = match h["local_maintenance"] {
@@ -347,8 +373,15 @@ pub fn render_status(v: &serde_json::Value) -> String {
         let written = h["written_ago"]
             .as_u64()
             .map_or("never".to_string(), |a| format!("{a} s ago"));
+        let fencing = match (&h["fencing"], &h["fence_agents"]) {
+            (serde_json::Value::Array(a), _) if !a.is_empty() => opt(&h["fencing"]),
+            (_, serde_json::Value::Array(a)) if !a.is_empty() => {
+                format!("agents {}", opt(&h["fence_agents"]))
+            }
+            _ => "-".into(),
+        };
         s.push_str(&format!(
-            "{:>4}  {:<7} {:>4} {:>5}  {:<5}  {:<8} {:<20} {}{}\n",
+            "{:>4}  {:<7} {:>4} {:>5}  {:<5}  {:<8} {:<20} {:<10} {}{}\n",
             opt(&h["host_id"]),
             opt(&h["state"]),
             opt(&h["generation"]),
@@ -357,6 +390,7 @@ pub fn render_status(v: &serde_json::Value) -> String {
             written,
             opt(&h["running"]),
             opt(&h["failed"]),
+            fencing,
             h["sector_error"]
                 .as_str()
                 .map(|e| format!("  DAMAGED: {e}"))

@@ -22,6 +22,7 @@ pub mod config;
 pub mod core;
 pub mod early_warning;
 pub mod engine;
+pub mod helper;
 pub mod lockspace;
 pub mod log;
 pub mod main_loop;
@@ -664,6 +665,9 @@ pub fn main(args: &[String]) -> i32 {
     if !cfg.privileged {
         warn!("Running in unprivileged mode");
     }
+    // Before any lease file is open, and as root (as sanlock's helper):
+    // killpath programs inherit nothing of the daemon's.
+    helper::start();
     access::setup_uid_gid(&cfg);
     let daemon = Arc::new(Daemon::new(cfg, ring));
     warn!(

@@ -848,6 +848,10 @@ impl Daemon {
 /// unescaped spaces, as sanlock's helper does), and the pid if asked.
 pub fn run_killpath(path: &str, args: &str, pid: Option<i32>) {
     use std::os::unix::ffi::OsStrExt;
+    // Through the helper, which holds no lease file (see helper.rs).
+    if super::helper::request(path, args, pid) {
+        return;
+    }
     let argv = crate::recovery::killpath_argv(path.as_bytes(), args.as_bytes(), pid);
     let argv = argv[1..].iter().map(|a| std::ffi::OsStr::from_bytes(a));
     let mut cmd = std::process::Command::new(path);

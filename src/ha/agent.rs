@@ -208,15 +208,17 @@ pub fn lookup_leases(cfg: &Config, timeout: Duration) -> (Vec<Option<LeaseInfo>>
     (infos, errs)
 }
 
-fn launch_of(vm: &super::config::Vm) -> Launch {
+fn launch_of(vm: &super::config::Vm, uri: Option<&str>) -> Launch {
     match vm.runner {
         RunnerKind::Command => Launch::Command {
             start: vm.start.clone(),
             stop: vm.stop.clone(),
         },
-        RunnerKind::Libvirt => Launch::Libvirt {
-            domain: vm.domain.clone().unwrap_or_else(|| vm.name.clone()),
-        },
+        RunnerKind::Libvirt => Launch::Libvirt(super::libvirt::Domain {
+            name: vm.domain.clone().unwrap_or_else(|| vm.name.clone()),
+            xml: vm.domain_xml.clone(),
+            uri: uri.unwrap_or(super::libvirt::DEFAULT_URI).to_string(),
+        }),
     }
 }
 
@@ -270,6 +272,7 @@ struct Agent {
     die_with_agent: bool,
     cycle: u64,
     last_problem: Option<String>,
+    fencer: super::fence::Fencer,
 }
 
 /// Runs the agent until killed (or `opts.cycles` cycles).
@@ -315,14 +318,29 @@ pub fn run(opts: &AgentOpts) -> Result<(), String> {
             "state",
             format!("joining lockspace {} as host {me}", ls.name),
         );
-        match sanlock.add_lockspace(&ls, 0, true) {
-            Ok(()) => log(
-                "state",
-                format!("joined lockspace {} as host {me}", ls.name),
-            ),
-            // Already joined (by us before, or by an admin).
-            Err(e) if e.rv() == -libc::EEXIST => {}
-            Err(e) => return Err(format!("add_lockspace {}: {e}", ls.name)),
+        // An I/O that timed out (a busy or briefly slow disk) is tried
+        // again a few times: the join itself wrote nothing that holds.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match sanlock.add_lockspace(&ls, 0, true) {
+                Ok(()) => log(
+                    "state",
+                    format!("joined lockspace {} as host {me}", ls.name),
+                ),
+                // Already joined (by us before, or by an admin).
+                Err(e) if e.rv() == -libc::EEXIST => {}
+                Err(e) if e.rv() == crate::rv::SANLK_AIO_TIMEOUT && tries < 5 => {
+                    log(
+                        "state",
+                        format!("joining lockspace {} failed ({e}); trying again", ls.name),
+                    );
+                    std::thread::sleep(Duration::from_secs(2));
+                    continue;
+                }
+                Err(e) => return Err(format!("add_lockspace {}: {e}", ls.name)),
+            }
+            break;
         }
     }
     let timeout = Duration::from_secs(cfg.cluster.interval.clamp(1, 10));
@@ -371,6 +389,7 @@ pub fn run(opts: &AgentOpts) -> Result<(), String> {
         die_with_agent: std::env::var_os(super::DIE_WITH_AGENT_ENV).is_some(),
         cycle: 0,
         last_problem: None,
+        fencer: Default::default(),
         cfg,
     };
     let interval = Duration::from_secs(a.cfg.cluster.interval.max(1));
@@ -393,8 +412,13 @@ pub fn run(opts: &AgentOpts) -> Result<(), String> {
 
 impl Agent {
     fn event(&mut self, vm: &str, kind: &str, reason: &str) {
+        self.event_at(unix_now(), vm, kind, reason);
+    }
+
+    /// An event that happened at `t_unix` (a fence step in its thread).
+    fn event_at(&mut self, t_unix: f64, vm: &str, kind: &str, reason: &str) {
         let e = Event {
-            t_unix: unix_now(),
+            t_unix,
             host: self.me,
             vm: vm.to_string(),
             kind: kind.to_string(),
@@ -421,6 +445,7 @@ impl Agent {
     /// Polls our VM processes: their states now, and outcomes since last cycle.
     fn poll_local(&mut self, now: u64) -> Vec<Local> {
         let mut local = Vec::with_capacity(self.procs.len());
+        let mut holders = None;
         for v in 0..self.procs.len() {
             let name = self.cfg.vms[v].name.clone();
             let Some(p) = self.procs[v].as_mut() else {
@@ -429,6 +454,19 @@ impl Agent {
             };
             let since = |i: std::time::Instant| now.saturating_sub(i.elapsed().as_secs());
             let st = p.poll();
+            // Runner libvirt: a started domain's qemu is the holder of its
+            // lease (asked once a cycle, and only while one is unknown).
+            if matches!(st, ProcState::Running)
+                && p.needs_pid()
+                && let Some(info) = &self.infos[v]
+            {
+                let h = holders.get_or_insert_with(|| {
+                    lease_holders(&self.daemon_dir, &self.cfg.cluster.lockspace)
+                });
+                if let Some(&pid) = h.get(&info.resource) {
+                    p.set_pid(pid);
+                }
+            }
             let l = match &st {
                 ProcState::Ended(_) => Local::Idle,
                 _ if p.stopping() => Local::Stopping {
@@ -504,6 +542,9 @@ impl Agent {
         let ls = self.cfg.cluster.lockspace.clone();
         let local_maint = self.local_maintenance();
         let mut local = self.poll_local(now);
+        for (kind, reason, t) in self.fencer.poll() {
+            self.event_at(t, "", kind, &reason);
+        }
 
         // Host states from the local daemon.
         let hosts = match self.sanlock.get_hosts(&ls, 0) {
@@ -578,6 +619,9 @@ impl Agent {
                 sector,
             });
         }
+        for e in self.fencer.add_free_hosts(&mut views, &hosts) {
+            self.event("", "state", &e);
+        }
         let leases = if board.is_some() {
             read_leases(&self.xl, &self.infos, self.sector_size, self.timeout)
         } else {
@@ -632,6 +676,23 @@ impl Agent {
             }
         }
 
+        // Fencing (docs/ha-design.md): beside decide(), on the same views.
+        if warming.is_none() {
+            let fence_events = self.fencer.cycle(&super::fence::CycleCtx {
+                now,
+                me: self.me,
+                cfg: &self.cfg,
+                views: &views,
+                hosts: &hosts,
+                global_maintenance: board.as_ref().is_some_and(BoardRead::global_maintenance),
+                local_maintenance: local_maint,
+                sector_size: self.sector_size,
+            });
+            for (kind, reason, t) in fence_events {
+                self.event_at(t, "", kind, &reason);
+            }
+        }
+
         // Our sector: the VMs that run here, under their lease. Not the
         // ones still starting: their lease may still look orphaned to the
         // others, and counting them in our load would change the others'
@@ -657,6 +718,7 @@ impl Agent {
             config_digest: self.cfg.digest(),
             running,
             failed: d.failed,
+            fence: self.fencer.report,
         };
         if let Err(e) = self.wb.write_host(&sector) {
             self.problem(Some(format!("cannot write our whiteboard sector: {e}")));
@@ -701,7 +763,12 @@ impl Agent {
             };
             let vm = &self.cfg.vms[v];
             let name = vm.name.clone();
-            self.procs[v] = Some(runner::adopt(&name, pid, vm.stop.clone()));
+            self.procs[v] = Some(
+                match launch_of(vm, self.cfg.cluster.libvirt_uri.as_deref()) {
+                    Launch::Libvirt(dom) => runner::adopt_domain(&name, pid, &dom),
+                    Launch::Command { stop, .. } => runner::adopt(&name, pid, stop),
+                },
+            );
             self.announced[v] = true;
             local[v] = Local::Running {
                 pid: pid as u32,
@@ -891,7 +958,7 @@ impl Agent {
             });
             return;
         };
-        let launch = launch_of(vm);
+        let launch = launch_of(vm, self.cfg.cluster.libvirt_uri.as_deref());
         let spec = runner::StartSpec {
             vm: &name,
             launch: &launch,
@@ -987,6 +1054,7 @@ impl Agent {
             "local_maintenance": local_maint,
             "global_maintenance": board.is_some_and(BoardRead::global_maintenance),
             "problem": self.last_problem,
+            "fencing": self.fencer.status_json(self.cfg.fencing.is_some()),
             "hosts": hosts_j,
             "vms": vms_j,
         });

@@ -18,6 +18,14 @@
 //! Hosts are spawned with PR_SET_PDEATHSIG, which fires when the spawning
 //! *thread* exits: create and start the cluster from a thread that lives
 //! as long as it (the test's or demo's main thread).
+//!
+//! With [`ClusterOpts::guests`] the VMs are tiny real guests
+//! ([`super::guest`]) run by libvirt (runner "libvirt"): each host is also
+//! a lab host ([`super::lab`]): its own mount namespace with its own
+//! libvirtd, in which its daemon and agent run too; each VM is a domain
+//! (one XML per host: the guest learns its host id from the kernel command
+//! line) on a raw disk image. A crash then kills every process of the
+//! host's namespace, qemu included; a hang stops every one.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -56,10 +64,21 @@ pub struct ClusterOpts {
     /// spare host id (the failover bench's sanlock observer), since the
     /// agents read the whiteboard up to the highest host id they see.
     pub whiteboard_hosts: u64,
+    /// Real guests under libvirt instead of demo VM processes.
+    pub guests: Option<super::guest::GuestImage>,
+    /// Real guests: each host reaches each VM disk through a loop device of
+    /// its own over the image, as hosts each see a shared LUN as their own
+    /// device. qemu's image locks are per device node then, and do not
+    /// stand in for the VM lease between hosts: on one machine a hung
+    /// host's stopped qemu would otherwise keep the image locked.
+    pub disk_device_per_host: bool,
     /// Extra arguments per host id for its daemon and its agent (e.g.
     /// `--metrics-listen ADDR --metrics-web`, `--web ADDR`).
     pub daemon_args: BTreeMap<u64, Vec<String>>,
     pub agent_args: BTreeMap<u64, Vec<String>>,
+    /// TOML appended to every host's config (e.g. a `[fencing]` section,
+    /// see [`super::fence::test_section`]).
+    pub extra_config: String,
 }
 
 impl ClusterOpts {
@@ -78,8 +97,11 @@ impl ClusterOpts {
             env: Vec::new(),
             vms_die_with_agent: true,
             whiteboard_hosts: hosts,
+            guests: None,
+            disk_device_per_host: true,
             daemon_args: BTreeMap::new(),
             agent_args: BTreeMap::new(),
+            extra_config: String::new(),
         }
     }
 }
@@ -106,6 +128,13 @@ pub struct Host {
     pub pgid: i32,
     daemon: Option<Child>,
     agent: Option<Child>,
+    /// Real guests: the host's namespace and libvirtd.
+    pub ns: Option<super::lab::HostNs>,
+    libvirtd: Option<super::lab::Libvirtd>,
+    /// Real guests: the loop devices this host reaches the disks by.
+    pub disk_devices: Vec<PathBuf>,
+    /// Killed namespaces and libvirtds, reaped by [`Cluster::stop_all`].
+    gone: Vec<(super::lab::HostNs, Option<super::lab::Libvirtd>)>,
 }
 
 pub struct Cluster {
@@ -201,10 +230,16 @@ impl Cluster {
             opts.hosts.max(opts.whiteboard_hosts).max(1),
         )
         .map_err(err("whiteboard format"))?;
+        let ext = if opts.guests.is_some() { "img" } else { "disk" };
         let disks: Vec<PathBuf> = vm_names
             .iter()
-            .map(|n| disks_dir.join(format!("{n}.disk")))
+            .map(|n| disks_dir.join(format!("{n}.{ext}")))
             .collect();
+        if opts.guests.is_some() {
+            for d in &disks {
+                sized_file(d, super::guest::DISK_BYTES)?;
+            }
+        }
         let mut hosts = Vec::new();
         for id in 1..=opts.hosts {
             let hd = dir.join(format!("host{id}"));
@@ -214,7 +249,24 @@ impl Cluster {
             }
             let storage = opts.storage_via.get(&id).unwrap_or(&shared);
             let config = hd.join("ha.toml");
-            let text = config_text(&opts, storage, &vm_names, &disks);
+            let mut disk_devices = Vec::new();
+            if opts.guests.is_some() && opts.disk_device_per_host {
+                for d in &disks {
+                    disk_devices.push(attach_loop(d)?);
+                }
+            }
+            let domains = match &opts.guests {
+                Some(image) => {
+                    let by = if disk_devices.is_empty() {
+                        &disks
+                    } else {
+                        &disk_devices
+                    };
+                    Some(write_domains(&hd, id, image, &vm_names, by)?)
+                }
+                None => None,
+            };
+            let text = config_text(&opts, storage, &vm_names, &disks, domains.as_deref());
             std::fs::write(&config, text).map_err(err(&config.display().to_string()))?;
             hosts.push(Host {
                 id,
@@ -225,7 +277,15 @@ impl Cluster {
                 pgid: 0,
                 daemon: None,
                 agent: None,
+                ns: None,
+                libvirtd: None,
+                disk_devices,
+                gone: Vec::new(),
             });
+        }
+        if opts.guests.is_some() {
+            // qemu runs as libvirt-qemu: it must reach the images and disks.
+            super::lab::make_reachable(dir)?;
         }
         Ok(Cluster {
             dir: dir.to_path_buf(),
@@ -263,11 +323,19 @@ impl Cluster {
         let (user, group) = user_and_group();
         let hactl = self.opts.hactl.clone();
         let io = self.opts.io_timeout.to_string();
+        let guests = self.opts.guests.is_some();
         let extra = self.opts.daemon_args.get(&id).cloned().unwrap_or_default();
         let h = self.host_mut(id);
+        if guests && h.ns.is_none() {
+            let hd = h.daemon_dir.parent().unwrap_or(&h.daemon_dir).to_path_buf();
+            h.ns = Some(super::lab::HostNs::create(&hd)?);
+        }
         let log = File::create(h.daemon_dir.join("daemon.log")).map_err(err("daemon log"))?;
         let log2 = log.try_clone().map_err(err("daemon log"))?;
         let mut cmd = Command::new(&hactl);
+        if let Some(ns) = &h.ns {
+            ns.enter(&mut cmd);
+        }
         cmd.args([
             "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-o", &io, "-U", &user, "-G", &group,
         ])
@@ -282,6 +350,9 @@ impl Cluster {
         die_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(err("start daemon"))?;
         h.pgid = child.id() as i32;
+        // The test fence agent's "power": this host's process group.
+        let pgid_file = h.daemon_dir.parent().unwrap_or(&h.daemon_dir).join("pgid");
+        std::fs::write(&pgid_file, h.pgid.to_string()).map_err(err("pgid file"))?;
         h.daemon = Some(child);
         h.state = HostProc::Up;
         let sock = h.daemon_dir.join("sanlock.sock");
@@ -294,6 +365,12 @@ impl Cluster {
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(ns) = &h.ns {
+            // The domains need no auto disk leases (their VM lease is in
+            // the xleases volume) and must never run without a lease.
+            let conf = super::lab::LibvirtConf::new(id);
+            h.libvirtd = Some(super::lab::Libvirtd::start(ns, &conf, &h.daemon_dir)?);
         }
         Ok(())
     }
@@ -313,6 +390,9 @@ impl Cluster {
         let log = File::create(h.agent_dir.join("agent.log")).map_err(err("agent log"))?;
         let log2 = log.try_clone().map_err(err("agent log"))?;
         let mut cmd = Command::new(&hactl);
+        if let Some(ns) = &h.ns {
+            ns.enter(&mut cmd);
+        }
         cmd.args(["ha", "agent", "--join", "--host-id", &id.to_string(), "-c"])
             .arg(&h.config)
             .arg("--run-dir")
@@ -356,10 +436,14 @@ impl Cluster {
         self.kill(id);
     }
 
-    /// A host hang: SIGSTOP of all its processes. It stays stopped until
+    /// A host hang: SIGSTOP of all its processes (with real guests, every
+    /// process of its namespace: qemu too). It stays stopped until
     /// [`Cluster::kill`]: see the module's safety note.
     pub fn hang(&mut self, id: u64) {
         self.signal_group(id, libc::SIGSTOP);
+        if let Some(ns) = &self.host(id).ns {
+            ns.signal_all(libc::SIGSTOP);
+        }
         self.host_mut(id).state = HostProc::Hung;
     }
 
@@ -371,6 +455,15 @@ impl Cluster {
     pub fn kill(&mut self, id: u64) {
         self.signal_group(id, libc::SIGKILL);
         let h = self.host_mut(id);
+        // With real guests every process of the host goes, qemu included;
+        // the host comes back (if ever) with a new namespace, as a reboot
+        // brings an empty /run.
+        if let Some(ns) = h.ns.take() {
+            ns.kill_all(Duration::from_secs(5));
+            // Reaped at stop_all: a process blocked on frozen storage
+            // dies only once the storage answers.
+            h.gone.push((ns, h.libvirtd.take()));
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         for slot in [&mut h.daemon, &mut h.agent] {
             while let Some(c) = slot.as_mut() {
@@ -398,6 +491,11 @@ impl Cluster {
             for c in [h.daemon.take(), h.agent.take()].into_iter().flatten() {
                 let mut c = c;
                 let _ = c.wait();
+            }
+            for (ns, libvirtd) in h.gone.drain(..) {
+                drop(libvirtd);
+                ns.kill_all(Duration::from_secs(10));
+                drop(ns);
             }
         }
     }
@@ -443,7 +541,8 @@ impl Cluster {
     }
 
     /// The host whose run wrote each disk last, if that run wrote within
-    /// `fresh` (i.e. the VM is running there now).
+    /// `fresh` (i.e. the VM is running there now). A guest's clock is set
+    /// from the emulated RTC at boot (whole seconds): allow a second more.
     pub fn running_on(&self, fresh: Duration) -> Vec<Option<u64>> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -451,9 +550,8 @@ impl Cluster {
         self.disks
             .iter()
             .map(|d| {
-                let rep = demo_vm::check_file(d).ok()?;
-                let last = rep.runs.last()?;
-                (now.saturating_sub(last.last_ns) < fresh.as_nanos() as u64).then_some(last.host_id)
+                let last = demo_vm::last_record(d)?;
+                (now.saturating_sub(last.t_ns) < fresh.as_nanos() as u64).then_some(last.host_id)
             })
             .collect()
     }
@@ -462,7 +560,36 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_all();
+        for h in &mut self.hosts {
+            for dev in h.disk_devices.drain(..) {
+                let _ = Command::new("losetup")
+                    .arg("-d")
+                    .arg(&dev)
+                    .stdin(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
     }
+}
+
+/// A loop device over `image` (direct I/O: every host's writes reach the
+/// image file at once, as on shared storage).
+fn attach_loop(image: &Path) -> Result<PathBuf, String> {
+    let o = Command::new("losetup")
+        .args(["-f", "--show", "--direct-io=on"])
+        .arg(image)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("losetup: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "losetup {} failed (needs root and loop devices): {}",
+            image.display(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
 }
 
 fn die_with_parent(cmd: &mut Command) {
@@ -477,7 +604,13 @@ fn die_with_parent(cmd: &mut Command) {
 }
 
 /// One host's config: the shared files as this host reaches them.
-fn config_text(opts: &ClusterOpts, storage: &Path, names: &[String], disks: &[PathBuf]) -> String {
+fn config_text(
+    opts: &ClusterOpts,
+    storage: &Path,
+    names: &[String],
+    disks: &[PathBuf],
+    domains: Option<&[PathBuf]>,
+) -> String {
     let path = |f: &str| q(&storage.join(f).display().to_string());
     let mut s = format!(
         "[cluster]\nlockspace = {}\nids = {}\nxleases = {}\nwhiteboard = {}\ninterval = {}\ngrace = {}\ncapacity = {}\n",
@@ -489,17 +622,58 @@ fn config_text(opts: &ClusterOpts, storage: &Path, names: &[String], disks: &[Pa
         opts.grace,
         opts.capacity
     );
+    s.push_str(&opts.extra_config);
+    s.push('\n');
     let hactl = q(&opts.hactl.display().to_string());
     for (i, (n, d)) in names.iter().zip(disks).enumerate() {
-        s.push_str(&format!(
-            "\n[[vm]]\nname = {}\nstart = [{hactl}, \"ha\", \"demo-vm\", {}]\n",
-            q(n),
-            q(&d.display().to_string())
-        ));
+        match domains {
+            Some(xml) => s.push_str(&format!(
+                "\n[[vm]]\nname = {}\nrunner = \"libvirt\"\ndomain = {}\ndomain_xml = {}\n",
+                q(n),
+                q(n),
+                q(&xml[i].display().to_string())
+            )),
+            None => s.push_str(&format!(
+                "\n[[vm]]\nname = {}\nstart = [{hactl}, \"ha\", \"demo-vm\", {}]\n",
+                q(n),
+                q(&d.display().to_string())
+            )),
+        }
         if let Some(extra) = opts.vm_extra.get(&i) {
             s.push_str(extra);
             s.push('\n');
         }
     }
     s
+}
+
+/// Host `id`'s domain XML for every VM (its host id on the guest's kernel
+/// command line, the consoles in the host's directory); the agent adds
+/// the `<lease>`.
+fn write_domains(
+    host_dir: &Path,
+    id: u64,
+    image: &super::guest::GuestImage,
+    names: &[String],
+    disks: &[PathBuf],
+) -> Result<Vec<PathBuf>, String> {
+    let dom_dir = host_dir.join("domains");
+    std::fs::create_dir_all(&dom_dir).map_err(err(&dom_dir.display().to_string()))?;
+    let mut out = Vec::new();
+    for (n, d) in names.iter().zip(disks) {
+        let console = dom_dir.join(format!("{n}.console"));
+        let xml = super::guest::domain_xml(&super::guest::DomainSpec {
+            name: n,
+            image,
+            host_id: id,
+            disk: d,
+            console: &console,
+            lease: None,
+            extra_cmdline: "",
+        });
+        let f = dom_dir.join(format!("{n}.xml"));
+        std::fs::write(&f, xml).map_err(err(&f.display().to_string()))?;
+        out.push(f);
+    }
+    Ok(out)
 }

@@ -45,6 +45,9 @@ pub struct Config {
     pub cluster: Cluster,
     #[serde(default, rename = "vm")]
     pub vms: Vec<Vm>,
+    /// Fence agents per host (docs/ha-design.md, "Fencing"); None: no fencing.
+    #[serde(default)]
+    pub fencing: Option<super::fence::FencingConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -63,6 +66,9 @@ pub struct Cluster {
     /// HA VMs one host runs at most.
     #[serde(default = "default_capacity")]
     pub capacity: u32,
+    /// The local libvirt (runner "libvirt"); default `qemu:///system`.
+    #[serde(default)]
+    pub libvirt_uri: Option<String>,
 }
 
 fn default_interval() -> u64 {
@@ -106,6 +112,11 @@ pub struct Vm {
     /// The libvirt domain (runner "libvirt").
     #[serde(default)]
     pub domain: Option<String>,
+    /// Runner "libvirt": the agent defines the domain from this XML, with
+    /// the VM's `<lease>` written, before each start; without it the
+    /// domain must be defined and the agent adds or checks its `<lease>`.
+    #[serde(default)]
+    pub domain_xml: Option<PathBuf>,
 }
 
 impl Vm {
@@ -142,6 +153,9 @@ impl Config {
 
     /// Everything serde cannot check: names, ranges, runner arguments.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(f) = &self.fencing {
+            f.validate()?;
+        }
         let c = &self.cluster;
         check_name("cluster.lockspace", &c.lockspace)?;
         if c.interval == 0 {
@@ -181,16 +195,27 @@ impl Config {
                     if vm.start.is_empty() || vm.start[0].is_empty() {
                         return Err(format!("{what}: runner \"command\" needs start = [argv]"));
                     }
-                    if vm.domain.is_some() {
-                        return Err(format!("{what}: domain is for runner \"libvirt\""));
+                    if vm.domain.is_some() || vm.domain_xml.is_some() {
+                        return Err(format!(
+                            "{what}: domain and domain_xml are for runner \"libvirt\""
+                        ));
                     }
                 }
                 RunnerKind::Libvirt => {
                     if vm.domain.as_deref().is_none_or(str::is_empty) {
                         return Err(format!("{what}: runner \"libvirt\" needs domain = \"...\""));
                     }
-                    if !vm.start.is_empty() {
-                        return Err(format!("{what}: start is for runner \"command\""));
+                    if !vm.start.is_empty() || vm.stop.is_some() {
+                        return Err(format!(
+                            "{what}: start and stop are for runner \"command\" (libvirt shuts the domain down, then destroys it)"
+                        ));
+                    }
+                    if vm
+                        .domain_xml
+                        .as_ref()
+                        .is_some_and(|p| p.as_os_str().is_empty())
+                    {
+                        return Err(format!("{what}: domain_xml is empty"));
                     }
                 }
             }
@@ -270,6 +295,7 @@ stop = ["/bin/true"]
 name = "db1"
 runner = "libvirt"
 domain = "db1"
+domain_xml = "/etc/hactl/db1.xml"
 "#;
 
     #[test]
@@ -281,6 +307,11 @@ domain = "db1"
         assert_eq!(c.vms[0].preferred_hosts, vec![1, 2]);
         assert_eq!(c.vms[1].lease_id(), "db1");
         assert_eq!(c.vms[1].runner, RunnerKind::Libvirt);
+        assert_eq!(
+            c.vms[1].domain_xml.as_deref(),
+            Some(Path::new("/etc/hactl/db1.xml"))
+        );
+        assert_eq!(c.cluster.libvirt_uri, None);
         assert_eq!(c.vm_index("db1"), Some(1));
         assert_eq!(c.vm_index("nope"), None);
     }
@@ -318,6 +349,13 @@ domain = "db1"
                 "used twice",
             ),
             (EXAMPLE.replace("domain = \"db1\"", ""), "needs domain"),
+            (
+                EXAMPLE.replace(
+                    "domain = \"db1\"",
+                    "domain = \"db1\"\nstop = [\"/bin/true\"]",
+                ),
+                "start and stop are for runner",
+            ),
             (EXAMPLE.replace("[1, 2]", "[0]"), "not a host_id"),
             (EXAMPLE.replace("interval = 2", "interval = 0"), "interval"),
             (EXAMPLE.replace("capacity = 64", "capacity = 0"), "capacity"),

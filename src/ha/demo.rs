@@ -2,6 +2,11 @@
 //! its VMs restarted on the survivors, and every VM disk checked for
 //! split brain. Everything lives in one temporary directory and every
 //! process is stopped by its process group at the end (also on Ctrl-C).
+//!
+//! `--libvirt`: the VMs are tiny real guests (src/ha/guest.rs) run by
+//! runner "libvirt": each host gets its own mount namespace with its own
+//! libvirtd whose sanlock plugin talks to that host's daemon, and a crash
+//! kills every process of the host's namespace, qemu included.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +27,12 @@ pub struct DemoOpts {
     /// Where the temporary directory goes (None: /var/tmp, then .).
     pub parent: Option<PathBuf>,
     pub keep: bool,
+    /// The fencing scene: the host hangs instead of crashing, and a fence
+    /// agent (`hactl ha fence-test`) powers it off so that its VMs run
+    /// again without waiting for DEAD.
+    pub fence: bool,
+    /// Real guests under libvirt instead of `hactl ha demo-vm`.
+    pub libvirt: bool,
 }
 
 fn interrupted() -> Result<(), String> {
@@ -177,7 +188,19 @@ pub fn run(opts: &DemoOpts) -> Result<i32, String> {
 
 fn run_in(dir: &Path, opts: &DemoOpts) -> Result<i32, String> {
     let hactl = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let copts = ClusterOpts::new(&hactl, opts.hosts, opts.vms);
+    let mut copts = ClusterOpts::new(&hactl, opts.hosts, opts.vms);
+    if opts.fence {
+        copts.extra_config = super::fence::test_section(
+            &hactl,
+            dir,
+            opts.hosts,
+            30,
+            &std::collections::BTreeMap::new(),
+        );
+    }
+    if opts.libvirt {
+        copts.guests = Some(guest_image(dir, opts.parent.as_deref(), &hactl)?);
+    }
     let io = copts.io_timeout as u64;
     let host_dead = crate::timeouts::Timeouts::new(io).host_dead_seconds();
     println!(
@@ -185,9 +208,26 @@ fn run_in(dir: &Path, opts: &DemoOpts) -> Result<i32, String> {
         opts.hosts, opts.vms
     );
     println!("  files: {}", dir.display());
-    println!(
-        "  each host: hactl daemon -w 0 + hactl ha agent, in its own process group; each VM: hactl ha demo-vm DISK\n"
-    );
+    if let Some(img) = &copts.guests {
+        println!(
+            "  each host: hactl daemon -w 0 + its own libvirtd (sanlock plugin at that daemon) + hactl ha agent, in its own mount namespace"
+        );
+        println!(
+            "  each VM: a libvirt domain (runner libvirt) with its <lease>: a tiny real guest writing records to its virtio disk"
+        );
+        println!("  guests: {}\n", img.accel_reason);
+    } else {
+        println!(
+            "  each host: hactl daemon -w 0 + hactl ha agent, in its own process group; each VM: hactl ha demo-vm DISK\n"
+        );
+    }
+    // Real guests boot in seconds (KVM) to a minute (emulation on a busy
+    // machine), and their clocks step by whole seconds at boot.
+    let (fresh, start_limit) = if copts.guests.is_some() {
+        (Duration::from_secs(3), Duration::from_secs(240))
+    } else {
+        (Duration::from_millis(1500), Duration::from_secs(60))
+    };
     let mut c = Cluster::create(dir, copts)?;
     c.start_all()?;
     let t0 = Instant::now();
@@ -206,7 +246,6 @@ fn run_in(dir: &Path, opts: &DemoOpts) -> Result<i32, String> {
     };
 
     // 1. Everyone joins; the VMs start, spread over the hosts.
-    let fresh = Duration::from_millis(1500);
     let mut last_line = Instant::now() - Duration::from_secs(10);
     loop {
         nap(Duration::from_millis(250))?;
@@ -218,8 +257,11 @@ fn run_in(dir: &Path, opts: &DemoOpts) -> Result<i32, String> {
         if c.running_on(fresh).iter().all(Option::is_some) {
             break;
         }
-        if t0.elapsed() > Duration::from_secs(60) {
-            return Err("the VMs did not all start within 60 s".into());
+        if t0.elapsed() > start_limit {
+            return Err(format!(
+                "the VMs did not all start within {} s",
+                start_limit.as_secs()
+            ));
         }
         for id in 1..=opts.hosts {
             if !c.agent_alive(id) {
@@ -256,20 +298,38 @@ fn run_in(dir: &Path, opts: &DemoOpts) -> Result<i32, String> {
         .filter(|&i| placed[i] == Some(victim))
         .collect();
     let observer = (1..=opts.hosts).find(|&h| h != victim).unwrap_or(1);
-    println!(
-        ">>> crashing host {victim}: kill -9 of its process group (daemon, agent, {} VM(s): {})\n",
-        lost.len(),
-        lost.iter()
-            .map(|&i| c.vm_names[i].as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    c.crash(victim);
+    let lost_names = lost
+        .iter()
+        .map(|&i| c.vm_names[i].as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if opts.fence {
+        println!(
+            ">>> host {victim} hangs: SIGSTOP of its process group (daemon, agent, {} VM(s): {lost_names}); a fence agent will power it off\n",
+            lost.len()
+        );
+        c.hang(victim);
+    } else {
+        let how = if c.opts.guests.is_some() {
+            "kill -9 of every process of its namespace (daemon, agent, libvirtd, qemu"
+        } else {
+            "kill -9 of its process group (daemon, agent"
+        };
+        println!(
+            ">>> crashing host {victim}: {how}, {} VM(s): {lost_names})\n",
+            lost.len()
+        );
+        c.crash(victim);
+    }
     let crash = Instant::now();
     let crash_unix = super::agent::unix_now();
+    let what = if opts.fence { "hang" } else { "crash" };
     // When each survivor's agent saw its daemon call the victim DEAD.
     let mut dead_by: Vec<(u64, f64)> = Vec::new();
     let dead_mark = format!("host {victim} FAIL -> DEAD");
+    // With fencing: when a survivor declared the victim dead on storage.
+    let mut declared: Option<(u64, f64)> = None;
+    let declared_mark = format!("host {victim}: fenced in");
     let mut back: Vec<Option<(Duration, u64)>> = vec![None; placed.len()];
     let limit = Duration::from_secs(host_dead + 60);
     loop {
@@ -277,6 +337,9 @@ fn run_in(dir: &Path, opts: &DemoOpts) -> Result<i32, String> {
         for e in show(&mut tail, &c, true) {
             if e.kind == "state" && e.reason.starts_with(&dead_mark) {
                 dead_by.push((e.host, e.t_unix - crash_unix));
+            }
+            if e.kind == "fence" && e.reason.starts_with(&declared_mark) {
+                declared = Some((e.host, e.t_unix - crash_unix));
             }
         }
         let st = c.status(observer);
@@ -321,26 +384,42 @@ fn run_in(dir: &Path, opts: &DemoOpts) -> Result<i32, String> {
         if e.kind == "state" && e.reason.starts_with(&dead_mark) {
             dead_by.push((e.host, e.t_unix - crash_unix));
         }
+        if e.kind == "fence" && e.reason.starts_with(&declared_mark) {
+            declared = Some((e.host, e.t_unix - crash_unix));
+        }
     }
     println!();
+    if let Some((h, t)) = declared {
+        println!(
+            "host {victim} was fenced (powered off, off confirmed) and declared dead on storage by host {h} {t:.1} s after it hung; without fencing it would be DEAD about {host_dead} s after its last renewal"
+        );
+    } else if opts.fence {
+        println!("host {victim} was not declared dead by a fence");
+    }
     let dead_at = dead_by.iter().map(|d| d.1).reduce(f64::min);
-    if dead_by.is_empty() {
+    if dead_by.is_empty() && declared.is_none() {
         println!("host {victim} was never called DEAD");
     }
     for (h, t) in &dead_by {
-        println!("host {victim} was called DEAD by host {h} {t:.1} s after the crash");
+        println!("host {victim} was called DEAD by host {h} {t:.1} s after the {what}");
     }
     let mut missing = 0;
     for &i in &lost {
         match back[i] {
             Some((t, h)) => println!(
-                "  {} runs again on host {h}, {:.1} s after the crash{}",
+                "  {} runs again on host {h}, {:.1} s after the {what}{}",
                 c.vm_names[i],
                 t.as_secs_f64(),
-                dead_at.map_or(String::new(), |d| format!(
-                    " ({:+.1} s after the first DEAD)",
-                    t.as_secs_f64() - d
-                ))
+                match (declared, dead_at) {
+                    (Some((_, d)), _) => format!(
+                        " ({:+.1} s after the declaration; {:.1} s before DEAD)",
+                        t.as_secs_f64() - d,
+                        host_dead as f64 - t.as_secs_f64()
+                    ),
+                    (None, Some(d)) =>
+                        format!(" ({:+.1} s after the first DEAD)", t.as_secs_f64() - d),
+                    (None, None) => String::new(),
+                }
             ),
             None => {
                 missing += 1;
@@ -381,4 +460,44 @@ fn run_in(dir: &Path, opts: &DemoOpts) -> Result<i32, String> {
         "ok: every VM of the crashed host runs again on a survivor, and no disk was ever written by two hosts at once"
     );
     Ok(0)
+}
+
+/// `--libvirt`: the guest image (the kernel cached beside the demo's
+/// directory, so a second run does not fetch it again), and what it needs.
+fn guest_image(
+    dir: &Path,
+    parent: Option<&Path>,
+    hactl: &Path,
+) -> Result<super::guest::GuestImage, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(
+            "hactl demo --libvirt needs root (libvirtd per host in its own mount namespace, loop devices)"
+                .into(),
+        );
+    }
+    for (prog, pkg) in [
+        ("/usr/sbin/libvirtd", "libvirt-daemon"),
+        ("/usr/bin/virsh", "libvirt-clients"),
+        ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
+        (
+            "/usr/lib/x86_64-linux-gnu/libvirt/lock-driver/sanlock.so",
+            "libvirt-sanlock",
+        ),
+    ] {
+        if !Path::new(prog).exists() {
+            return Err(format!(
+                "hactl demo --libvirt: {prog} is missing (install {pkg}; tools/test.sh installs everything it needs)"
+            ));
+        }
+    }
+    let cache = parent
+        .unwrap_or(dir.parent().unwrap_or(dir))
+        .join("hactl-guest-cache");
+    println!(
+        "  preparing the guest (kernel cached in {})",
+        cache.display()
+    );
+    let img = super::guest::GuestImage::prepare(&cache, hactl, &dir.join("guest-image"))?;
+    super::lab::make_reachable(&dir.join("guest-image"))?;
+    Ok(img)
 }

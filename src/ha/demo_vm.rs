@@ -8,6 +8,14 @@
 //! has written, an earlier run never writes again, and the runs' time spans
 //! do not overlap. Every process on one machine shares the wall clock, so
 //! the spans of runs on different "hosts" of a one-machine cluster compare.
+//!
+//! On a block device (a real guest's virtio disk, `hactl ha demo-vm
+//! /dev/vda` in the tiny guests of [`super::guest`]) the same records are
+//! packed from offset 0: the VM finds the first all-zero record slot and
+//! goes on from there, rewriting the sector that holds its next record
+//! (O_DIRECT | O_SYNC). The disk image read on the host is then the same
+//! byte stream as a demo VM's file, followed by zeros, and `check-disks`
+//! reads both.
 
 use std::fmt;
 use std::io::Write;
@@ -98,7 +106,7 @@ fn random_u64() -> u64 {
 /// `hactl ha demo-vm DISK`: writes until killed. Returns only on an error
 /// (the caller exits non-zero: a VM that cannot write its disk failed).
 pub fn run_demo_vm(disk: &Path) -> String {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let host_id = match std::env::var("HACTL_HA_HOST_ID") {
         Ok(v) => match v.parse::<u64>() {
             Ok(h) => h,
@@ -106,6 +114,14 @@ pub fn run_demo_vm(disk: &Path) -> String {
         },
         Err(_) => 0,
     };
+    let every = std::env::var(INTERVAL_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&ms| (10..=10_000).contains(&ms))
+        .map_or(WRITE_INTERVAL, Duration::from_millis);
+    if std::fs::metadata(disk).is_ok_and(|m| m.file_type().is_block_device()) {
+        return run_on_block_device(disk, host_id, every);
+    }
     let mut f = match std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -117,11 +133,6 @@ pub fn run_demo_vm(disk: &Path) -> String {
     };
     let run_id = random_u64();
     let pid = std::process::id();
-    let every = std::env::var(INTERVAL_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&ms| (10..=10_000).contains(&ms))
-        .map_or(WRITE_INTERVAL, Duration::from_millis);
     for counter in 0u64.. {
         let r = Record {
             host_id,
@@ -135,6 +146,82 @@ pub fn run_demo_vm(disk: &Path) -> String {
         if let Err(e) = f.write_all(&r.encode()) {
             return format!("write to {}: {e}", disk.display());
         }
+        std::thread::sleep(every);
+    }
+    unreachable!()
+}
+
+/// How long one read or write of a guest's disk may take before the VM
+/// gives up (its storage hangs: it must not go on as if it had written).
+const BLOCK_IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The demo VM on a block device: records packed from offset 0, each write
+/// the whole sector that holds the new record.
+fn run_on_block_device(disk: &Path, host_id: u64, every: Duration) -> String {
+    let d = match crate::io::Disk::open(disk) {
+        Ok(d) => d,
+        Err(e) => return format!("cannot open {}: {e}", disk.display()),
+    };
+    let ss = d.device_sector.max(512) as u64;
+    if !ss.is_multiple_of(RECORD_SIZE as u64) || d.size < ss {
+        return format!(
+            "{}: sector size {ss}, {} bytes: not a disk for records",
+            disk.display(),
+            d.size
+        );
+    }
+    // Where the previous runs stopped: the first all-zero record slot.
+    let chunk = (64 * 1024u64).min(d.size / ss * ss);
+    let mut next: Option<u64> = None;
+    let mut at = 0u64;
+    while next.is_none() && at < d.size {
+        let len = chunk.min((d.size - at) / ss * ss);
+        if len == 0 {
+            break;
+        }
+        let buf = match d.read(at, len as usize, BLOCK_IO_TIMEOUT) {
+            Ok(b) => b,
+            Err(e) => return format!("read {}: {e}", disk.display()),
+        };
+        if let Some(i) = buf
+            .chunks(RECORD_SIZE)
+            .position(|r| r.iter().all(|&b| b == 0))
+        {
+            next = Some(at + (i * RECORD_SIZE) as u64);
+        }
+        at += len;
+    }
+    let Some(mut pos) = next else {
+        return format!("{} is full of records", disk.display());
+    };
+    let mut sector_at = pos / ss * ss;
+    let mut sector = match d.read(sector_at, ss as usize, BLOCK_IO_TIMEOUT) {
+        Ok(b) => b.to_vec(),
+        Err(e) => return format!("read {}: {e}", disk.display()),
+    };
+    let run_id = random_u64();
+    let pid = std::process::id();
+    for counter in 0u64.. {
+        if pos + RECORD_SIZE as u64 > d.size / ss * ss {
+            return format!("{} is full of records", disk.display());
+        }
+        if pos / ss * ss != sector_at {
+            sector_at = pos / ss * ss;
+            sector = vec![0u8; ss as usize];
+        }
+        let r = Record {
+            host_id,
+            run_id,
+            counter,
+            t_ns: now_ns(),
+            pid,
+        };
+        let o = (pos - sector_at) as usize;
+        sector[o..o + RECORD_SIZE].copy_from_slice(&r.encode());
+        if let Err(e) = d.write(sector_at, &sector, BLOCK_IO_TIMEOUT) {
+            return format!("write {}: {e}", disk.display());
+        }
+        pos += RECORD_SIZE as u64;
         std::thread::sleep(every);
     }
     unreachable!()
@@ -205,8 +292,21 @@ pub struct DiskReport {
     pub violations: Vec<Violation>,
 }
 
-/// Checks the bytes of one disk file (pure).
+/// The records of a disk: all of a file, or of a guest's disk image up to
+/// its all-zero tail (a block device is never shorter than its records).
+fn records_part(bytes: &[u8]) -> &[u8] {
+    let end = bytes
+        .chunks(RECORD_SIZE)
+        .rposition(|r| r.iter().any(|&b| b != 0))
+        .map_or(0, |i| ((i + 1) * RECORD_SIZE).min(bytes.len()));
+    &bytes[..end]
+}
+
+/// Checks the bytes of one disk file (pure). A zero tail (a guest's disk
+/// image past its last record) is not data; zero records before the last
+/// record are damage.
 pub fn check_bytes(bytes: &[u8]) -> DiskReport {
+    let bytes = records_part(bytes);
     let mut rep = DiskReport::default();
     // Index into rep.runs of the run that wrote the previous record.
     let mut current: Option<usize> = None;
@@ -281,6 +381,32 @@ pub fn check_bytes(bytes: &[u8]) -> DiskReport {
 pub fn check_file(path: &Path) -> Result<DiskReport, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(check_bytes(&bytes))
+}
+
+/// The last record of a disk file or image without reading all of it:
+/// records are contiguous from offset 0 (an image's tail is zeros), so the
+/// end is found by bisection. None: no record, or the last one is damaged.
+pub fn last_record(path: &Path) -> Option<Record> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).ok()?;
+    let slots = f.metadata().ok()?.len() / RECORD_SIZE as u64;
+    let mut buf = [0u8; RECORD_SIZE];
+    let mut used = |i: u64| {
+        f.read_exact_at(&mut buf, i * RECORD_SIZE as u64).is_ok() && buf.iter().any(|&b| b != 0)
+    };
+    // The first unused slot in [lo, hi].
+    let (mut lo, mut hi) = (0u64, slots);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if used(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    let last = lo.checked_sub(1)?;
+    f.read_exact_at(&mut buf, last * RECORD_SIZE as u64).ok()?;
+    Record::decode(&buf).ok()
 }
 
 /// The text `check-disks` prints for one file.
@@ -457,5 +583,47 @@ mod tests {
         assert!(
             matches!(&rep.violations[2], Violation::Damaged { index: 4, reason } if reason.contains("torn"))
         );
+    }
+
+    #[test]
+    fn a_guest_image_ends_at_its_zero_tail() {
+        let mut img = file(&[rec(1, 10, 0, 0), rec(1, 10, 1, 100), rec(2, 20, 0, 70_000)]);
+        img.resize(4096, 0);
+        let rep = check_bytes(&img);
+        assert_eq!(rep.violations, vec![]);
+        assert_eq!(rep.runs.len(), 2);
+        // A zero record before the last one is a hole in the records.
+        let mut holed = file(&[rec(1, 10, 0, 0)]);
+        holed.extend_from_slice(&[0u8; RECORD_SIZE]);
+        holed.extend_from_slice(&rec(1, 10, 1, 100));
+        holed.resize(4096, 0);
+        let rep = check_bytes(&holed);
+        assert!(
+            matches!(rep.violations[..], [Violation::Damaged { index: 1, .. }]),
+            "{:?}",
+            rep.violations
+        );
+        assert_eq!(check_bytes(&[0u8; 4096]), DiskReport::default());
+    }
+
+    #[test]
+    fn last_record_bisects_to_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("img");
+        for n in [0usize, 1, 2, 7, 64, 100] {
+            let recs: Vec<_> = (0..n as u64).map(|i| rec(3, 30, i, i * 100)).collect();
+            let mut img = file(&recs);
+            img.resize(64 * 1024, 0);
+            std::fs::write(&p, &img).unwrap();
+            let last = last_record(&p);
+            if n == 0 {
+                assert_eq!(last, None);
+            } else {
+                assert_eq!(last.map(|r| r.counter), Some(n as u64 - 1), "{n} records");
+            }
+        }
+        // A file of records only (a demo VM's), no tail.
+        std::fs::write(&p, file(&[rec(1, 1, 0, 0), rec(1, 1, 1, 1)])).unwrap();
+        assert_eq!(last_record(&p).map(|r| r.counter), Some(1));
     }
 }

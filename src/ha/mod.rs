@@ -3,21 +3,31 @@
 //! - [`config`]: the TOML config, the same on every host
 //! - [`whiteboard`]: one checksummed sector per host on shared storage
 //! - [`decide`]: the pure policy, `decide(&Input) -> Decision`
+//! - [`fencing`]: the pure fencing decision beside it; [`fence`]: fence
+//!   agents, their config, and declaring a fenced host dead on storage
 //! - [`agent`]: the loop on every host around `decide`
 //! - [`runner`]: starting a VM only under its lease, stopping it
+//! - [`libvirt`]: runner "libvirt": a domain with its `<lease>`, through virsh
 //! - [`demo_vm`]: the stand-in VM and the split-brain check on its disk
 //! - [`cluster`]: a whole cluster on one machine (tests, `hactl demo`)
 //! - [`demo`]: `hactl demo`
+//! - [`guest`], [`lab`]: tiny real guests and hosts with their own
+//!   libvirtd, for the libvirt tests, `hactl demo --libvirt` and the bench
 //! - [`web`]: the agent's read-only web view (`--web ADDR`)
 
 pub mod config;
 pub mod decide;
+pub mod fencing;
 pub mod whiteboard;
 
 pub mod agent;
 pub mod cluster;
 pub mod demo;
 pub mod demo_vm;
+pub mod fence;
+pub mod guest;
+pub mod lab;
+pub mod libvirt;
 pub mod runner;
 pub mod web;
 

@@ -9,9 +9,13 @@
 //! command exits before ARGV ever ran; its output says why, which tells a
 //! lost race (another host holds the lease) from a failed start.
 //!
-//! Runner "libvirt" (`virsh start` of a domain carrying a `<lease>`) needs
-//! libvirt's client; where `virsh` is not installed it refuses with a clear
-//! error and the VM counts as a failed start on this host.
+//! Runner "libvirt" ([`super::libvirt`]): the domain is defined with its
+//! `<lease>` and started with `virsh start`; libvirt's sanlock plugin makes
+//! qemu the lease holder. The start runs as a child process (`virsh start`
+//! waits for qemu and the lease); once it succeeded the VM is the domain's
+//! qemu, known by the pid that holds the lease, and watched by that pid.
+//! A refusal because another host holds the lease is a lost race, told
+//! apart from any other failure by libvirt's own error text.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -33,9 +37,7 @@ pub enum Launch {
         start: Vec<String>,
         stop: Option<Vec<String>>,
     },
-    Libvirt {
-        domain: String,
-    },
+    Libvirt(super::libvirt::Domain),
 }
 
 /// Everything one start needs.
@@ -91,6 +93,9 @@ pub struct VmProc {
     stop: Option<StopState>,
     ended: Option<Outcome>,
     stop_argv: Option<Vec<String>>,
+    /// Runner libvirt: the domain. Its `child` is `virsh start` while the
+    /// start runs; `pid` is its qemu's once known (0 before).
+    domain: Option<super::libvirt::Domain>,
 }
 
 struct StopState {
@@ -133,17 +138,7 @@ pub fn start(spec: &StartSpec) -> Result<VmProc, String> {
     use std::os::unix::process::CommandExt;
     let (start, stop) = match spec.launch {
         Launch::Command { start, stop } => (start, stop.clone()),
-        Launch::Libvirt { domain } => {
-            return Err(if resolve("virsh").is_none() {
-                format!(
-                    "runner libvirt: virsh (libvirt-clients) is not installed here; cannot start domain {domain:?}"
-                )
-            } else {
-                format!(
-                    "runner libvirt is not supported by this hactl yet (domain {domain:?}); use runner \"command\""
-                )
-            });
-        }
+        Launch::Libvirt(dom) => return start_domain(spec, dom),
     };
     let Some(prog) = start.first() else {
         return Err("the VM's start command is empty".into());
@@ -194,7 +189,47 @@ pub fn start(spec: &StartSpec) -> Result<VmProc, String> {
         stop: None,
         ended: None,
         stop_argv: stop,
+        domain: None,
     })
+}
+
+/// Runner libvirt: the definition made sure of ([`super::libvirt::prepare`]),
+/// then `virsh start` as a child.
+fn start_domain(spec: &StartSpec, dom: &super::libvirt::Domain) -> Result<VmProc, String> {
+    let dir = spec.log.parent().unwrap_or(Path::new("."));
+    super::libvirt::prepare(dom, spec.lease, dir)?;
+    let log = File::create(&spec.log)
+        .map_err(|e| format!("cannot create {}: {e}", spec.log.display()))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", spec.log.display()))?;
+    let child = Command::new("virsh")
+        .args(["-q", "-c", &dom.uri, "start", &dom.name])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(|e| format!("cannot run virsh (install libvirt-clients): {e}"))?;
+    Ok(VmProc {
+        vm: spec.vm.to_string(),
+        pid: 0,
+        child: Some(child),
+        spawned: Instant::now(),
+        running_since: None,
+        log: spec.log.clone(),
+        stop: None,
+        ended: None,
+        stop_argv: None,
+        domain: Some(dom.clone()),
+    })
+}
+
+/// Takes charge of a domain an earlier agent started, its qemu `pid`
+/// holding the VM's lease.
+pub fn adopt_domain(vm: &str, pid: i32, dom: &super::libvirt::Domain) -> VmProc {
+    let mut p = adopt(vm, pid, None);
+    p.domain = Some(dom.clone());
+    p
 }
 
 /// Whether an adopted VM (not our child: we cannot wait for it) is gone:
@@ -223,6 +258,7 @@ pub fn adopt(vm: &str, pid: i32, stop: Option<Vec<String>>) -> VmProc {
         stop: None,
         ended: None,
         stop_argv: stop,
+        domain: None,
     }
 }
 
@@ -304,6 +340,9 @@ impl VmProc {
             return ProcState::Ended(o.clone());
         }
         self.drive_stop();
+        if self.domain.is_some() {
+            return self.poll_domain();
+        }
         let ended = match &mut self.child {
             Some(c) => c.try_wait(),
             None => Ok(adopted_gone(self.pid).then(ExitStatus::default)),
@@ -330,6 +369,75 @@ impl VmProc {
                 }
             }
         }
+    }
+
+    /// Runner libvirt: `virsh start` still running, its result, or the
+    /// domain's qemu still there.
+    fn poll_domain(&mut self) -> ProcState {
+        let dom = self.domain.clone().expect("a domain");
+        if let Some(c) = &mut self.child {
+            match c.try_wait() {
+                Ok(None) => return ProcState::Starting,
+                Ok(Some(st)) if st.success() => {
+                    self.child = None;
+                    self.running_since = Some(Instant::now());
+                }
+                Ok(Some(st)) => {
+                    let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+                    let err = super::libvirt::error_text(text.as_bytes());
+                    let o = match super::libvirt::judge_start_error(&err) {
+                        Ok(rv) => Outcome::LostRace { rv, why: err },
+                        Err(why) if why.is_empty() => Outcome::FailedStart {
+                            why: format!("virsh start {}: {}", dom.name, describe_status(st)),
+                        },
+                        Err(why) => Outcome::FailedStart { why },
+                    };
+                    self.child = None;
+                    self.ended = Some(o.clone());
+                    return ProcState::Ended(o);
+                }
+                Err(e) => {
+                    let o = Outcome::FailedStart {
+                        why: format!("virsh start {}: {e}", dom.name),
+                    };
+                    self.child = None;
+                    self.ended = Some(o.clone());
+                    return ProcState::Ended(o);
+                }
+            }
+        }
+        let gone = if self.pid > 0 {
+            adopted_gone(self.pid)
+        } else {
+            // qemu not known yet: ask libvirt.
+            !matches!(
+                domain_state(&dom).as_deref(),
+                Ok("running" | "paused" | "in shutdown")
+            )
+        };
+        if !gone {
+            return ProcState::Running;
+        }
+        let status = domain_state_reason(&dom).unwrap_or_else(|e| format!("gone ({e})"));
+        let since = self.running_since.unwrap_or(self.spawned);
+        let o = Outcome::Exited {
+            status: format!("domain {status}"),
+            ran_for: since.elapsed(),
+        };
+        self.ended = Some(o.clone());
+        ProcState::Ended(o)
+    }
+
+    /// Runner libvirt: the domain's qemu, once known (the lease holder).
+    pub fn set_pid(&mut self, pid: i32) {
+        if self.pid == 0 {
+            self.pid = pid;
+        }
+    }
+
+    /// Runner libvirt and the qemu pid is not known yet.
+    pub fn needs_pid(&self) -> bool {
+        self.domain.is_some() && self.pid == 0 && self.running_since.is_some()
     }
 
     fn outcome(&self, st: std::process::ExitStatus) -> Outcome {
@@ -371,6 +479,17 @@ impl VmProc {
         if self.stop.is_some() || self.ended.is_some() {
             return;
         }
+        if let Some(dom) = &self.domain {
+            // A start still running is let finish: its qemu is then shut
+            // down like any (virsh start holds libvirt's job lock).
+            let helper = virsh_child(dom, "shutdown");
+            self.stop = Some(StopState {
+                since: Instant::now(),
+                killed: false,
+                helper,
+            });
+            return;
+        }
         let helper = match &self.stop_argv {
             Some(argv) if !argv.is_empty() => Command::new(&argv[0])
                 .args(&argv[1..])
@@ -407,14 +526,20 @@ impl VmProc {
             }
             if !s.killed && s.since.elapsed() >= STOP_GRACE {
                 s.killed = true;
-                // SAFETY: kill(2) on our own child, not yet reaped.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                match &self.domain {
+                    // The guest did not power off: libvirt kills qemu.
+                    Some(dom) => s.helper = virsh_child(dom, "destroy"),
+                    // SAFETY: kill(2) on our own child, not yet reaped.
+                    None => unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    },
+                }
             }
         }
     }
 
     fn signal(&self, sig: i32) {
-        if self.ended.is_none() {
+        if self.ended.is_none() && self.pid > 0 {
             // SAFETY: kill(2) on our own child, not yet reaped.
             unsafe { libc::kill(self.pid, sig) };
         }
@@ -422,10 +547,44 @@ impl VmProc {
 
     /// SIGKILL now and reap (agent shutdown in tests).
     pub fn kill_now(&mut self) {
-        self.signal(libc::SIGKILL);
+        if let Some(dom) = &self.domain {
+            let _ = super::libvirt::virsh(&dom.uri, &["destroy", &dom.name]);
+        } else {
+            self.signal(libc::SIGKILL);
+        }
         if let Some(c) = &mut self.child {
             let _ = c.wait();
         }
+    }
+}
+
+/// `virsh ACTION DOMAIN` in the background.
+fn virsh_child(dom: &super::libvirt::Domain, action: &str) -> Option<Child> {
+    Command::new("virsh")
+        .args(["-q", "-c", &dom.uri, action, &dom.name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+}
+
+fn domain_state(dom: &super::libvirt::Domain) -> Result<String, String> {
+    let o = super::libvirt::virsh(&dom.uri, &["domstate", &dom.name])?;
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    } else {
+        Err(super::libvirt::error_text(&o.stderr))
+    }
+}
+
+/// `shut off (destroyed)`, `crashed (panicked)`, ...
+fn domain_state_reason(dom: &super::libvirt::Domain) -> Result<String, String> {
+    let o = super::libvirt::virsh(&dom.uri, &["domstate", "--reason", &dom.name])?;
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    } else {
+        Err(super::libvirt::error_text(&o.stderr))
     }
 }
 
@@ -462,27 +621,30 @@ mod tests {
     }
 
     #[test]
-    fn libvirt_without_virsh_is_a_clear_error() {
+    fn libvirt_start_of_an_unknown_domain_is_a_failed_start() {
+        let dir = tempfile::tempdir().unwrap();
         let lease = LeaseInfo {
             lockspace: "ls".into(),
             resource: "vm".into(),
             path: "/nonexistent".into(),
             offset: 3 << 20,
         };
-        let launch = Launch::Libvirt {
-            domain: "web1".into(),
-        };
+        let launch = Launch::Libvirt(super::super::libvirt::Domain {
+            name: "web1".into(),
+            xml: Some(dir.path().join("missing.xml")),
+            uri: "test:///default".into(),
+        });
         let spec = StartSpec {
             vm: "web1",
             launch: &launch,
             lease: &lease,
             daemon_run_dir: Path::new("/nonexistent"),
             host_id: 1,
-            log: PathBuf::from("/nonexistent/log"),
+            log: dir.path().join("vm-web1.log"),
             hactl: Path::new("/nonexistent/hactl"),
             die_with_agent: false,
         };
         let e = start(&spec).err().unwrap();
-        assert!(e.contains("runner libvirt"), "{e}");
+        assert!(e.contains("cannot read domain XML"), "{e}");
     }
 }

@@ -27,7 +27,13 @@ pub fn start(addr: &str, run_dir: PathBuf, refresh_secs: u64) -> Result<(), Stri
             Ok(b) => Reply::ok("application/json", b),
             Err(_) => Reply::not_found("/ (the agent has not written its status yet)"),
         },
-        _ => Reply::not_found("/ or /status.json"),
+        "/metrics" => {
+            let status: Option<Value> = std::fs::read(run_dir.join(STATUS_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            Reply::ok(crate::metrics::CONTENT_TYPE, metrics(status.as_ref()))
+        }
+        _ => Reply::not_found("/, /status.json or /metrics"),
     });
     let local = crate::web::serve(addr, "ha-web", handler)?;
     eprintln!("hactl ha agent: web view on http://{local}/");
@@ -56,6 +62,38 @@ pub fn tail_events(path: &Path, n: usize) -> Vec<Event> {
     let skip = evs.len().saturating_sub(n);
     evs.drain(..skip);
     evs
+}
+
+/// The agent's Prometheus metrics, from its status.json: fences by
+/// result, the last fence's duration, and whether a fence is under way.
+pub fn metrics(status: Option<&Value>) -> String {
+    let mut e = crate::metrics::Exposition::default();
+    let f = status.map(|s| &s["fencing"]);
+    e.family(
+        "hactl_ha_fences_total",
+        "counter",
+        "Fences run by this host's agent, by result (declared: off confirmed and the host's delta lease released; failed: no agent confirmed off; not_declared: off confirmed but the lease had changed)",
+    );
+    for result in ["declared", "failed", "not_declared"] {
+        let n = f.and_then(|f| f["fences"][result].as_u64()).unwrap_or(0);
+        e.sample("hactl_ha_fences_total", &[("result", result)], n as f64);
+    }
+    e.family(
+        "hactl_ha_fence_running",
+        "gauge",
+        "1 while this host's agent fences a host",
+    );
+    let busy = f.is_some_and(|f| !f["busy"].is_null());
+    e.sample("hactl_ha_fence_running", &[], if busy { 1.0 } else { 0.0 });
+    if let Some(s) = f.and_then(|f| f["last_fence_seconds"].as_f64()) {
+        e.family(
+            "hactl_ha_last_fence_seconds",
+            "gauge",
+            "How long this host's last fence took, first agent run to its end",
+        );
+        e.sample("hactl_ha_last_fence_seconds", &[], s);
+    }
+    e.finish()
 }
 
 fn page(run_dir: &Path, refresh_secs: u64) -> String {
@@ -301,6 +339,28 @@ mod tests {
         assert!(p.contains("<td>start</td><td>vm1: host 1 is DEAD &lt;now&gt;</td>"));
         assert!(p.contains("<svg id=\"ha-timeline\""));
         assert!(render(None, &[], 0.0, 2).contains("not written its status yet"));
+    }
+
+    #[test]
+    fn metrics_count_fences_by_result() {
+        let st = serde_json::json!({"fencing": {"busy": 2, "fences": {"declared": 3, "failed": 1}, "last_fence_seconds": 2.5}});
+        let m = metrics(Some(&st));
+        assert!(
+            m.contains("hactl_ha_fences_total{result=\"declared\"} 3"),
+            "{m}"
+        );
+        assert!(
+            m.contains("hactl_ha_fences_total{result=\"failed\"} 1"),
+            "{m}"
+        );
+        assert!(
+            m.contains("hactl_ha_fences_total{result=\"not_declared\"} 0"),
+            "{m}"
+        );
+        assert!(m.contains("hactl_ha_fence_running 1"), "{m}");
+        assert!(m.contains("hactl_ha_last_fence_seconds 2.5"), "{m}");
+        let m = metrics(None);
+        assert!(m.contains("hactl_ha_fence_running 0"), "{m}");
     }
 
     #[test]

@@ -27,6 +27,13 @@ const RECORD: usize = 512;
 const BITMAP_BYTES: usize = MAX_VMS / 8;
 const RUNNING_OFF: usize = 64;
 const FAILED_OFF: usize = RUNNING_OFF + BITMAP_BYTES;
+/// The fence report: victim u64, victim generation u64, phase u32.
+const FENCE_OFF: usize = FAILED_OFF + BITMAP_BYTES;
+/// Fence report phases.
+pub const FENCE_NONE: u32 = 0;
+pub const FENCE_RUNNING: u32 = 1;
+pub const FENCE_DECLARED: u32 = 2;
+pub const FENCE_FAILED: u32 = 3;
 /// Each I/O's bound, sanlock's default io_timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -215,6 +222,31 @@ pub struct HostSector {
     pub config_digest: u32,
     pub running: VmBitmap,
     pub failed: VmBitmap,
+    /// What this host's fencer does or did last (progress others see).
+    pub fence: FenceReport,
+}
+
+/// A host's fence report in its sector: it fences (or fenced) `victim` in
+/// `victim_generation`; the others leave that victim to it while its
+/// sector stays fresh.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FenceReport {
+    pub victim: u64,
+    pub victim_generation: u64,
+    /// [`FENCE_NONE`], [`FENCE_RUNNING`], [`FENCE_DECLARED`] or [`FENCE_FAILED`].
+    pub phase: u32,
+}
+
+impl FenceReport {
+    pub fn phase_name(&self) -> &'static str {
+        match self.phase {
+            FENCE_NONE => "none",
+            FENCE_RUNNING => "fencing",
+            FENCE_DECLARED => "declared dead",
+            FENCE_FAILED => "fence failed",
+            _ => "unknown",
+        }
+    }
 }
 
 impl HostSector {
@@ -242,6 +274,9 @@ impl HostSector {
         put_u32(&mut b, 56, self.running.count());
         b[RUNNING_OFF..FAILED_OFF].copy_from_slice(&self.running.0);
         b[FAILED_OFF..FAILED_OFF + BITMAP_BYTES].copy_from_slice(&self.failed.0);
+        put_u64(&mut b, FENCE_OFF, self.fence.victim);
+        put_u64(&mut b, FENCE_OFF + 8, self.fence.victim_generation);
+        put_u32(&mut b, FENCE_OFF + 16, self.fence.phase);
         seal(b)
     }
 
@@ -279,6 +314,11 @@ impl HostSector {
             config_digest: u32_at(r, 52),
             running,
             failed,
+            fence: FenceReport {
+                victim: u64_at(r, FENCE_OFF),
+                victim_generation: u64_at(r, FENCE_OFF + 8),
+                phase: u32_at(r, FENCE_OFF + 16),
+            },
         }))
     }
 }
@@ -619,6 +659,11 @@ mod tests {
             config_digest: 0xdead_beef,
             running: VmBitmap::from_indexes([0, 9, 1023]),
             failed: VmBitmap::from_indexes([5]),
+            fence: FenceReport {
+                victim: 2,
+                victim_generation: 9,
+                phase: FENCE_DECLARED,
+            },
         }
     }
 
@@ -641,7 +686,10 @@ mod tests {
         assert_eq!(b[65], 0b10); // VM 9
         assert_eq!(b[64 + 127], 0x80); // VM 1023
         assert_eq!(b[192], 0b10_0000); // failed VM 5
-        assert!(b[60..64].iter().chain(&b[320..508]).all(|&x| x == 0));
+        assert_eq!(u64_at(&b, 320), 2); // fence victim
+        assert_eq!(u64_at(&b, 328), 9); // its generation
+        assert_eq!(u32_at(&b, 336), FENCE_DECLARED);
+        assert!(b[60..64].iter().chain(&b[340..508]).all(|&x| x == 0));
         assert_eq!(u32_at(&b, 508), sanlock_crc32c(&b[..508]));
         assert_eq!(HostSector::decode(3, &b).unwrap(), Some(s));
     }

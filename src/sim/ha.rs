@@ -29,7 +29,11 @@ use crate::ha::config::{Cluster, Config as HaCfg, RunnerKind, Vm};
 use crate::ha::decide::{
     self, HostView, Input, LeaseView, Local, Memory, Outcome as VmOutcome, OutcomeKind,
 };
-use crate::ha::whiteboard::{Freshness, HostSector, VmBitmap};
+use crate::ha::fence::{FenceAgent, FenceHost, FencingConfig};
+use crate::ha::fencing::{FenceAction, FenceInput, FenceMemory, decide_fencing};
+use crate::ha::whiteboard::{
+    FENCE_DECLARED, FENCE_FAILED, FENCE_RUNNING, FenceReport, Freshness, HostSector, VmBitmap,
+};
 use crate::hosts::HostState;
 use crate::ondisk::{self, LeaderRecord, Name};
 use crate::paxos::leader_sector;
@@ -68,6 +72,15 @@ pub enum HaKnob {
     LeaseWithoutDeadWait,
     /// That, with decide() restarting on FAIL.
     LeaseWithoutDeadWaitRestartOnFail,
+    /// Not a removed step: fencing on (issue 16). FAIL hosts are fenced by
+    /// agents that sometimes fail, whose kill sometimes lands after they
+    /// said it succeeded, and hosts that hang for about FAIL time (flap).
+    Fencing,
+    /// Fencing whose agents lie: they say off (and status off) without
+    /// powering anything off. Declaring on that must be caught: the rule
+    /// that only a confirmed off allows a declaration is what keeps
+    /// fencing safe.
+    FencingLiar,
 }
 
 impl HaKnob {
@@ -87,6 +100,9 @@ impl HaKnob {
     }
     fn no_lease(self) -> bool {
         matches!(self, HaKnob::NoLease | HaKnob::RestartOnFailNoLease)
+    }
+    fn fencing(self) -> bool {
+        matches!(self, HaKnob::Fencing | HaKnob::FencingLiar)
     }
 }
 
@@ -122,6 +138,17 @@ pub struct HaStats {
     pub sum_recovery_ms: u64,
     /// decide() Starts while the lease owner was FAIL (RestartOnFail).
     pub starts_on_fail: u64,
+    /// Fences started, hosts declared dead after a confirmed off, fences
+    /// that ended without a declaration (agent failed, status still on,
+    /// lease changed), and fences whose kill landed after the agent's
+    /// success (the host ran on meanwhile).
+    pub fences: u64,
+    pub declared: u64,
+    pub fence_failed: u64,
+    pub late_kills: u64,
+    /// Crashed VMs that ran again before their host could have been DEAD
+    /// (host_dead_seconds after the crash, less one renewal period).
+    pub before_dead: u64,
 }
 
 impl HaStats {
@@ -144,6 +171,11 @@ impl HaStats {
         self.max_recovery_ms = self.max_recovery_ms.max(o.max_recovery_ms);
         self.sum_recovery_ms += o.sum_recovery_ms;
         self.starts_on_fail += o.starts_on_fail;
+        self.fences += o.fences;
+        self.declared += o.declared;
+        self.fence_failed += o.fence_failed;
+        self.late_kills += o.late_kills;
+        self.before_dead += o.before_dead;
     }
 }
 
@@ -172,6 +204,14 @@ enum AgentIo {
     Write,
 }
 
+/// What an I/O of an agent's fence thread produced (the declaration).
+#[derive(Clone, Debug)]
+enum FenceIo {
+    Read(Result<Vec<u8>, i32>),
+    /// Err: timed out, so it may or may not land: not declared.
+    Write(Result<(), i32>),
+}
+
 #[derive(Clone, Debug)]
 enum Ev {
     /// The daemon's I/O completed (or failed, or timed out).
@@ -186,6 +226,11 @@ enum Ev {
         h: usize,
         boot: u32,
         r: AgentIo,
+    },
+    FenceIo {
+        h: usize,
+        boot: u32,
+        r: FenceIo,
     },
     Timer {
         h: usize,
@@ -238,6 +283,32 @@ enum Ev {
         h: usize,
         on: bool,
     },
+    /// Host h's fence agent ran `off` against `victim`.
+    FenceOff {
+        h: usize,
+        boot: u32,
+        f: SimFence,
+    },
+    /// Host h's fence agent ran `status`.
+    FenceStatus {
+        h: usize,
+        boot: u32,
+        f: SimFence,
+    },
+    /// A fence agent's power-off reaches the victim (its boot then).
+    PowerOff {
+        victim: usize,
+        boot: u32,
+    },
+}
+
+/// A fence under way: the victim (index) in the generation and with the
+/// delta lease timestamp judged FAIL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SimFence {
+    victim: usize,
+    generation: u64,
+    timestamp: u64,
 }
 
 impl Ev {
@@ -249,7 +320,10 @@ impl Ev {
             | Ev::Timer { h, boot, .. }
             | Ev::Main { h, boot, .. }
             | Ev::Rejoin { h, boot }
-            | Ev::Agent { h, boot } => Some((h, boot)),
+            | Ev::Agent { h, boot }
+            | Ev::FenceIo { h, boot, .. }
+            | Ev::FenceOff { h, boot, .. }
+            | Ev::FenceStatus { h, boot, .. } => Some((h, boot)),
             _ => None,
         }
     }
@@ -304,6 +378,10 @@ struct Host {
     /// first did (ms): the warm-up of src/ha/agent.rs.
     cycles: u32,
     agent_started: u64,
+    // the agent's fencer (src/ha/fence.rs)
+    fence_mem: FenceMemory,
+    fence_busy: Option<SimFence>,
+    fence_report: FenceReport,
 }
 
 pub struct HaSim {
@@ -381,7 +459,7 @@ fn formatted_disk() -> Vec<u8> {
     bytes
 }
 
-fn ha_config(nvms: usize, capacity: u32) -> HaCfg {
+fn ha_config(nvms: usize, capacity: u32, fencing: bool) -> HaCfg {
     HaCfg {
         cluster: Cluster {
             lockspace: "LS".into(),
@@ -391,6 +469,7 @@ fn ha_config(nvms: usize, capacity: u32) -> HaCfg {
             interval: INTERVAL,
             grace: GRACE,
             capacity,
+            libvirt_uri: None,
         },
         vms: (0..nvms)
             .map(|k| Vm {
@@ -402,8 +481,27 @@ fn ha_config(nvms: usize, capacity: u32) -> HaCfg {
                 start: vec!["/bin/true".into()],
                 stop: None,
                 domain: None,
+                domain_xml: None,
             })
             .collect(),
+        // Every host has one agent; the simulation plays its outcomes.
+        fencing: fencing.then(|| FencingConfig {
+            delay: 0,
+            takeover: 3,
+            max_fences: 2,
+            window: 600,
+            hosts: (1..=MAX_HOSTS as u64)
+                .map(|host_id| FenceHost {
+                    host_id,
+                    agents: vec![FenceAgent {
+                        command: vec!["/sim/fence_agent".into()],
+                        options: Default::default(),
+                        secrets: None,
+                        timeout: 5,
+                    }],
+                })
+                .collect(),
+        }),
     }
 }
 
@@ -424,7 +522,13 @@ impl HaSim {
         // Another stream than sim/mod.rs's for the same seed.
         let mut rng = Rng::new(seed ^ 0x4841_5f53_494d_0001);
         let n = 2 + rng.below(3) as usize;
-        let w = [3, 5, 10][rng.below(3) as usize];
+        // With fencing, watchdogs as slow as sanlock's default (60 s): a
+        // fence is worth something only well before DEAD.
+        let w = if cfg.knob.fencing() {
+            [10, 30, 60]
+        } else {
+            [3, 5, 10]
+        }[rng.below(3) as usize];
         let t = Timeouts {
             io_timeout: IO_TIMEOUT,
             watchdog_fire_timeout: w,
@@ -498,8 +602,12 @@ impl HaSim {
                 starting: vec![false; nvms],
                 cycles: 0,
                 agent_started: 0,
+                fence_mem: FenceMemory::default(),
+                fence_busy: None,
+                fence_report: FenceReport::default(),
             });
         }
+        let fencing = cfg.knob.fencing();
         let mut s = HaSim {
             seed,
             cfg,
@@ -512,7 +620,7 @@ impl HaSim {
             hosts,
             t,
             end,
-            ha: ha_config(nvms, capacity),
+            ha: ha_config(nvms, capacity, fencing),
             nvms,
             running: vec![[false; MAX_HOSTS]; nvms],
             freed: vec![true; nvms],
@@ -557,6 +665,19 @@ impl HaSim {
                 let at = s.rng.below(end);
                 s.push(at, Ev::Crash { h });
                 s.disturbed[h].push((at, u64::MAX));
+            }
+            // Fencing seeds: a host that flaps, hanging again and again
+            // for about the time others call it FAIL (8 s at io_timeout 1):
+            // some only slow, some fenced.
+            if s.cfg.knob.fencing() && s.rng.chance(1, 3) {
+                let mut at = s.rng.below(end);
+                for _ in 0..s.rng.range(2, 5) {
+                    let len = s.rng.range(6000, 12_000);
+                    s.push(at, Ev::PauseStart { h });
+                    s.push(at + len, Ev::PauseEnd { h });
+                    s.disturbed[h].push((at, u64::MAX));
+                    at += len + s.rng.range(1000, 15_000);
+                }
             }
         }
         // The crash whose recovery is measured.
@@ -732,6 +853,35 @@ impl HaSim {
         );
     }
 
+    /// A fence thread's read of one sector.
+    fn fence_read(&mut self, h: usize, sector: usize) {
+        let done = self.io_completion(h);
+        let boot = self.hosts[h].boot;
+        let deadline = self.now + IO_TIMEOUT * 1000;
+        let (at, r) = if done > deadline {
+            self.stats.io_timeouts += 1;
+            (deadline, FenceIo::Read(Err(crate::rv::SANLK_AIO_TIMEOUT)))
+        } else {
+            (done, FenceIo::Read(Ok(self.disk.read(sector, 1).to_vec())))
+        };
+        self.push(at, Ev::FenceIo { h, boot, r });
+    }
+
+    /// A fence thread's write of one sector (abandoned at its timeout).
+    fn fence_write(&mut self, h: usize, sector: usize, data: Vec<u8>) {
+        let done = self.io_completion(h);
+        let boot = self.hosts[h].boot;
+        let deadline = self.now + IO_TIMEOUT * 1000;
+        let r = if done > deadline {
+            self.stats.io_timeouts += 1;
+            FenceIo::Write(Err(crate::rv::SANLK_AIO_TIMEOUT))
+        } else {
+            self.push(done, Ev::Land { sector, data });
+            FenceIo::Write(Ok(()))
+        };
+        self.push(done.min(deadline), Ev::FenceIo { h, boot, r });
+    }
+
     // ---- the invariant and liveness ----
 
     fn run_vm(&mut self, h: usize, vm: usize) {
@@ -759,7 +909,11 @@ impl HaSim {
                 true
             }
         });
+        let dead_ms = self.t.host_dead_seconds() * 1000;
         for d in rec {
+            if d + 2000 < dead_ms {
+                self.stats.before_dead += 1;
+            }
             if d <= self.bound_ms {
                 self.stats.crash_cases += 1;
                 self.stats.recovered += 1;
@@ -823,6 +977,7 @@ impl HaSim {
                 let reqs = self.hosts[h].node.timer(now, who, id);
                 self.apply(h, reqs);
             }
+            Ev::FenceIo { h, r, .. } => self.fence_io(h, r),
             Ev::Main { h, tick, .. } => {
                 let holders: Vec<Holder> = self.hosts[h]
                     .procs
@@ -904,6 +1059,14 @@ impl HaSim {
                 self.tr(|| format!("host {h}: local maintenance {on}"));
                 self.hosts[h].maintenance = on;
             }
+            Ev::FenceOff { h, f, .. } => self.fence_off(h, f),
+            Ev::FenceStatus { h, f, .. } => self.fence_status(h, f),
+            Ev::PowerOff { victim, boot } => {
+                if self.hosts[victim].up && self.hosts[victim].boot == boot {
+                    self.tr(|| format!("host {victim}: powered off by a fence agent"));
+                    self.host_down(victim);
+                }
+            }
         }
     }
 
@@ -928,6 +1091,9 @@ impl HaSim {
         x.outcomes.clear();
         x.starting = vec![false; nvms];
         x.cycles = 0;
+        x.fence_mem = FenceMemory::default();
+        x.fence_busy = None;
+        x.fence_report = FenceReport::default();
         x.clock_off_ms = x.clock_off_ms.wrapping_add(delay * 7) % 1_000_000_000;
         if restart {
             self.push(self.now + delay, Ev::Restart { h });
@@ -1322,6 +1488,7 @@ impl HaSim {
                 _ => false,
             })
             .collect();
+        let views = hosts.clone();
         let input = Input {
             now,
             me,
@@ -1394,6 +1561,9 @@ impl HaSim {
                 decide::ActionKind::Wait => self.tr(|| format!("host {h}: wait {}", a.reason)),
             }
         }
+        if !warming {
+            self.fence_decide(h, &views);
+        }
         let x = &mut self.hosts[h];
         x.memory = d.memory;
         x.seq += 1;
@@ -1415,10 +1585,172 @@ impl HaSim {
             config_digest: self.ha.digest(),
             running,
             failed: d.failed,
+            fence: x.fence_report,
         };
         x.agent = AgentPhase::Writing;
         let data = sector.encode(SS as u32);
         self.agent_write(h, WB_OFF + me as usize, data);
+    }
+}
+
+impl HaSim {
+    // ---- fencing (src/ha/fencing.rs decides, src/ha/fence.rs acts) ----
+
+    /// The fencing decision on the agent's views; a fence started.
+    fn fence_decide(&mut self, h: usize, views: &[HostView]) {
+        let Some(fcfg) = self.ha.fencing.clone() else {
+            return;
+        };
+        let me = self.hosts[h].node.host_id;
+        let now = self.monotime(h);
+        let x = &mut self.hosts[h];
+        let input = FenceInput {
+            now,
+            me,
+            fencing: &fcfg,
+            hosts: views,
+            global_maintenance: false,
+            local_maintenance: x.maintenance,
+            own_renewal_age: views
+                .iter()
+                .find(|v| v.host_id == me)
+                .and_then(|v| v.renewal_age),
+            io_timeout: IO_TIMEOUT,
+            busy: x.fence_busy.map(|f| f.victim as u64 + 1),
+            memory: std::mem::take(&mut x.fence_mem),
+        };
+        let d = decide_fencing(&input);
+        self.hosts[h].fence_mem = d.memory.clone();
+        for a in &d.actions {
+            if let FenceAction::Wait { reason, .. } = a {
+                self.tr(|| format!("host {h}: fence wait {reason}"));
+            }
+        }
+        let Some((victim_id, generation)) = d.fence() else {
+            return;
+        };
+        let victim = victim_id as usize - 1;
+        let f = SimFence {
+            victim,
+            generation,
+            timestamp: self.hosts[h]
+                .node
+                .lockspace()
+                .and_then(|ls| ls.host_status(victim_id))
+                .map_or(0, |hs| hs.timestamp),
+        };
+        self.stats.fences += 1;
+        self.tr(|| format!("host {h}: FENCE host {victim} ({f:?})"));
+        let x = &mut self.hosts[h];
+        x.fence_busy = Some(f);
+        x.fence_report = FenceReport {
+            victim: victim_id,
+            victim_generation: generation,
+            phase: FENCE_RUNNING,
+        };
+        let boot = x.boot;
+        let at = self.now + self.rng.range(200, 3000);
+        self.push(at, Ev::FenceOff { h, boot, f });
+    }
+
+    /// The agent's `off`: fails sometimes; else the victim's power goes,
+    /// at once or a little later than the agent says (the host runs on
+    /// until then), unless the agent lies. Then `status`.
+    fn fence_off(&mut self, h: usize, f: SimFence) {
+        if self.hosts[h].fence_busy != Some(f) {
+            return;
+        }
+        if self.rng.chance(1, 8) {
+            self.tr(|| format!("host {h}: fence agent off failed"));
+            return self.fence_end(h, f, false);
+        }
+        if self.cfg.knob != HaKnob::FencingLiar && self.hosts[h].fence_busy.is_some() {
+            let late = if self.rng.chance(1, 3) {
+                self.stats.late_kills += 1;
+                self.rng.range(100, 3000)
+            } else {
+                0
+            };
+            let boot = self.hosts[f.victim].boot;
+            self.push(
+                self.now + late,
+                Ev::PowerOff {
+                    victim: f.victim,
+                    boot,
+                },
+            );
+        }
+        let boot = self.hosts[h].boot;
+        let at = self.now + self.rng.range(50, 1500);
+        self.push(at, Ev::FenceStatus { h, boot, f });
+    }
+
+    /// The agent's `status`: off confirmed only if the victim is down (or
+    /// the agent lies); then the declaration: read the victim's delta
+    /// lease, checked, then released as sanlock releases a host_id.
+    fn fence_status(&mut self, h: usize, f: SimFence) {
+        if self.hosts[h].fence_busy != Some(f) {
+            return;
+        }
+        let off = self.cfg.knob == HaKnob::FencingLiar || !self.hosts[f.victim].up;
+        if !off {
+            self.tr(|| format!("host {h}: fence status says host {} on", f.victim));
+            return self.fence_end(h, f, false);
+        }
+        self.fence_read(h, LS_OFF + f.victim);
+    }
+
+    fn fence_io(&mut self, h: usize, r: FenceIo) {
+        let Some(f) = self.hosts[h].fence_busy else {
+            return;
+        };
+        match r {
+            FenceIo::Read(Ok(b)) => {
+                let id = f.victim as u64 + 1;
+                // The agent's own check and release (src/ha/fence.rs).
+                match crate::ha::fence::declaration(
+                    &b[..SS],
+                    &space_name(),
+                    id,
+                    f.generation,
+                    f.timestamp,
+                ) {
+                    Ok(crate::ha::fence::Declaration::Write { sector, .. }) => {
+                        self.fence_write(h, LS_OFF + f.victim, sector);
+                    }
+                    Ok(crate::ha::fence::Declaration::AlreadyFree) => self.fence_end(h, f, true),
+                    Err(why) => {
+                        self.tr(|| format!("host {h}: not declaring host {}: {why}", f.victim));
+                        self.fence_end(h, f, false)
+                    }
+                }
+            }
+            FenceIo::Write(Ok(())) => {
+                self.tr(|| format!("host {h}: DECLARED host {} dead", f.victim));
+                self.fence_end(h, f, true)
+            }
+            FenceIo::Read(Err(_)) | FenceIo::Write(Err(_)) => self.fence_end(h, f, false),
+        }
+    }
+
+    fn fence_end(&mut self, h: usize, f: SimFence, declared: bool) {
+        if declared {
+            self.stats.declared += 1;
+        } else {
+            self.stats.fence_failed += 1;
+        }
+        let x = &mut self.hosts[h];
+        x.fence_busy = None;
+        x.fence_mem.done.insert(f.victim as u64 + 1, f.generation);
+        x.fence_report = FenceReport {
+            victim: f.victim as u64 + 1,
+            victim_generation: f.generation,
+            phase: if declared {
+                FENCE_DECLARED
+            } else {
+                FENCE_FAILED
+            },
+        };
     }
 }
 

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod ha;
+pub mod libvirt;
+
 pub fn hactl() -> &'static str {
     env!("CARGO_BIN_EXE_hactl")
 }
@@ -101,6 +104,34 @@ pub fn make_file(path: &Path, size: usize, fill: u8) {
     std::fs::write(path, vec![fill; size]).expect("write file");
 }
 
+/// A 1 MiB lockspace "LS" at `ids`, initialised by hactl with io_timeout 1.
+pub fn lockspace_file(ids: &Path) {
+    make_file(ids, 1 << 20, 0);
+    let ids_s = format!("LS:0:{}:0", p(ids));
+    let o = run(hactl(), &["direct", "init", "-s", &ids_s, "-o", "1"]);
+    assert_eq!(o.code, 0, "{}", o.text());
+}
+
+/// `back/leases` (2 MiB: lockspace "LS" with io_timeout 1 at 0, resource R1
+/// at 1 MiB) for a FUSE pass-through mount of `back` on `mnt`; returns
+/// (back, mnt).
+pub fn fuse_lease_dirs(dir: &Path) -> (PathBuf, PathBuf) {
+    let (back, mnt) = (dir.join("back"), dir.join("mnt"));
+    std::fs::create_dir_all(&back).unwrap();
+    std::fs::create_dir_all(&mnt).unwrap();
+    let direct = back.join("leases");
+    make_file(&direct, 2 << 20, 0);
+    let ds = p(&direct);
+    for args in [
+        vec!["direct", "init", "-s", &format!("LS:0:{ds}:0"), "-o", "1"],
+        vec!["direct", "init", "-r", &format!("LS:R1:{ds}:1M")],
+    ] {
+        let o = run(hactl(), &args);
+        assert_eq!(o.code, 0, "{}", o.text());
+    }
+    (back, mnt)
+}
+
 pub fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
@@ -190,6 +221,15 @@ pub fn die_with_parent(c: &mut Command) -> &mut Command {
             Ok(())
         })
     }
+}
+
+/// `nsenter` into a lab host's mount namespace, as `via` of [`spawn_daemon`].
+fn nsenter(ns: &hactl::ha::lab::HostNs) -> Vec<String> {
+    vec![
+        "nsenter".into(),
+        format!("--mount=/proc/{}/ns/mnt", ns.holder_pid()),
+        "--".into(),
+    ]
 }
 
 /// Starts `bin daemon` (sanlock's or hactl's) in its own run dir, the way
@@ -299,6 +339,24 @@ impl SanlockDaemon {
 
     pub fn start_with_env(run_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> SanlockDaemon {
         Self::start_via(&[], run_dir, extra, env)
+    }
+
+    /// Started inside a lab host's mount namespace (libvirt's killpath
+    /// helper, which the daemon runs, must reach that host's libvirtd).
+    pub fn start_in(ns: &hactl::ha::lab::HostNs, run_dir: &Path, extra: &[&str]) -> SanlockDaemon {
+        let child = spawn_daemon(
+            &nsenter(ns),
+            sanlock(),
+            extra,
+            run_dir,
+            "daemon.log",
+            &[],
+            &[],
+        );
+        SanlockDaemon {
+            run_dir: run_dir.to_path_buf(),
+            child,
+        }
     }
 
     /// Started through `via` (a command that execs it, e.g. nsenter).
@@ -431,6 +489,24 @@ impl HactlDaemon {
         let mut all = vec![("HACTL_SANLOCK_CONF", "/nonexistent")];
         all.extend_from_slice(env);
         let child = spawn_daemon(via, hactl(), extra, run_dir, "daemon.stderr", &all, limits);
+        HactlDaemon {
+            run_dir: run_dir.to_path_buf(),
+            child,
+        }
+    }
+
+    /// Started inside a lab host's mount namespace, as [`SanlockDaemon::start_in`].
+    pub fn start_in(ns: &hactl::ha::lab::HostNs, run_dir: &Path, extra: &[&str]) -> HactlDaemon {
+        let env = [("HACTL_SANLOCK_CONF", "/nonexistent")];
+        let child = spawn_daemon(
+            &nsenter(ns),
+            hactl(),
+            extra,
+            run_dir,
+            "daemon.stderr",
+            &env,
+            &[],
+        );
         HactlDaemon {
             run_dir: run_dir.to_path_buf(),
             child,
