@@ -315,10 +315,10 @@ print("joined", flush=True)
         slowest_status < Duration::from_secs(3),
         "client status took {slowest_status:?} with the storage frozen"
     );
-    // The daemon's own three (main, engine, main loop), one per holder's
+    // The daemon's own four (main, killpath helper, engine, main loop), one per holder's
     // registered connection and one for the status client, and the kernel's
     // io-wq workers for the ring: at most 4 bounded and 4 unbounded.
-    let bound = 3 + HOLDERS as usize + 1 + 8;
+    let bound = 4 + HOLDERS as usize + 1 + 8;
     assert!(
         most.len() <= bound,
         "{} threads (bound {bound}) with {N} lockspaces on frozen storage: {}",
