@@ -309,13 +309,42 @@ fn bench(
     if let Err(e) = &observer {
         eprintln!("no sanlock observer: {e}");
     }
-    c.start_all()?;
+    // With a longer io_timeout, host 1 alone first until it runs them all:
+    // joins take 2 x io_timeout each, and hosts whose agents ran earlier
+    // would start VMs while host 1 has no score yet.
+    let host1_first = io_timeout > 1;
     let t = Instant::now();
+    if host1_first {
+        c.start_daemon(1)?;
+        c.start_agent(1)?;
+    } else {
+        c.start_all()?;
+    }
     while !c.running_on(fresh).iter().all(|h| *h == Some(1)) {
         if t.elapsed() > boot_limit {
             return Err(format!("the {n} VMs did not all run on host 1"));
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+    if host1_first {
+        for h in 2..=3 {
+            c.start_daemon(h)?;
+            c.start_agent(h)?;
+        }
+        // Until both see host 1 LIVE (the crash must find a formed cluster).
+        let t = Instant::now();
+        while !(2..=3).all(|h| {
+            c.status(h).is_some_and(|s| {
+                s["hosts"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x["host_id"] == 1 && x["state"] == "LIVE"))
+            })
+        }) {
+            if t.elapsed() > Duration::from_secs(60 + 20 * io_timeout as u64) {
+                return Err("hosts 2 and 3 did not see host 1 LIVE".into());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
     eprintln!(
         "{n} VM(s) run on host 1 after {:.1} s; {} host 1",

@@ -136,6 +136,10 @@ pub struct Space {
     pub examine: AtomicBool,
     /// rem_lockspace asked for it (not a failure).
     pub external_remove: AtomicBool,
+    /// Stopped and its host_id released: the main loop drops it at its
+    /// next pass (sanlock's free_lockspaces), so that `inq_lockspace` says
+    /// "in progress" for a while, as sanlock's does.
+    pub removed: AtomicBool,
     pub thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub event_fds: Mutex<Vec<std::os::unix::net::UnixStream>>,
     pub counters: Arc<RenewCounters>,
@@ -213,6 +217,7 @@ impl Space {
             stop: AtomicBool::new(false),
             examine: AtomicBool::new(false),
             external_remove: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
             thread: Mutex::new(None),
             event_fds: Mutex::new(Vec::new()),
         }
