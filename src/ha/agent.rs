@@ -908,22 +908,7 @@ impl Agent {
     /// Logs a Wait only when its reason changes (numbers aside: "last
     /// renewal 12 s ago" is the same reason as "11 s ago").
     fn wait_event(&mut self, v: usize, reason: &str) {
-        let key: String = {
-            let mut k = String::with_capacity(reason.len());
-            let mut in_num = false;
-            for ch in reason.chars() {
-                if ch.is_ascii_digit() {
-                    if !in_num {
-                        k.push('#');
-                    }
-                    in_num = true;
-                } else {
-                    in_num = false;
-                    k.push(ch);
-                }
-            }
-            k
-        };
+        let key = super::fence::wait_key(reason);
         if self.last_wait[v].as_deref() != Some(key.as_str()) {
             let name = self.cfg.vms[v].name.clone();
             self.event(&name, "wait", reason);
