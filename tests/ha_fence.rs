@@ -68,12 +68,34 @@ fn opts(dir: &Path, vms: usize, knobs: &[(u64, &str)], fencing: Option<String>) 
     o
 }
 
+/// Host 3 joins alone and starts its VMs before hosts 1 and 2 join: with
+/// all three agents at once, a host 3 slow to join on a loaded machine
+/// lets another host start the VMs first (and they stay there).
 fn started(dir: &Path, o: ClusterOpts) -> Cluster {
     let mut c = Cluster::create(dir, o).expect("cluster files");
-    c.start_all().expect("hosts start");
-    wait("every VM to run on host 3", Duration::from_secs(60), || {
+    for id in 1..=3 {
+        c.start_daemon(id).expect("daemon starts");
+    }
+    c.start_agent(3).expect("agent 3 starts");
+    wait("every VM to run on host 3", Duration::from_secs(90), || {
         c.running_on(FRESH).iter().all(|o| *o == Some(3))
     });
+    for id in 1..=2 {
+        c.start_agent(id).expect("agent starts");
+    }
+    wait(
+        "hosts 1 and 2 to see host 3 LIVE",
+        Duration::from_secs(60),
+        || {
+            (1..=2).all(|h| {
+                c.status(h).is_some_and(|s| {
+                    s["hosts"].as_array().is_some_and(|hs| {
+                        hs.iter().any(|x| x["host_id"] == 3 && x["state"] == "LIVE")
+                    })
+                })
+            })
+        },
+    );
     c
 }
 

@@ -158,11 +158,32 @@ fn crash() {
 
 /// A host hangs: every process of it stopped, its guests frozen with it.
 /// The survivor restarts them after it is DEAD; the hung host is then
-/// SIGKILLed (its watchdog's reset), never resumed.
+/// SIGKILLed (its watchdog's reset), never resumed. Here the domains are
+/// defined in libvirt beforehand, without a `<lease>`, and the config
+/// names them only: the agent adds each VM's lease before it starts one.
 fn hang() {
     let dir = Dir::new();
-    let mut c = Cluster::create(dir.path(), guest_opts(2, 2)).expect("cluster files");
+    let mut o = guest_opts(2, 2);
+    o.predefine_domains = true;
+    let mut c = Cluster::create(dir.path(), o).expect("cluster files");
     start_on_host1(&mut c);
+    let vol = hactl::xleases::Volume::open(&c.shared.join("xleases"), &Default::default())
+        .expect("xleases");
+    for vm in &c.vm_names {
+        let lease = vol.lookup(vm).expect("the VM's lease");
+        let o = c
+            .host(1)
+            .ns
+            .as_ref()
+            .unwrap()
+            .virsh(&["dumpxml", "--inactive", vm]);
+        let xml = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            hactl::ha::libvirt::check_lease(&xml, &lease),
+            Ok(hactl::ha::libvirt::LeaseCheck::Matches),
+            "host 1's agent did not give {vm} its lease:\n{xml}"
+        );
+    }
     let t_lost = unix_now();
     c.hang(1);
     let took = wait_for(
@@ -240,7 +261,9 @@ fn restart_and_maintenance() {
         || {
             c.events(1).iter().any(|e| {
                 e["kind"] == "running"
-                    && e["reason"].as_str().is_some_and(|r| r.contains("adopted"))
+                    && e["reason"].as_str().is_some_and(|r| {
+                        r.contains("adopted") && r.contains("libvirt: domain vm1 running")
+                    })
             })
         },
     );

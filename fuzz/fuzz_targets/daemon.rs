@@ -460,7 +460,7 @@ fuzz_target!(
             // A shutdown was asked for (and may be under way): wait for the
             // daemon to go, then start another.
             let end = Instant::now() + Duration::from_secs(120);
-            while !live.daemon.spaces.lock().unwrap().is_empty() {
+            while !live.daemon.spaces.lock().is_empty() {
                 assert!(Instant::now() < end, "a shutdown did not finish in 120 s");
                 std::thread::sleep(Duration::from_millis(50));
             }

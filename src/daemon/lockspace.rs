@@ -160,6 +160,10 @@ pub struct Space {
     on_finished: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     /// Ourselves, for the engine's callbacks.
     me: OnceLock<Weak<Space>>,
+    /// Stopped and its host_id released: the main loop drops it at its
+    /// next pass (sanlock's free_lockspaces), so that `inq_lockspace` says
+    /// "in progress" for a while, as sanlock's does.
+    pub removed: AtomicBool,
     pub event_fds: Mutex<Vec<std::os::unix::net::UnixStream>>,
     pub counters: Arc<RenewCounters>,
 }
@@ -239,6 +243,7 @@ impl Space {
             external_remove: AtomicBool::new(false),
             on_finished: Mutex::new(Vec::new()),
             me: OnceLock::new(),
+            removed: AtomicBool::new(false),
             event_fds: Mutex::new(Vec::new()),
         }
     }

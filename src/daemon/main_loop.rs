@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::Daemon;
 use super::core::lockspace::{Action, Event};
@@ -21,6 +21,13 @@ use crate::recovery::{Holder, Signal};
 
 pub fn run(d: Arc<Daemon>) {
     while !d.shutting_down.load(Ordering::Relaxed) || !d.spaces.lock().is_empty() {
+        d.spaces.lock().retain(|sp| {
+            let gone = sp.removed.load(Ordering::Relaxed);
+            if gone {
+                info!("s{} lockspace removed", sp.space_id);
+            }
+            !gone
+        });
         let spaces = d.spaces.lock().clone();
         let mut fast = false;
         for sp in spaces {

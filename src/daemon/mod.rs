@@ -370,8 +370,10 @@ impl Daemon {
     pub fn inq_lockspace(&self, name: &Name, host_id: u64, path: &str, offset: u64) -> Rv {
         match self.find_exact(name, host_id, path, offset) {
             None => -libc::ENOENT,
+            // Once rem_lockspace has been asked, it is on its way out
+            // (sanlock moves it to spaces_rem at its next main loop pass).
             Some(sp) => match Self::list_of(&sp) {
-                SpaceList::Active => 0,
+                SpaceList::Active if !sp.external_remove.load(Ordering::Relaxed) => 0,
                 _ => -libc::EINPROGRESS,
             },
         }
@@ -449,8 +451,7 @@ impl Daemon {
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 sp.stop_and_join();
-                d.spaces.lock().retain(|s| !Arc::ptr_eq(s, &sp));
-                info!("s{} lockspace removed", sp.space_id);
+                sp.removed.store(true, Ordering::Relaxed);
             });
         }
         0

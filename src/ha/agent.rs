@@ -763,9 +763,19 @@ impl Agent {
             };
             let vm = &self.cfg.vms[v];
             let name = vm.name.clone();
+            // Runner libvirt: what libvirt says of the domain goes into the
+            // event (the lease holder is the truth either way: while it
+            // holds the lease nobody else may start the VM).
+            let mut libvirt_says = String::new();
             self.procs[v] = Some(
                 match launch_of(vm, self.cfg.cluster.libvirt_uri.as_deref()) {
-                    Launch::Libvirt(dom) => runner::adopt_domain(&name, pid, &dom),
+                    Launch::Libvirt(dom) => {
+                        libvirt_says = match runner::domain_state(&dom) {
+                            Ok(st) => format!("; libvirt: domain {} {st}", dom.name),
+                            Err(e) => format!("; libvirt: {e}"),
+                        };
+                        runner::adopt_domain(&name, pid, &dom)
+                    }
                     Launch::Command { stop, .. } => runner::adopt(&name, pid, stop),
                 },
             );
@@ -775,7 +785,7 @@ impl Agent {
                 since: now,
             };
             let why = format!(
-                "{name}: already running on host {} (pid {pid} holds its lease, started before this agent): adopted",
+                "{name}: already running on host {} (pid {pid} holds its lease, started before this agent{libvirt_says}): adopted",
                 self.me
             );
             self.event(&name, "running", &why);
@@ -898,22 +908,7 @@ impl Agent {
     /// Logs a Wait only when its reason changes (numbers aside: "last
     /// renewal 12 s ago" is the same reason as "11 s ago").
     fn wait_event(&mut self, v: usize, reason: &str) {
-        let key: String = {
-            let mut k = String::with_capacity(reason.len());
-            let mut in_num = false;
-            for ch in reason.chars() {
-                if ch.is_ascii_digit() {
-                    if !in_num {
-                        k.push('#');
-                    }
-                    in_num = true;
-                } else {
-                    in_num = false;
-                    k.push(ch);
-                }
-            }
-            k
-        };
+        let key = super::fence::wait_key(reason);
         if self.last_wait[v].as_deref() != Some(key.as_str()) {
             let name = self.cfg.vms[v].name.clone();
             self.event(&name, "wait", reason);

@@ -72,6 +72,11 @@ pub struct ClusterOpts {
     /// stand in for the VM lease between hosts: on one machine a hung
     /// host's stopped qemu would otherwise keep the image locked.
     pub disk_device_per_host: bool,
+    /// Real guests: the domains are defined in each host's libvirt when it
+    /// starts (without a `<lease>`) and the config names them by `domain`
+    /// only, so the agent adds the lease to a defined domain; otherwise
+    /// the config gives each VM's `domain_xml` for the agent to define.
+    pub predefine_domains: bool,
     /// Extra arguments per host id for its daemon and its agent (e.g.
     /// `--metrics-listen ADDR --metrics-web`, `--web ADDR`).
     pub daemon_args: BTreeMap<u64, Vec<String>>,
@@ -99,6 +104,7 @@ impl ClusterOpts {
             whiteboard_hosts: hosts,
             guests: None,
             disk_device_per_host: true,
+            predefine_domains: false,
             daemon_args: BTreeMap::new(),
             agent_args: BTreeMap::new(),
             extra_config: String::new(),
@@ -371,6 +377,21 @@ impl Cluster {
             // the xleases volume) and must never run without a lease.
             let conf = super::lab::LibvirtConf::new(id);
             h.libvirtd = Some(super::lab::Libvirtd::start(ns, &conf, &h.daemon_dir)?);
+            if self.opts.predefine_domains {
+                let h = self.host(id);
+                let ns = h.ns.as_ref().expect("a namespace");
+                for n in &self.vm_names {
+                    let xml = h.config.with_file_name("domains").join(format!("{n}.xml"));
+                    let o = ns.virsh(&["define", &xml.display().to_string()]);
+                    if !o.status.success() {
+                        return Err(format!(
+                            "host {id}: virsh define {}: {}",
+                            xml.display(),
+                            String::from_utf8_lossy(&o.stderr).trim()
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -627,6 +648,11 @@ fn config_text(
     let hactl = q(&opts.hactl.display().to_string());
     for (i, (n, d)) in names.iter().zip(disks).enumerate() {
         match domains {
+            Some(_) if opts.predefine_domains => s.push_str(&format!(
+                "\n[[vm]]\nname = {}\nrunner = \"libvirt\"\ndomain = {}\n",
+                q(n),
+                q(n)
+            )),
             Some(xml) => s.push_str(&format!(
                 "\n[[vm]]\nname = {}\nrunner = \"libvirt\"\ndomain = {}\ndomain_xml = {}\n",
                 q(n),

@@ -630,8 +630,9 @@ pub struct Fencer {
 }
 
 /// A reason with its numbers masked: a Wait is logged again only when
-/// its reason changes in words.
-fn wait_key(s: &str) -> String {
+/// its reason changes in words ("last renewal 12 s ago" is the same
+/// reason as "11 s ago"). Used by the fencer and the agent's VM waits.
+pub(crate) fn wait_key(s: &str) -> String {
     let mut k = String::with_capacity(s.len());
     let mut in_num = false;
     for ch in s.chars() {

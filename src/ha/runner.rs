@@ -569,7 +569,8 @@ fn virsh_child(dom: &super::libvirt::Domain, action: &str) -> Option<Child> {
         .ok()
 }
 
-fn domain_state(dom: &super::libvirt::Domain) -> Result<String, String> {
+/// `virsh domstate`: `running`, `paused`, `shut off`, ...
+pub fn domain_state(dom: &super::libvirt::Domain) -> Result<String, String> {
     let o = super::libvirt::virsh(&dom.uri, &["domstate", &dom.name])?;
     if o.status.success() {
         Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
