@@ -135,17 +135,40 @@ impl HostStatus {
         .host_dead_seconds()
     }
 
+    /// The host's state as `get_host_flag` judges it, without the rule's
+    /// text: what the main loop asks of every slot at every tick (1,000
+    /// lockspaces × 2,000 slots), so it allocates nothing.
+    pub fn state(&self, now: u64, our_host_id: u64, watchdog_fire_timeout: u64) -> HostState {
+        if self.timestamp == 0 {
+            return HostState::Free;
+        }
+        if our_host_id == self.owner_id {
+            return HostState::Live;
+        }
+        let t = Timeouts {
+            io_timeout: self.io_timeout,
+            watchdog_fire_timeout,
+        };
+        let since = now.saturating_sub(self.last_seen());
+        if since <= t.id_renewal_fail_seconds() {
+            if self.first_check == self.last_live {
+                HostState::Unknown
+            } else {
+                HostState::Live
+            }
+        } else if since > t.host_dead_seconds() {
+            HostState::Dead
+        } else {
+            HostState::Fail
+        }
+    }
+
     /// Judges the host as `get_host_flag` does, saying which rule decided
     /// with its numbers (the constants of [`Timeouts`], from the io_timeout
     /// in the host's own lease). `our_host_id` is never judged: our own
     /// slot is LIVE while we hold it.
     pub fn judge(&self, now: u64, our_host_id: u64, watchdog_fire_timeout: u64) -> Verdict {
-        if self.timestamp == 0 {
-            return Verdict {
-                state: HostState::Free,
-                rule: "its lease timestamp is 0 (released or never used)".into(),
-            };
-        }
+        let state = self.state(now, our_host_id, watchdog_fire_timeout);
         let io = self.io_timeout;
         let t = Timeouts {
             io_timeout: io,
@@ -154,44 +177,31 @@ impl HostStatus {
         let (fail, dead) = (t.id_renewal_fail_seconds(), t.host_dead_seconds());
         let since = now.saturating_sub(self.last_seen());
         let ts = self.timestamp;
-        let fail_is = format!("id_renewal_fail_seconds {fail}s (8 x io_timeout {io}s)");
-        let dead_is = format!(
-            "host_dead_seconds {dead}s (8 x io_timeout {io}s + watchdog_fire_timeout {watchdog_fire_timeout}s)"
-        );
-        if our_host_id == self.owner_id {
-            return Verdict {
-                state: HostState::Live,
-                rule: "it is this host".into(),
-            };
-        }
-        if since <= fail && self.first_check == self.last_live {
-            return Verdict {
-                state: HostState::Unknown,
-                rule: format!(
-                    "timestamp {ts} seen once, {since}s ago, no change observed yet (LIVE once it changes within {fail_is})"
-                ),
-            };
-        }
-        if since <= fail {
-            return Verdict {
-                state: HostState::Live,
-                rule: format!("timestamp {ts} changed {since}s ago, within {fail_is}"),
-            };
-        }
-        if since > dead {
-            return Verdict {
-                state: HostState::Dead,
-                rule: format!(
-                    "timestamp {ts} unchanged for {since}s > {dead_is}: its watchdog has fired"
-                ),
-            };
-        }
-        Verdict {
-            state: HostState::Fail,
-            rule: format!(
-                "timestamp {ts} unchanged for {since}s > {fail_is} (DEAD after {dead_is})"
+        let fail_is = || format!("id_renewal_fail_seconds {fail}s (8 x io_timeout {io}s)");
+        let dead_is = || {
+            format!(
+                "host_dead_seconds {dead}s (8 x io_timeout {io}s + watchdog_fire_timeout {watchdog_fire_timeout}s)"
+            )
+        };
+        let rule = match state {
+            HostState::Free => "its lease timestamp is 0 (released or never used)".into(),
+            HostState::Live if our_host_id == self.owner_id => "it is this host".into(),
+            HostState::Unknown => format!(
+                "timestamp {ts} seen once, {since}s ago, no change observed yet (LIVE once it changes within {})",
+                fail_is()
             ),
-        }
+            HostState::Live => format!("timestamp {ts} changed {since}s ago, within {}", fail_is()),
+            HostState::Dead => format!(
+                "timestamp {ts} unchanged for {since}s > {}: its watchdog has fired",
+                dead_is()
+            ),
+            HostState::Fail => format!(
+                "timestamp {ts} unchanged for {since}s > {} (DEAD after {})",
+                fail_is(),
+                dead_is()
+            ),
+        };
+        Verdict { state, rule }
     }
 }
 
@@ -316,11 +326,17 @@ impl HostTable {
                 continue;
             }
             let host_id = i as u64 + 1;
-            let v = hs.judge(at.mono, self.our_host_id, watchdog_fire_timeout);
-            let from = self.history.get(&host_id).and_then(|h| h.state);
-            if from == Some(v.state) || (from.is_none() && v.state == HostState::Free) {
+            let state = hs.state(at.mono, self.our_host_id, watchdog_fire_timeout);
+            // A slot never used (no history) that is still free is no change:
+            // decided without the history's lookup, as most slots are.
+            if state == HostState::Free && hs.last_live == 0 {
                 continue;
             }
+            let from = self.history.get(&host_id).and_then(|h| h.state);
+            if from == Some(state) || (from.is_none() && state == HostState::Free) {
+                continue;
+            }
+            let v = hs.judge(at.mono, self.our_host_id, watchdog_fire_timeout);
             let c = StateChange {
                 at,
                 from,
