@@ -270,6 +270,10 @@ pub struct Lockspace {
     /// Our event, sent to the hosts whose bit we set (write_id/gen/ts).
     host_event: (u64, u64, u64),
     set_event_time: u64,
+    /// How much earlier than due the first renewal after the join comes
+    /// (ms): lockspaces joined together would otherwise renew together for
+    /// ever, all their area reads in one burst (1,000 × 1 MiB every 20 s).
+    first_renewal_early_ms: u64,
 }
 
 /// Why a lockspace's geometry could not be read; callers number these as
@@ -409,6 +413,7 @@ impl Lockspace {
             unobserved: None,
             host_event: (0, 0, 0),
             set_event_time: 0,
+            first_renewal_early_ms: 0,
         }
     }
 
@@ -756,6 +761,16 @@ impl Lockspace {
         self.host_generation = leader.owner_generation;
         self.leader = leader;
         self.prev_ok = true;
+        // Renewing early is always safe (the lease is only fresher); spread
+        // over the first half of the interval by space_id, which lockspaces
+        // added together have in sequence. Short intervals (io_timeout
+        // below 5) keep sanlock's schedule exactly.
+        let half_ms = ms(self.cfg.timeouts().id_renewal_seconds()) / 2;
+        self.first_renewal_early_ms = if half_ms >= 5000 {
+            (self.cfg.space_id as u64).wrapping_mul(7919) % half_ms
+        } else {
+            0
+        };
         self.out.push(Action::Joined(Ok(leader)));
         self.loop_top(now);
     }
@@ -821,7 +836,10 @@ impl Lockspace {
         } else {
             // The first 1 s poll at which 2 io_timeouts have gone by,
             // then half a second.
-            let due_ms = ms(last + every);
+            // The join's own renewal comes at once (the acquire waited
+            // 2 io_timeouts): the spread moves the one after it.
+            let early = std::mem::take(&mut self.first_renewal_early_ms);
+            let due_ms = ms(last + every).saturating_sub(early);
             let polls = due_ms.saturating_sub(now.ms).div_ceil(1000);
             (now.ms + polls * 1000 + 500, false)
         };
@@ -1291,6 +1309,39 @@ mod tests {
         // Hosts were checked: our own slot is LIVE, unused ones FREE.
         assert_eq!(d.ls.host_state(3, 130), Some(HostState::Live));
         assert_eq!(d.ls.host_state(1, 130), Some(HostState::Free));
+    }
+
+    /// Lockspaces joined together (space_ids in sequence) at the default
+    /// io_timeout do not renew together for ever: the renewal after the
+    /// join's comes early by an amount that differs per space_id, and the
+    /// ones after it every 20 s again.
+    #[test]
+    fn lockspaces_joined_together_spread_their_renewals() {
+        let mut phases = Vec::new();
+        for space_id in 1..=4 {
+            let mut disks = Disks::new(lockspace_area("LS", 8, 0, 10), vec![]);
+            let mut cfg = ls_config("LS", 1, "host-a");
+            cfg.io_timeout = 10;
+            cfg.space_id = space_id;
+            let mut d = LsDriver::new(cfg, 100_000);
+            d.step(&mut disks, Event::Start);
+            d.step(&mut disks, Event::Activated);
+            d.run_until(&mut disks, 230_000, |_| vec![]);
+            joined(&d);
+            let r: Vec<u64> = renewals(&d).iter().map(|(_, r)| r.attempt.ms).collect();
+            assert!(r.len() >= 5, "{r:?}");
+            let gaps: Vec<u64> = r.windows(2).map(|w| w[1] - w[0]).collect();
+            assert!(gaps[0] < 20_000, "space {space_id}: not early: {gaps:?}");
+            assert!(gaps[0] >= 10_000, "space {space_id}: too early: {gaps:?}");
+            for g in &gaps[1..] {
+                assert!((20_000..=21_500).contains(g), "space {space_id}: {gaps:?}");
+            }
+            assert!(renewals(&d).iter().all(|(_, r)| r.result.is_ok()));
+            phases.push(r[1] % 20_000);
+        }
+        phases.sort();
+        phases.dedup();
+        assert!(phases.len() >= 3, "renewal phases {phases:?}");
     }
 
     #[test]
