@@ -17,7 +17,7 @@
 //! ballot must find every such holder dead (and erase its mode block)
 //! before it keeps the lease.
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::lockspace::{Instance, Lockspace};
 use super::{CoreError, Id, Ids, Io, IoFailure, IoOp, IoResult, Knobs, Layout, Now, Target, ms};
@@ -677,6 +677,9 @@ pub struct Acquire {
     rng: u64,
     won: Option<(LeaderRecord, PaxosDblock)>,
     lvb: Option<Vec<u8>>,
+    /// The layout is the lockspace's, taken as a hint (sanlock's "starting
+    /// hint, may be changed"): the ballot's first area read checks it.
+    layout_hint: bool,
 }
 
 impl Acquire {
@@ -692,6 +695,7 @@ impl Acquire {
             rng,
             won: None,
             lvb: None,
+            layout_hint: false,
         }
     }
 
@@ -906,6 +910,16 @@ impl Op for Acquire {
             if self.c.layout.is_some() {
                 return self.sized(now, ls);
             }
+            // Most leases have their lockspace's geometry: the ballot's area
+            // read then needs no geometry read before it (9 I/Os, not 10).
+            // The LVB's place depends on the geometry: read it first there.
+            if !self.p.lvb
+                && let Some(l) = ls.layout()
+            {
+                self.c.layout = Some(l);
+                self.layout_hint = true;
+                return self.sized(now, ls);
+            }
             self.phase = AcqPhase::Sizes;
             return self.c.read(0, SIZES_READ_LEN);
         }
@@ -922,6 +936,10 @@ impl Op for Acquire {
                 Ok(()) => self.sized(now, ls),
                 Err(e) => self.fail(e),
             },
+            AcqPhase::Ballot(b) if self.layout_hint && b.wait == PaxosWait::Area => {
+                self.layout_hint = false;
+                self.hinted_area(now, b, r, ls)
+            }
             AcqPhase::Ballot(mut b) => {
                 let next = b.resume(&mut self.c, now, r, ls);
                 self.phase = AcqPhase::Ballot(b);
@@ -1010,6 +1028,58 @@ impl Op for Acquire {
 }
 
 impl Acquire {
+    /// The first area read made with the lockspace's geometry: the
+    /// leader says the lease's own. A different one starts the ballot
+    /// again with it (nothing was written yet); an area past the end of
+    /// its file or device falls back to the geometry read.
+    fn hinted_area(
+        &mut self,
+        now: Now,
+        mut b: Box<Ballot>,
+        r: Resumed,
+        ls: &dyn LockspaceView,
+    ) -> Step<Result<Acquired, CoreError>> {
+        let r = match r {
+            Resumed::Io(Ok(buf)) => buf,
+            Resumed::Io(Err(f)) if f.rv == -libc::EMSGSIZE || f.rv == -libc::ENOSPC => {
+                self.c.layout = None;
+                self.c.failure = None;
+                self.phase = AcqPhase::Sizes;
+                return self.c.read(0, SIZES_READ_LEN);
+            }
+            other => {
+                let next = b.resume(&mut self.c, now, other, ls);
+                self.phase = AcqPhase::Ballot(b);
+                return self.ballot_next(now, next, ls);
+            }
+        };
+        let g: Layout = match lease_sizes(&r) {
+            Ok(g) => g.into(),
+            Err(e) => {
+                let e = self.c.err("reading the lease's geometry", e);
+                return self.fail(e);
+            }
+        };
+        let hint = self.c.layout.expect("a hint");
+        if (g.sector_size, g.align_size) != (hint.sector_size, hint.align_size) {
+            debug!(
+                "{}:{}: lease geometry {}/{} differs from the lockspace's {}/{}: read again",
+                self.p.lease.space_name,
+                self.p.lease.resource_name,
+                g.sector_size,
+                g.align_size,
+                hint.sector_size,
+                hint.align_size
+            );
+            self.c.layout = Some(g);
+            return self.ballot(now, ls);
+        }
+        self.c.layout = Some(g);
+        let next = b.resume(&mut self.c, now, Resumed::Io(Ok(r)), ls);
+        self.phase = AcqPhase::Ballot(b);
+        self.ballot_next(now, next, ls)
+    }
+
     fn sized(&mut self, now: Now, ls: &dyn LockspaceView) -> Step<Result<Acquired, CoreError>> {
         if self.p.lvb && self.c.lvb_offset().is_none() {
             let l = self.c.layout.expect("known");
@@ -1751,6 +1821,7 @@ mod tests {
         instance: Cell<Option<Instance>>,
         /// Fail the instance after this many host_status questions.
         fail_after_asks: Cell<Option<u32>>,
+        layout: Option<Layout>,
     }
 
     impl View {
@@ -1763,6 +1834,7 @@ mod tests {
                     generation,
                 })),
                 fail_after_asks: Cell::new(None),
+                layout: Some(small_layout()),
             }
         }
     }
@@ -1781,7 +1853,7 @@ mod tests {
             self.instance.get()
         }
         fn layout(&self) -> Option<Layout> {
-            Some(small_layout())
+            self.layout
         }
         fn space_name(&self) -> Name {
             Name::new("LS").unwrap()
@@ -1868,6 +1940,34 @@ mod tests {
         let l = leader(&d);
         assert_eq!((l.timestamp, l.lver, l.owner_id), (0, 1, 2));
         assert_eq!(host_block(&d, 2).0.flags, DBLOCK_FL_RELEASED);
+    }
+
+    /// The lockspace's geometry is taken as the lease's until its leader
+    /// says otherwise (sanlock's "starting hint"): the same lease, the
+    /// same outcome, one read fewer when they agree, none more when not.
+    #[test]
+    fn the_lockspace_geometry_saves_the_lease_geometry_read() {
+        let lease_geometry = Layout {
+            sector_size: SS,
+            align_size: 1 << 20,
+            max_hosts: 2000,
+        };
+        let mut ios = Vec::new();
+        for layout in [Some(lease_geometry), None, Some(small_layout())] {
+            let mut d = disks();
+            let v = View {
+                layout,
+                ..View::joined(2, 3)
+            };
+            let mut now = 5_000;
+            let a = run_op(&mut Acquire::new(params(false)), &mut d, &v, &mut now).unwrap();
+            assert_eq!((a.leader.owner_id, a.leader.lver), (2, 1), "{layout:?}");
+            assert_eq!(a.layout, lease_geometry, "{layout:?}");
+            assert_eq!(leader(&d), a.leader);
+            ios.push(d.ios);
+        }
+        assert_eq!(ios[0] + 1, ios[1], "hint right: no geometry read");
+        assert_eq!(ios[2], ios[1], "hint wrong: the area read again instead");
     }
 
     #[test]
