@@ -172,7 +172,7 @@ pub fn outlook(t: &HostTable, host_id: u64, now: u64, our_io: u64, wft: u64) -> 
     if hs.last_check == 0 {
         return None;
     }
-    let state = hs.judge(now, t.our_host_id, wft).state;
+    let state = hs.state(now, t.our_host_id, wft);
     let io = if hs.io_timeout != 0 {
         hs.io_timeout
     } else {
@@ -459,8 +459,9 @@ impl Watch {
         }
 
         let now_s = now.mono_ms / 1000;
-        for i in 0..hosts.hosts.len() {
-            let host_id = i as u64 + 1;
+        // Only a slot ever seen in use can be LIVE and late, or have been.
+        for (host_id, _) in hosts.used() {
+            let i = host_id as usize - 1;
             if host_id == our {
                 continue;
             }

@@ -212,6 +212,10 @@ pub struct HostTable {
     pub our_host_id: u64,
     /// By host_id, for hosts ever seen in use (bounded rings).
     pub history: BTreeMap<u64, HostHistory>,
+    /// Indexes of the slots whose lease was ever seen to change (the only
+    /// ones not FREE), ascending: what is judged at every tick, instead of
+    /// all 2,000 slots of each lockspace.
+    used: Vec<usize>,
 }
 
 impl HostTable {
@@ -220,7 +224,14 @@ impl HostTable {
             hosts: vec![HostStatus::default(); max_hosts],
             our_host_id,
             history: BTreeMap::new(),
+            used: Vec::new(),
         }
+    }
+
+    /// The slots ever seen in use, as (host_id, status): every other slot
+    /// is FREE and never was anything else.
+    pub fn used(&self) -> impl Iterator<Item = (u64, &HostStatus)> + '_ {
+        self.used.iter().map(|&i| (i as u64 + 1, &self.hosts[i]))
     }
 
     /// Takes in the whole lockspace area as read at one of our renewals
@@ -277,6 +288,9 @@ impl HostTable {
             }
             hs.timestamp = lr.timestamp;
             hs.last_live = now;
+            if let Err(at) = self.used.binary_search(&i) {
+                self.used.insert(at, i);
+            }
 
             let host_id = i as u64 + 1;
             // A sector that is not a delta lease of this lockspace is
@@ -318,7 +332,9 @@ impl HostTable {
     /// the changes, by host_id, for the log.
     pub fn judge_all(&mut self, at: Moment, watchdog_fire_timeout: u64) -> Vec<(u64, StateChange)> {
         let mut out = Vec::new();
-        for (i, hs) in self.hosts.iter().enumerate() {
+        // A slot never seen in use is FREE, and its first FREE is no change.
+        for &i in &self.used {
+            let hs = &self.hosts[i];
             // Unchecked, or holding garbage: a bad sector's owner and
             // io_timeout are not taken, so its judgement flips at every
             // read (as sanlock's get_hosts does); that is no host's story.
@@ -327,11 +343,6 @@ impl HostTable {
             }
             let host_id = i as u64 + 1;
             let state = hs.state(at.mono, self.our_host_id, watchdog_fire_timeout);
-            // A slot never used (no history) that is still free is no change:
-            // decided without the history's lookup, as most slots are.
-            if state == HostState::Free && hs.last_live == 0 {
-                continue;
-            }
             let from = self.history.get(&host_id).and_then(|h| h.state);
             if from == Some(state) || (from.is_none() && state == HostState::Free) {
                 continue;
