@@ -644,6 +644,7 @@ impl Agent {
             local: local.clone(),
             outcomes: std::mem::take(&mut self.pending),
             memory: self.memory.clone(),
+            health: None,
         };
         let d = decide::decide(&input);
         self.memory = d.memory.clone();
@@ -719,6 +720,7 @@ impl Agent {
             running,
             failed: d.failed,
             fence: self.fencer.report,
+            health: d.health,
         };
         if let Err(e) = self.wb.write_host(&sector) {
             self.problem(Some(format!("cannot write our whiteboard sector: {e}")));

@@ -3,6 +3,8 @@
 //! - [`config`]: the TOML config, the same on every host
 //! - [`whiteboard`]: one checksummed sector per host on shared storage
 //! - [`decide`]: the pure policy, `decide(&Input) -> Decision`
+//! - [`health`]: the health score from the monitors' readings (pure);
+//!   [`monitor`]: the monitors, each in its own thread
 //! - [`fencing`]: the pure fencing decision beside it; [`fence`]: fence
 //!   agents, their config, and declaring a fenced host dead on storage
 //! - [`agent`]: the loop on every host around `decide`
@@ -18,6 +20,7 @@
 pub mod config;
 pub mod decide;
 pub mod fencing;
+pub mod health;
 pub mod whiteboard;
 
 pub mod agent;
