@@ -15,6 +15,8 @@
 //! - [`demo`]: `hactl demo`
 //! - [`guest`], [`lab`]: tiny real guests and hosts with their own
 //!   libvirtd, for the libvirt tests, `hactl demo --libvirt` and the bench
+//! - [`netlab`]: network namespaces behind a gateway for the test hosts
+//!   (health tests and the gateway-loss bench)
 //! - [`web`]: the agent's read-only web view (`--web ADDR`)
 
 pub mod config;
@@ -31,6 +33,8 @@ pub mod fence;
 pub mod guest;
 pub mod lab;
 pub mod libvirt;
+pub mod monitor;
+pub mod netlab;
 pub mod runner;
 pub mod web;
 
