@@ -887,15 +887,13 @@ fn isolated_host_stops_its_stop_policy_vms_after_isolation_after_and_takes_none(
     let d = decide_with(&w, 1, Memory::default(), lost.clone());
     assert!(d.stops().next().is_none(), "not before isolation_after");
     assert!(d.health.network_lost() && !d.health.isolated());
-    let mut mem = d.memory;
     w.now += 6;
-    let d = decide_with(&w, 1, mem.clone(), lost.clone());
+    let d = decide_with(&w, 1, d.memory, lost.clone());
     // db's policy is stop, web's is the cluster's (keep); no move either.
     assert_eq!(d.stops().collect::<Vec<_>>(), vec![0], "{:?}", d.actions);
     assert!(reason(&d, 0).contains("isolated"), "{}", reason(&d, 0));
     assert_eq!(d.score, 0, "an isolated host takes no VM");
     assert!(d.health.isolated());
-    mem = d.memory;
     // Our own delta lease not LIVE (storage lost too): not isolation, the
     // daemon's own failure handling is in charge.
     w.host(1).state = HostState::Fail;
@@ -915,7 +913,6 @@ fn isolated_host_stops_its_stop_policy_vms_after_isolation_after_and_takes_none(
     w2.now += 6;
     let d = decide_with(&w2, 1, d.memory, lost);
     assert_eq!(d.stops().collect::<Vec<_>>(), vec![0, 1]);
-    let _ = mem;
 }
 
 proptest! {

@@ -455,7 +455,7 @@ pub fn decide(i: &Input) -> Decision {
         .as_ref()
         .map_or_else(|| "no monitors".to_string(), HealthScore::summary);
     if isolated && !i.global_maintenance {
-        // Rule 8 (docs/ha-design.md, "Health"): per VM, keep or stop.
+        // Rule 9 (docs/ha-design.md, "Health"): per VM, keep or stop.
         let lost_for = now - mem.health.network_lost_since.unwrap_or(now);
         for v in 0..n {
             let l = local(v);
@@ -565,7 +565,7 @@ pub fn decide(i: &Input) -> Decision {
         .find(|c| c.host_id == i.me)
         .is_some_and(|c| below(c, best_with_room(&cands)));
 
-    // Rule 7 (docs/ha-design.md, "Health"): a LIVE host `move_margin`
+    // Rule 8 (docs/ha-design.md, "Health"): a LIVE host `move_margin`
     // below the best other LIVE host with room moves its VMs there, one
     // at a time, after `hold_down`; under network loss the isolation
     // policy decides instead.
@@ -580,7 +580,7 @@ pub fn decide(i: &Input) -> Decision {
     if let (true, Some((best_id, best_score))) = (worse, best_other) {
         let since = prev_worse.unwrap_or(now);
         mem.health.worse_since = Some(since);
-        if let Some((v, at)) = mem.health.moving {
+        if let Some((v, _)) = mem.health.moving {
             let elsewhere = i.hosts.iter().any(|h| {
                 h.host_id != i.me
                     && h.state == HostState::Live
@@ -589,8 +589,6 @@ pub fn decide(i: &Input) -> Decision {
             }) || matches!(i.leases.get(v), Some(LeaseView::Held { owner, .. }) if *owner != i.me);
             if !local(v).present() && elsewhere {
                 mem.health.moving = None;
-            } else {
-                let _ = at;
             }
         }
         let held = now - since;

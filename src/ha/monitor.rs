@@ -483,6 +483,20 @@ mod tests {
     }
 
     #[test]
+    fn a_libvirtd_that_is_not_there_fails_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = format!(
+            "qemu:///system?socket={}",
+            dir.path().join("no-libvirt-sock").display()
+        );
+        let r = libvirt_answers(&uri, Duration::from_secs(20));
+        assert!(
+            matches!(&r, Check::Failed(w) if w.contains("does not answer")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
     fn a_hung_check_reads_as_failed() {
         let s: Shared<()> = slot();
         s.lock().unwrap().running_since = Some(Instant::now() - Duration::from_secs(10));
