@@ -101,7 +101,8 @@ fn scenario(use_hactl: bool, forced: &[&str]) -> (Seen, Duration, Duration) {
     // An ignored shutdown is forgotten: the daemon stays when its only
     // lockspace goes afterwards.
     let ls2 = format!("LS2:1:{fs2}:0");
-    client(&["add_lockspace", "-s", &ls2, "-o", "1"]);
+    // io_timeout 3: a 1 s I/O limit fails joins on a loaded machine (-202).
+    client(&["add_lockspace", "-s", &ls2, "-o", "3"]);
     client(&["shutdown"]);
     client(&["rem_lockspace", "-s", &ls2]);
     std::thread::sleep(Duration::from_millis(1000));
