@@ -724,7 +724,7 @@ fn a_vm_a_live_host_reports_running_is_not_started_whatever_its_lease() {
 
 // ---- host health (issue 18): moves and isolation ----
 
-use hactl::ha::health::{self, Check, HealthScore, Readings};
+use hactl::ha::health::{self, HealthScore, Readings};
 
 /// Two VMs and a `[health]` section with a gateway and a bridge checked.
 fn health_config(extra: &str) -> Config {
@@ -742,20 +742,9 @@ fn health_config(extra: &str) -> Config {
 
 /// What host monitors read: gateway and bridge up or not.
 fn readings(cfg: &Config, gateway: bool, bridge: bool) -> HealthScore {
-    let c = |ok: bool| {
-        if ok {
-            Check::Ok(())
-        } else {
-            Check::Failed("unreachable".into())
-        }
-    };
     health::score(
         &cfg.health,
-        &Readings {
-            gateways: vec![("10.9.0.1".into(), c(gateway))],
-            links: vec![("br0".into(), c(bridge))],
-            ..Default::default()
-        },
+        &Readings::networks(&[("10.9.0.1", gateway)], &[("br0", bridge)]),
     )
 }
 

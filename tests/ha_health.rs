@@ -20,8 +20,9 @@ use hactl::ha::netlab::{GATEWAY, Net};
 
 const FRESH: Duration = Duration::from_millis(1500);
 
-/// `hosts` hosts in `net`'s namespaces, `vms` VMs that prefer host 1.
-fn cluster(dir: &Path, net: &Net, hosts: u64, vms: usize, health: &str) -> Cluster {
+/// `hosts` hosts in `net`'s namespaces, `vms` VMs that prefer host 1;
+/// `last_vm` is added to the last VM's config.
+fn cluster(dir: &Path, net: &Net, hosts: u64, vms: usize, health: &str, last_vm: &str) -> Cluster {
     let mut o = ClusterOpts::new(Path::new(hactl()), hosts, vms);
     o.health = format!(
         "{TEST_HEALTH}hold_down = 3\nisolation_after = 3\n{health}\n\
@@ -31,6 +32,8 @@ fn cluster(dir: &Path, net: &Net, hosts: u64, vms: usize, health: &str) -> Clust
     for v in 0..vms {
         o.vm_extra.insert(v, "preferred_hosts = [1]".into());
     }
+    o.vm_extra
+        .insert(vms - 1, format!("preferred_hosts = [1]\n{last_vm}"));
     for h in 1..=hosts {
         o.netns.insert(h, net.path(h));
     }
@@ -86,7 +89,7 @@ fn started_elsewhere_at(c: &Cluster, hosts: u64, not: u64, vm: &str, since: f64)
 fn gateway_loss_moves_vms_one_at_a_time_and_nothing_bounces_back() {
     let dir = Dir::new();
     let net = Net::new(3).expect("network namespaces (ip netns, veth)");
-    let mut c = cluster(dir.path(), &net, 3, 3, "");
+    let mut c = cluster(dir.path(), &net, 3, 3, "", "");
     wait_for("host 1 healthy", Duration::from_secs(30), || {
         health_score(&c, 1) == Some(3400)
     });
@@ -107,12 +110,25 @@ fn gateway_loss_moves_vms_one_at_a_time_and_nothing_bounces_back() {
         pen[0]["reason"].as_str().unwrap().contains(GATEWAY),
         "{pen}"
     );
-    // The others read it on the whiteboard.
+    // The others read it on the whiteboard, and so does `ha status`.
     wait_for(
         "host 2 to read host 1's gateway penalty",
         Duration::from_secs(30),
         || penalty_on_board(&c, 2, 1, "gateway") == Some(1600),
     );
+    let env = [("SANLOCK_RUN_DIR", p(&c.host(2).daemon_dir))];
+    let cfg = p(&c.host(2).config).to_string();
+    let o = run_env(hactl(), &["ha", "status", "-c", &cfg, "--json"], &env);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let h1 = &st["hosts"][0];
+    assert_eq!(h1["host_id"], 1, "{st}");
+    assert_eq!(h1["penalties"]["points"]["gateway"], 1600, "{h1}");
+    let text = run_env(hactl(), &["ha", "status", "-c", &cfg], &env).text();
+    assert!(text.contains("gateway -1600"), "{text}");
+    // And host 1's events say why.
+    let why = events_with(&c, 1, "health", "gateway -1600");
+    assert!(!why.is_empty(), "no health event naming the gateway");
     let moved = wait_for(
         "host 1's VMs to run on healthy hosts",
         Duration::from_secs(120),
@@ -177,16 +193,25 @@ fn gateway_loss_moves_vms_one_at_a_time_and_nothing_bounces_back() {
     c.stop_all();
 }
 
+/// Cluster-wide policy `stop`, and one VM whose own policy is `keep`:
+/// that one stays on the isolated host, the others run elsewhere.
 #[test]
 fn isolated_host_with_policy_stop_gives_its_vms_to_the_others() {
     let dir = Dir::new();
     let net = Net::new(2).expect("network namespaces (ip netns, veth)");
-    let mut c = cluster(dir.path(), &net, 2, 2, "isolation = \"stop\"");
+    let mut c = cluster(
+        dir.path(),
+        &net,
+        2,
+        3,
+        "isolation = \"stop\"",
+        "isolation = \"keep\"",
+    );
     net.isolate(1).unwrap();
     let moved = wait_for(
-        "the isolated host's VMs to run on host 2",
+        "the isolated host's `stop` VMs to run on host 2",
         Duration::from_secs(120),
-        || c.running_on(FRESH).iter().all(|h| *h == Some(2)),
+        || c.running_on(FRESH)[..2].iter().all(|h| *h == Some(2)),
     );
     eprintln!("isolation: VMs on host 2 within {moved:?}");
     let st = c.status(1).unwrap();
@@ -195,6 +220,15 @@ fn isolated_host_with_policy_stop_gives_its_vms_to_the_others() {
     assert_eq!(st["score"], 0, "an isolated host takes no VM");
     let stops = events_with(&c, 1, "stop", "isolated");
     assert_eq!(stops.len(), 2, "{stops:?}");
+    assert!(stops.iter().all(|(_, vm)| vm != "vm3"), "{stops:?}");
+    // vm3's own policy is keep: it still runs on the isolated host.
+    assert_eq!(c.running_on(Duration::from_secs(5))[2], Some(1));
+    assert!(
+        events_with(&c, 1, "stop", "")
+            .iter()
+            .all(|(_, vm)| vm != "vm3"),
+        "vm3 was stopped"
+    );
     // Its storage still renews: it is LIVE to the others, not DEAD.
     let st2 = c.status(2).unwrap();
     let h1 = st2["hosts"]

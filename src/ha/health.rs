@@ -359,6 +359,26 @@ impl Default for Readings {
     }
 }
 
+impl Readings {
+    /// Network checks only, each up or "unreachable" (the simulation's and
+    /// the decide() tests' monitors).
+    pub fn networks(gateways: &[(&str, bool)], links: &[(&str, bool)]) -> Readings {
+        let check = |&(name, ok): &(&str, bool)| {
+            let c = if ok {
+                Check::Ok(())
+            } else {
+                Check::Failed("unreachable".into())
+            };
+            (name.to_string(), c)
+        };
+        Readings {
+            gateways: gateways.iter().map(check).collect(),
+            links: links.iter().map(check).collect(),
+            ..Default::default()
+        }
+    }
+}
+
 /// The kinds of penalty, in the order they are shown; each has a bit in
 /// the whiteboard's health record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

@@ -31,7 +31,7 @@ use crate::ha::decide::{
 };
 use crate::ha::fence::{FenceAgent, FenceHost, FencingConfig};
 use crate::ha::fencing::{FenceAction, FenceInput, FenceMemory, decide_fencing};
-use crate::ha::health::{self, Check, HealthScore, IsolationPolicy, Readings};
+use crate::ha::health::{self, HealthScore, IsolationPolicy, Readings};
 use crate::ha::whiteboard::{
     FENCE_DECLARED, FENCE_FAILED, FENCE_RUNNING, FenceReport, Freshness, HostSector, VmBitmap,
 };
@@ -556,20 +556,9 @@ fn sim_health(cfg: &HaCfg, sick: Option<Sick>) -> HealthScore {
         Some(Sick::Gateway) => (false, true),
         Some(Sick::Isolated) => (false, false),
     };
-    let check = |ok: bool| {
-        if ok {
-            Check::Ok(())
-        } else {
-            Check::Failed("unreachable".into())
-        }
-    };
     health::score(
         &cfg.health,
-        &Readings {
-            gateways: vec![("192.0.2.1".into(), check(gw))],
-            links: vec![("br0".into(), check(link))],
-            ..Default::default()
-        },
+        &Readings::networks(&[("192.0.2.1", gw)], &[("br0", link)]),
     )
 }
 
