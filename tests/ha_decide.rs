@@ -779,9 +779,15 @@ fn gateway_loss_scores_the_penalty_and_moves_one_vm_after_hold_down() {
         "hold_down first: {:?}",
         d.actions
     );
-    assert_eq!(d.memory.health.worse_since, Some(w.now));
-    // Others see our 1800 on the whiteboard from now on.
+    // The hold-down counts once our published score says it (others
+    // assign by it): not yet.
+    assert_eq!(d.memory.health.worse_since, None);
+    // Others see our 1800 on the whiteboard from the next cycle on.
     w.sector(1).score = 1800;
+    w.now += 1;
+    let d = decide_with(&w, 1, d.memory, sick.clone());
+    assert!(d.stops().next().is_none());
+    assert_eq!(d.memory.health.worse_since, Some(w.now));
     // 9 s later: still holding down.
     let mut mem = d.memory;
     w.now += 9;
@@ -833,17 +839,34 @@ fn flapping_scores_move_nothing_and_a_recovered_host_takes_nothing_back() {
     let mut w = two_hosts(3400, 3400);
     let (sick, well) = (readings(&w.cfg, false, true), readings(&w.cfg, true, true));
     let mut mem = Memory::default();
-    // Sick 8 s, well 2 s, again and again: never 10 s worse in a row.
+    // Sick 9 s, well 2 s, again and again (publishing each cycle's score,
+    // as the agent does): never 10 s worse in a row.
+    let mut worse_cycles = 0;
     for round in 0..10 {
-        for (h, secs) in [(&sick, 8), (&well, 2)] {
+        for (h, secs) in [(&sick, 9), (&well, 2)] {
             for _ in 0..secs {
                 let d = decide_with(&w, 1, mem, h.clone());
                 assert!(d.stops().next().is_none(), "round {round}: {:?}", d.actions);
+                worse_cycles += d.memory.health.worse_since.is_some() as u32;
                 mem = d.memory;
+                w.sector(1).score = d.score;
                 w.now += 1;
             }
         }
     }
+    assert!(
+        worse_cycles >= 70,
+        "the flaps were judged worse: {worse_cycles}"
+    );
+    // Sick for 12 s in a row (the first cycle publishes it, then 10 s of
+    // hold-down): a move.
+    for _ in 0..12 {
+        let d = decide_with(&w, 1, mem, sick.clone());
+        mem = d.memory;
+        w.sector(1).score = d.score;
+        w.now += 1;
+    }
+    assert!(mem.health.moving.is_some(), "{mem:?}");
     // After a move, both healthy: host 2 runs both, host 1 is empty.
     // Nothing bounces back, nor with host 2 a little loaded (under margin).
     let mut w = View::new(health_config(""), 2);
@@ -951,4 +974,25 @@ proptest! {
             prop_assert!(better, "{}", m.reason);
         }
     }
+}
+
+/// A sick host at capacity (no candidate for more VMs) still gives its
+/// VMs up; and not before its published score shows how sick it is (the
+/// others assign the VM it stops by that score).
+#[test]
+fn a_full_sick_host_moves_too_once_its_published_score_says_so() {
+    let mut cfg = health_config("");
+    cfg.cluster.capacity = 2;
+    let mut w = View::new(cfg, 2);
+    w.runs(1, &[0, 1]);
+    let sick = readings(&w.cfg, false, true);
+    let mut mem = Memory::default();
+    mem.health.worse_since = Some(w.now - 100);
+    // Published 3400 still (our sector from before the penalty): no move.
+    let d = decide_with(&w, 1, mem.clone(), sick.clone());
+    assert!(d.stops().next().is_none(), "{:?}", d.actions);
+    assert_eq!(d.score, 3400 - 1600 - 400, "gateway and full penalties");
+    w.sector(1).score = d.score;
+    let d = decide_with(&w, 1, mem, sick);
+    assert_eq!(d.stops().collect::<Vec<_>>(), vec![0], "{:?}", d.actions);
 }

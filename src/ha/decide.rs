@@ -574,9 +574,21 @@ pub fn decide(i: &Input) -> Decision {
         .filter(|c| c.host_id != i.me && c.load < capacity)
         .max_by_key(|c| (c.score, Reverse(c.host_id)))
         .map(|c| (c.host_id, c.score));
+    // Our published score must say so too: the others assign the VM we
+    // stop by it, and must not give it back to us.
+    let published = i
+        .hosts
+        .iter()
+        .find(|h| h.host_id == i.me)
+        .and_then(|h| h.sector)
+        .map(|s| s.score);
     let worse = me_live
         && !network_lost
-        && best_other.is_some_and(|(_, b)| score as u64 + margin as u64 <= b as u64);
+        && best_other.is_some_and(|(_, b)| {
+            let b = b as u64;
+            score as u64 + margin as u64 <= b
+                && published.is_some_and(|p| p as u64 + margin as u64 <= b)
+        });
     if let (true, Some((best_id, best_score))) = (worse, best_other) {
         let since = prev_worse.unwrap_or(now);
         mem.health.worse_since = Some(since);
