@@ -500,11 +500,24 @@ fn bench_gateway(dir: &Path, n: usize) -> std::result::Result<GwResult, String> 
         .push((hactl::ha::demo_vm::INTERVAL_ENV.into(), "100".into()));
     let fresh = Duration::from_millis(800);
     let mut c = Cluster::create(dir, o)?;
-    c.start_all()?;
+    // Host 1 alone first, until it runs them all: a VM another host
+    // started meanwhile would stay there (nothing moves towards a host).
+    c.start_host(1)?;
     let t = Instant::now();
     while !c.running_on(fresh).iter().all(|h| *h == Some(1)) {
         if t.elapsed() > Duration::from_secs(120 + n as u64) {
             return Err(format!("the {n} VMs did not all run on host 1"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for h in 2..=3 {
+        c.start_host(h)?;
+    }
+    // Until hosts 2 and 3 are candidates in host 1's eyes (LIVE, fresh).
+    let t2 = Instant::now();
+    while !c.sees_candidates(1, &[2, 3]) {
+        if t2.elapsed() > Duration::from_secs(120) {
+            return Err("host 1 did not see hosts 2 and 3 LIVE".into());
         }
         std::thread::sleep(Duration::from_millis(500));
     }

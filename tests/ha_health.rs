@@ -38,10 +38,21 @@ fn cluster(dir: &Path, net: &Net, hosts: u64, vms: usize, health: &str, last_vm:
         o.netns.insert(h, net.path(h));
     }
     let mut c = Cluster::create(dir, o).expect("cluster files");
-    c.start_all().expect("hosts start");
+    // Host 1 alone first, until it runs them all: a VM another host
+    // started meanwhile would stay there (nothing moves towards a host).
+    c.start_host(1).expect("host 1 starts");
     wait_for("every VM to run on host 1", Duration::from_secs(90), || {
         c.running_on(FRESH).iter().all(|h| *h == Some(1))
     });
+    let others: Vec<u64> = (2..=hosts).collect();
+    for &h in &others {
+        c.start_host(h).expect("host starts");
+    }
+    wait_for(
+        "host 1 to see the others as candidates",
+        Duration::from_secs(90),
+        || c.sees_candidates(1, &others),
+    );
     c
 }
 

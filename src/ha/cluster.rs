@@ -340,6 +340,25 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts host `id`: its daemon, then its agent.
+    pub fn start_host(&mut self, id: u64) -> Result<(), String> {
+        self.start_daemon(id)?;
+        self.start_agent(id)
+    }
+
+    /// Whether `observer`'s agent sees every host of `hosts` LIVE with a
+    /// fresh whiteboard sector (a candidate for VMs), per its status.json.
+    pub fn sees_candidates(&self, observer: u64, hosts: &[u64]) -> bool {
+        self.status(observer).is_some_and(|s| {
+            s["hosts"].as_array().is_some_and(|a| {
+                hosts.iter().all(|&h| {
+                    a.iter()
+                        .any(|x| x["host_id"] == h && x["state"] == "LIVE" && x["fresh"] == true)
+                })
+            })
+        })
+    }
+
     /// Starts host `id`'s daemon as the leader of a new process group.
     pub fn start_daemon(&mut self, id: u64) -> Result<(), String> {
         use std::os::unix::process::CommandExt;
