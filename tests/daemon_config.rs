@@ -70,7 +70,10 @@ fn settings(run_dir: &Path) -> Vec<String> {
         .skip(1)
         .take_while(|l| l.starts_with("    ") && l.contains('='))
         .map(|l| l.trim().to_string())
-        .filter(|f| !f.starts_with("helper_") && !f.starts_with("monotime="))
+        // io_engine, io_abandoned: hactl's own, after sanlock's fields.
+        .filter(|f| {
+            !f.starts_with("helper_") && !f.starts_with("monotime=") && !f.starts_with("io_")
+        })
         .collect();
     assert!(fields.len() > 20, "{text}");
     fields

@@ -168,3 +168,189 @@ fn storage_freeze_kills_holders_before_takeover_both_ways() {
         s = s.kill_gone
     );
 }
+
+/// The daemon's threads, by name (for a message when there are too many).
+fn threads_of(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .map(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A hundred lockspaces on a storage that freezes for over 60 s: every
+/// one of them has its renewals hang, yet the daemon's threads stay few
+/// (no thread per lockspace, none per hung I/O: the I/O engine holds the
+/// hung I/Os' buffers, at most one in the kernel per storage), it answers
+/// `client status` at once throughout, and the holders in those
+/// lockspaces go on sanlock's schedule: SIGTERM when the renewals have
+/// failed for 8 io_timeouts, SIGKILL after the 40 s grace for those that
+/// ignore it.
+#[test]
+fn a_hundred_lockspaces_on_frozen_storage_keep_the_daemon_small() {
+    const N: u64 = 100;
+    const HOLDERS: u64 = 6;
+    const IO: u64 = 3;
+    const MIB: u64 = 1 << 20;
+    let dir = workdir();
+    let (back, mnt) = (dir.path().join("back"), dir.path().join("mnt"));
+    std::fs::create_dir_all(&back).unwrap();
+    std::fs::create_dir_all(&mnt).unwrap();
+    let direct = back.join("leases");
+    make_file(&direct, ((N + HOLDERS) * MIB) as usize, 0);
+    let ds = p(&direct);
+    let name = |i: u64| {
+        if i == 0 {
+            "LS".to_string()
+        } else {
+            format!("LS{i}")
+        }
+    };
+    for i in 0..N {
+        let s = format!("{}:0:{ds}:{}", name(i), i * MIB);
+        assert_eq!(run(hactl(), &["direct", "init", "-s", &s]).code, 0);
+    }
+    for j in 0..HOLDERS {
+        let r = format!("LS:R{j}:{ds}:{}", (N + j) * MIB);
+        assert_eq!(run(hactl(), &["direct", "init", "-r", &r]).code, 0);
+    }
+    let fuse = Fuse::start(&back, &mnt);
+    let via_fuse = mnt.join("leases");
+    let hd = HactlDaemon::start(&dir.path().join("h"));
+    let rd = hd.run_dir.clone();
+
+    // All added at once (SANLK_ADD_ASYNC), then waited for.
+    let script = r#"
+import sanlock, sys
+path, n, io = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+names = [b"LS" if i == 0 else b"LS%d" % i for i in range(n)]
+for i, name in enumerate(names):
+    sanlock.add_lockspace(name, 1, path, i << 20, iotimeout=io, wait=False)
+# A hundred joins at once through a Python FUSE server on a busy machine
+# may see an I/O time out: such a join fails and is tried again.
+for i, name in enumerate(names):
+    for attempt in range(5):
+        if sanlock.inq_lockspace(name, 1, path, i << 20, wait=True):
+            break
+        try:
+            sanlock.add_lockspace(name, 1, path, i << 20, iotimeout=io)
+        except sanlock.SanlockException as e:
+            print("%s: add_lockspace: %s" % (name.decode(), e), file=sys.stderr, flush=True)
+    else:
+        print("not joined: %s" % name.decode(), flush=True)
+        sys.exit(1)
+print("joined", flush=True)
+"#;
+    let o = run_env(
+        python3(),
+        &["-c", script, p(&via_fuse), &N.to_string(), &IO.to_string()],
+        &[("SANLOCK_RUN_DIR", p(&rd))],
+    );
+    assert_eq!(o.text().trim(), "joined", "{}", o.stderr);
+    let mut holders: Vec<(Child, bool)> = (0..HOLDERS)
+        .map(|j| {
+            let ignore_term = j % 2 == 1;
+            let (c, got) =
+                python_holder(&rd, &via_fuse, &format!("R{j}"), (N + j) * MIB, ignore_term);
+            assert_eq!(got, "held", "R{j} was not acquired");
+            (c, ignore_term)
+        })
+        .collect();
+    let before = threads_of(hd.pid());
+
+    fuse.signal(libc::SIGSTOP);
+    let t0 = Instant::now();
+    let mut gone: Vec<Option<Duration>> = vec![None; holders.len()];
+    let mut most = before.clone();
+    let mut slowest_status = Duration::ZERO;
+    while t0.elapsed() < Duration::from_secs(65) || gone.iter().any(|g| g.is_none()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(100),
+            "holders outlived the kill sequence: {gone:?}"
+        );
+        for (i, (c, _)) in holders.iter_mut().enumerate() {
+            if gone[i].is_none() && c.try_wait().unwrap().is_some() {
+                gone[i] = Some(t0.elapsed());
+            }
+        }
+        let now = threads_of(hd.pid());
+        if now.len() > most.len() {
+            most = now;
+        }
+        let t = Instant::now();
+        let st = run_env(
+            sanlock(),
+            &["client", "status"],
+            &[("SANLOCK_RUN_DIR", p(&rd))],
+        );
+        slowest_status = slowest_status.max(t.elapsed());
+        assert!(
+            st.code == 0 && st.text().starts_with("daemon "),
+            "no status from the daemon {:?} after the freeze: {}",
+            t0.elapsed(),
+            st.text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let status_d = run_env(
+        sanlock(),
+        &["client", "status", "-D"],
+        &[("SANLOCK_RUN_DIR", p(&rd))],
+    );
+    drop(fuse);
+    eprintln!(
+        "threads before the freeze {}, most during it {} ({}); slowest status {slowest_status:?}; holders gone at {gone:?}",
+        before.len(),
+        most.len(),
+        most.join(" ")
+    );
+    assert!(
+        slowest_status < Duration::from_secs(3),
+        "client status took {slowest_status:?} with the storage frozen"
+    );
+    // The daemon's own four (main, killpath helper, engine, main loop), one per holder's
+    // registered connection and one for the status client, and the kernel's
+    // io-wq workers for the ring: at most 4 bounded and 4 unbounded.
+    let bound = 4 + HOLDERS as usize + 1 + 8;
+    assert!(
+        most.len() <= bound,
+        "{} threads (bound {bound}) with {N} lockspaces on frozen storage: {}",
+        most.len(),
+        most.join(" ")
+    );
+    assert!(
+        status_d.text().contains("io_engine=io_uring"),
+        "status -D does not say the engine: {}",
+        status_d.text()
+    );
+    // sanlock's schedule: the last renewal was at most one renewal interval
+    // (2 io_timeouts) before the freeze; the lockspace fails 8 io_timeouts
+    // after it, the main loop sends SIGTERM then (period 1 s), and SIGKILL
+    // after the 40 s grace to those still there.
+    let fail = Duration::from_secs(8 * IO);
+    for (i, (_, ignore_term)) in holders.iter().enumerate() {
+        let at = gone[i].unwrap();
+        let (lo, hi) = if *ignore_term {
+            (
+                fail - Duration::from_secs(2 * IO) + Duration::from_secs(40),
+                fail + Duration::from_secs(40 + 5),
+            )
+        } else {
+            (
+                fail - Duration::from_secs(2 * IO),
+                fail + Duration::from_secs(5),
+            )
+        };
+        assert!(
+            at >= lo && at <= hi,
+            "holder R{i} (ignores SIGTERM: {ignore_term}) gone {at:?} after the freeze, not within {lo:?}..{hi:?}"
+        );
+    }
+}

@@ -1,9 +1,9 @@
-//! Executes the core's actions ([`super::core`]) with blocking I/O: each
-//! lease I/O runs on an I/O thread and is waited for at most its timeout
-//! ([`crate::io`]; a hung I/O keeps its thread and buffer until the
-//! kernel returns), timers are sleeps. A resource operation runs to its
-//! end on the thread that asked for it ([`run_op`]); a lockspace runs on
-//! its own thread (see [`super::lockspace`]).
+//! Executes the core's actions ([`super::core`]) on the I/O engine
+//! ([`crate::io::engine`]: io_uring with a linked timeout per I/O; a hung
+//! I/O keeps its buffer with the engine until the kernel returns). A
+//! resource operation runs to its end on the thread that asked for it,
+//! waiting for each I/O ([`run_op`]); a lockspace runs on the engine's
+//! thread without waiting (see [`super::lockspace`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -27,12 +27,16 @@ pub fn now() -> Now {
 }
 
 /// An open disk and where an area starts on it.
-struct Place {
+pub(super) struct Place {
     disk: Disk,
     offset: u64,
 }
 
 impl Place {
+    pub(super) fn new(disk: Disk, offset: u64) -> Place {
+        Place { disk, offset }
+    }
+
     fn perform(&self, io: &Io) -> IoResult {
         let timeout = Duration::from_millis(io.timeout_ms);
         let area = Area::new(&self.disk, self.offset, io.area_len, timeout)?;
@@ -42,6 +46,25 @@ impl Place {
                 area.write(io.offset, data)?;
                 Ok(Vec::new())
             }
+        }
+    }
+
+    /// [`Place::perform`] without waiting: `done` runs on the engine thread.
+    pub(super) fn perform_then(&self, io: &Io, done: impl FnOnce(IoResult) + Send + 'static) {
+        let timeout = Duration::from_millis(io.timeout_ms);
+        let area = match Area::new(&self.disk, self.offset, io.area_len, timeout) {
+            Ok(a) => a,
+            Err(e) => {
+                return crate::io::engine::get().soon(Box::new(move || done(Err(e.into()))));
+            }
+        };
+        match &io.op {
+            IoOp::Read { len } => area.read_then(io.offset, *len, move |r| {
+                done(r.map(|b| b.to_vec()).map_err(Into::into))
+            }),
+            IoOp::Write { data } => area.write_then(io.offset, data, move |r| {
+                done(r.map(|()| Vec::new()).map_err(Into::into))
+            }),
         }
     }
 }

@@ -1,18 +1,20 @@
 //! A joined lockspace in the daemon: the core's lockspace machine
 //! ([`super::core::lockspace`], which acquires, renews, judges, fails and
-//! releases), the thread that performs its I/O and timers (one I/O at a
-//! time, blocking, see [`super::engine`]), and what the daemon keeps
-//! beside it for its clients (lists, renewal histories, event fds, wdmd).
+//! releases), run on the I/O engine ([`crate::io::engine`]: its I/O one at
+//! a time, its timers, and its steps on the engine's thread, so that a
+//! thousand lockspaces need no thread of their own), and what the daemon
+//! keeps beside it for its clients (lists, renewal histories, event fds,
+//! wdmd).
 //!
 //! Lock order: `Daemon::spaces` before `Space::state`; `Space::state` is
-//! never held while doing I/O, talking to wdmd, or taking another
-//! Space lock (`watchdog`, `event_fds`, `thread` are taken alone).
+//! never held while submitting I/O, talking to wdmd, or taking another
+//! Space lock (`watchdog`, `event_fds`, `on_finished` are taken alone).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use tracing::{error, info, warn};
@@ -22,12 +24,12 @@ use super::core::lockspace::{
     Action, Event, Lockspace, LockspaceConfig, RenewalReport, lockspace_sizes,
 };
 use super::core::resource::LockspaceView;
-use super::core::{Id, Knobs, Layout, Storage};
-use super::engine::{self, AreaStorage};
+use super::core::{Id, IoFailure, Knobs, Layout};
+use super::engine::{self, Place};
 use crate::geometry::Geometry;
 use crate::history::{self, Moment, RenewalAttempt, SpaceEvent};
 use crate::hosts::{HostEvent, HostStatus};
-use crate::io::{Disk, FileProblem};
+use crate::io::{Disk, FileId, FileProblem};
 use crate::metrics::Histogram;
 use crate::ondisk::Name;
 use crate::rv;
@@ -68,8 +70,10 @@ pub struct SpaceState {
     pub rindex_op: u32,
     /// Our last renewal attempts, for `host_status --history`.
     pub renewals: VecDeque<RenewalAttempt>,
-    /// The core's I/O and timers, for the lockspace thread, in order.
+    /// The core's I/O and timers, to hand the engine in order.
     queue: VecDeque<Action>,
+    /// How the core's actions are being carried out.
+    run: Runner,
     /// Early warnings of lease loss (see `early_warning.rs`).
     pub warn: crate::early_warning::Watch,
     /// The lockspace's file deleted, replaced or truncated under us.
@@ -90,6 +94,22 @@ impl SpaceState {
     pub fn space_dead(&self) -> bool {
         self.core.space_dead()
     }
+}
+
+/// Where the lockspace's actions stand on the engine.
+#[derive(Default)]
+struct Runner {
+    /// The lockspace's file, open from the start on.
+    disk: Option<Disk>,
+    started: bool,
+    /// An I/O is with the engine (the core's I/O goes one at a time).
+    in_flight: bool,
+    /// The file is being checked before a renewal's I/O.
+    checking: bool,
+    /// The check found the file changed: the renewal's read fails unread.
+    stale: bool,
+    /// The core stopped and its last I/O is over.
+    finished: bool,
 }
 
 /// A lockspace's renewal figures for the metrics endpoint: latency of
@@ -136,11 +156,14 @@ pub struct Space {
     pub examine: AtomicBool,
     /// rem_lockspace asked for it (not a failure).
     pub external_remove: AtomicBool,
+    /// Run once the lockspace has finished (its core stopped, its I/O over).
+    on_finished: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    /// Ourselves, for the engine's callbacks.
+    me: OnceLock<Weak<Space>>,
     /// Stopped and its host_id released: the main loop drops it at its
     /// next pass (sanlock's free_lockspaces), so that `inq_lockspace` says
     /// "in progress" for a while, as sanlock's does.
     pub removed: AtomicBool,
-    pub thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub event_fds: Mutex<Vec<std::os::unix::net::UnixStream>>,
     pub counters: Arc<RenewCounters>,
 }
@@ -202,6 +225,7 @@ impl Space {
                 rindex_op: 0,
                 renewals: VecDeque::new(),
                 queue: VecDeque::new(),
+                run: Runner::default(),
                 warn: crate::early_warning::Watch::new(
                     Default::default(),
                     &name.to_string_lossy(),
@@ -217,8 +241,9 @@ impl Space {
             stop: AtomicBool::new(false),
             examine: AtomicBool::new(false),
             external_remove: AtomicBool::new(false),
+            on_finished: Mutex::new(Vec::new()),
+            me: OnceLock::new(),
             removed: AtomicBool::new(false),
-            thread: Mutex::new(None),
             event_fds: Mutex::new(Vec::new()),
         }
     }
@@ -230,18 +255,32 @@ impl Space {
         }
     }
 
+    /// Opens the lockspace's file and starts joining, on the engine.
     pub fn start(self: &Arc<Self>) {
-        let sp = self.clone();
-        let h = std::thread::Builder::new()
-            .name(format!("ls-{}", self.space_id))
-            .spawn(move || sp.run())
-            .expect("spawn lockspace thread");
-        *self.thread.lock() = Some(h);
+        let _ = self.me.set(Arc::downgrade(self));
+        self.state.lock().run.started = true;
+        match Disk::open(&self.path) {
+            Ok(disk) => {
+                let mut st = self.state.lock();
+                // The geometry read asks for at least one device sector.
+                st.core
+                    .set_sizes_read_len(4096.max(disk.device_sector as usize));
+                st.run.disk = Some(disk);
+            }
+            Err(e) => {
+                error!(space = %self.name, "open {}: {e}", self.path.display());
+                self.reply(Event::OpenFailed(e.into()));
+                return;
+            }
+        }
+        for a in self.step(Event::Start) {
+            warn!(space = %self.name, "unexpected action {a:?}");
+        }
     }
 
     /// Steps the core with `ev` and performs what can be done at once:
-    /// I/O and timers go to the lockspace thread, the rest is done here.
-    /// Returns the actions that need the daemon (the kill sequence).
+    /// I/O and timers go to the engine, the rest is done here. Returns the
+    /// actions that need the daemon (the kill sequence).
     pub fn step(&self, ev: Event) -> Vec<Action> {
         let out: Vec<Action> = {
             let mut st = self.state.lock();
@@ -250,13 +289,121 @@ impl Space {
             for a in st.core.ready() {
                 match a {
                     Action::Io(_) | Action::Timer { .. } => st.queue.push_back(a),
+                    // The renewal's I/O waits for the file check.
+                    Action::RenewalStarted => {
+                        st.run.checking = true;
+                        out.push(a);
+                    }
                     other => out.push(other),
                 }
             }
             self.changed.notify_all();
             out
         };
-        out.into_iter().filter_map(|a| self.perform(a)).collect()
+        let rest = out.into_iter().filter_map(|a| self.perform(a)).collect();
+        self.pump();
+        rest
+    }
+
+    /// Hands the engine the core's next timers and its next I/O (one at a
+    /// time); marks the lockspace finished once the core has stopped and
+    /// nothing is left.
+    fn pump(&self) {
+        let Some(me) = self.me.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let io_engine = crate::io::engine::get();
+        loop {
+            let mut st = self.state.lock();
+            if st.run.in_flight || st.run.checking || st.run.finished {
+                return;
+            }
+            match st.queue.pop_front() {
+                Some(Action::Timer { id, at_ms }) => {
+                    drop(st);
+                    let at =
+                        Instant::now() + Duration::from_millis(at_ms.saturating_sub(monotime_ms()));
+                    let sp = me.clone();
+                    io_engine.at(at, Box::new(move || sp.on_timer(id)));
+                }
+                Some(Action::Io(io)) => {
+                    st.run.in_flight = true;
+                    let stale = std::mem::take(&mut st.run.stale);
+                    let disk = st.run.disk.clone();
+                    drop(st);
+                    let sp = me.clone();
+                    let id = io.id;
+                    let done = move |result| sp.on_io(id, result);
+                    match disk {
+                        // The file changed under us: the renewal fails unread.
+                        _ if stale => io_engine
+                            .soon(Box::new(move || done(Err(IoFailure::code(-libc::ESTALE))))),
+                        Some(disk) => Place::new(disk, self.offset).perform_then(&io, done),
+                        None => io_engine
+                            .soon(Box::new(move || done(Err(IoFailure::code(-libc::ENODEV))))),
+                    }
+                    return;
+                }
+                Some(_) => {}
+                None => {
+                    if !st.core.is_stopped() {
+                        return;
+                    }
+                    st.run.finished = true;
+                    self.changed.notify_all();
+                    drop(st);
+                    // The lockspace is over: close the wdmd connection.
+                    self.watchdog.lock().conn.take();
+                    let finished = std::mem::take(&mut *self.on_finished.lock());
+                    for f in finished {
+                        f();
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_io(&self, id: Id, result: super::core::IoResult) {
+        self.state.lock().run.in_flight = false;
+        for a in self.step(Event::Io { id, result }) {
+            warn!(space = %self.name, "unexpected action {a:?}");
+        }
+    }
+
+    fn on_timer(&self, id: Id) {
+        if self.state.lock().run.finished {
+            return;
+        }
+        for a in self.step(Event::Timer { id }) {
+            warn!(space = %self.name, "unexpected action {a:?}");
+        }
+    }
+
+    /// Before each renewal: checks the file (see [`Space::judge_file`]),
+    /// then lets the renewal's I/O go.
+    fn check_file(&self) {
+        let (disk, need) = {
+            let st = self.state.lock();
+            (st.run.disk.clone(), self.offset + st.align_size() as u64)
+        };
+        let Some(disk) = disk else {
+            self.state.lock().run.checking = false;
+            return self.pump();
+        };
+        let Some(me) = self.me.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let d = disk.clone();
+        disk.identity_then(Duration::from_secs(self.io_timeout), move |ident| {
+            let stale = me.judge_file(&d, need, ident).is_some();
+            {
+                let mut st = me.state.lock();
+                st.run.checking = false;
+                st.run.stale = stale;
+            }
+            me.pump();
+        });
     }
 
     /// Performs an action that needs only this lockspace; hands back the
@@ -295,8 +442,10 @@ impl Space {
                     },
                 );
             }
-            // The lockspace thread's: it checks the file first (run()).
-            Action::RenewalStarted => return Some(Action::RenewalStarted),
+            Action::RenewalStarted => {
+                self.warn_renewal_started();
+                self.check_file();
+            }
             Action::Renewal(r) => {
                 let outcome = r.result.as_ref().map(|lr| lr.timestamp).map_err(|e| e.rv);
                 let total_ms = r.total_ms;
@@ -310,7 +459,7 @@ impl Space {
             | Action::Stopped
             | Action::Failed { .. }
             | Action::Stuck { .. } => {}
-            Action::Io(_) | Action::Timer { .. } => unreachable!("queued for the thread"),
+            Action::Io(_) | Action::Timer { .. } => unreachable!("queued for the engine"),
             other => return Some(other),
         }
         None
@@ -320,87 +469,6 @@ impl Space {
     fn reply(&self, ev: Event) {
         for a in self.step(ev) {
             warn!(space = %self.name, "unexpected action {a:?}");
-        }
-    }
-
-    fn run(self: Arc<Self>) {
-        let disk = match Disk::open(&self.path) {
-            Ok(d) => d,
-            Err(e) => {
-                error!(space = %self.name, "open {}: {e}", self.path.display());
-                self.reply(Event::OpenFailed(e.into()));
-                return;
-            }
-        };
-        // The geometry read asks for at least one device sector.
-        self.state
-            .lock()
-            .core
-            .set_sizes_read_len(4096.max(disk.device_sector as usize));
-        let identity = disk.clone();
-        let mut storage = AreaStorage::lockspace(disk, self.offset);
-        let mut stale = false;
-        let mut pending = self.step(Event::Start);
-        let mut timers: Vec<(u64, Id)> = Vec::new();
-        loop {
-            for a in pending.drain(..) {
-                match a {
-                    // Before each renewal: is the file still the lockspace?
-                    // If not, the renewal's read fails (-ESTALE) unread.
-                    Action::RenewalStarted => {
-                        self.warn_renewal_started();
-                        let need = self.offset + self.state.lock().align_size() as u64;
-                        stale = self.check_file(&identity, need).is_some();
-                    }
-                    other => warn!(space = %self.name, "unexpected action {other:?}"),
-                }
-            }
-            let Some(work) = self.next_work(&mut timers) else {
-                break;
-            };
-            pending = match work {
-                Work::Io(io) => {
-                    let result = if std::mem::take(&mut stale) {
-                        Err(super::core::IoFailure::code(-libc::ESTALE))
-                    } else {
-                        storage.perform(&io)
-                    };
-                    self.step(Event::Io { id: io.id, result })
-                }
-                Work::Timer(id) => self.step(Event::Timer { id }),
-            };
-        }
-        // The lockspace is over: close the wdmd connection.
-        self.watchdog.lock().conn.take();
-    }
-
-    /// The next I/O to perform or timer that fired; None once the core has
-    /// stopped and nothing is left to do.
-    fn next_work(&self, timers: &mut Vec<(u64, Id)>) -> Option<Work> {
-        let mut st = self.state.lock();
-        loop {
-            while let Some(a) = st.queue.pop_front() {
-                match a {
-                    Action::Io(io) => return Some(Work::Io(io)),
-                    Action::Timer { id, at_ms } => timers.push((at_ms, id)),
-                    _ => {}
-                }
-            }
-            if st.core.is_stopped() {
-                return None;
-            }
-            timers.sort_unstable();
-            let now = monotime_ms();
-            if let Some(&(at, id)) = timers.first() {
-                if at <= now {
-                    timers.remove(0);
-                    return Some(Work::Timer(id));
-                }
-                self.changed
-                    .wait_for(&mut st, Duration::from_millis(at - now));
-            } else {
-                self.changed.wait_for(&mut st, Duration::from_secs(1));
-            }
         }
     }
 
@@ -471,8 +539,13 @@ impl Space {
     /// back first. Said in the log, `status -D`, the metrics and the
     /// history. None: no problem, or stat did not answer in time (the
     /// renewal's own I/O then says what it can).
-    fn check_file(&self, disk: &Disk, need: u64) -> Option<FileProblem> {
-        let (open, named) = disk.identity(Duration::from_secs(self.io_timeout))?;
+    fn judge_file(
+        &self,
+        disk: &Disk,
+        need: u64,
+        ident: Option<(FileId, Option<FileId>)>,
+    ) -> Option<FileProblem> {
+        let (open, named) = ident?;
         let now = FileProblem::of(disk.kind, &open, named.as_ref(), need);
         let mut st = self.state.lock();
         if now == st.lease_file {
@@ -688,23 +761,35 @@ impl Space {
         });
     }
 
-    /// Asks the lockspace to stop (and release), and waits for its thread.
-    /// Callers stop a lockspace nothing holds any more (a forced shutdown
-    /// releases the host_id regardless), so wdmd is disarmed at once, not
-    /// after the thread's I/O, which may be stuck for long.
+    /// Asks the lockspace to stop (and release), and waits until it has
+    /// finished (its last I/O over, or timed out). Callers stop a
+    /// lockspace nothing holds any more (a forced shutdown releases the
+    /// host_id regardless), so wdmd is disarmed at once, not after the
+    /// last I/O, which may be stuck for long.
     pub fn stop_and_join(&self) {
         self.stop.store(true, Ordering::Relaxed);
         self.reply(Event::Stop);
-        let h = self.thread.lock().take();
-        if let Some(h) = h {
-            let _ = h.join();
+        let mut st = self.state.lock();
+        while st.run.started && !st.run.finished {
+            self.changed.wait(&mut st);
         }
     }
-}
 
-enum Work {
-    Io(super::core::Io),
-    Timer(Id),
+    /// Asks the lockspace to stop, and runs `then` once it has finished
+    /// (on the engine's thread, or here if it already has).
+    pub fn stop_then(&self, then: impl FnOnce() + Send + 'static) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.on_finished.lock().push(Box::new(then));
+        self.reply(Event::Stop);
+        let st = self.state.lock();
+        if st.run.finished || !st.run.started {
+            drop(st);
+            let finished = std::mem::take(&mut *self.on_finished.lock());
+            for f in finished {
+                f();
+            }
+        }
+    }
 }
 
 /// A lockspace as a resource operation sees it: asked under its lock at

@@ -107,14 +107,11 @@ fn act(d: &Arc<Daemon>, sp: &Arc<super::lockspace::Space>, a: Action) {
             }
         }
         Action::AllClear => {
-            // The core stopped itself (its thread releases the host_id if
-            // the last renewal succeeded); wait for that, then drop it.
+            // The core stopped itself (it releases the host_id if the
+            // last renewal succeeded); once that is over, drop it.
             let d = d.clone();
-            let sp = sp.clone();
-            std::thread::spawn(move || {
-                sp.stop_and_join();
-                d.spaces.lock().retain(|s| !Arc::ptr_eq(s, &sp));
-            });
+            let me = sp.clone();
+            sp.stop_then(move || d.spaces.lock().retain(|s| !Arc::ptr_eq(s, &me)));
         }
         other => warn!(space = %sp.name, "main loop: unexpected {other:?}"),
     }

@@ -4,8 +4,8 @@
 //! - [`core`]: where leases are decided: a lockspace's life and a
 //!   resource's operations as state machines (events in, actions out; no
 //!   thread, file, socket or clock), run alike by the daemon and the simulation
-//! - [`engine`]: performs the core's actions (blocking O_DIRECT I/O, sleeps)
-//! - [`lockspace`]: a joined lockspace: its core and the thread executing it
+//! - [`engine`]: performs the core's actions on the I/O engine ([`crate::io::engine`])
+//! - [`lockspace`]: a joined lockspace: its core, run on the I/O engine's thread
 //! - [`main_loop`]: ticks every lockspace's core (the kill sequence), examines requests
 //! - [`resource`]: the table of held resources; their disk work is the core's
 //! - [`server`]: the socket, one thread per connection, command dispatch
@@ -114,6 +114,13 @@ impl KillCounts {
     pub fn ran_killpath(&self) {
         self.killpath.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Where a joining lockspace stands once its host_id acquire has ended.
+enum Joined {
+    Wait,
+    Active,
+    Failed(Rv),
 }
 
 /// Why a lockspace request was refused (sanlock's error numbers).
@@ -263,29 +270,81 @@ impl Daemon {
         while st.core.status().acquire_last_result == 0 {
             sp.changed.wait_for(&mut st, Duration::from_secs(1));
         }
+        let joined = std::time::Instant::now();
+        loop {
+            match Self::joined_result(sp, &mut st, joined) {
+                Joined::Wait => {
+                    sp.changed.wait_for(&mut st, Duration::from_millis(100));
+                }
+                Joined::Active => return 0,
+                Joined::Failed(r) => {
+                    drop(st);
+                    sp.stop_and_join();
+                    self.spaces.lock().retain(|s| !Arc::ptr_eq(s, sp));
+                    return r;
+                }
+            }
+        }
+    }
+
+    /// SANLK_ADD_ASYNC: [`Daemon::add_lockspace_wait`] without a thread
+    /// waiting, checked every 100 ms on the I/O engine.
+    pub fn add_lockspace_later(d: &Arc<Daemon>, sp: Arc<Space>) {
+        fn check(d: Arc<Daemon>, sp: Arc<Space>, joined: Option<std::time::Instant>) {
+            let again = |d: Arc<Daemon>, sp: Arc<Space>, joined| {
+                crate::io::engine::get().at(
+                    std::time::Instant::now() + Duration::from_millis(100),
+                    Box::new(move || check(d, sp, joined)),
+                )
+            };
+            let mut st = sp.state.lock();
+            if st.core.status().acquire_last_result == 0 {
+                drop(st);
+                return again(d, sp, None);
+            }
+            let joined = joined.unwrap_or_else(std::time::Instant::now);
+            match Daemon::joined_result(&sp, &mut st, joined) {
+                Joined::Wait => {
+                    drop(st);
+                    again(d, sp, Some(joined))
+                }
+                Joined::Active => {}
+                Joined::Failed(_) => {
+                    drop(st);
+                    let me = sp.clone();
+                    sp.stop_then(move || d.spaces.lock().retain(|s| !Arc::ptr_eq(s, &me)));
+                }
+            }
+        }
+        check(d.clone(), sp, None);
+    }
+
+    /// Once the host_id acquire has ended (at `joined`): active, failed,
+    /// or wait a little for the first renewal.
+    fn joined_result(
+        sp: &Space,
+        st: &mut lockspace::SpaceState,
+        joined: std::time::Instant,
+    ) -> Joined {
         let r = st.core.status().acquire_last_result;
         // sanlock polls for the acquire once a second, so by the time the
         // main loop watches the lockspace its first renewal (due at once:
         // the acquire's timestamp predates its wait) has been made. Waking
         // at once instead, give it that second, or the main loop would see
         // the stale timestamp and fail the lockspace.
-        let waited = std::time::Instant::now();
-        while r == crate::rv::SANLK_OK
+        if r == crate::rv::SANLK_OK
             && st.core.status().renewal_last_attempt == st.core.status().acquire_last_attempt
-            && waited.elapsed() < Duration::from_secs(1)
+            && joined.elapsed() < Duration::from_secs(1)
         {
-            sp.changed.wait_for(&mut st, Duration::from_millis(100));
+            return Joined::Wait;
         }
         if r == crate::rv::SANLK_OK && !sp.external_remove.load(Ordering::Relaxed) {
             st.list = SpaceList::Active;
             st.core
                 .step(engine::now(), lockspace_core::Event::Activated);
-            return 0;
+            return Joined::Active;
         }
-        drop(st);
-        sp.stop_and_join();
-        self.spaces.lock().retain(|s| !Arc::ptr_eq(s, sp));
-        if r == crate::rv::SANLK_OK { -1 } else { r }
+        Joined::Failed(if r == crate::rv::SANLK_OK { -1 } else { r })
     }
 
     /// Lockspaces match for inq/rem by name, path and offset (and host_id if given).
@@ -618,6 +677,9 @@ pub fn main(args: &[String]) -> i32 {
         daemon.our_host_name
     );
     access::setup_priority(&daemon.cfg);
+    // Started now so that the log says at once which engine runs the
+    // lease I/O (io_uring, or the threads where it is unavailable).
+    crate::io::engine::get();
     let listener = match server::listen(&daemon.cfg) {
         Ok(l) => l,
         Err(e) => {

@@ -519,8 +519,7 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
             ) {
                 Err(e) => e,
                 Ok(sp) if h.cmd_flags & proto::SANLK_ADD_ASYNC != 0 => {
-                    let d2 = d.clone();
-                    std::thread::spawn(move || d2.add_lockspace_wait(&sp));
+                    Daemon::add_lockspace_later(d, sp);
                     0
                 }
                 Ok(sp) => d.add_lockspace_wait(&sp),
@@ -957,15 +956,20 @@ fn state(kind: u32, name: Name, data32: u32, data64: u64, text: &str) -> Vec<u8>
 }
 
 /// The daemon's `status -D` string, field for field as Debian's sanlock
-/// 3.8.5 binary prints it (its source tree has two more fields).
+/// 3.8.5 binary prints it (its source tree has two more fields), then
+/// ours: which I/O engine runs the lease I/O (`io_uring` or `threads`),
+/// how many of its I/Os timed out and are still held by the kernel, and
+/// how many it has performed.
 fn daemon_str(d: &Daemon) -> String {
     let c = &d.cfg;
+    let io = crate::io::engine::get();
     format!(
         "our_host_name={} use_watchdog={} high_priority={} mlock_level={} quiet_fail={} debug_renew={} debug_clients={} \
          debug_cmds=0x{:x} renewal_history_size={} gid={} uid={} sh_retries={} max_sectors_kb_ignore={} \
          max_sectors_kb_align={} max_sectors_kb_num={} max_worker_threads={} write_init_io_timeout={} use_aio={} \
          kill_grace_seconds={} helper_pid=-1 helper_kill_fd=-1 helper_full_count=0 helper_last_status=0 monotime={} \
-         version_str=3.8.5 version_num=3.8.5 version_hex={:08x} smproto_hex={:08x}",
+         version_str=3.8.5 version_num=3.8.5 version_hex={:08x} smproto_hex={:08x} \
+         io_engine={} io_abandoned={} io_ops={}",
         d.our_host_name,
         c.use_watchdog as i32,
         c.high_priority as i32,
@@ -987,7 +991,14 @@ fn daemon_str(d: &Daemon) -> String {
         c.kill_grace_seconds,
         monotime(),
         proto::VERSION_COMBINED,
-        proto::SM_PROTO
+        proto::SM_PROTO,
+        io.kind().as_str(),
+        io.stats
+            .abandoned_now
+            .load(std::sync::atomic::Ordering::Relaxed),
+        io.stats
+            .submitted
+            .load(std::sync::atomic::Ordering::Relaxed)
     )
 }
 

@@ -3,24 +3,25 @@
 //! byte range they were opened for.
 
 mod buf;
+pub mod engine;
 
 pub use buf::{AlignedBuf, BUF_ALIGN};
+use engine::{Outcome, Request};
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::Duration;
 
-/// I/Os that did not complete within their timeout and were abandoned; their
-/// threads still own the buffers until the kernel returns.
-static ABANDONED_IOS: AtomicU64 = AtomicU64::new(0);
-
+/// I/Os that did not complete within their timeout; the engine holds
+/// their buffers until the kernel returns.
 pub fn abandoned_ios() -> u64 {
-    ABANDONED_IOS.load(Ordering::Relaxed)
+    engine::get()
+        .stats
+        .timed_out
+        .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +137,9 @@ pub struct Disk {
     pub device_sector: u32,
     /// Bytes in a block device (or a file's current length).
     pub size: u64,
+    /// The storage under it (the device for a block device, the file
+    /// system's for a file), for the engine's bound on hung I/O.
+    storage: u64,
 }
 
 nix::ioctl_read_bad!(blksszget, 0x1268, libc::c_int);
@@ -164,6 +168,12 @@ impl Disk {
             .open(path)
             .map_err(open_err)?;
         let meta = file.metadata().map_err(open_err)?;
+        use std::os::unix::fs::MetadataExt;
+        let storage = if meta.file_type().is_block_device() {
+            meta.rdev()
+        } else {
+            meta.dev()
+        };
         let (kind, device_sector, size) = if meta.file_type().is_block_device() {
             let fd = file.as_raw_fd();
             let mut ss: libc::c_int = 0;
@@ -183,6 +193,7 @@ impl Disk {
             kind,
             device_sector,
             size,
+            storage,
         })
     }
 
@@ -219,36 +230,62 @@ impl Disk {
     /// Reads exactly `len` bytes at `offset`, or fails (short, error, timeout).
     pub fn read(&self, offset: u64, len: usize, timeout: Duration) -> Result<AlignedBuf, IoError> {
         self.check_aligned(offset, len)?;
-        let file = self.file.clone();
-        let res = run_bounded(timeout, move || {
-            let mut buf = AlignedBuf::zeroed(len);
-            let mut pos = 0usize;
-            while pos < len {
-                match file.read_at(&mut buf[pos..], offset + pos as u64) {
-                    Ok(0) => return (buf, Ok(pos)),
-                    Ok(n) => pos += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return (buf, Err(e)),
-                }
-            }
-            (buf, Ok(pos))
-        });
-        match res {
-            None => Err(IoError::Timeout {
+        let out = engine::get().wait(
+            self.file.clone(),
+            self.storage,
+            offset,
+            Request::Read { len },
+            timeout,
+        );
+        self.read_outcome(offset, len, timeout, out)
+    }
+
+    /// [`Disk::read`] without waiting: `done` runs on the engine thread.
+    pub fn read_then(
+        &self,
+        offset: u64,
+        len: usize,
+        timeout: Duration,
+        done: impl FnOnce(Result<AlignedBuf, IoError>) + Send + 'static,
+    ) {
+        if let Err(e) = self.check_aligned(offset, len) {
+            return engine::get().soon(Box::new(move || done(Err(e))));
+        }
+        let disk = self.clone();
+        engine::get().submit(
+            self.file.clone(),
+            self.storage,
+            offset,
+            Request::Read { len },
+            timeout,
+            Box::new(move |out| done(disk.read_outcome(offset, len, timeout, out))),
+        );
+    }
+
+    fn read_outcome(
+        &self,
+        offset: u64,
+        len: usize,
+        timeout: Duration,
+        out: Outcome,
+    ) -> Result<AlignedBuf, IoError> {
+        match out {
+            Outcome::TimedOut => Err(IoError::Timeout {
                 path: self.path.clone(),
                 op: "read",
                 offset,
                 len,
                 timeout,
             }),
-            Some((buf, Ok(n))) if n == len => Ok(buf),
-            Some((_, Ok(_))) => Err(IoError::Short {
+            Outcome::Done { n, buf } if n == len => Ok(buf),
+            // O_DIRECT reads stop short only at the end of the file or device.
+            Outcome::Done { .. } => Err(IoError::Short {
                 path: self.path.clone(),
                 offset,
                 len,
                 size: self.current_size(),
             }),
-            Some((_, Err(source))) => Err(IoError::Os {
+            Outcome::Failed(source) => Err(IoError::Os {
                 path: self.path.clone(),
                 op: "read",
                 offset,
@@ -262,7 +299,44 @@ impl Disk {
     /// write is refused before anything is written; a regular file grows,
     /// as it does under sanlock.
     pub fn write(&self, offset: u64, data: &[u8], timeout: Duration) -> Result<(), IoError> {
+        self.check_write(offset, data.len())?;
+        let buf = AlignedBuf::from_slice(data);
+        let out = engine::get().wait(
+            self.file.clone(),
+            self.storage,
+            offset,
+            Request::Write { buf },
+            timeout,
+        );
+        self.write_outcome(offset, data.len(), timeout, out)
+    }
+
+    /// [`Disk::write`] without waiting: `done` runs on the engine thread.
+    pub fn write_then(
+        &self,
+        offset: u64,
+        data: &[u8],
+        timeout: Duration,
+        done: impl FnOnce(Result<(), IoError>) + Send + 'static,
+    ) {
         let len = data.len();
+        if let Err(e) = self.check_write(offset, len) {
+            return engine::get().soon(Box::new(move || done(Err(e))));
+        }
+        let disk = self.clone();
+        engine::get().submit(
+            self.file.clone(),
+            self.storage,
+            offset,
+            Request::Write {
+                buf: AlignedBuf::from_slice(data),
+            },
+            timeout,
+            Box::new(move |out| done(disk.write_outcome(offset, len, timeout, out))),
+        );
+    }
+
+    fn check_write(&self, offset: u64, len: usize) -> Result<(), IoError> {
         self.check_aligned(offset, len)?;
         if self.kind == DiskKind::Block && offset + len as u64 > self.size {
             return Err(IoError::DeviceTooShort {
@@ -272,30 +346,38 @@ impl Disk {
                 size: self.size,
             });
         }
-        let file = self.file.clone();
-        let buf = AlignedBuf::from_slice(data);
-        let res = run_bounded(timeout, move || {
-            let r = file.write_all_at(&buf, offset);
-            drop(buf);
-            r
-        });
-        match res {
-            None => Err(IoError::Timeout {
-                path: self.path.clone(),
-                op: "write",
-                offset,
-                len,
-                timeout,
-            }),
-            Some(Ok(())) => Ok(()),
-            Some(Err(source)) => Err(IoError::Os {
-                path: self.path.clone(),
-                op: "write",
-                offset,
-                len,
-                source,
-            }),
-        }
+        Ok(())
+    }
+
+    fn write_outcome(
+        &self,
+        offset: u64,
+        len: usize,
+        timeout: Duration,
+        out: Outcome,
+    ) -> Result<(), IoError> {
+        let source = match out {
+            Outcome::TimedOut => {
+                return Err(IoError::Timeout {
+                    path: self.path.clone(),
+                    op: "write",
+                    offset,
+                    len,
+                    timeout,
+                });
+            }
+            Outcome::Done { n, .. } if n == len => return Ok(()),
+            // A short O_DIRECT write: the file system is full.
+            Outcome::Done { .. } => std::io::Error::from_raw_os_error(libc::ENOSPC),
+            Outcome::Failed(e) => e,
+        };
+        Err(IoError::Os {
+            path: self.path.clone(),
+            op: "write",
+            offset,
+            len,
+            source,
+        })
     }
 
     fn current_size(&self) -> u64 {
@@ -306,34 +388,74 @@ impl Disk {
     }
 
     /// What the open file is now and what its path names now (None: no
-    /// such path), by fstat and stat (and the device's size by
-    /// BLKGETSIZE64), within `timeout`: None if they did not answer (a
-    /// hung NFS server hangs stat as it hangs reads).
+    /// such path), by statx of the descriptor and of the path (and the
+    /// device's size by BLKGETSIZE64), within `timeout`: None if they did
+    /// not answer (a hung NFS server hangs stat as it hangs reads).
     pub fn identity(&self, timeout: Duration) -> Option<(FileId, Option<FileId>)> {
-        let file = self.file.clone();
-        let path = self.path.clone();
-        let kind = self.kind;
-        run_bounded(timeout, move || {
-            use std::os::unix::fs::MetadataExt;
-            let id = |m: &std::fs::Metadata| FileId {
-                dev: m.dev(),
-                ino: m.ino(),
-                rdev: m.rdev(),
-                nlink: m.nlink(),
-                size: m.len(),
-            };
-            let mut open = id(&file.metadata().ok()?);
-            if kind == DiskKind::Block {
-                let mut bytes: u64 = 0;
-                // SAFETY: an open block device; the ioctl writes one u64.
-                if unsafe { blkgetsize64(file.as_raw_fd(), &mut bytes) }.is_ok() {
-                    open.size = bytes;
-                }
+        let slot = Arc::new((parking_lot::Mutex::new(None), parking_lot::Condvar::new()));
+        let s = slot.clone();
+        self.identity_then(timeout, move |r| {
+            *s.0.lock() = Some(r);
+            s.1.notify_one();
+        });
+        let mut g = slot.0.lock();
+        loop {
+            if let Some(r) = g.take() {
+                return r;
             }
-            let named = std::fs::metadata(&path).ok().map(|m| id(&m));
-            Some((open, named))
-        })
-        .flatten()
+            slot.1.wait(&mut g);
+        }
+    }
+
+    /// [`Disk::identity`] without waiting: `done` runs on the engine thread.
+    pub fn identity_then(
+        &self,
+        timeout: Duration,
+        done: impl FnOnce(Option<(FileId, Option<FileId>)>) + Send + 'static,
+    ) {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(path) = std::ffi::CString::new(self.path.as_os_str().as_bytes()) else {
+            return engine::get().soon(Box::new(move || done(None)));
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        let disk = self.clone();
+        let e = engine::get();
+        e.submit(
+            self.file.clone(),
+            self.storage,
+            0,
+            Request::Statx { path: None },
+            timeout,
+            Box::new(move |out| {
+                let Outcome::Done { buf, .. } = out else {
+                    return done(None);
+                };
+                let mut open = FileId::of(&engine::statx_of(&buf));
+                if disk.kind == DiskKind::Block {
+                    let mut bytes: u64 = 0;
+                    // SAFETY: an open block device; the ioctl writes one u64
+                    // (the size the kernel keeps: it does no I/O).
+                    if unsafe { blkgetsize64(disk.file.as_raw_fd(), &mut bytes) }.is_ok() {
+                        open.size = bytes;
+                    }
+                }
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                engine::get().submit(
+                    disk.file.clone(),
+                    disk.storage,
+                    0,
+                    Request::Statx { path: Some(path) },
+                    left,
+                    Box::new(move |out| match out {
+                        Outcome::Done { buf, .. } => {
+                            done(Some((open, Some(FileId::of(&engine::statx_of(&buf))))))
+                        }
+                        Outcome::Failed(_) => done(Some((open, None))),
+                        Outcome::TimedOut => done(None),
+                    }),
+                );
+            }),
+        );
     }
 }
 
@@ -346,6 +468,18 @@ pub struct FileId {
     pub rdev: u64,
     pub nlink: u64,
     pub size: u64,
+}
+
+impl FileId {
+    fn of(s: &libc::statx) -> FileId {
+        FileId {
+            dev: libc::makedev(s.stx_dev_major, s.stx_dev_minor),
+            ino: s.stx_ino,
+            rdev: libc::makedev(s.stx_rdev_major, s.stx_rdev_minor),
+            nlink: s.stx_nlink as u64,
+            size: s.stx_size,
+        }
+    }
 }
 
 /// What happened to a lease file that was opened, as its path and its
@@ -387,97 +521,6 @@ impl FileProblem {
             return Some(FileProblem::Deleted);
         }
         (open.size < need).then_some(FileProblem::Truncated)
-    }
-}
-
-/// Runs blocking I/O on an I/O thread and waits at most `timeout`. On
-/// timeout the thread (with the buffer it owns) is left to finish alone;
-/// it rejoins the pool only when the kernel has returned.
-fn run_bounded<T: Send + 'static>(
-    timeout: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    let (tx, rx) = mpsc::sync_channel(1);
-    if !pool::submit(Box::new(move || {
-        let _ = tx.send(f());
-    })) {
-        return None;
-    }
-    match rx.recv_timeout(timeout) {
-        Ok(v) => Some(v),
-        Err(_) => {
-            ABANDONED_IOS.fetch_add(1, Ordering::Relaxed);
-            None
-        }
-    }
-}
-
-/// Reusable I/O threads: spawning one per I/O cost more than the I/O on
-/// a busy 2-core host. A thread whose I/O hangs is simply not idle; new
-/// work goes to another (or a new) thread. After a burst of I/O the pool
-/// shrinks back: a few idle threads are kept, and they too exit after a
-/// minute without work.
-mod pool {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::mpsc;
-    use std::time::Duration;
-
-    pub type Job = Box<dyn FnOnce() + Send>;
-
-    /// Idle threads kept beyond this many exit.
-    const MAX_IDLE: usize = 8;
-    /// An idle thread exits after this long without work.
-    const IDLE_EXIT: Duration = Duration::from_secs(60);
-    /// A job is a read or a write and its buffer's handover: shallow.
-    const STACK: usize = 256 * 1024;
-
-    static IDLE: Mutex<Vec<(u64, mpsc::Sender<Job>)>> = Mutex::new(Vec::new());
-    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-
-    pub fn submit(job: Job) -> bool {
-        let mut job = job;
-        loop {
-            let Some((_, tx)) = IDLE.lock().unwrap().pop() else {
-                break;
-            };
-            match tx.send(job) {
-                Ok(()) => return true,
-                Err(mpsc::SendError(j)) => job = j, // that thread has exited
-            }
-        }
-        let (tx, rx) = mpsc::channel::<Job>();
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        std::thread::Builder::new()
-            .name("hactl-io".into())
-            .stack_size(STACK)
-            .spawn(move || {
-                let mut next = Some(job);
-                while let Some(j) = next.take() {
-                    j();
-                    {
-                        let mut idle = IDLE.lock().unwrap();
-                        if idle.len() >= MAX_IDLE {
-                            return;
-                        }
-                        idle.push((id, tx.clone()));
-                    }
-                    next = match rx.recv_timeout(IDLE_EXIT) {
-                        Ok(j) => Some(j),
-                        Err(_) => {
-                            let mut idle = IDLE.lock().unwrap();
-                            if let Some(i) = idle.iter().position(|(i, _)| *i == id) {
-                                idle.swap_remove(i);
-                                return;
-                            }
-                            drop(idle);
-                            // A submitter took our sender: its job is coming.
-                            rx.recv().ok()
-                        }
-                    };
-                }
-            })
-            .is_ok()
     }
 }
 
@@ -536,6 +579,36 @@ impl<'d> Area<'d> {
     pub fn write(&self, rel: u64, data: &[u8]) -> Result<(), IoError> {
         self.check_inside(rel, data.len())?;
         self.disk.write(self.offset + rel, data, self.timeout)
+    }
+
+    /// [`Area::read`] without waiting: `done` runs on the engine thread.
+    pub fn read_then(
+        &self,
+        rel: u64,
+        len: usize,
+        done: impl FnOnce(Result<AlignedBuf, IoError>) + Send + 'static,
+    ) {
+        match self.check_inside(rel, len) {
+            Ok(()) => self
+                .disk
+                .read_then(self.offset + rel, len, self.timeout, done),
+            Err(e) => engine::get().soon(Box::new(move || done(Err(e)))),
+        }
+    }
+
+    /// [`Area::write`] without waiting: `done` runs on the engine thread.
+    pub fn write_then(
+        &self,
+        rel: u64,
+        data: &[u8],
+        done: impl FnOnce(Result<(), IoError>) + Send + 'static,
+    ) {
+        match self.check_inside(rel, data.len()) {
+            Ok(()) => self
+                .disk
+                .write_then(self.offset + rel, data, self.timeout, done),
+            Err(e) => engine::get().soon(Box::new(move || done(Err(e)))),
+        }
     }
 }
 
