@@ -8,6 +8,11 @@
 //! to the same lockspace with a spare host id, no agent and no VMs, says
 //! when sanlock itself calls host 1 FAIL and DEAD in the same run.
 //!
+//! `--gateway [N...]` (root, iproute2; default 1 10) measures host
+//! health's move instead: host 1's gateway is cut (each host's agent in a
+//! network namespace of its own) and each VM's time until it writes from a
+//! healthy host.
+//!
 //! `cargo run --release --example bench_failover -- [--guests] [N...]`
 //! (default 1 10 100; with `--guests` 1 10 30); `tools/bench-failover.sh`
 //! runs it and docs/bench-failover.md holds results. Needs a file system
@@ -458,6 +463,163 @@ fn bench(
     })
 }
 
+/// `--gateway`: what one gateway-loss run measured (seconds from the cut).
+struct GwResult {
+    vms: usize,
+    /// Host 1's agent scored the gateway penalty.
+    penalty_seen: f64,
+    /// Each VM's first record from a healthy host.
+    back: Vec<f64>,
+    moves: usize,
+    ok_disks: bool,
+}
+
+/// Host health's move (issue 18): the three hosts' agents each in a network
+/// namespace behind a gateway namespace (src/ha/netlab.rs), `n` demo VMs on
+/// host 1 (preferred), then host 1's gateway cut; the time until each VM's
+/// disk shows writes from host 2 or 3. The agents ping the gateway every
+/// second (timeout 1 s); hold_down 5 s; VMs move one at a time.
+fn bench_gateway(dir: &Path, n: usize) -> std::result::Result<GwResult, String> {
+    use hactl::ha::netlab::{GATEWAY, Net};
+    const HOLD_DOWN: u64 = 5;
+    let net = Net::new(3)?;
+    let mut o = ClusterOpts::new(&hactl_bin(), 3, n);
+    o.capacity = (n as u32 + 8).max(64);
+    o.grace = 30;
+    o.health = format!(
+        "{}hold_down = {HOLD_DOWN}\n[health.gateway]\naddresses = [\"{GATEWAY}\"]\ninterval = 1\ntimeout = 1\n[health.links]\ninterfaces = [\"eth0\"]\ninterval = 1\n",
+        hactl::ha::cluster::TEST_HEALTH
+    );
+    for i in 0..n {
+        o.vm_extra.insert(i, "preferred_hosts = [1]".into());
+    }
+    for h in 1..=3 {
+        o.netns.insert(h, net.path(h));
+    }
+    o.env
+        .push((hactl::ha::demo_vm::INTERVAL_ENV.into(), "100".into()));
+    let fresh = Duration::from_millis(800);
+    let mut c = Cluster::create(dir, o)?;
+    // Host 1 alone first, until it runs them all: a VM another host
+    // started meanwhile would stay there (nothing moves towards a host).
+    c.start_host(1)?;
+    let t = Instant::now();
+    while !c.running_on(fresh).iter().all(|h| *h == Some(1)) {
+        if t.elapsed() > Duration::from_secs(120 + n as u64) {
+            return Err(format!("the {n} VMs did not all run on host 1"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for h in 2..=3 {
+        c.start_host(h)?;
+    }
+    // Until hosts 2 and 3 are candidates in host 1's eyes (LIVE, fresh).
+    let t2 = Instant::now();
+    while !c.sees_candidates(1, &[2, 3]) {
+        if t2.elapsed() > Duration::from_secs(120) {
+            return Err("host 1 did not see hosts 2 and 3 LIVE".into());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "{n} VM(s) run on host 1 after {:.1} s; cutting its gateway",
+        t.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let t0 = unix_now();
+    let cut = Instant::now();
+    net.cut_gateway(1)?;
+    let mut back: Vec<Option<f64>> = vec![None; n];
+    let mut penalty_seen = None;
+    let limit = Duration::from_secs(60 + 20 * n as u64);
+    while back.iter().any(Option::is_none) && cut.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(100));
+        if penalty_seen.is_none()
+            && c.status(1).is_some_and(|s| {
+                s["health"]["penalties"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|p| p["kind"] == "gateway"))
+            })
+        {
+            penalty_seen = Some(unix_now() - t0);
+        }
+        for (i, d) in c.disks.iter().enumerate() {
+            if back[i].is_some() {
+                continue;
+            }
+            if let Ok(rep) = hactl::ha::demo_vm::check_file(d)
+                && let Some(r) = rep.runs.iter().find(|r| r.host_id != 1)
+            {
+                back[i] = Some(r.first_ns as f64 / 1e9 - t0);
+            }
+        }
+    }
+    let moves = c
+        .events(1)
+        .iter()
+        .filter(|e| {
+            e["kind"] == "stop"
+                && e["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("moving it"))
+        })
+        .count();
+    std::thread::sleep(Duration::from_secs(2));
+    c.stop_all();
+    let ok_disks = c.check_disks().iter().all(|(_, r)| r.violations.is_empty());
+    let missing = back.iter().filter(|b| b.is_none()).count();
+    if missing > 0 {
+        return Err(format!("{missing} of {n} VMs never ran on a healthy host"));
+    }
+    Ok(GwResult {
+        vms: n,
+        penalty_seen: penalty_seen.unwrap_or(f64::NAN),
+        back: back.into_iter().flatten().collect(),
+        moves,
+        ok_disks,
+    })
+}
+
+fn main_gateway(ns: &[usize]) -> ! {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-failover");
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    println!(
+        "gateway loss: host 1's gateway cut (agents ping it every 1 s, timeout 1 s; hold_down 5 s; agent interval 1 s)"
+    );
+    println!(
+        "| VMs | gateway penalty in host 1's score | first VM on a healthy host | median | last VM on a healthy host | moves | split-brain check |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut failed = false;
+    for &n in ns {
+        let dir = base.join(format!("gw-n{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        match bench_gateway(&dir, n) {
+            Ok(mut r) => {
+                r.back.sort_by(f64::total_cmp);
+                println!(
+                    "| {} demo-vm | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {} | {} |",
+                    r.vms,
+                    r.penalty_seen,
+                    r.back[0],
+                    pct(&r.back, 0.5),
+                    r.back.last().unwrap(),
+                    r.moves,
+                    if r.ok_disks { "ok" } else { "VIOLATION" }
+                );
+                failed |= !r.ok_disks;
+            }
+            Err(e) => {
+                println!("| {n} demo-vm | failed: {e} |");
+                failed = true;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    std::process::exit(i32::from(failed));
+}
+
 /// `--guests`: the guest image (the kernel cached where the tests cache it).
 fn guest_image(base: &Path) -> hactl::ha::guest::GuestImage {
     let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp/guest-cache");
@@ -473,6 +635,7 @@ fn guest_image(base: &Path) -> hactl::ha::guest::GuestImage {
 
 fn main() {
     let mut fence = false;
+    let mut gateway = false;
     let mut with_guests = false;
     let mut io_timeout = 1u32;
     let mut ns: Vec<usize> = Vec::new();
@@ -480,6 +643,7 @@ fn main() {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--fence" => fence = true,
+            "--gateway" => gateway = true,
             "--guests" => with_guests = true,
             "--io-timeout" => {
                 io_timeout = args
@@ -489,9 +653,12 @@ fn main() {
             }
             n => ns.push(
                 n.parse()
-                    .expect("VM counts, --fence, --guests, --io-timeout N"),
+                    .expect("VM counts, --fence, --gateway, --guests, --io-timeout N"),
             ),
         }
+    }
+    if gateway {
+        main_gateway(if ns.is_empty() { &[1, 10] } else { &ns });
     }
     if ns.is_empty() {
         ns = if with_guests {

@@ -103,6 +103,7 @@ impl View {
             local,
             outcomes: vec![],
             memory,
+            health: None,
         }
     }
     fn decide(&self, me: u64) -> Decision {
@@ -719,4 +720,279 @@ fn a_vm_a_live_host_reports_running_is_not_started_whatever_its_lease() {
     w.host(2).state = HostState::Live;
     w.host(2).generation = 2;
     assert_eq!(starts(&w.decide(1)), vec![0]);
+}
+
+// ---- host health (issue 18): moves and isolation ----
+
+use hactl::ha::health::{self, HealthScore, Readings};
+
+/// Two VMs and a `[health]` section with a gateway and a bridge checked.
+fn health_config(extra: &str) -> Config {
+    let t = format!(
+        "[cluster]\nlockspace='ls'\nids='/i'\nxleases='/x'\nwhiteboard='/w'\n\
+         interval=2\ngrace=10\ncapacity=64\n\
+         [[vm]]\nname='db'\npriority=5\nstart=['/bin/true']\nisolation='stop'\n\
+         [[vm]]\nname='web'\nstart=['/bin/true']\n\
+         [health]\nhold_down=10\nisolation_after=6\n{extra}\n\
+         [health.gateway]\naddresses=['10.9.0.1']\n\
+         [health.links]\ninterfaces=['br0']\n"
+    );
+    Config::parse(&t).unwrap()
+}
+
+/// What host monitors read: gateway and bridge up or not.
+fn readings(cfg: &Config, gateway: bool, bridge: bool) -> HealthScore {
+    health::score(
+        &cfg.health,
+        &Readings::networks(&[("10.9.0.1", gateway)], &[("br0", bridge)]),
+    )
+}
+
+/// Host 1 runs both VMs; hosts 1 and 2 published `s1` and `s2`.
+fn two_hosts(s1: u32, s2: u32) -> View {
+    let mut w = View::new(health_config(""), 2);
+    w.runs(1, &[0, 1]);
+    w.sector(1).score = s1;
+    w.sector(2).score = s2;
+    w
+}
+
+fn decide_with(w: &View, me: u64, mem: Memory, h: HealthScore) -> Decision {
+    let mut i = w.input(me, mem);
+    i.health = Some(h);
+    decide(&i)
+}
+
+#[test]
+fn gateway_loss_scores_the_penalty_and_moves_one_vm_after_hold_down() {
+    let mut w = two_hosts(3400, 3400);
+    let sick = readings(&w.cfg, false, true);
+    assert_eq!(sick.score, 3400 - 1600);
+    let d = decide_with(&w, 1, Memory::default(), sick.clone());
+    assert_eq!(
+        d.score, 1800,
+        "published score: base less the gateway penalty"
+    );
+    assert_eq!(d.health.points[0], 1600);
+    assert!(
+        d.stops().next().is_none(),
+        "hold_down first: {:?}",
+        d.actions
+    );
+    // The hold-down counts once our published score says it (others
+    // assign by it): not yet.
+    assert_eq!(d.memory.health.worse_since, None);
+    // Others see our 1800 on the whiteboard from the next cycle on.
+    w.sector(1).score = 1800;
+    w.now += 1;
+    let d = decide_with(&w, 1, d.memory, sick.clone());
+    assert!(d.stops().next().is_none());
+    assert_eq!(d.memory.health.worse_since, Some(w.now));
+    // 9 s later: still holding down.
+    let mut mem = d.memory;
+    w.now += 9;
+    let d = decide_with(&w, 1, mem.clone(), sick.clone());
+    assert!(d.stops().next().is_none());
+    mem = d.memory;
+    w.now += 1;
+    let d = decide_with(&w, 1, mem, sick.clone());
+    let stops: Vec<usize> = d.stops().collect();
+    assert_eq!(stops, vec![0], "one VM, the higher priority first");
+    let r = reason(&d, 0);
+    assert!(
+        r.contains("moving it") && r.contains("gateway -1600"),
+        "{r}"
+    );
+    assert!(r.contains("below host 2 score 3400 (margin 800)"), "{r}");
+    // Next cycle: db is stopping; web does not move yet (one at a time).
+    w.now += 2;
+    let mut i = w.input(1, d.memory.clone());
+    i.local[0] = Local::Stopping { since: w.now };
+    i.health = Some(sick.clone());
+    let d = decide(&i);
+    assert!(d.stops().next().is_none(), "{:?}", d.actions);
+    // db stopped here and its lease is free: host 2 starts it, host 1 does
+    // not, not even after grace (it is 800 below: no race).
+    w.leases[0] = LeaseView::Free;
+    w.sector(1).running = VmBitmap::from_indexes([1]);
+    let d2 = w.decide(2);
+    assert_eq!(starts(&d2), vec![0]);
+    let mut m1 = d.memory.clone();
+    m1.vms = vec![Default::default(); 2];
+    m1.vms[0].orphan_since = Some(w.now - 60);
+    let d1 = decide_with(&w, 1, m1, sick.clone());
+    assert!(starts(&d1).is_empty(), "{:?}", d1.actions);
+    assert!(reason(&d1, 0).contains("not racing"), "{}", reason(&d1, 0));
+    // db runs on host 2: now web moves.
+    w.leases[0] = LeaseView::Held {
+        owner: 2,
+        generation: 1,
+        lver: 2,
+    };
+    w.sector(2).running = VmBitmap::from_indexes([0]);
+    let d = decide_with(&w, 1, d.memory, sick);
+    assert_eq!(d.stops().collect::<Vec<_>>(), vec![1], "{:?}", d.actions);
+}
+
+#[test]
+fn flapping_scores_move_nothing_and_a_recovered_host_takes_nothing_back() {
+    let mut w = two_hosts(3400, 3400);
+    let (sick, well) = (readings(&w.cfg, false, true), readings(&w.cfg, true, true));
+    let mut mem = Memory::default();
+    // Sick 9 s, well 2 s, again and again (publishing each cycle's score,
+    // as the agent does): never 10 s worse in a row.
+    let mut worse_cycles = 0;
+    for round in 0..10 {
+        for (h, secs) in [(&sick, 9), (&well, 2)] {
+            for _ in 0..secs {
+                let d = decide_with(&w, 1, mem, h.clone());
+                assert!(d.stops().next().is_none(), "round {round}: {:?}", d.actions);
+                worse_cycles += d.memory.health.worse_since.is_some() as u32;
+                mem = d.memory;
+                w.sector(1).score = d.score;
+                w.now += 1;
+            }
+        }
+    }
+    assert!(
+        worse_cycles >= 70,
+        "the flaps were judged worse: {worse_cycles}"
+    );
+    // Sick for 12 s in a row (the first cycle publishes it, then 10 s of
+    // hold-down): a move.
+    for _ in 0..12 {
+        let d = decide_with(&w, 1, mem, sick.clone());
+        mem = d.memory;
+        w.sector(1).score = d.score;
+        w.now += 1;
+    }
+    assert!(mem.health.moving.is_some(), "{mem:?}");
+    // After a move, both healthy: host 2 runs both, host 1 is empty.
+    // Nothing bounces back, nor with host 2 a little loaded (under margin).
+    let mut w = View::new(health_config(""), 2);
+    w.runs(2, &[0, 1]);
+    w.sector(2).score = 3400 - 700;
+    for me in [1, 2] {
+        let mut h = readings(&w.cfg, true, true);
+        if me == 2 {
+            h.score = 2700;
+        }
+        let mut mem = Memory::default();
+        for _ in 0..30 {
+            let d = decide_with(&w, me, mem, h.clone());
+            assert!(
+                d.stops().next().is_none() && starts(&d).is_empty(),
+                "host {me}: {:?}",
+                d.actions
+            );
+            mem = d.memory;
+            w.now += 1;
+        }
+    }
+}
+
+#[test]
+fn isolated_host_stops_its_stop_policy_vms_after_isolation_after_and_takes_none() {
+    let mut w = two_hosts(3400, 3400);
+    let lost = readings(&w.cfg, false, false);
+    assert!(lost.network_lost);
+    let d = decide_with(&w, 1, Memory::default(), lost.clone());
+    assert!(d.stops().next().is_none(), "not before isolation_after");
+    assert!(d.health.network_lost() && !d.health.isolated());
+    w.now += 6;
+    let d = decide_with(&w, 1, d.memory, lost.clone());
+    // db's policy is stop, web's is the cluster's (keep); no move either.
+    assert_eq!(d.stops().collect::<Vec<_>>(), vec![0], "{:?}", d.actions);
+    assert!(reason(&d, 0).contains("isolated"), "{}", reason(&d, 0));
+    assert_eq!(d.score, 0, "an isolated host takes no VM");
+    assert!(d.health.isolated());
+    // Our own delta lease not LIVE (storage lost too): not isolation, the
+    // daemon's own failure handling is in charge.
+    w.host(1).state = HostState::Fail;
+    let d = decide_with(&w, 1, Memory::default(), lost.clone());
+    w.now += 20;
+    let d = decide_with(&w, 1, d.memory, lost.clone());
+    assert!(d.stops().next().is_none(), "{:?}", d.actions);
+    w.host(1).state = HostState::Live;
+    // Cluster-wide stop: both go.
+    let mut w2 = two_hosts(3400, 3400);
+    w2.cfg = health_config("isolation='stop'");
+    let digest = w2.cfg.digest();
+    for h in [1, 2] {
+        w2.sector(h).config_digest = digest;
+    }
+    let d = decide_with(&w2, 1, Memory::default(), lost.clone());
+    w2.now += 6;
+    let d = decide_with(&w2, 1, d.memory, lost);
+    assert_eq!(d.stops().collect::<Vec<_>>(), vec![0, 1]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// A move stops at most one VM per cycle, only one that runs here,
+    /// and only when another LIVE, fresh host with room, the same config
+    /// and no maintenance scores at least move_margin more; never while
+    /// every network is lost.
+    #[test]
+    fn a_move_needs_a_host_margin_better(
+        r in random_view(), me_k in 0usize..6, gw in any::<bool>(), br in any::<bool>(),
+        worse_for in 0u64..30,
+    ) {
+        let mut w = build(&r);
+        w.cfg.health.hold_down = 10;
+        let digest = w.cfg.digest();
+        for h in w.hosts.iter_mut() {
+            if let Some(s) = h.sector.as_mut() && s.config_digest != digest ^ 1 {
+                s.config_digest = digest;
+            }
+        }
+        w.global = false;
+        let me = (me_k % r.hosts.len()) as u64 + 1;
+        let mut i = w.input(me, Memory::default());
+        let h = readings(&w.cfg, gw, br);
+        let lost = h.network_lost;
+        i.health = Some(h);
+        i.memory.health.worse_since = Some(w.now - worse_for);
+        let d = decide(&i);
+        let moves: Vec<_> = d.actions.iter()
+            .filter(|a| a.kind == ActionKind::Stop && a.reason.contains("moving it"))
+            .collect();
+        prop_assert!(moves.len() <= 1, "{:?}", moves);
+        if let Some(m) = moves.first() {
+            prop_assert!(!lost);
+            prop_assert!(worse_for >= 10);
+            let running_here = matches!(i.local[m.vm], Local::Running { .. });
+            prop_assert!(running_here);
+            let better = w.hosts.iter().any(|h| {
+                h.host_id != me && h.state == HostState::Live && h.fresh
+                    && h.sector.is_some_and(|s| s.config_digest == digest
+                        && !s.local_maintenance()
+                        && s.running_count() < r.capacity
+                        && s.score >= d.score + 800)
+            });
+            prop_assert!(better, "{}", m.reason);
+        }
+    }
+}
+
+/// A sick host at capacity (no candidate for more VMs) still gives its
+/// VMs up; and not before its published score shows how sick it is (the
+/// others assign the VM it stops by that score).
+#[test]
+fn a_full_sick_host_moves_too_once_its_published_score_says_so() {
+    let mut cfg = health_config("");
+    cfg.cluster.capacity = 2;
+    let mut w = View::new(cfg, 2);
+    w.runs(1, &[0, 1]);
+    let sick = readings(&w.cfg, false, true);
+    let mut mem = Memory::default();
+    mem.health.worse_since = Some(w.now - 100);
+    // Published 3400 still (our sector from before the penalty): no move.
+    let d = decide_with(&w, 1, mem.clone(), sick.clone());
+    assert!(d.stops().next().is_none(), "{:?}", d.actions);
+    assert_eq!(d.score, 3400 - 1600 - 400, "gateway and full penalties");
+    w.sector(1).score = d.score;
+    let d = decide_with(&w, 1, mem, sick);
+    assert_eq!(d.stops().collect::<Vec<_>>(), vec![0], "{:?}", d.actions);
 }

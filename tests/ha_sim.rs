@@ -4,6 +4,7 @@
 //! hosts at once; after a crash, VMs run again within a bound in most
 //! seeds; and removing the lease from under decide() is caught. With
 //! fencing (issue 16) too: never twice, and a lying fence agent is caught.
+//! With host health (issue 18): moves and isolation stops, never twice.
 //!
 //! Seeds: `HACTL_HA_SIM_SEEDS`; default 20,000 in release, 1,000 in debug.
 
@@ -226,4 +227,46 @@ fn a_lying_fence_agent_is_caught() {
     let report = ha::report(&o, HaKnob::FencingLiar);
     assert!(report.contains("DECLARED host"), "{report}");
     assert!(report.contains("VIOLATION"), "{report}");
+}
+
+/// Health (issue 18): hosts lose their gateway (their score drops by the
+/// gateway penalty: their VMs move to a better host, one at a time, stop
+/// first) or every network (isolated: every other VM's policy is `stop`),
+/// for a while or flapping, beside crashes, hangs and freezes. Never one
+/// VM on two hosts at once; moves and isolation stops happen, and moved
+/// VMs run again elsewhere.
+#[test]
+fn health_moves_and_isolation_never_run_a_vm_twice() {
+    let n = seeds() / 2;
+    let s = ha::run_many(0, n, HaKnob::Health, threads());
+    let st = s.stats;
+    eprintln!(
+        "health: {} seeds in {:.1} s, {} violations\n  {st:?}\n  moves {}, moved VMs that ran elsewhere {}, isolation stops {}, recovered {}/{}",
+        s.seeds,
+        s.elapsed.as_secs_f64(),
+        s.violation_count,
+        st.moves,
+        st.moved_ran_elsewhere,
+        st.isolation_stops,
+        st.recovered,
+        st.crash_cases,
+    );
+    let reports: String = s
+        .violations
+        .iter()
+        .map(|o| ha::report(o, HaKnob::Health))
+        .collect();
+    assert_eq!(s.violation_count, 0, "{reports}");
+    let per_1000 = |x: u64| x * 1000 / n.max(1);
+    assert!(per_1000(st.moves) >= 300, "too few moves: {st:?}");
+    assert!(
+        per_1000(st.isolation_stops) >= 100,
+        "too few isolation stops: {st:?}"
+    );
+    assert!(
+        st.moved_ran_elsewhere * 2 >= st.moves,
+        "only {} of {} moved VMs ran again on another host",
+        st.moved_ran_elsewhere,
+        st.moves
+    );
 }

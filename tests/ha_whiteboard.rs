@@ -21,6 +21,7 @@ fn sector(h: u64, seq: u64) -> HostSector {
         running: VmBitmap::from_indexes([h as usize, 100]),
         failed: VmBitmap::default(),
         fence: Default::default(),
+        health: Default::default(),
     }
 }
 

@@ -10,6 +10,9 @@
 # `--guests [N...]` (root; libvirt, libvirt-sanlock, qemu as tools/test.sh
 # installs them; default 1 10 30) runs each count twice in the same run:
 # demo VMs, then tiny real guests under libvirt (runner "libvirt").
+# `--gateway [N...]` (root, iproute2; default 1 10): host health instead of
+# a crash: each host's agent in its own network namespace, host 1's gateway
+# cut, the time until each of its VMs writes from a healthy host.
 # Results go into docs/bench-failover.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -12,9 +12,10 @@ need_pkgs=()
 # prometheus: promtool checks dist/ (rules, dashboard queries, exposition);
 # lvm2-lockd: lvmlockd runs over both daemons (tests/lvmlockd.rs);
 # fence-agents, ipmitool, openipmi: fence_ipmilan fences a test host
-# through OpenIPMI's ipmi_sim (tests/ha_fence.rs).
+# through OpenIPMI's ipmi_sim (tests/ha_fence.rs); iproute2: `ip netns`
+# and veth pairs for the test hosts' own networks (tests/ha_health.rs).
 for pkg in sanlock python3-sanlock libsanlock-dev util-linux fuse3 python3-fusepy gcc man-db passwd \
-    chromium chromium-driver prometheus lvm2-lockd fence-agents ipmitool openipmi; do
+    chromium chromium-driver prometheus lvm2-lockd fence-agents ipmitool openipmi iproute2; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 # libvirt with its sanlock plugin and busybox (the tiny guests' initramfs):

@@ -269,6 +269,8 @@ pub fn status_json(config: &Path) -> Result<serde_json::Value, String> {
                 "generation": d.map(|h| h.generation),
                 "score": s.map(|s| s.score),
                 "local_maintenance": s.map(|s| s.local_maintenance()),
+                "health": s.map(|s| s.health.summary()),
+                "penalties": s.map(|s| agent::health_points_json(&s.health)),
                 "running": s.map(|s| s.running.iter().filter_map(|i| names.get(i).copied()).collect::<Vec<_>>()),
                 "failed": s.map(|s| s.failed.iter().filter_map(|i| names.get(i).copied()).collect::<Vec<_>>()),
                 "seq": s.map(|s| s.seq),
@@ -361,8 +363,17 @@ pub fn render_status(v: &serde_json::Value) -> String {
         s.push_str(&format!("  (lease: {})\n", opt(e)));
     }
     s.push_str(&format!(
-        "{:>4}  {:<7} {:>4} {:>5}  {:<5}  {:<8} {:<20} {:<10} {}\n",
-        "host", "state", "gen", "score", "maint", "written", "running", "failed", "fencing"
+        "{:>4}  {:<7} {:>4} {:>5}  {:<5}  {:<8} {:<20} {:<10} {:<10} {}\n",
+        "host",
+        "state",
+        "gen",
+        "score",
+        "maint",
+        "written",
+        "running",
+        "failed",
+        "fencing",
+        "health"
     ));
     for h in v["hosts"].as_array().into_iter().flatten() {
         let maint = match h["local_maintenance"] {
@@ -381,7 +392,7 @@ pub fn render_status(v: &serde_json::Value) -> String {
             _ => "-".into(),
         };
         s.push_str(&format!(
-            "{:>4}  {:<7} {:>4} {:>5}  {:<5}  {:<8} {:<20} {:<10} {}{}\n",
+            "{:>4}  {:<7} {:>4} {:>5}  {:<5}  {:<8} {:<20} {:<10} {:<10} {}{}\n",
             opt(&h["host_id"]),
             opt(&h["state"]),
             opt(&h["generation"]),
@@ -391,6 +402,7 @@ pub fn render_status(v: &serde_json::Value) -> String {
             opt(&h["running"]),
             opt(&h["failed"]),
             fencing,
+            opt(&h["health"]),
             h["sector_error"]
                 .as_str()
                 .map(|e| format!("  DAMAGED: {e}"))

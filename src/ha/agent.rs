@@ -273,6 +273,10 @@ struct Agent {
     cycle: u64,
     last_problem: Option<String>,
     fencer: super::fence::Fencer,
+    monitors: super::monitor::Monitors,
+    /// This cycle's health score (status.json), and the last one logged.
+    health: Option<super::health::HealthScore>,
+    health_logged: Option<String>,
 }
 
 /// Runs the agent until killed (or `opts.cycles` cycles).
@@ -390,6 +394,9 @@ pub fn run(opts: &AgentOpts) -> Result<(), String> {
         cycle: 0,
         last_problem: None,
         fencer: Default::default(),
+        monitors: super::monitor::Monitors::start(&cfg, &opts.config),
+        health: None,
+        health_logged: None,
         cfg,
     };
     let interval = Duration::from_secs(a.cfg.cluster.interval.max(1));
@@ -633,6 +640,7 @@ impl Agent {
         self.adopt_leftovers(&leases, our_generation, now, &mut local);
         self.clear_leftovers(&leases, our_generation, now, local_maint);
 
+        let health = self.health_now(&hosts, &views);
         let input = Input {
             now,
             me: self.me,
@@ -644,6 +652,7 @@ impl Agent {
             local: local.clone(),
             outcomes: std::mem::take(&mut self.pending),
             memory: self.memory.clone(),
+            health: Some(health),
         };
         let d = decide::decide(&input);
         self.memory = d.memory.clone();
@@ -719,6 +728,7 @@ impl Agent {
             running,
             failed: d.failed,
             fence: self.fencer.report,
+            health: d.health,
         };
         if let Err(e) = self.wb.write_host(&sector) {
             self.problem(Some(format!("cannot write our whiteboard sector: {e}")));
@@ -905,6 +915,51 @@ impl Agent {
         None
     }
 
+    /// Our health this cycle: the monitors' readings, and our own delta
+    /// lease's renewal as the daemon reports it. Logged when the set of
+    /// penalties (not their points) changes.
+    fn health_now(
+        &mut self,
+        hosts: &[crate::proto::SanlkHost],
+        views: &[HostView],
+    ) -> super::health::HealthScore {
+        use super::health::Check;
+        let mut r = self.monitors.readings();
+        r.lease = match (
+            hosts.iter().find(|h| h.host_id == self.me),
+            views.iter().find(|v| v.host_id == self.me),
+        ) {
+            (Some(h), Some(v)) => match v.renewal_age {
+                Some(age) => Check::Ok((age, h.io_timeout.max(1) as u64)),
+                None => Check::Unknown,
+            },
+            _ => Check::Failed(format!(
+                "host {} is not in lockspace {}",
+                self.me, self.cfg.cluster.lockspace
+            )),
+        };
+        let hs = super::health::score(&self.cfg.health, &r);
+        let key: Vec<&str> = hs.penalties.iter().map(|p| p.kind.as_str()).collect();
+        let key = format!("{key:?} {}", hs.network_lost);
+        if self.health_logged.as_deref() != Some(key.as_str()) {
+            let why = format!(
+                "host {} health score {}: {}{}",
+                self.me,
+                hs.score,
+                hs.summary(),
+                if hs.network_lost {
+                    "; every network check failed"
+                } else {
+                    ""
+                }
+            );
+            self.event("", "health", &why);
+            self.health_logged = Some(key);
+        }
+        self.health = Some(hs.clone());
+        hs
+    }
+
     /// Logs a Wait only when its reason changes (numbers aside: "last
     /// renewal 12 s ago" is the same reason as "11 s ago").
     fn wait_event(&mut self, v: usize, reason: &str) {
@@ -1001,6 +1056,8 @@ impl Agent {
                     "fresh": h.fresh,
                     "score": s.map(|s| s.score),
                     "local_maintenance": s.map(HostSector::local_maintenance),
+                    "health": s.map(|s| s.health.summary()),
+                    "penalties": s.map(|s| health_points_json(&s.health)),
                     "running": s.map(|s| s.running.iter().filter_map(|i| names.get(i).copied()).collect::<Vec<_>>()),
                 })
             })
@@ -1050,6 +1107,15 @@ impl Agent {
             "global_maintenance": board.is_some_and(BoardRead::global_maintenance),
             "problem": self.last_problem,
             "fencing": self.fencer.status_json(self.cfg.fencing.is_some()),
+            "health": self.health.as_ref().map(|h| json!({
+                "score": h.score,
+                "summary": h.summary(),
+                "network_lost": h.network_lost,
+                "isolated": self.memory.health.network_lost_since.is_some_and(|t| now >= t + self.cfg.health.isolation_after),
+                "penalties": h.penalties,
+                "worse_since": self.memory.health.worse_since,
+                "moving": self.memory.health.moving.and_then(|(v, _)| names.get(v).copied()),
+            })),
             "hosts": hosts_j,
             "vms": vms_j,
         });
@@ -1058,6 +1124,20 @@ impl Agent {
             let _ = std::fs::rename(&tmp, self.run_dir.join(STATUS_FILE));
         }
     }
+}
+
+/// A host's penalties from its whiteboard record, by kind.
+pub fn health_points_json(h: &super::whiteboard::HealthRecord) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (k, p) in super::health::PENALTY_KINDS.iter().zip(h.points) {
+        m.insert(k.as_str().into(), json!(p));
+    }
+    json!({
+        "reported": h.flags & super::whiteboard::HEALTH_REPORTED != 0,
+        "network_lost": h.network_lost(),
+        "isolated": h.isolated(),
+        "points": m,
+    })
 }
 
 fn status_code(s: &str) -> i32 {

@@ -84,6 +84,17 @@ pub struct ClusterOpts {
     /// TOML appended to every host's config (e.g. a `[fencing]` section,
     /// see [`super::fence::test_section`]).
     pub extra_config: String,
+    /// The body of every host's `[health]` section (sub-tables such as
+    /// `[health.gateway]` may follow). The default weighs none of what
+    /// follows the machine's load, which the test hosts share: CPU load and
+    /// free memory (one /proc, changing from one read to the next), late
+    /// renewals of a host's own delta lease and a slow `virsh version`
+    /// (both happen on a loaded 2-core machine at io_timeout 1): one host
+    /// catching such noise would move VMs in tests about something else.
+    pub health: String,
+    /// Host id → network namespace (a path such as `/run/netns/NAME`) its
+    /// agent, and so its monitors and VMs, run in.
+    pub netns: BTreeMap<u64, PathBuf>,
 }
 
 impl ClusterOpts {
@@ -108,9 +119,15 @@ impl ClusterOpts {
             daemon_args: BTreeMap::new(),
             agent_args: BTreeMap::new(),
             extra_config: String::new(),
+            health: TEST_HEALTH.into(),
+            netns: BTreeMap::new(),
         }
     }
 }
+
+/// [`ClusterOpts::health`]'s default.
+pub const TEST_HEALTH: &str =
+    "cpu_load_penalty = 0\nfree_memory_penalty = 0\nlease_penalty = 0\nlibvirt_penalty = 0\n";
 
 /// How a host is doing, as far as the harness made it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -323,6 +340,25 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts host `id`: its daemon, then its agent.
+    pub fn start_host(&mut self, id: u64) -> Result<(), String> {
+        self.start_daemon(id)?;
+        self.start_agent(id)
+    }
+
+    /// Whether `observer`'s agent sees every host of `hosts` LIVE with a
+    /// fresh whiteboard sector (a candidate for VMs), per its status.json.
+    pub fn sees_candidates(&self, observer: u64, hosts: &[u64]) -> bool {
+        self.status(observer).is_some_and(|s| {
+            s["hosts"].as_array().is_some_and(|a| {
+                hosts.iter().all(|&h| {
+                    a.iter()
+                        .any(|x| x["host_id"] == h && x["state"] == "LIVE" && x["fresh"] == true)
+                })
+            })
+        })
+    }
+
     /// Starts host `id`'s daemon as the leader of a new process group.
     pub fn start_daemon(&mut self, id: u64) -> Result<(), String> {
         use std::os::unix::process::CommandExt;
@@ -404,6 +440,10 @@ impl Cluster {
         let env = self.opts.env.clone();
         let die = self.opts.vms_die_with_agent;
         let extra = self.opts.agent_args.get(&id).cloned().unwrap_or_default();
+        let netns = match self.opts.netns.get(&id) {
+            Some(p) => Some(File::open(p).map_err(err(&p.display().to_string()))?),
+            None => None,
+        };
         let h = self.host_mut(id);
         if h.state != HostProc::Up {
             return Err(format!("host {id}: the daemon is not up"));
@@ -427,6 +467,20 @@ impl Cluster {
             .process_group(h.pgid);
         if die {
             cmd.env(super::DIE_WITH_AGENT_ENV, "1");
+        }
+        if let Some(ns) = &netns {
+            use std::os::fd::AsRawFd;
+            let fd = ns.as_raw_fd();
+            // SAFETY: setns(2) in the child before exec, on a namespace fd
+            // the parent holds open until spawn returns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         die_with_parent(&mut cmd);
         h.agent = Some(cmd.spawn().map_err(err("start agent"))?);
@@ -644,6 +698,8 @@ fn config_text(
         opts.capacity
     );
     s.push_str(&opts.extra_config);
+    s.push_str("\n[health]\n");
+    s.push_str(&opts.health);
     s.push('\n');
     let hactl = q(&opts.hactl.display().to_string());
     for (i, (n, d)) in names.iter().zip(disks).enumerate() {

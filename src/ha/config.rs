@@ -48,6 +48,9 @@ pub struct Config {
     /// Fence agents per host (docs/ha-design.md, "Fencing"); None: no fencing.
     #[serde(default)]
     pub fencing: Option<super::fence::FencingConfig>,
+    /// Host health: monitors, penalties, moves, isolation (docs/ha-design.md, "Health").
+    #[serde(default)]
+    pub health: super::health::HealthConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -117,11 +120,24 @@ pub struct Vm {
     /// domain must be defined and the agent adds or checks its `<lease>`.
     #[serde(default)]
     pub domain_xml: Option<PathBuf>,
+    /// What an isolated host does with this VM; None: `health.isolation`.
+    #[serde(default)]
+    pub isolation: Option<super::health::IsolationPolicy>,
 }
 
 impl Vm {
     pub fn lease_id(&self) -> &str {
         self.lease_id_opt.as_deref().unwrap_or(&self.name)
+    }
+}
+
+impl Config {
+    /// The VM's isolation policy (its own, else the cluster's).
+    pub fn isolation(&self, vm: usize) -> super::health::IsolationPolicy {
+        self.vms
+            .get(vm)
+            .and_then(|v| v.isolation)
+            .unwrap_or(self.health.isolation)
     }
 }
 
@@ -156,6 +172,7 @@ impl Config {
         if let Some(f) = &self.fencing {
             f.validate()?;
         }
+        self.health.validate()?;
         let c = &self.cluster;
         check_name("cluster.lockspace", &c.lockspace)?;
         if c.interval == 0 {
@@ -232,6 +249,9 @@ impl Config {
     /// crc32c of, per VM in config order, `name` TAB `lease_id`, joined by
     /// `\n`, then `\n` and the lockspace name. The lease ids are in it
     /// because two hosts disagreeing on a VM's lease would both run it.
+    /// The `[health]` section and each VM's isolation policy follow (when
+    /// not all defaults): hosts weighing health differently would each
+    /// see the other as better and bounce VMs.
     pub fn digest(&self) -> u32 {
         let mut s = String::new();
         for vm in &self.vms {
@@ -241,6 +261,19 @@ impl Config {
             s.push('\n');
         }
         s.push_str(&self.cluster.lockspace);
+        // Configs without health settings keep their digest, so a rolling
+        // upgrade does not split the cluster.
+        let iso: Vec<String> = self
+            .vms
+            .iter()
+            .map(|v| v.isolation.map_or("-", |p| p.as_str()).to_string())
+            .collect();
+        if self.health != super::health::HealthConfig::default() || iso.iter().any(|p| p != "-") {
+            s.push('\n');
+            s.push_str(&self.health.digest_text());
+            s.push_str(" vm_isolation=");
+            s.push_str(&iso.join(","));
+        }
         sanlock_crc32c(s.as_bytes())
     }
 
@@ -392,6 +425,46 @@ domain_xml = "/etc/hactl/db1.xml"
         let mut d = a.clone();
         d.vms.pop();
         assert_ne!(a.digest(), d.digest());
+        let mut e = a.clone();
+        e.health.gateway_penalty = 1500;
+        assert_ne!(a.digest(), e.digest());
+        let mut f = a.clone();
+        f.vms[1].isolation = Some(super::super::health::IsolationPolicy::Stop);
+        assert_ne!(a.digest(), f.digest());
+    }
+
+    #[test]
+    fn health_section_parses_with_defaults_and_refuses_typos() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(c.health.base_score, 3400);
+        assert_eq!(c.health.gateway_penalty, 1600);
+        assert_eq!(c.health.move_margin, 800);
+        let text = format!(
+            "{EXAMPLE}\n[health]\nhold_down = 5\nisolation = \"stop\"\n[health.gateway]\naddresses = [\"10.0.0.1\", \"10.0.0.2:22\"]\n[health.links]\ninterfaces = [\"br0\"]\n"
+        );
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.health.hold_down, 5);
+        assert_eq!(c.health.gateway.interval, 5);
+        assert_eq!(c.health.links.interfaces, vec!["br0".to_string()]);
+        assert_eq!(c.isolation(0), super::super::health::IsolationPolicy::Stop);
+        let c2 = Config::parse(&text.replace(
+            "runner = \"libvirt\"",
+            "runner = \"libvirt\"\nisolation = \"keep\"",
+        ))
+        .unwrap();
+        assert_eq!(c2.isolation(1), super::super::health::IsolationPolicy::Keep);
+        for (bad, want) in [
+            ("hold_down = 5", "hold_dwn = 5", "hold_dwn"),
+            ("isolation = \"stop\"", "isolation = \"reboot\"", "reboot"),
+            ("hold_down = 5", "base_score = 9000", "base_score"),
+            ("\"10.0.0.1\"", "\"gw.example\"", "neither"),
+            ("interfaces", "interfaces = [\"br0\"]\nifaces", "ifaces"),
+        ]
+        .map(|(a, b, w)| (text.replacen(a, b, 1), w))
+        {
+            let e = Config::parse(&bad).unwrap_err().to_string();
+            assert!(e.contains(want), "want {want:?} in {e}");
+        }
     }
 
     #[test]

@@ -7,7 +7,11 @@ use std::cmp::Reverse;
 use std::fmt::Write as _;
 
 use super::config::Config;
-use super::whiteboard::{HostSector, MAX_SCORE, VmBitmap};
+use super::health::{HealthScore, IsolationPolicy};
+use super::whiteboard::{
+    HEALTH_ISOLATED, HEALTH_NETWORK_LOST, HEALTH_REPORTED, HealthRecord, HostSector, MAX_SCORE,
+    VmBitmap,
+};
 use crate::hosts::HostState;
 
 /// A failed start is remembered (failed bit, score penalty) this long.
@@ -99,6 +103,7 @@ pub enum OutcomeKind {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Memory {
     pub vms: Vec<VmMemory>,
+    pub health: HealthMemory,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,6 +114,18 @@ pub struct VmMemory {
     pub failed_at: Option<u64>,
     /// Our last lost race for it (shown, not counted).
     pub lost_race_at: Option<u64>,
+}
+
+/// What decide() remembers of our health between cycles.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HealthMemory {
+    /// Since when we have been `move_margin` below the best LIVE host with room.
+    pub worse_since: Option<u64>,
+    /// The VM we last stopped to move it, and when: the next one moves
+    /// only once it runs elsewhere (one at a time).
+    pub moving: Option<(usize, u64)>,
+    /// Since when every network check has failed.
+    pub network_lost_since: Option<u64>,
 }
 
 impl Memory {
@@ -143,6 +160,8 @@ pub struct Input<'a> {
     pub local: Vec<Local>,
     pub outcomes: Vec<Outcome>,
     pub memory: Memory,
+    /// Our monitors' verdict this cycle; None: no monitors (the base score).
+    pub health: Option<HealthScore>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -170,6 +189,8 @@ pub struct Decision {
     pub score: u32,
     /// Our new failed bitmap, to publish.
     pub failed: VmBitmap,
+    /// Our health record, to publish.
+    pub health: HealthRecord,
     pub memory: Memory,
 }
 
@@ -188,12 +209,26 @@ impl Decision {
     }
 }
 
-/// The score a host publishes (hosted-engine's 0..=3400 scale).
+/// The score a host publishes (hosted-engine's 0..=3400 scale) with no
+/// health monitors: from [`MAX_SCORE`].
 pub fn score(failed_vms: u32, running: u32, capacity: u32, local_maintenance: bool) -> u32 {
+    score_from(MAX_SCORE, failed_vms, running, capacity, local_maintenance)
+}
+
+/// The score a host publishes from its health score.
+pub fn score_from(
+    health: u32,
+    failed_vms: u32,
+    running: u32,
+    capacity: u32,
+    local_maintenance: bool,
+) -> u32 {
     if local_maintenance {
         return 0;
     }
-    let mut s = MAX_SCORE.saturating_sub(FAILED_PENALTY.saturating_mul(failed_vms));
+    let mut s = health
+        .min(MAX_SCORE)
+        .saturating_sub(FAILED_PENALTY.saturating_mul(failed_vms));
     if running >= capacity {
         s = s.saturating_sub(FULL_PENALTY);
     }
@@ -371,7 +406,79 @@ pub fn decide(i: &Input) -> Decision {
             .iter()
             .filter(|a| a.kind == ActionKind::Stop)
             .count() as u32;
-    let score = score(failed.count(), running_after, capacity, i.local_maintenance);
+    let hc = &cfg.health;
+    let health_score = i.health.as_ref().map_or(hc.base_score, |h| h.score);
+    let me_live = i
+        .hosts
+        .iter()
+        .any(|h| h.host_id == i.me && h.state == HostState::Live);
+    // Isolation: every network check failed while our storage renews (the
+    // daemon judges our own delta lease LIVE), for isolation_after.
+    let network_lost = i.health.as_ref().is_some_and(|h| h.network_lost) && me_live;
+    if network_lost {
+        mem.health.network_lost_since.get_or_insert(now);
+    } else {
+        mem.health.network_lost_since = None;
+    }
+    // Set again below when we are still worse (maintenance resets it).
+    let prev_worse = mem.health.worse_since.take();
+    let isolated = mem
+        .health
+        .network_lost_since
+        .is_some_and(|t| now >= t + hc.isolation_after);
+    let mut score = score_from(
+        health_score,
+        failed.count(),
+        running_after,
+        capacity,
+        i.local_maintenance,
+    );
+    if isolated {
+        // An isolated host takes no VM (its networks are gone).
+        score = 0;
+    }
+    let health = HealthRecord {
+        flags: if i.health.is_some() {
+            HEALTH_REPORTED
+        } else {
+            0
+        } | if network_lost { HEALTH_NETWORK_LOST } else { 0 }
+            | if isolated { HEALTH_ISOLATED } else { 0 },
+        points: i
+            .health
+            .as_ref()
+            .map(HealthScore::points)
+            .unwrap_or_default(),
+    };
+    let health_why = i
+        .health
+        .as_ref()
+        .map_or_else(|| "no monitors".to_string(), HealthScore::summary);
+    if isolated && !i.global_maintenance {
+        // Rule 9 (docs/ha-design.md, "Health"): per VM, keep or stop.
+        let lost_for = now - mem.health.network_lost_since.unwrap_or(now);
+        for v in 0..n {
+            let l = local(v);
+            if !matches!(l, Local::Running { .. } | Local::Starting { .. })
+                || cfg.isolation(v) != IsolationPolicy::Stop
+                || actions
+                    .iter()
+                    .any(|a| a.vm == v && a.kind == ActionKind::Stop)
+            {
+                continue;
+            }
+            actions.push(Action {
+                kind: ActionKind::Stop,
+                vm: v,
+                reason: format!(
+                    "{}: host {} isolated: every network check failed for {lost_for} s >= isolation_after {} s while its storage renews ({health_why}); policy stop: stopping it so that another host restarts it",
+                    cfg.vms[v].name,
+                    i.me,
+                    hc.isolation_after
+                ),
+            });
+        }
+    }
 
     let wait = |v: usize, why: &str, tail: &str| Action {
         kind: ActionKind::Wait,
@@ -387,6 +494,7 @@ pub fn decide(i: &Input) -> Decision {
             actions,
             score,
             failed,
+            health,
             memory: mem,
         };
     }
@@ -403,6 +511,7 @@ pub fn decide(i: &Input) -> Decision {
             actions,
             score,
             failed,
+            health,
             memory: mem,
         };
     }
@@ -438,6 +547,96 @@ pub fn decide(i: &Input) -> Decision {
     cands.sort_by_key(|c| c.host_id);
     cands.dedup_by_key(|c| c.host_id);
     let me_candidate = cands.iter().any(|c| c.host_id == i.me);
+    let margin = hc.move_margin;
+    // A host `move_margin` below the best one with room gets no VM (the
+    // same judgement on every host: whiteboard scores).
+    let best_with_room = |cands: &[Candidate]| {
+        cands
+            .iter()
+            .filter(|c| c.load < capacity)
+            .map(|c| c.score)
+            .max()
+    };
+    let below = |c: &Candidate, best: Option<u32>| {
+        best.is_some_and(|b| c.score as u64 + margin as u64 <= b as u64)
+    };
+    let me_below = cands
+        .iter()
+        .find(|c| c.host_id == i.me)
+        .is_some_and(|c| below(c, best_with_room(&cands)));
+
+    // Rule 8 (docs/ha-design.md, "Health"): a LIVE host `move_margin`
+    // below the best other LIVE host with room moves its VMs there, one
+    // at a time, after `hold_down`; under network loss the isolation
+    // policy decides instead.
+    let best_other = cands
+        .iter()
+        .filter(|c| c.host_id != i.me && c.load < capacity)
+        .max_by_key(|c| (c.score, Reverse(c.host_id)))
+        .map(|c| (c.host_id, c.score));
+    // Our published score must say so too: the others assign the VM we
+    // stop by it, and must not give it back to us.
+    let published = i
+        .hosts
+        .iter()
+        .find(|h| h.host_id == i.me)
+        .and_then(|h| h.sector)
+        .map(|s| s.score);
+    let worse = me_live
+        && !network_lost
+        && best_other.is_some_and(|(_, b)| {
+            let b = b as u64;
+            score as u64 + margin as u64 <= b
+                && published.is_some_and(|p| p as u64 + margin as u64 <= b)
+        });
+    if let (true, Some((best_id, best_score))) = (worse, best_other) {
+        let since = prev_worse.unwrap_or(now);
+        mem.health.worse_since = Some(since);
+        if let Some((v, _)) = mem.health.moving {
+            let elsewhere = i.hosts.iter().any(|h| {
+                h.host_id != i.me
+                    && h.state == HostState::Live
+                    && h.sector
+                        .is_some_and(|s| s.generation == h.generation && s.running.get(v))
+            }) || matches!(i.leases.get(v), Some(LeaseView::Held { owner, .. }) if *owner != i.me);
+            if !local(v).present() && elsewhere {
+                mem.health.moving = None;
+            }
+        }
+        let held = now - since;
+        if mem.health.moving.is_none() && held >= hc.hold_down {
+            let mut movable: Vec<usize> = (0..n)
+                .filter(|&v| matches!(local(v), Local::Running { .. }))
+                .filter(|&v| {
+                    !actions
+                        .iter()
+                        .any(|a| a.vm == v && a.kind == ActionKind::Stop)
+                })
+                .collect();
+            movable.sort_by(|&a, &b| {
+                let (va, vb) = (&cfg.vms[a], &cfg.vms[b]);
+                Reverse(va.priority)
+                    .cmp(&Reverse(vb.priority))
+                    .then_with(|| va.name.cmp(&vb.name))
+            });
+            if let Some(&v) = movable.first() {
+                mem.health.moving = Some((v, now));
+                actions.push(Action {
+                    kind: ActionKind::Stop,
+                    vm: v,
+                    reason: format!(
+                        "{}: host {} score {score} ({health_why}) is {} below host {best_id} score {best_score} (margin {margin}) for {held} s >= hold_down {} s: moving it, stopping it here first so that host {best_id} starts it under its lease",
+                        cfg.vms[v].name,
+                        i.me,
+                        best_score - score,
+                        hc.hold_down
+                    ),
+                });
+            }
+        }
+    } else {
+        mem.health.moving = None;
+    }
 
     orphans.sort_by(|a, b| {
         let (va, vb) = (&cfg.vms[a.0], &cfg.vms[b.0]);
@@ -448,8 +647,9 @@ pub fn decide(i: &Input) -> Decision {
     let mut others = Vec::new();
     for (v, why, here) in orphans {
         let vm = &cfg.vms[v];
+        let best_now = best_with_room(&cands);
         let eligible: Vec<usize> = (0..cands.len())
-            .filter(|&c| cands[c].load < capacity)
+            .filter(|&c| cands[c].load < capacity && !below(&cands[c], best_now))
             .collect();
         let unfailed: Vec<usize> = eligible
             .iter()
@@ -557,6 +757,11 @@ pub fn decide(i: &Input) -> Decision {
         let waited = now.saturating_sub(since);
         let tail = if !me_candidate {
             format!("{chosen}; host {} is no candidate here", i.me)
+        } else if me_below {
+            format!(
+                "{chosen}; host {} is {margin} or more below the best host: not racing",
+                i.me
+            )
         } else if failed.get(v) {
             format!("{chosen}; we failed to start it recently, not racing")
         } else if my_load >= capacity {
@@ -581,6 +786,7 @@ pub fn decide(i: &Input) -> Decision {
         actions,
         score,
         failed,
+        health,
         memory: mem,
     }
 }

@@ -1162,9 +1162,14 @@ options = { ip = "10.0.0.9", plug = "4" }
     fn the_dist_example_parses() {
         let text = include_str!("../../dist/ha/ha.toml");
         let c = crate::ha::Config::parse(text).unwrap();
-        let f = c.fencing.unwrap();
+        let f = c.fencing.as_ref().unwrap();
         assert_eq!(f.hosts.len(), 2);
         assert_eq!(f.host(2).unwrap().agents[1].label(), "fence_apc_snmp");
+        assert_eq!(c.health.links.interfaces, vec!["ovirtmgmt".to_string()]);
+        assert_eq!(
+            c.isolation(c.vm_index("batch1").unwrap()),
+            crate::ha::health::IsolationPolicy::Stop
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! - [`config`]: the TOML config, the same on every host
 //! - [`whiteboard`]: one checksummed sector per host on shared storage
 //! - [`decide`]: the pure policy, `decide(&Input) -> Decision`
+//! - [`health`]: the health score from the monitors' readings (pure);
+//!   [`monitor`]: the monitors, each in its own thread
 //! - [`fencing`]: the pure fencing decision beside it; [`fence`]: fence
 //!   agents, their config, and declaring a fenced host dead on storage
 //! - [`agent`]: the loop on every host around `decide`
@@ -13,11 +15,14 @@
 //! - [`demo`]: `hactl demo`
 //! - [`guest`], [`lab`]: tiny real guests and hosts with their own
 //!   libvirtd, for the libvirt tests, `hactl demo --libvirt` and the bench
+//! - [`netlab`]: network namespaces behind a gateway for the test hosts
+//!   (health tests and the gateway-loss bench)
 //! - [`web`]: the agent's read-only web view (`--web ADDR`)
 
 pub mod config;
 pub mod decide;
 pub mod fencing;
+pub mod health;
 pub mod whiteboard;
 
 pub mod agent;
@@ -28,6 +33,8 @@ pub mod fence;
 pub mod guest;
 pub mod lab;
 pub mod libvirt;
+pub mod monitor;
+pub mod netlab;
 pub mod runner;
 pub mod web;
 

@@ -29,6 +29,16 @@ const RUNNING_OFF: usize = 64;
 const FAILED_OFF: usize = RUNNING_OFF + BITMAP_BYTES;
 /// The fence report: victim u64, victim generation u64, phase u32.
 const FENCE_OFF: usize = FAILED_OFF + BITMAP_BYTES;
+/// The health record (after the fence report): flags u32, then one u16
+/// of penalty points per [`super::health::PENALTY_KINDS`]. Sectors written
+/// before it have zeros there: "no health reported", read as healthy.
+const HEALTH_OFF: usize = FENCE_OFF + 20;
+/// Health flags: the record is filled in; every network check failed;
+/// the isolation policy is being applied.
+pub const HEALTH_REPORTED: u32 = 1;
+pub const HEALTH_NETWORK_LOST: u32 = 2;
+pub const HEALTH_ISOLATED: u32 = 4;
+const _: () = assert!(HEALTH_OFF + 4 + 2 * HEALTH_KINDS <= CRC_OFF);
 /// Fence report phases.
 pub const FENCE_NONE: u32 = 0;
 pub const FENCE_RUNNING: u32 = 1;
@@ -224,6 +234,51 @@ pub struct HostSector {
     pub failed: VmBitmap,
     /// What this host's fencer does or did last (progress others see).
     pub fence: FenceReport,
+    /// Its monitors' verdict (the reasons of its score).
+    pub health: HealthRecord,
+}
+
+/// A host's health in its sector: which penalties make up its score.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HealthRecord {
+    /// [`HEALTH_REPORTED`], [`HEALTH_NETWORK_LOST`], [`HEALTH_ISOLATED`].
+    pub flags: u32,
+    /// Points per [`super::health::PENALTY_KINDS`].
+    pub points: [u16; HEALTH_KINDS],
+}
+
+pub const HEALTH_KINDS: usize = super::health::PENALTY_KINDS.len();
+
+impl HealthRecord {
+    pub fn isolated(&self) -> bool {
+        self.flags & HEALTH_ISOLATED != 0
+    }
+    pub fn network_lost(&self) -> bool {
+        self.flags & HEALTH_NETWORK_LOST != 0
+    }
+    /// "gateway -1600, cpu_load -120" or "healthy" / "not reported".
+    pub fn summary(&self) -> String {
+        if self.flags & HEALTH_REPORTED == 0 {
+            return "not reported".into();
+        }
+        let p: Vec<String> = super::health::PENALTY_KINDS
+            .iter()
+            .zip(self.points)
+            .filter(|(_, p)| *p > 0)
+            .map(|(k, p)| format!("{} -{p}", k.as_str()))
+            .collect();
+        let mut s = if p.is_empty() {
+            "healthy".to_string()
+        } else {
+            p.join(", ")
+        };
+        if self.isolated() {
+            s.push_str(", ISOLATED");
+        } else if self.network_lost() {
+            s.push_str(", all networks lost");
+        }
+        s
+    }
 }
 
 /// A host's fence report in its sector: it fences (or fenced) `victim` in
@@ -277,6 +332,10 @@ impl HostSector {
         put_u64(&mut b, FENCE_OFF, self.fence.victim);
         put_u64(&mut b, FENCE_OFF + 8, self.fence.victim_generation);
         put_u32(&mut b, FENCE_OFF + 16, self.fence.phase);
+        put_u32(&mut b, HEALTH_OFF, self.health.flags);
+        for (k, p) in self.health.points.iter().enumerate() {
+            b[HEALTH_OFF + 4 + 2 * k..HEALTH_OFF + 6 + 2 * k].copy_from_slice(&p.to_le_bytes());
+        }
         seal(b)
     }
 
@@ -318,6 +377,12 @@ impl HostSector {
                 victim: u64_at(r, FENCE_OFF),
                 victim_generation: u64_at(r, FENCE_OFF + 8),
                 phase: u32_at(r, FENCE_OFF + 16),
+            },
+            health: HealthRecord {
+                flags: u32_at(r, HEALTH_OFF),
+                points: std::array::from_fn(|k| {
+                    u16::from_le_bytes([r[HEALTH_OFF + 4 + 2 * k], r[HEALTH_OFF + 5 + 2 * k]])
+                }),
             },
         }))
     }
@@ -664,7 +729,32 @@ mod tests {
                 victim_generation: 9,
                 phase: FENCE_DECLARED,
             },
+            health: HealthRecord {
+                flags: HEALTH_REPORTED | HEALTH_NETWORK_LOST,
+                points: [1600, 0, 600, 0, 123, 0, 0],
+            },
         }
+    }
+
+    #[test]
+    fn health_record_round_trips_and_old_sectors_read_as_unreported() {
+        let s = sample(3);
+        let back = HostSector::decode(3, &s.encode(512)).unwrap().unwrap();
+        assert_eq!(back.health, s.health);
+        assert_eq!(
+            back.health.summary(),
+            "gateway -1600, bridge -600, cpu_load -123, all networks lost"
+        );
+        // A sector as written before the health record: zeros there, and
+        // still a valid checksum.
+        let old = HostSector {
+            health: HealthRecord::default(),
+            ..s
+        };
+        let back = HostSector::decode(3, &old.encode(4096)).unwrap().unwrap();
+        assert_eq!(back.health.flags, 0);
+        assert_eq!(back.health.summary(), "not reported");
+        assert_eq!(back.fence, s.fence);
     }
 
     #[test]
@@ -689,7 +779,9 @@ mod tests {
         assert_eq!(u64_at(&b, 320), 2); // fence victim
         assert_eq!(u64_at(&b, 328), 9); // its generation
         assert_eq!(u32_at(&b, 336), FENCE_DECLARED);
-        assert!(b[60..64].iter().chain(&b[340..508]).all(|&x| x == 0));
+        assert_eq!(u32_at(&b, 340), HEALTH_REPORTED | HEALTH_NETWORK_LOST);
+        assert_eq!(&b[344..350], &[0x40, 0x06, 0, 0, 0x58, 0x02]); // 1600, 0, 600
+        assert!(b[60..64].iter().chain(&b[358..508]).all(|&x| x == 0));
         assert_eq!(u32_at(&b, 508), sanlock_crc32c(&b[..508]));
         assert_eq!(HostSector::decode(3, &b).unwrap(), Some(s));
     }

@@ -31,6 +31,7 @@ use crate::ha::decide::{
 };
 use crate::ha::fence::{FenceAgent, FenceHost, FencingConfig};
 use crate::ha::fencing::{FenceAction, FenceInput, FenceMemory, decide_fencing};
+use crate::ha::health::{self, HealthScore, IsolationPolicy, Readings};
 use crate::ha::whiteboard::{
     FENCE_DECLARED, FENCE_FAILED, FENCE_RUNNING, FenceReport, Freshness, HostSector, VmBitmap,
 };
@@ -76,6 +77,10 @@ pub enum HaKnob {
     /// agents that sometimes fail, whose kill sometimes lands after they
     /// said it succeeded, and hosts that hang for about FAIL time (flap).
     Fencing,
+    /// Not a removed step: host health (issue 18). Hosts lose their
+    /// gateway (a lower score: their VMs move), or every network (with
+    /// some VMs' isolation policy `stop`), for a while or flapping.
+    Health,
     /// Fencing whose agents lie: they say off (and status off) without
     /// powering anything off. Declaring on that must be caught: the rule
     /// that only a confirmed off allows a declaration is what keeps
@@ -97,6 +102,9 @@ impl HaKnob {
             self,
             HaKnob::LeaseWithoutDeadWait | HaKnob::LeaseWithoutDeadWaitRestartOnFail
         )
+    }
+    fn health(self) -> bool {
+        self == HaKnob::Health
     }
     fn no_lease(self) -> bool {
         matches!(self, HaKnob::NoLease | HaKnob::RestartOnFailNoLease)
@@ -149,6 +157,11 @@ pub struct HaStats {
     /// Crashed VMs that ran again before their host could have been DEAD
     /// (host_dead_seconds after the crash, less one renewal period).
     pub before_dead: u64,
+    /// Health: decide() Stops to move a VM off a worse host, Stops of an
+    /// isolated host's `stop` VMs, and moved VMs that ran again elsewhere.
+    pub moves: u64,
+    pub isolation_stops: u64,
+    pub moved_ran_elsewhere: u64,
 }
 
 impl HaStats {
@@ -176,6 +189,9 @@ impl HaStats {
         self.fence_failed += o.fence_failed;
         self.late_kills += o.late_kills;
         self.before_dead += o.before_dead;
+        self.moves += o.moves;
+        self.isolation_stops += o.isolation_stops;
+        self.moved_ran_elsewhere += o.moved_ran_elsewhere;
     }
 }
 
@@ -300,6 +316,20 @@ enum Ev {
         victim: usize,
         boot: u32,
     },
+    /// Host h's monitors now read this (None: healthy again).
+    Health {
+        h: usize,
+        lost: Option<Sick>,
+    },
+}
+
+/// What a host's monitors find in the health seeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sick {
+    /// Its gateway unreachable: the gateway penalty.
+    Gateway,
+    /// Every network check failed: gateway and bridge penalties, isolated.
+    Isolated,
 }
 
 /// A fence under way: the victim (index) in the generation and with the
@@ -382,6 +412,8 @@ struct Host {
     fence_mem: FenceMemory,
     fence_busy: Option<SimFence>,
     fence_report: FenceReport,
+    /// Health seeds: what its monitors read now.
+    sick: Option<Sick>,
 }
 
 pub struct HaSim {
@@ -402,6 +434,8 @@ pub struct HaSim {
     freed: Vec<bool>,
     /// (vm, since ms) for VMs that were running on a host when it crashed.
     down: Vec<(usize, u64)>,
+    /// Health seeds: VMs stopped to move them, and the host they left.
+    moved: Vec<Option<usize>>,
     bound_ms: u64,
     /// Per host, when its faults (freeze, hang, maintenance, crash) may
     /// keep it from taking VMs: liveness is judged only where another
@@ -459,8 +493,8 @@ fn formatted_disk() -> Vec<u8> {
     bytes
 }
 
-fn ha_config(nvms: usize, capacity: u32, fencing: bool) -> HaCfg {
-    HaCfg {
+fn ha_config(nvms: usize, capacity: u32, fencing: bool, health: bool) -> HaCfg {
+    let mut cfg = HaCfg {
         cluster: Cluster {
             lockspace: "LS".into(),
             ids: "/sim/ids".into(),
@@ -482,6 +516,8 @@ fn ha_config(nvms: usize, capacity: u32, fencing: bool) -> HaCfg {
                 stop: None,
                 domain: None,
                 domain_xml: None,
+                // Health seeds: every other VM stops when its host is isolated.
+                isolation: (health && k % 2 == 0).then_some(IsolationPolicy::Stop),
             })
             .collect(),
         // Every host has one agent; the simulation plays its outcomes.
@@ -502,7 +538,28 @@ fn ha_config(nvms: usize, capacity: u32, fencing: bool) -> HaCfg {
                 })
                 .collect(),
         }),
+        health: Default::default(),
+    };
+    if health {
+        cfg.health.hold_down = 3;
+        cfg.health.isolation_after = 3;
+        cfg.health.gateway.addresses = vec!["192.0.2.1".into()];
+        cfg.health.links.interfaces = vec!["br0".into()];
     }
+    cfg
+}
+
+/// What the monitors of a host in the health seeds read.
+fn sim_health(cfg: &HaCfg, sick: Option<Sick>) -> HealthScore {
+    let (gw, link) = match sick {
+        None => (true, true),
+        Some(Sick::Gateway) => (false, true),
+        Some(Sick::Isolated) => (false, false),
+    };
+    health::score(
+        &cfg.health,
+        &Readings::networks(&[("192.0.2.1", gw)], &[("br0", link)]),
+    )
 }
 
 impl HaSim {
@@ -605,9 +662,11 @@ impl HaSim {
                 fence_mem: FenceMemory::default(),
                 fence_busy: None,
                 fence_report: FenceReport::default(),
+                sick: None,
             });
         }
         let fencing = cfg.knob.fencing();
+        let cfg_health = cfg.knob.health();
         let mut s = HaSim {
             seed,
             cfg,
@@ -620,11 +679,12 @@ impl HaSim {
             hosts,
             t,
             end,
-            ha: ha_config(nvms, capacity, fencing),
+            ha: ha_config(nvms, capacity, fencing, cfg_health),
             nvms,
             running: vec![[false; MAX_HOSTS]; nvms],
             freed: vec![true; nvms],
             down: Vec::new(),
+            moved: vec![None; nvms],
             bound_ms,
             disturbed: vec![Vec::new(); n],
             stats: HaStats::default(),
@@ -684,6 +744,38 @@ impl HaSim {
         let victim = s.rng.below(n as u64) as usize;
         s.push(crash_at, Ev::Crash { h: victim });
         s.disturbed[victim].push((crash_at, u64::MAX));
+        if s.cfg.knob.health() {
+            // Health seeds: most hosts fall sick once or flap; a host sick
+            // may take no VM, so liveness is judged only beside a healthy one.
+            for h in 0..n {
+                if !s.rng.chance(2, 3) {
+                    continue;
+                }
+                let mut at = s.rng.range(5000, end);
+                for _ in 0..s.rng.range(1, 4) {
+                    let sick = if s.rng.chance(1, 2) {
+                        Sick::Gateway
+                    } else {
+                        Sick::Isolated
+                    };
+                    let len = if s.rng.chance(1, 3) {
+                        s.rng.range(500, 4000)
+                    } else {
+                        s.rng.range(4000, 30_000)
+                    };
+                    s.push(
+                        at,
+                        Ev::Health {
+                            h,
+                            lost: Some(sick),
+                        },
+                    );
+                    s.push(at + len, Ev::Health { h, lost: None });
+                    s.disturbed[h].push((at, at + len + 10_000));
+                    at += len + s.rng.range(500, 15_000);
+                }
+            }
+        }
         s
     }
 
@@ -1061,6 +1153,10 @@ impl HaSim {
             }
             Ev::FenceOff { h, f, .. } => self.fence_off(h, f),
             Ev::FenceStatus { h, f, .. } => self.fence_status(h, f),
+            Ev::Health { h, lost } => {
+                self.tr(|| format!("host {h}: monitors read {lost:?}"));
+                self.hosts[h].sick = lost;
+            }
             Ev::PowerOff { victim, boot } => {
                 if self.hosts[victim].up && self.hosts[victim].boot == boot {
                     self.tr(|| format!("host {victim}: powered off by a fence agent"));
@@ -1299,6 +1395,11 @@ impl HaSim {
             lease,
         });
         self.stats.vm_runs += 1;
+        if let Some(from) = self.moved[vm].take()
+            && from != h
+        {
+            self.stats.moved_ran_elsewhere += 1;
+        }
         self.tr(|| format!("host {h}: vm{vm} runs (pid {pid})"));
         self.run_vm(h, vm);
         if self.rng.chance(1, 10) {
@@ -1489,6 +1590,7 @@ impl HaSim {
             })
             .collect();
         let views = hosts.clone();
+        let health = self.cfg.knob.health().then(|| sim_health(&self.ha, x.sick));
         let input = Input {
             now,
             me,
@@ -1500,6 +1602,7 @@ impl HaSim {
             local: local.clone(),
             outcomes: std::mem::take(&mut self.hosts[h].outcomes),
             memory: std::mem::take(&mut self.hosts[h].memory),
+            health,
         };
         let unknown = input.hosts.iter().any(|v| v.state == HostState::Unknown);
         let d = decide::decide(&input);
@@ -1527,6 +1630,12 @@ impl HaSim {
                 }
                 decide::ActionKind::Stop => {
                     self.stats.stops += 1;
+                    if a.reason.contains("moving it") {
+                        self.stats.moves += 1;
+                        self.moved[a.vm] = Some(h);
+                    } else if a.reason.contains("isolated") {
+                        self.stats.isolation_stops += 1;
+                    }
                     self.tr(|| format!("host {h}: STOP {}", a.reason));
                     let pid = self.hosts[h]
                         .procs
@@ -1586,6 +1695,7 @@ impl HaSim {
             running,
             failed: d.failed,
             fence: x.fence_report,
+            health: d.health,
         };
         x.agent = AgentPhase::Writing;
         let data = sector.encode(SS as u32);
