@@ -176,18 +176,36 @@ impl HostNs {
     /// answers: the scan runs on its own thread and what it found within a
     /// second is the answer (a blocked scan finishes when the storage does).
     pub fn pids(&self) -> Vec<i32> {
+        self.scan().0
+    }
+
+    /// [`HostNs::pids`], and whether the scan of /proc finished within its
+    /// second (if not, processes past the one it waits on were not seen).
+    fn scan(&self) -> (Vec<i32>, bool) {
+        use std::sync::{Arc, Mutex};
         let (holder, ns_id) = (self.holder_pid(), self.ns_id.clone());
+        // Listing /proc does not block; looking at one process can (one
+        // blocked on frozen storage). The pid being looked at is known, so
+        // a scan cut short marks it stuck and later scans go past it.
+        let pids: Vec<i32> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&p| p != holder && !STUCK.lock().unwrap().contains(&p))
+            .collect();
+        let current: Arc<Mutex<Option<i32>>> = Arc::new(Mutex::new(None));
+        let cur = current.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let _ = std::thread::Builder::new()
             .name("lab-ns-scan".into())
             .spawn(move || {
-                for pid in std::fs::read_dir("/proc")
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Result::ok)
-                    .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-                {
-                    if pid != holder && ns_id_of(pid).as_deref() == Some(&ns_id) {
+                for pid in pids {
+                    *cur.lock().unwrap() = Some(pid);
+                    let ours = ns_id_of(pid).as_deref() == Some(&ns_id);
+                    *cur.lock().unwrap() = None;
+                    STUCK.lock().unwrap().remove(&pid);
+                    if ours {
                         let _ = tx.send(Some(pid));
                     }
                 }
@@ -195,10 +213,18 @@ impl HostNs {
             });
         let end = Instant::now() + Duration::from_secs(1);
         let mut out = Vec::new();
-        while let Ok(Some(pid)) = rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
-            out.push(pid);
+        loop {
+            match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+                Ok(Some(pid)) => out.push(pid),
+                Ok(None) => return (out, true),
+                Err(_) => {
+                    if let Some(p) = *current.lock().unwrap() {
+                        STUCK.lock().unwrap().insert(p);
+                    }
+                    return (out, false);
+                }
+            }
         }
-        out
     }
 
     /// Sends `sig` to every process of the host (not the holder).
@@ -218,26 +244,36 @@ impl HostNs {
     pub fn kill_all(&self, limit: Duration) -> Vec<i32> {
         let end = Instant::now() + limit;
         let mut watched: Vec<(i32, Option<OwnedFd>)> = Vec::new();
-        // A second look catches what was forked meanwhile.
-        for _ in 0..2 {
-            for pid in self.pids() {
+        // Looked again until a whole scan finds nothing new: that catches
+        // what was forked meanwhile, and what a scan cut short at its
+        // second missed (on a loaded machine qemu guests were left running).
+        loop {
+            let (pids, complete) = self.scan();
+            let mut new = 0;
+            for pid in pids {
                 if watched.iter().any(|(p, _)| *p == pid) {
                     continue;
                 }
+                new += 1;
                 watched.push((pid, pidfd(pid)));
                 // SAFETY: kill(2) of a process found in this host's namespace.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
-        }
-        loop {
             watched.retain(|(_, fd)| fd.as_ref().is_some_and(|fd| !exited_fd(fd)));
-            if watched.is_empty() || Instant::now() >= end {
+            let settled = complete && new == 0;
+            if (settled && watched.is_empty()) || Instant::now() >= end {
                 return watched.into_iter().map(|(p, _)| p).collect();
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
+
+/// Processes whose namespace could not be read within a scan's second
+/// (blocked on storage that does not answer): skipped until that read
+/// returns, so one of them cannot hide the processes listed after it.
+static STUCK: std::sync::Mutex<std::collections::BTreeSet<i32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
 
 /// A pidfd of `pid` (None: it is gone already).
 fn pidfd(pid: i32) -> Option<OwnedFd> {
