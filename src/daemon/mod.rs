@@ -84,6 +84,10 @@ pub struct Daemon {
     next_space_id: AtomicU32,
     pub log: Arc<std::sync::Mutex<log::LogRing>>,
     pub shutting_down: AtomicBool,
+    /// `shutdown -w 1` requests not answered yet: the daemon exits only
+    /// once they are (or after a bound), else the client sees the socket
+    /// close instead of its result.
+    pub shutdown_waiters: std::sync::atomic::AtomicUsize,
     /// Resource leases held for registered clients.
     pub res: Mutex<resource::ResTable>,
     /// Kills performed (lockspace recovery and forced/graceful requests), for metrics.
@@ -149,6 +153,7 @@ impl Daemon {
             next_space_id: AtomicU32::new(1),
             log,
             shutting_down: AtomicBool::new(false),
+            shutdown_waiters: std::sync::atomic::AtomicUsize::new(0),
             res: Mutex::new(Default::default()),
             kills: KillCounts::default(),
             renew_counters: Mutex::default(),
@@ -486,6 +491,15 @@ impl Daemon {
         }
     }
 
+    /// Before exiting: lets the `shutdown -w 1` waiters send their
+    /// result (they see the lockspaces gone within 100 ms), 2 s at most.
+    pub fn wait_for_shutdown_replies(&self) {
+        let end = std::time::Instant::now() + Duration::from_secs(2);
+        while self.shutdown_waiters.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Takes a client slot (lowest free at or after 2).
     pub fn client_add(&self, slot: ClientSlot) -> usize {
         let mut c = self.clients.lock();
@@ -600,6 +614,7 @@ pub fn spawn_in_process(cfg: DaemonConfig) -> Result<Arc<Daemon>, String> {
             for sp in d.spaces.lock().clone() {
                 sp.stop_and_join();
             }
+            d.wait_for_shutdown_replies();
         })
         .map_err(|e| e.to_string())?;
     Ok(daemon)
@@ -704,6 +719,7 @@ pub fn main(args: &[String]) -> i32 {
     for sp in daemon.spaces.lock().clone() {
         sp.stop_and_join();
     }
+    daemon.wait_for_shutdown_replies();
     let _ = std::fs::remove_file(daemon.cfg.run_dir.join("sanlock.sock"));
     0
 }

@@ -360,9 +360,13 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
             Next::Close
         }
         Cmd::ShutdownWait => {
+            // Counted before the shutdown starts, so the exit waits for
+            // this reply (the main loop may see the lockspaces gone first).
+            d.shutdown_waiters.fetch_add(1, Ordering::SeqCst);
             if h.data != 0 {
                 d.shutdown_force();
             } else if !d.shutdown_if_idle() {
+                d.shutdown_waiters.fetch_sub(1, Ordering::SeqCst);
                 c.reply(h, -libc::EBUSY);
                 return Next::Keep;
             }
@@ -376,6 +380,7 @@ fn handle(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd) -> Next {
                 ..Default::default()
             };
             c.send(&r.encode());
+            d.shutdown_waiters.fetch_sub(1, Ordering::SeqCst);
             Next::Close
         }
         Cmd::Status => {
