@@ -794,9 +794,63 @@ fn memory_comes_back_after_a_burst_of_clients() {
     assert!(answers_status(&run_dir));
 }
 
+/// The bound: 200 registered clients acquiring and releasing at
+/// once are served by a fixed number of threads (the connection thread,
+/// the worker pool of `max_worker_threads`, the engine's), not one each
+/// (it was 453 with a thread per connection).
+#[test]
+fn two_hundred_clients_are_served_by_a_bounded_number_of_threads() {
+    let (dir, d, _) = loaded_daemon("0");
+    let (run_dir, f) = (dir.path().join("run"), dir.path().join("leases"));
+    let pid = d.pid();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut most = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+                    .map(|d| {
+                        d.flatten()
+                            .map(|e| {
+                                std::fs::read_to_string(e.path().join("comm"))
+                                    .unwrap_or_default()
+                                    .trim()
+                                    .to_string()
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if names.len() > most.len() {
+                    most = names;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            most
+        })
+    };
+    burst(&run_dir, &f, CLIENTS, 10);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = sampler.join().unwrap();
+    eprintln!(
+        "{CLIENTS} clients: at most {} daemon threads: {most:?}",
+        most.len()
+    );
+    // The bound by construction: main (connections and main loop), helper,
+    // engine, 8 workers, 4 + 1 io-wq workers.
+    assert!(
+        most.len() <= 16,
+        "{} daemon threads with {CLIENTS} clients (bound 16): {most:?}",
+        most.len()
+    );
+    assert!(answers_status(&run_dir));
+}
+
 /// With `-l 2` every page the daemon touched stays locked, and freed heap
-/// pages amid used ones cannot be given back: RSS must stay bounded, far
-/// below the peak and not growing from one burst to the next.
+/// pages amid used ones cannot be given back: RSS must stay bounded, not
+/// growing from one burst to the next, and the burst itself must not
+/// need much (connections are tasks, not threads with stacks: the peak
+/// was 7.5x idle with a thread per connection).
 #[test]
 fn memory_stays_bounded_after_bursts_of_clients_when_locked() {
     let (dir, d, idle) = loaded_daemon("2");
@@ -811,9 +865,13 @@ fn memory_stays_bounded_after_bursts_of_clients_when_locked() {
     let peak = proc_status(d.pid(), "VmHWM");
     eprintln!("-l 2: RSS idle {idle} kB, peak {peak} kB, after each burst {after:?} kB");
     assert!(
-        (after[0] as f64) < 2.5 * idle as f64 && after[0] < peak / 4,
+        (after[0] as f64) < 2.5 * idle as f64,
         "RSS {} kB after {CLIENTS} clients, idle {idle} kB, peak {peak} kB",
         after[0]
+    );
+    assert!(
+        peak < 4 * idle,
+        "RSS peak {peak} kB with {CLIENTS} clients, idle {idle} kB"
     );
     assert!(
         after[1] as f64 <= 1.15 * after[0] as f64 + 2048.0,

@@ -83,7 +83,7 @@ pub fn limit(max_clients: usize, nofile: u64) -> usize {
     (max_clients as u64).min(by_fds).max(1) as usize
 }
 
-/// Held by a connection's thread while it is served.
+/// Held by a connection's task while it is served.
 pub struct Slot(Arc<AtomicUsize>);
 
 impl Drop for Slot {
@@ -135,18 +135,20 @@ impl Gate {
         self.backoff
     }
 
-    /// One accept: a connection to serve, or None (nothing waiting, one
-    /// refused, or an error that was logged and backed off).
-    pub fn accept(&mut self, l: &UnixListener) -> Option<(UnixStream, Slot)> {
+    /// One accept: a connection to serve, `Some(None)` for one refused,
+    /// or None when nothing is waiting (or an error was logged and backed
+    /// off): accept again until None.
+    #[allow(clippy::option_option)]
+    pub fn accept(&mut self, l: &UnixListener) -> Option<Option<(UnixStream, Slot)>> {
         match l.accept() {
             Ok((s, _)) => {
                 self.backoff = Duration::ZERO;
                 if self.open() >= self.limit {
                     self.refuse(s);
-                    return None;
+                    return Some(None);
                 }
                 self.open.fetch_add(1, Ordering::Relaxed);
-                Some((s, Slot(self.open.clone())))
+                Some(Some((s, Slot(self.open.clone()))))
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
             Err(e) => {
@@ -233,11 +235,11 @@ mod tests {
         let clients: Vec<_> = (0..4)
             .map(|_| UnixStream::connect(&path).unwrap())
             .collect();
-        let a = g.accept(&l).expect("first");
-        let b = g.accept(&l).expect("second");
+        let a = g.accept(&l).flatten().expect("first");
+        let b = g.accept(&l).flatten().expect("second");
         assert_eq!(g.open(), 2);
-        assert!(g.accept(&l).is_none(), "third refused");
-        assert!(g.accept(&l).is_none(), "fourth refused");
+        assert!(matches!(g.accept(&l), Some(None)), "third refused");
+        assert!(matches!(g.accept(&l), Some(None)), "fourth refused");
         assert!(g.accept(&l).is_none(), "nothing waiting");
         use std::io::Read;
         let mut buf = [0u8; 1];
@@ -245,7 +247,7 @@ mod tests {
         drop(a);
         assert_eq!(g.open(), 1);
         let _c = UnixStream::connect(&path).unwrap();
-        assert!(g.accept(&l).is_some(), "room again");
+        assert!(g.accept(&l).flatten().is_some(), "room again");
         drop(b);
     }
 }

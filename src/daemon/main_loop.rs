@@ -1,5 +1,7 @@
-//! The daemon's main loop (sanlock's main_loop in main.c), apart from the
-//! lockspace threads so that a lockspace whose I/O hangs cannot delay it.
+//! The daemon's main loop (sanlock's main_loop in main.c), a task on the
+//! connection thread, which never waits for storage: a lockspace whose
+//! I/O hangs cannot delay it (reading request records, the one thing it
+//! does on storage, goes to the worker pool).
 //! Every half second (200 ms while killing) it ticks each active
 //! lockspace's core with the processes holding leases there: a lockspace
 //! that cannot renew (or is being removed) has its holders killed by the
@@ -19,7 +21,7 @@ use super::core::lockspace::{Action, Event};
 use super::lockspace::SpaceList;
 use crate::recovery::{Holder, Signal};
 
-pub fn run(d: Arc<Daemon>) {
+pub async fn run(d: Arc<Daemon>) {
     while !d.shutting_down.load(Ordering::Relaxed) || !d.spaces.lock().is_empty() {
         d.spaces.lock().retain(|sp| {
             let gone = sp.removed.load(Ordering::Relaxed);
@@ -36,9 +38,12 @@ pub fn run(d: Arc<Daemon>) {
             }
             sp.warn_tick();
             if sp.examine.swap(false, Ordering::Relaxed) {
-                for (pid, force_mode, what) in d.requested_holders(&sp.name) {
-                    d.do_request(pid, force_mode, &what);
-                }
+                let (d, name) = (d.clone(), sp.name);
+                tokio::task::spawn_blocking(move || {
+                    for (pid, force_mode, what) in d.requested_holders(&name) {
+                        d.do_request(pid, force_mode, &what);
+                    }
+                });
             }
             let holders = holders(&d, sp.space_id);
             let any = !holders.is_empty();
@@ -50,7 +55,7 @@ pub fn run(d: Arc<Daemon>) {
         }
         super::log::tick();
         super::memory::trim_if_due();
-        std::thread::sleep(Duration::from_millis(if fast { 200 } else { 500 }));
+        tokio::time::sleep(Duration::from_millis(if fast { 200 } else { 500 })).await;
     }
 }
 

@@ -6,9 +6,11 @@
 //!   thread, file, socket or clock), run alike by the daemon and the simulation
 //! - [`engine`]: performs the core's actions on the I/O engine ([`crate::io::engine`])
 //! - [`lockspace`]: a joined lockspace: its core, run on the I/O engine's thread
-//! - [`main_loop`]: ticks every lockspace's core (the kill sequence), examines requests
+//! - [`main_loop`]: ticks every lockspace's core (the kill sequence), examines requests;
+//!   a task beside the connections
 //! - [`resource`]: the table of held resources; their disk work is the core's
-//! - [`server`]: the socket, one thread per connection, command dispatch
+//! - [`server`]: the socket: connections as tasks on one thread, requests decoded in
+//!   `proto::request`, one module per command family, lease I/O on a bounded pool
 //! - [`accept`]: the bound on connections, refusals, accept backoff
 //! - [`config`]: flags and sanlock.conf
 //! - [`log`]: the log_dump ring, log lines, rate limits, the capped log file
@@ -268,60 +270,51 @@ impl Daemon {
         Ok(sp)
     }
 
-    /// `add_lockspace_wait`: waits for the host_id acquire to finish; on
-    /// success the lockspace becomes active, on failure it is forgotten.
-    pub fn add_lockspace_wait(&self, sp: &Arc<Space>) -> Rv {
-        let mut st = sp.state.lock();
-        while st.core.status().acquire_last_result == 0 {
-            sp.changed.wait_for(&mut st, Duration::from_secs(1));
-        }
-        let joined = std::time::Instant::now();
-        loop {
-            match Self::joined_result(sp, &mut st, joined) {
-                Joined::Wait => {
-                    sp.changed.wait_for(&mut st, Duration::from_millis(100));
-                }
-                Joined::Active => return 0,
-                Joined::Failed(r) => {
-                    drop(st);
-                    sp.stop_and_join();
-                    self.spaces.lock().retain(|s| !Arc::ptr_eq(s, sp));
-                    return r;
-                }
-            }
-        }
-    }
-
-    /// SANLK_ADD_ASYNC: [`Daemon::add_lockspace_wait`] without a thread
-    /// waiting, checked every 100 ms on the I/O engine.
-    pub fn add_lockspace_later(d: &Arc<Daemon>, sp: Arc<Space>) {
-        fn check(d: Arc<Daemon>, sp: Arc<Space>, joined: Option<std::time::Instant>) {
-            let again = |d: Arc<Daemon>, sp: Arc<Space>, joined| {
+    /// Waits, on the I/O engine's timers (every 100 ms, no thread held),
+    /// for the host_id acquire to finish: on success the lockspace becomes
+    /// active, on failure it is stopped and forgotten. Then `done` gets
+    /// add_lockspace's result (a sync add's reply; nothing for
+    /// SANLK_ADD_ASYNC).
+    pub fn add_lockspace_later(
+        d: &Arc<Daemon>,
+        sp: Arc<Space>,
+        done: impl FnOnce(Rv) + Send + 'static,
+    ) {
+        type Done = Box<dyn FnOnce(Rv) + Send>;
+        fn check(d: Arc<Daemon>, sp: Arc<Space>, joined: Option<std::time::Instant>, done: Done) {
+            let again = |d: Arc<Daemon>, sp: Arc<Space>, joined, done: Done| {
                 crate::io::engine::get().at(
                     std::time::Instant::now() + Duration::from_millis(100),
-                    Box::new(move || check(d, sp, joined)),
+                    Box::new(move || check(d, sp, joined, done)),
                 )
             };
             let mut st = sp.state.lock();
             if st.core.status().acquire_last_result == 0 {
                 drop(st);
-                return again(d, sp, None);
+                return again(d, sp, None, done);
             }
             let joined = joined.unwrap_or_else(std::time::Instant::now);
             match Daemon::joined_result(&sp, &mut st, joined) {
                 Joined::Wait => {
                     drop(st);
-                    again(d, sp, Some(joined))
+                    again(d, sp, Some(joined), done)
                 }
-                Joined::Active => {}
-                Joined::Failed(_) => {
+                Joined::Active => {
+                    drop(st);
+                    done(0)
+                }
+                Joined::Failed(r) => {
                     drop(st);
                     let me = sp.clone();
-                    sp.stop_then(move || d.spaces.lock().retain(|s| !Arc::ptr_eq(s, &me)));
+                    // Answered once it is gone: a retry must not find it.
+                    sp.stop_then(move || {
+                        d.spaces.lock().retain(|s| !Arc::ptr_eq(s, &me));
+                        done(r)
+                    });
                 }
             }
         }
-        check(d.clone(), sp, None);
+        check(d.clone(), sp, None, Box::new(done));
     }
 
     /// Once the host_id acquire has ended (at `joined`): active, failed,
@@ -602,11 +595,6 @@ pub fn spawn_in_process(cfg: DaemonConfig) -> Result<Arc<Daemon>, String> {
     let listener = server::listen(&daemon.cfg)?;
     let d = daemon.clone();
     std::thread::Builder::new()
-        .name("resource".into())
-        .spawn(move || main_loop::run(d))
-        .map_err(|e| e.to_string())?;
-    let d = daemon.clone();
-    std::thread::Builder::new()
         .name("serve".into())
         .spawn(move || {
             let _lock = lock;
@@ -702,12 +690,6 @@ pub fn main(args: &[String]) -> i32 {
             return 1;
         }
     };
-    {
-        let d = daemon.clone();
-        let _ = std::thread::Builder::new()
-            .name("resource".into())
-            .spawn(move || main_loop::run(d));
-    }
     if let Some(addr) = daemon.cfg.metrics_listen.clone() {
         // Opt-in; a bad address is the operator's error to see at start.
         if let Err(e) = metrics::start(daemon.clone(), &addr) {

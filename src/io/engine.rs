@@ -15,7 +15,7 @@
 //! [`MAX_ABANDONED_PER_STORAGE`] such I/Os still in the kernel gets no
 //! more: its next I/Os wait in the engine until one comes back or their
 //! own timeout passes, so a hung storage ties up a bounded number of
-//! buffers and of the kernel's workers (io-wq, at most twice [`IOWQ_WORKERS`]),
+//! buffers and of the kernel's workers (io-wq, at most [`IOWQ_WORKERS`] + 1),
 //! and it takes [`IOWQ_WORKERS`] hung storages at once before the I/O of
 //! healthy storage queues behind theirs.
 
@@ -269,10 +269,12 @@ impl Engine {
 fn new_ring() -> std::io::Result<io_uring::IoUring> {
     let ring = io_uring::IoUring::new(RING_ENTRIES)?;
     // Bound the kernel's workers for I/O that must block (no effect on
-    // kernels without the call: the default bound is 4 x CPUs).
+    // kernels without the call: the default bound is 4 x CPUs). Lease I/O
+    // is on files and block devices, io-wq's bounded kind; the unbounded
+    // kind (sockets, pipes) is not ours: one worker for it.
     let _ = ring
         .submitter()
-        .register_iowq_max_workers(&mut [IOWQ_WORKERS, IOWQ_WORKERS]);
+        .register_iowq_max_workers(&mut [IOWQ_WORKERS, 1]);
     let mut probe = io_uring::Probe::new();
     ring.submitter().register_probe(&mut probe)?;
     use io_uring::opcode::*;

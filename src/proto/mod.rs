@@ -12,6 +12,7 @@
 //! [`client`] is a blocking client for the daemon's Unix socket.
 
 pub mod client;
+pub mod request;
 pub mod structs;
 
 pub use structs::{
