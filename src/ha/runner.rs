@@ -366,6 +366,11 @@ impl VmProc {
         if let Some(o) = &self.ended {
             return ProcState::Ended(o.clone());
         }
+        if self.migrating.is_some() {
+            // The source qemu exits before `virsh migrate` returns: its
+            // result, not the gone qemu, says how the VM left.
+            return ProcState::Running;
+        }
         self.drive_stop();
         if self.domain.is_some() {
             return self.poll_domain();
