@@ -1014,7 +1014,7 @@ fn migration_config(migratable: &[u64], health: &str) -> Config {
         t.push_str("[migration]\ntunnelled=true\n");
         for h in migratable {
             t.push_str(&format!(
-                "[[migration.host]]\nid={h}\nuri='qemu+tcp://10.9.0.{h}/system'\n"
+                "[[migration.host]]\nhost_id={h}\nuri='qemu+tcp://10.9.0.{h}/system'\n"
             ));
         }
     }

@@ -16,15 +16,21 @@
 //!   host 1's events say why, and the cold move follows (shutdown on host
 //!   1, then host 2 starts the guest under its lease).
 //!
-//! Both scenarios print the time from the trigger to the guest running on
-//! host 2 (docs/bench-failover.md). They run side by side
-//! (`HACTL_HA_MIGRATE_ONLY=live,fallback` picks some).
+//! - **gateway**: the same move, triggered by host 1 losing its gateway
+//!   (rule 8's health move; the agents in network namespaces of their own).
+//! - **cold**: no `[migration]`, for comparison: shutdown, then a new boot
+//!   on host 2.
+//!
+//! Each scenario prints the time from the trigger to the guest running on
+//! host 2 and the guest's longest pause in writing (docs/bench-failover.md).
+//! They run side by side (`HACTL_HA_MIGRATE_ONLY=live,cold` picks some).
 
 mod common;
 
 use std::time::Duration;
 
-use hactl::ha::cluster::Cluster;
+use hactl::ha::cluster::{Cluster, TEST_HEALTH};
+use hactl::ha::netlab::{GATEWAY, Net};
 
 use common::ha::*;
 use common::*;
@@ -61,6 +67,24 @@ fn leader(c: &Cluster, vm: &str) -> (u64, bool) {
             .unwrap()
     };
     (get("owner_id "), get("timestamp ") != 0)
+}
+
+/// The longest pause between two consecutive records on `disk` written
+/// after `since` (wall clock ns): how long the guest stopped writing.
+fn longest_gap_after(disk: &std::path::Path, since: u64) -> Duration {
+    let bytes = std::fs::read(disk).expect("the disk");
+    let t: Vec<u64> = bytes
+        .chunks(hactl::ha::demo_vm::RECORD_SIZE)
+        .map_while(|b| hactl::ha::demo_vm::Record::decode(b).ok())
+        .map(|r| r.t_ns)
+        .collect();
+    let gap = t
+        .windows(2)
+        .filter(|w| w[1] >= since)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .max()
+        .unwrap_or(0);
+    Duration::from_nanos(gap)
 }
 
 fn domstate_reason(c: &Cluster, h: u64, vm: &str) -> String {
@@ -101,7 +125,39 @@ fn live() {
     let dir = Dir::new();
     let mut o = guest_opts(2, 1);
     o.migration = true;
-    let mut c = Cluster::create(dir.path(), o).expect("cluster files");
+    let c = Cluster::create(dir.path(), o).expect("cluster files");
+    live_move(c, "live", "local maintenance on host 1", |c| {
+        maintenance_on(c, 1)
+    });
+}
+
+/// Host 1 loses its gateway (each agent in a network namespace of its
+/// own, src/ha/netlab.rs; libvirtd and qemu stay in the machine's): its
+/// score drops by the gateway penalty and rule 8's move is a live
+/// migration to host 2.
+fn gateway() {
+    let dir = Dir::new();
+    let net = Net::new(2).expect("network namespaces (needs root and iproute2)");
+    let mut o = guest_opts(2, 1);
+    o.migration = true;
+    o.health = format!(
+        "{TEST_HEALTH}hold_down = 3\n\
+         [health.gateway]\naddresses = [\"{GATEWAY}\"]\ninterval = 1\ntimeout = 1\n\
+         [health.links]\ninterfaces = [\"eth0\"]\ninterval = 1\n"
+    );
+    for h in 1..=2 {
+        o.netns.insert(h, net.path(h));
+    }
+    let c = Cluster::create(dir.path(), o).expect("cluster files");
+    live_move(c, "gateway", "host 1's gateway cut", |_| {
+        net.cut_gateway(1).expect("cut host 1's gateway")
+    });
+    drop(net);
+}
+
+/// Starts `c` with the guest on host 1, runs `trigger`, and checks that
+/// the guest moved to host 2 by live migration.
+fn live_move(mut c: Cluster, label: &str, what: &str, trigger: impl FnOnce(&Cluster)) {
     start_guests_on_host1(&mut c);
     wait_for(
         "host 1 to see host 2 as a candidate",
@@ -111,7 +167,7 @@ fn live() {
     assert_eq!(held_by_daemon(&c, 1, "vm1").len(), 1);
     let before = hactl::ha::demo_vm::last_record(&c.disks[0]).expect("a record");
 
-    maintenance_on(&c, 1);
+    trigger(&c);
     // Polled through the migration: never both daemons holding the lease.
     let mut both = Vec::new();
     let took = wait_for(
@@ -126,7 +182,7 @@ fn live() {
         },
     );
     assert!(both.is_empty(), "both daemons held vm1's lease: {both:?}");
-    eprintln!("live: vm1 ran on host 2 {took:?} after the trigger (local maintenance on host 1)");
+    eprintln!("{label}: vm1 ran on host 2 {took:?} after the trigger ({what})");
     assert_eq!(domstate_reason(&c, 2, "vm1"), "running (migrated)");
     // The source is done with it: its qemu gone, its daemon holds nothing.
     wait_for(
@@ -197,9 +253,14 @@ fn live() {
     );
     let runs = &c.check_disks()[0].1.runs;
     assert_eq!(runs.len(), 1, "one run, never restarted: {runs:?}");
+    let gap = longest_gap_after(&c.disks[0], before.t_ns);
     eprintln!(
-        "live: guest counter {} -> {} in one run ({} records)",
+        "{label}: guest counter {} -> {} in one run ({} records); its longest pause in writing since the trigger {gap:?}",
         before.counter, after.counter, runs[0].records
+    );
+    assert!(
+        gap < Duration::from_secs(3),
+        "the guest stopped writing for {gap:?}"
     );
     c.stop_all();
     assert_disks_ok(&c);
@@ -255,11 +316,43 @@ fn fallback() {
     assert_eq!(hosts, vec![1, 2], "host 1, then host 2 after a new boot");
 }
 
+/// No `[migration]`: the cold move, for comparison (the time in
+/// docs/bench-failover.md).
+fn cold() {
+    let dir = Dir::new();
+    let mut c = Cluster::create(dir.path(), guest_opts(2, 1)).expect("cluster files");
+    start_guests_on_host1(&mut c);
+    wait_for(
+        "host 1 to see host 2 as a candidate",
+        Duration::from_secs(60),
+        || c.sees_candidates(1, &[2]),
+    );
+    let before = hactl::ha::demo_vm::last_record(&c.disks[0]).expect("a record");
+    maintenance_on(&c, 1);
+    let took = wait_for(
+        "vm1 to run on host 2 (cold)",
+        Duration::from_secs(180),
+        || c.running_on(GUEST_FRESH) == vec![Some(2)],
+    );
+    let gap = longest_gap_after(&c.disks[0], before.t_ns);
+    eprintln!(
+        "cold: vm1 ran on host 2 {took:?} after the trigger; the guest wrote nothing for {gap:?}"
+    );
+    assert!(events_of(&c, 1, "migrate").is_empty());
+    c.stop_all();
+    assert_disks_ok(&c);
+}
+
 #[test]
-fn local_maintenance_live_migrates_a_real_guest_or_falls_back_to_a_cold_move() {
+fn live_migration_of_a_real_guest_on_maintenance_or_gateway_loss_or_a_cold_move() {
     // Built once, before the scenarios share it.
     let _ = common::libvirt::image();
-    let scenarios: [(&str, fn()); 2] = [("live", live), ("fallback", fallback)];
+    let scenarios: [(&str, fn()); 4] = [
+        ("live", live),
+        ("gateway", gateway),
+        ("fallback", fallback),
+        ("cold", cold),
+    ];
     let only = std::env::var("HACTL_HA_MIGRATE_ONLY").ok();
     let handles: Vec<_> = scenarios
         .into_iter()

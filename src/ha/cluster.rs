@@ -738,7 +738,7 @@ fn config_text(
                 )
             });
             s.push_str(&format!(
-                "\n[[migration.host]]\nid = {id}\nuri = {}\n",
+                "\n[[migration.host]]\nhost_id = {id}\nuri = {}\n",
                 q(&uri)
             ));
         }

@@ -52,6 +52,7 @@ fn default_timeout() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct MigrationHost {
     /// The host's lockspace host_id.
+    #[serde(rename = "host_id")]
     pub id: u64,
     /// Its libvirtd as the other hosts' libvirtds reach it.
     pub uri: String,
@@ -69,20 +70,20 @@ impl MigrationConfig {
         for h in &self.hosts {
             if !(1..=super::config::MAX_HOST_ID).contains(&h.id) {
                 return Err(format!(
-                    "migration.host id {} is not a host_id (1..={})",
+                    "migration.host host_id {} is not a host_id (1..={})",
                     h.id,
                     super::config::MAX_HOST_ID
                 ));
             }
             if !seen.insert(h.id) {
-                return Err(format!("migration.host id {} given twice", h.id));
+                return Err(format!("migration.host host_id {} given twice", h.id));
             }
             if h.uri.trim().is_empty() {
-                return Err(format!("migration.host id {}: uri is empty", h.id));
+                return Err(format!("migration.host host_id {}: uri is empty", h.id));
             }
             if self.tunnelled && h.data_uri.is_some() {
                 return Err(format!(
-                    "migration.host id {}: data_uri with tunnelled = true (the memory goes through libvirtd)",
+                    "migration.host host_id {}: data_uri with tunnelled = true (the memory goes through libvirtd)",
                     h.id
                 ));
             }
@@ -137,7 +138,7 @@ mod tests {
     #[test]
     fn parses_hosts_and_builds_the_command() {
         let c = cfg(
-            "[[host]]\nid = 2\nuri = \"qemu+tcp://10.0.0.2/system\"\ndata_uri = \"tcp://10.0.0.2\"\n",
+            "[[host]]\nhost_id = 2\nuri = \"qemu+tcp://10.0.0.2/system\"\ndata_uri = \"tcp://10.0.0.2\"\n",
         )
         .unwrap();
         assert_eq!(c.timeout, 120);
@@ -147,9 +148,10 @@ mod tests {
             "-q -c qemu:///system migrate --live --p2p --migrateuri tcp://10.0.0.2 web1 qemu+tcp://10.0.0.2/system"
         );
         assert!(c.host(1).is_none());
-        let t =
-            cfg("tunnelled = true\n[[host]]\nid = 1\nuri = \"qemu+unix:///system?socket=/x\"\n")
-                .unwrap();
+        let t = cfg(
+            "tunnelled = true\n[[host]]\nhost_id = 1\nuri = \"qemu+unix:///system?socket=/x\"\n",
+        )
+        .unwrap();
         assert_eq!(
             virsh_args(&t, "qemu:///system", "db", t.host(1).unwrap()).join(" "),
             "-q -c qemu:///system migrate --live --p2p --tunnelled db qemu+unix:///system?socket=/x"
@@ -158,14 +160,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_entries() {
-        assert!(cfg("[[host]]\nid = 0\nuri = \"x\"\n").is_err());
-        assert!(cfg("[[host]]\nid = 1\nuri = \"x\"\n[[host]]\nid = 1\nuri = \"y\"\n").is_err());
-        assert!(cfg("[[host]]\nid = 1\nuri = \" \"\n").is_err());
-        assert!(cfg("timeout = 0\n").is_err());
+        assert!(cfg("[[host]]\nhost_id = 0\nuri = \"x\"\n").is_err());
         assert!(
-            cfg("tunnelled = true\n[[host]]\nid = 1\nuri = \"x\"\ndata_uri = \"tcp://a\"\n")
+            cfg("[[host]]\nhost_id = 1\nuri = \"x\"\n[[host]]\nhost_id = 1\nuri = \"y\"\n")
                 .is_err()
         );
-        assert!(cfg("[[host]]\nid = 1\nurl = \"x\"\n").is_err());
+        assert!(cfg("[[host]]\nhost_id = 1\nuri = \" \"\n").is_err());
+        assert!(cfg("timeout = 0\n").is_err());
+        assert!(
+            cfg("tunnelled = true\n[[host]]\nhost_id = 1\nuri = \"x\"\ndata_uri = \"tcp://a\"\n")
+                .is_err()
+        );
+        assert!(cfg("[[host]]\nhost_id = 1\nurl = \"x\"\n").is_err());
     }
 }
