@@ -948,16 +948,23 @@ impl Agent {
             }
             return;
         }
-        let (Some(mcfg), Some(p)) = (self.cfg.migration.as_ref(), self.procs[v].as_mut()) else {
+        let Some(p) = self.procs[v].as_mut() else {
             return;
         };
-        let Some(target) = mcfg.host(to) else {
-            return;
+        // decide() names only hosts of `[migration]`; without one, the stop.
+        let started = match self.cfg.migration.as_ref() {
+            Some(mcfg) => match mcfg.host(to) {
+                Some(target) => {
+                    let log = super::migrate::log_path(&self.run_dir, &name);
+                    p.migrate(mcfg, target, log).map(|()| target.uri.clone())
+                }
+                None => Err(format!("host {to} has no [[migration.host]]")),
+            },
+            None => Err("no [migration] in the config".into()),
         };
-        let log = super::migrate::log_path(&self.run_dir, &name);
-        match p.migrate(mcfg, target, log) {
-            Ok(()) => {
-                let why = format!("{reason} (virsh migrate --live --p2p to {})", target.uri);
+        match started {
+            Ok(uri) => {
+                let why = format!("{reason} (virsh migrate --live --p2p to {uri})");
                 self.event(&name, "migrate", &why);
             }
             Err(e) => {
