@@ -203,12 +203,20 @@ fn live_move(mut c: Cluster, label: &str, what: &str, trigger: impl FnOnce(&Clus
     let before = hactl::ha::demo_vm::last_record(&c.disks[0]).expect("a record");
 
     trigger(&c);
-    // Polled through the migration: never both daemons holding the lease.
+    // Polled through the migration: never both daemons holding the lease;
+    // host 1's status says where the VM is going meanwhile.
     let mut both = Vec::new();
+    let mut migrating_to = None;
     let took = wait_for(
         "vm1 to run on host 2, its lease held by host 2's daemon",
         Duration::from_secs(120),
         || {
+            if let Some(t) = c
+                .status(1)
+                .and_then(|s| s["vms"][0]["migrating_to"].as_u64())
+            {
+                migrating_to = Some(t);
+            }
             let (h1, h2) = (held_by_daemon(&c, 1, "vm1"), held_by_daemon(&c, 2, "vm1"));
             if !h1.is_empty() && !h2.is_empty() {
                 both.push((h1, h2.clone()));
@@ -217,6 +225,11 @@ fn live_move(mut c: Cluster, label: &str, what: &str, trigger: impl FnOnce(&Clus
         },
     );
     assert!(both.is_empty(), "both daemons held vm1's lease: {both:?}");
+    assert_eq!(
+        migrating_to,
+        Some(2),
+        "host 1's status.json during the migration"
+    );
     eprintln!("{label}: vm1 ran on host 2 {took:?} after the trigger ({what})");
     assert_eq!(domstate_reason(&c, 2, "vm1"), "running (migrated)");
     // The source is done with it: its qemu gone, its daemon holds nothing.

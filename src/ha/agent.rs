@@ -1179,6 +1179,7 @@ impl Agent {
                 json!({
                     "name": vm.name,
                     "local": local_json(local.get(i).copied().unwrap_or_default()),
+                    "migrating_to": self.procs.get(i).and_then(|p| p.as_ref()).and_then(VmProc::migrating_to),
                     "lease": lease_json(leases.get(i).copied().unwrap_or(LeaseView::Unreadable)),
                     "whiteboard_hosts": wb_hosts,
                     "last_decision": self.last_reason[i],

@@ -546,9 +546,9 @@ impl VmProc {
         Ok(())
     }
 
-    /// A live migration under way.
-    pub fn migrating(&self) -> bool {
-        self.migrating.is_some()
+    /// The host a live migration under way goes to.
+    pub fn migrating_to(&self) -> Option<u64> {
+        self.migrating.as_ref().map(|m| m.to)
     }
 
     /// The migration that failed since the last call: (target host, why).
