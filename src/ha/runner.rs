@@ -751,6 +751,53 @@ mod tests {
         assert_eq!(judge_log(""), None);
     }
 
+    /// A `virsh migrate` that fails leaves the VM running here, stopping
+    /// only once the agent stops it, with libvirt's words for the event.
+    #[test]
+    fn a_failed_migration_is_reported_and_the_vm_runs_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let dom = super::super::libvirt::Domain {
+            name: "test".into(),
+            xml: None,
+            uri: "test:///default".into(),
+        };
+        // Our own pid as the domain's qemu: it runs as long as the test.
+        let mut p = adopt_domain("vm1", std::process::id() as i32, &dom);
+        let cfg = crate::ha::migrate::MigrationConfig {
+            tunnelled: true,
+            timeout: 30,
+            hosts: vec![crate::ha::migrate::MigrationHost {
+                id: 2,
+                uri: "qemu+unix:///system?socket=/nonexistent/sock".into(),
+                data_uri: None,
+            }],
+        };
+        p.migrate(&cfg, &cfg.hosts[0], dir.path().join("migrate-vm1.log"))
+            .unwrap();
+        assert_eq!(p.migrating_to(), Some(2));
+        assert!(p.stopping(), "a migrating VM counts as stopping");
+        assert!(
+            p.migrate(&cfg, &cfg.hosts[0], dir.path().join("x"))
+                .is_err()
+        );
+        let end = Instant::now() + Duration::from_secs(20);
+        let failure = loop {
+            assert_eq!(p.poll(), ProcState::Running);
+            if let Some(f) = p.take_migrate_failure() {
+                break f;
+            }
+            assert!(Instant::now() < end, "virsh migrate did not end");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(failure.0, 2);
+        // The test driver has no peer-to-peer migration: libvirt says so.
+        assert!(failure.1.starts_with("error: "), "{failure:?}");
+        assert!(failure.1.contains("migration"), "{failure:?}");
+        assert_eq!(p.migrating_to(), None);
+        assert!(!p.stopping());
+        assert!(p.take_migrate_failure().is_none(), "reported once");
+    }
+
     #[test]
     fn libvirt_start_of_an_unknown_domain_is_a_failed_start() {
         let dir = tempfile::tempdir().unwrap();
