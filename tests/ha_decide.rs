@@ -996,3 +996,150 @@ fn a_full_sick_host_moves_too_once_its_published_score_says_so() {
     let d = decide_with(&w, 1, mem, sick);
     assert_eq!(d.stops().collect::<Vec<_>>(), vec![0], "{:?}", d.actions);
 }
+
+// ---- live migration (issue 18, last piece) ----
+
+/// Three VMs: `db` and `web` of runner libvirt, `cmd` of runner command;
+/// `[migration]` names the hosts in `migratable`.
+fn migration_config(migratable: &[u64], health: &str) -> Config {
+    let mut t = String::from(
+        "[cluster]\nlockspace='ls'\nids='/i'\nxleases='/x'\nwhiteboard='/w'\n\
+         interval=2\ngrace=10\ncapacity=64\n\
+         [[vm]]\nname='db'\npriority=5\nrunner='libvirt'\ndomain='db'\n\
+         [[vm]]\nname='web'\nrunner='libvirt'\ndomain='web'\n\
+         [[vm]]\nname='cmd'\nstart=['/bin/true']\n",
+    );
+    t.push_str(health);
+    if !migratable.is_empty() {
+        t.push_str("[migration]\ntunnelled=true\n");
+        for h in migratable {
+            t.push_str(&format!(
+                "[[migration.host]]\nhost_id={h}\nuri='qemu+tcp://10.9.0.{h}/system'\n"
+            ));
+        }
+    }
+    Config::parse(&t).unwrap()
+}
+
+fn migrate_to(d: &Decision, vm: usize) -> Option<u64> {
+    d.actions
+        .iter()
+        .find(|a| a.vm == vm && a.kind == ActionKind::Stop)
+        .expect("a stop")
+        .migrate_to
+}
+
+#[test]
+fn local_maintenance_live_migrates_libvirt_vms_to_the_host_that_would_start_them() {
+    // Host 1 in maintenance runs all three; host 2 scores 3400, host 3
+    // 3000 (both take migrations); web prefers host 3.
+    let mut cfg = migration_config(&[2, 3], "");
+    cfg.vms[1].preferred_hosts = vec![3];
+    let mut w = View::new(cfg, 3);
+    w.runs(1, &[0, 1, 2]);
+    w.sector(3).score = 3000;
+    let mut i = w.input(1, Memory::default());
+    i.local_maintenance = true;
+    let d = decide(&i);
+    assert_eq!(d.stops().collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(migrate_to(&d, 0), Some(2), "{:?}", d.actions);
+    assert_eq!(migrate_to(&d, 1), Some(3), "its preferred host");
+    assert_eq!(migrate_to(&d, 2), None, "runner command: a cold move");
+    assert!(
+        reason(&d, 0).contains("live-migrating it to host 2 (score 3400)"),
+        "{}",
+        reason(&d, 0)
+    );
+    assert!(reason(&d, 2).contains("stopping it so another host takes it"));
+    assert!(starts(&d).is_empty());
+    // Migrating (Local::Stopping): nothing more is asked of them.
+    let mut i = w.input(1, d.memory.clone());
+    i.local_maintenance = true;
+    i.local = vec![Local::Stopping { since: w.now }; 3];
+    assert!(decide(&i).stops().next().is_none());
+    // While a VM migrates the source still reports it running and its
+    // lease may be free between the pause here and the resume there:
+    // nobody starts it.
+    w.leases[0] = LeaseView::Free;
+    for h in [2, 3] {
+        let mut m = Memory {
+            vms: vec![Default::default(); 3],
+            ..Default::default()
+        };
+        m.vms[0].orphan_since = Some(0);
+        let d = decide(&w.input(h, m));
+        assert!(!starts(&d).contains(&0), "host {h}: {:?}", d.actions);
+    }
+}
+
+#[test]
+fn local_maintenance_moves_cold_towards_a_host_without_a_migration_uri() {
+    // Only host 3 takes migrations; host 2 (the better one) does not.
+    let mut w = View::new(migration_config(&[3], ""), 3);
+    w.runs(1, &[0]);
+    w.sector(3).score = 3000;
+    let mut i = w.input(1, Memory::default());
+    i.local_maintenance = true;
+    let d = decide(&i);
+    assert_eq!(migrate_to(&d, 0), None, "{:?}", d.actions);
+    // No `[migration]` at all: the cold move as before.
+    let mut w = View::new(migration_config(&[], ""), 2);
+    w.runs(1, &[0, 1]);
+    let mut i = w.input(1, Memory::default());
+    i.local_maintenance = true;
+    let d = decide(&i);
+    assert!(d.actions.iter().all(|a| a.migrate_to.is_none()));
+    // Nobody to go to (host 2 full, or in maintenance too): a plain stop.
+    let mut w = View::new(migration_config(&[2], ""), 2);
+    w.runs(1, &[0]);
+    w.sector(2).flags = hactl::ha::whiteboard::LOCAL_MAINTENANCE;
+    let mut i = w.input(1, Memory::default());
+    i.local_maintenance = true;
+    assert_eq!(migrate_to(&decide(&i), 0), None);
+}
+
+#[test]
+fn a_health_move_live_migrates_to_the_better_host() {
+    let health = "[health]\nhold_down=0\n[health.gateway]\naddresses=['10.9.0.1']\n\
+                  [health.links]\ninterfaces=['br0']\n";
+    let cfg = migration_config(&[1, 2], health);
+    let sick = health::score(
+        &cfg.health,
+        &Readings::networks(&[("10.9.0.1", false)], &[("br0", true)]),
+    );
+    let mut w = View::new(cfg, 2);
+    w.runs(1, &[0, 1, 2]);
+    w.sector(1).score = sick.score;
+    let d = decide_with(&w, 1, Memory::default(), sick.clone());
+    assert_eq!(d.stops().collect::<Vec<_>>(), vec![0], "{:?}", d.actions);
+    assert_eq!(migrate_to(&d, 0), Some(2));
+    let r = reason(&d, 0);
+    assert!(
+        r.contains("moving it by live migration to host 2") && r.contains("if that fails"),
+        "{r}"
+    );
+    // db arrived on host 2 (its lease and sector say so): cmd next (by
+    // name), cold: runner command.
+    w.leases[0] = LeaseView::Held {
+        owner: 2,
+        generation: 1,
+        lver: 2,
+    };
+    w.sector(2).running = VmBitmap::from_indexes([0]);
+    w.sector(1).running = VmBitmap::from_indexes([1, 2]);
+    let d = decide_with(&w, 1, d.memory, sick.clone());
+    assert_eq!(d.stops().collect::<Vec<_>>(), vec![2], "{:?}", d.actions);
+    assert_eq!(migrate_to(&d, 2), None);
+    assert!(reason(&d, 2).contains("stopping it here first"));
+    // cmd runs on host 2: web last, live.
+    w.leases[2] = LeaseView::Held {
+        owner: 2,
+        generation: 1,
+        lver: 2,
+    };
+    w.sector(2).running = VmBitmap::from_indexes([0, 2]);
+    w.sector(1).running = VmBitmap::from_indexes([1]);
+    let d = decide_with(&w, 1, d.memory, sick);
+    assert_eq!(d.stops().collect::<Vec<_>>(), vec![1], "{:?}", d.actions);
+    assert_eq!(migrate_to(&d, 1), Some(2));
+}

@@ -24,52 +24,16 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use hactl::ha::cluster::{Cluster, ClusterOpts};
+use hactl::ha::cluster::Cluster;
 
 use common::ha::*;
 use common::libvirt::image;
 use common::*;
 
-/// A guest writes every 100 ms; its clock is the host's within ~0.1 s
-/// (src/ha/guest.rs): 3 s without a record means it does not run.
-const FRESH: Duration = Duration::from_secs(3);
-/// Guests boot in seconds under emulation; a loaded machine takes longer.
-const BOOT: Duration = Duration::from_secs(150);
+const FRESH: Duration = GUEST_FRESH;
 
-fn guest_opts(hosts: u64, vms: usize) -> ClusterOpts {
-    let mut o = ClusterOpts::new(Path::new(hactl()), hosts, vms);
-    o.guests = Some(image().clone());
-    for i in 0..vms {
-        o.vm_extra.insert(i, "preferred_hosts = [1]".into());
-    }
-    o
-}
-
-/// Starts host 1 alone until it runs every guest (they prefer it), then
-/// the others, until they see host 1 LIVE.
 fn start_on_host1(c: &mut Cluster) {
-    c.start_daemon(1).expect("host 1's daemon and libvirtd");
-    c.start_agent(1).expect("host 1's agent");
-    wait_for("every guest to run on host 1", BOOT, || {
-        c.running_on(FRESH).iter().all(|h| *h == Some(1))
-    });
-    for h in 2..=c.opts.hosts {
-        c.start_daemon(h).expect("daemon and libvirtd");
-        c.start_agent(h).expect("agent");
-    }
-    wait_for(
-        "the others to see host 1 LIVE",
-        Duration::from_secs(60),
-        || {
-            (2..=c.opts.hosts).all(|h| {
-                c.status(h).is_some_and(|s| {
-                    s["hosts"].as_array().is_some_and(|a| {
-                        a.iter().any(|x| x["host_id"] == 1 && x["state"] == "LIVE")
-                    })
-                })
-            })
-        },
-    );
+    start_guests_on_host1(c)
 }
 
 /// Every guest ran on host 1, then (once) on a survivor, and nowhere twice.

@@ -62,7 +62,8 @@ enum Action {
     },
     /// Global maintenance (no VM is started anywhere; running ones keep
     /// running) or this host's local maintenance (its VMs are stopped so
-    /// other hosts take them; it starts none).
+    /// other hosts take them, or live-migrated to them where `[migration]`
+    /// names their libvirtd; it starts none).
     Maintenance {
         #[arg(
             long,

@@ -38,6 +38,9 @@ pub const LOCAL_MAINTENANCE_FILE: &str = "local-maintenance";
 pub const EVENTS_FILE: &str = "events.jsonl";
 pub const STATUS_FILE: &str = "status.json";
 pub const DEFAULT_RUN_DIR: &str = "/run/hactl-ha";
+/// After a live migration to a host failed, moves towards that host are
+/// cold (stop, then start there) for this long.
+pub const MIGRATE_RETRY_SECS: u64 = 600;
 
 pub struct AgentOpts {
     pub config: PathBuf,
@@ -277,6 +280,8 @@ struct Agent {
     /// This cycle's health score (status.json), and the last one logged.
     health: Option<super::health::HealthScore>,
     health_logged: Option<String>,
+    /// Live migrations that failed, by target host: when (our clock), why.
+    migrate_failed: BTreeMap<u64, (u64, String)>,
 }
 
 /// Runs the agent until killed (or `opts.cycles` cycles).
@@ -397,6 +402,7 @@ pub fn run(opts: &AgentOpts) -> Result<(), String> {
         monitors: super::monitor::Monitors::start(&cfg, &opts.config),
         health: None,
         health_logged: None,
+        migrate_failed: BTreeMap::new(),
         cfg,
     };
     let interval = Duration::from_secs(a.cfg.cluster.interval.max(1));
@@ -461,6 +467,12 @@ impl Agent {
             };
             let since = |i: std::time::Instant| now.saturating_sub(i.elapsed().as_secs());
             let st = p.poll();
+            // A live migration that failed: the guest runs on here; the
+            // cold move follows (stop here, start on another host).
+            let migrate_failed = p.take_migrate_failure();
+            if migrate_failed.is_some() {
+                p.stop();
+            }
             // Runner libvirt: a started domain's qemu is the holder of its
             // lease (asked once a cycle, and only while one is unknown).
             if matches!(st, ProcState::Running)
@@ -500,6 +512,15 @@ impl Agent {
                         "failed_start",
                         format!("{name}: start failed on host {}: {why}", self.me),
                     ),
+                    runner::Outcome::Migrated { to, took } => (
+                        OutcomeKind::Stopped,
+                        "migrated",
+                        format!(
+                            "{name}: live-migrated to host {to} in {:.1} s (the guest kept running; its lease went with it: host {} released it when the guest paused, host {to} took it when it resumed there)",
+                            took.as_secs_f64(),
+                            self.me
+                        ),
+                    ),
                     runner::Outcome::Exited { status, ran_for } if stopped => (
                         OutcomeKind::Stopped,
                         "exited",
@@ -538,6 +559,13 @@ impl Agent {
                     self.me
                 );
                 self.event(&name, "running", &why);
+            }
+            if let Some((to, why)) = migrate_failed {
+                self.migrate_failed.insert(to, (now, why.clone()));
+                let why = format!(
+                    "{name}: live migration to host {to} failed: {why}; the guest still runs here: falling back to the cold move, stopping it here so that another host starts it under its lease"
+                );
+                self.event(&name, "migrate_failed", &why);
             }
             local.push(l);
         }
@@ -675,11 +703,8 @@ impl Agent {
                     self.start_vm(a.vm, now);
                 }
                 ActionKind::Stop => {
-                    self.event(&name, "stop", &a.reason);
                     self.last_wait[a.vm] = None;
-                    if let Some(p) = self.procs[a.vm].as_mut() {
-                        p.stop();
-                    }
+                    self.stop_vm(a.vm, a.migrate_to, &a.reason, now);
                 }
                 ActionKind::Wait => self.wait_event(a.vm, &a.reason),
             }
@@ -780,7 +805,11 @@ impl Agent {
             self.procs[v] = Some(
                 match launch_of(vm, self.cfg.cluster.libvirt_uri.as_deref()) {
                     Launch::Libvirt(dom) => {
-                        libvirt_says = match runner::domain_state(&dom) {
+                        libvirt_says = match runner::domain_state_reason(&dom) {
+                            Ok(st) if st.contains("(migrated)") => format!(
+                                "; libvirt: domain {} {st}: it arrived here by live migration",
+                                dom.name
+                            ),
                             Ok(st) => format!("; libvirt: domain {} {st}", dom.name),
                             Err(e) => format!("; libvirt: {e}"),
                         };
@@ -832,6 +861,9 @@ impl Agent {
                     runner::Outcome::LostRace { why, .. }
                     | runner::Outcome::FailedStart { why } => {
                         format!("{name}: releasing our leftover lease failed: {why}")
+                    }
+                    runner::Outcome::Migrated { .. } => {
+                        format!("{name}: our leftover lease: unexpected migration")
                     }
                 };
                 self.event(&name, "stop", &why);
@@ -886,6 +918,62 @@ impl Agent {
             match started {
                 Ok(p) => self.clearing[v] = Some(p),
                 Err(e) => self.event(&name, "stop", &format!("{name}: cannot release: {e}")),
+            }
+        }
+    }
+
+    /// Stops VM `v`, or moves it to host `migrate_to` by live migration
+    /// when decide() says so and no migration to that host failed within
+    /// [`MIGRATE_RETRY_SECS`]; a migration that cannot begin is followed
+    /// by the stop at once.
+    fn stop_vm(&mut self, v: usize, migrate_to: Option<u64>, reason: &str, now: u64) {
+        let name = self.cfg.vms[v].name.clone();
+        let Some(to) = migrate_to else {
+            self.event(&name, "stop", reason);
+            if let Some(p) = self.procs[v].as_mut() {
+                p.stop();
+            }
+            return;
+        };
+        if let Some((t, why)) = self.migrate_failed.get(&to)
+            && now < t + MIGRATE_RETRY_SECS
+        {
+            let why = format!(
+                "{reason}; but live migration to host {to} failed {} s ago ({why}): cold move, stopping it here",
+                now - t
+            );
+            self.event(&name, "stop", &why);
+            if let Some(p) = self.procs[v].as_mut() {
+                p.stop();
+            }
+            return;
+        }
+        let Some(p) = self.procs[v].as_mut() else {
+            return;
+        };
+        // decide() names only hosts of `[migration]`; without one, the stop.
+        let started = match self.cfg.migration.as_ref() {
+            Some(mcfg) => match mcfg.host(to) {
+                Some(target) => {
+                    let log = super::migrate::log_path(&self.run_dir, &name);
+                    p.migrate(mcfg, target, log).map(|()| target.uri.clone())
+                }
+                None => Err(format!("host {to} has no [[migration.host]]")),
+            },
+            None => Err("no [migration] in the config".into()),
+        };
+        match started {
+            Ok(uri) => {
+                let why = format!("{reason} (virsh migrate --live --p2p to {uri})");
+                self.event(&name, "migrate", &why);
+            }
+            Err(e) => {
+                p.stop();
+                self.migrate_failed.insert(to, (now, e.clone()));
+                let why = format!(
+                    "{reason}; but the live migration cannot begin: {e}; cold move, stopping it here"
+                );
+                self.event(&name, "migrate_failed", &why);
             }
         }
     }
@@ -1091,6 +1179,7 @@ impl Agent {
                 json!({
                     "name": vm.name,
                     "local": local_json(local.get(i).copied().unwrap_or_default()),
+                    "migrating_to": self.procs.get(i).and_then(|p| p.as_ref()).and_then(VmProc::migrating_to),
                     "lease": lease_json(leases.get(i).copied().unwrap_or(LeaseView::Unreadable)),
                     "whiteboard_hosts": wb_hosts,
                     "last_decision": self.last_reason[i],

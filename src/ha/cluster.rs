@@ -95,6 +95,15 @@ pub struct ClusterOpts {
     /// Host id → network namespace (a path such as `/run/netns/NAME`) its
     /// agent, and so its monitors and VMs, run in.
     pub netns: BTreeMap<u64, PathBuf>,
+    /// Real guests: a `[migration]` section naming every host, so VMs move
+    /// by live migration ([`super::migrate`]). Each host's libvirtd is
+    /// reached at [`Cluster::libvirt_socket`], a link to the socket in the
+    /// host's namespace; the memory goes through libvirtd (`tunnelled`):
+    /// no port to pick on the machine.
+    pub migration: bool,
+    /// Host id → the migration URI the config gives instead (a wrong one
+    /// makes a migration fail).
+    pub migration_uris: BTreeMap<u64, String>,
 }
 
 impl ClusterOpts {
@@ -121,6 +130,8 @@ impl ClusterOpts {
             extra_config: String::new(),
             health: TEST_HEALTH.into(),
             netns: BTreeMap::new(),
+            migration: false,
+            migration_uris: BTreeMap::new(),
         }
     }
 }
@@ -289,7 +300,7 @@ impl Cluster {
                 }
                 None => None,
             };
-            let text = config_text(&opts, storage, &vm_names, &disks, domains.as_deref());
+            let text = config_text(&opts, dir, storage, &vm_names, &disks, domains.as_deref());
             std::fs::write(&config, text).map_err(err(&config.display().to_string()))?;
             hosts.push(Host {
                 id,
@@ -367,6 +378,7 @@ impl Cluster {
         let io = self.opts.io_timeout.to_string();
         let guests = self.opts.guests.is_some();
         let extra = self.opts.daemon_args.get(&id).cloned().unwrap_or_default();
+        let link = libvirt_socket(&self.dir, id);
         let h = self.host_mut(id);
         if guests && h.ns.is_none() {
             let hd = h.daemon_dir.parent().unwrap_or(&h.daemon_dir).to_path_buf();
@@ -409,6 +421,14 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(20));
         }
         if let Some(ns) = &h.ns {
+            // The host's libvirtd socket for the other hosts' libvirtds
+            // (live migration): a link into its namespace's /run.
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(
+                format!("/proc/{}/root/run/libvirt/libvirt-sock", ns.holder_pid()),
+                &link,
+            )
+            .map_err(err(&link.display().to_string()))?;
             // The domains need no auto disk leases (their VM lease is in
             // the xleases volume) and must never run without a lease.
             let conf = super::lab::LibvirtConf::new(id);
@@ -648,6 +668,12 @@ impl Drop for Cluster {
     }
 }
 
+/// Where host `id`'s libvirtd socket is reached from outside its
+/// namespace (a link into it, made when the host starts).
+pub fn libvirt_socket(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("host{id}")).join("libvirt-sock")
+}
+
 /// A loop device over `image` (direct I/O: every host's writes reach the
 /// image file at once, as on shared storage).
 fn attach_loop(image: &Path) -> Result<PathBuf, String> {
@@ -681,6 +707,7 @@ fn die_with_parent(cmd: &mut Command) {
 /// One host's config: the shared files as this host reaches them.
 fn config_text(
     opts: &ClusterOpts,
+    dir: &Path,
     storage: &Path,
     names: &[String],
     disks: &[PathBuf],
@@ -701,6 +728,21 @@ fn config_text(
     s.push_str("\n[health]\n");
     s.push_str(&opts.health);
     s.push('\n');
+    if opts.migration {
+        s.push_str("\n[migration]\ntunnelled = true\ntimeout = 60\n");
+        for id in 1..=opts.hosts {
+            let uri = opts.migration_uris.get(&id).cloned().unwrap_or_else(|| {
+                format!(
+                    "qemu+unix:///system?socket={}",
+                    libvirt_socket(dir, id).display()
+                )
+            });
+            s.push_str(&format!(
+                "\n[[migration.host]]\nhost_id = {id}\nuri = {}\n",
+                q(&uri)
+            ));
+        }
+    }
     let hactl = q(&opts.hactl.display().to_string());
     for (i, (n, d)) in names.iter().zip(disks).enumerate() {
         match domains {

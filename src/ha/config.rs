@@ -51,6 +51,10 @@ pub struct Config {
     /// Host health: monitors, penalties, moves, isolation (docs/ha-design.md, "Health").
     #[serde(default)]
     pub health: super::health::HealthConfig,
+    /// Live migration of runner "libvirt" VMs (docs/ha-design.md, "Live
+    /// migration"); None: VMs move by stop-then-start only.
+    #[serde(default)]
+    pub migration: Option<super::migrate::MigrationConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -132,6 +136,16 @@ impl Vm {
 }
 
 impl Config {
+    /// Host `to`'s migration entry when VM `vm` can live-migrate there:
+    /// runner "libvirt" and a `[[migration.host]]` for it.
+    pub fn migration_to(&self, vm: usize, to: u64) -> Option<&super::migrate::MigrationHost> {
+        let v = self.vms.get(vm)?;
+        if v.runner != RunnerKind::Libvirt {
+            return None;
+        }
+        self.migration.as_ref()?.host(to)
+    }
+
     /// The VM's isolation policy (its own, else the cluster's).
     pub fn isolation(&self, vm: usize) -> super::health::IsolationPolicy {
         self.vms
@@ -173,6 +187,9 @@ impl Config {
             f.validate()?;
         }
         self.health.validate()?;
+        if let Some(m) = &self.migration {
+            m.validate()?;
+        }
         let c = &self.cluster;
         check_name("cluster.lockspace", &c.lockspace)?;
         if c.interval == 0 {

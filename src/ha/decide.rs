@@ -180,6 +180,9 @@ pub struct Action {
     pub vm: usize,
     /// For the operator: names hosts, states, scores.
     pub reason: String,
+    /// A Stop that moves the VM: live-migrate it to this host first (the
+    /// agent stops it when the migration fails); see [`super::migrate`].
+    pub migrate_to: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -288,11 +291,39 @@ fn orphan_why(i: &Input, lease: LeaseView) -> Judged {
     }
 }
 
+#[derive(Clone)]
 struct Candidate {
     host_id: u64,
     score: u32,
     load: u32,
     failed: VmBitmap,
+}
+
+/// Where VM `v` goes when local maintenance moves it off this host: the
+/// host rule 5 would choose (preferred hosts, then score, then load), not
+/// this one; its load counts the VM. With its score.
+fn maintenance_target(i: &Input, v: usize, cands: &mut [Candidate]) -> Option<(u64, u32)> {
+    let capacity = i.config.cluster.capacity;
+    let vm = &i.config.vms[v];
+    let pref = |h: u64| {
+        vm.preferred_hosts
+            .iter()
+            .position(|&p| p == h)
+            .unwrap_or(usize::MAX)
+    };
+    let c = cands
+        .iter_mut()
+        .filter(|c| c.host_id != i.me && c.load < capacity)
+        .min_by_key(|c| {
+            let eff = if c.failed.get(v) {
+                c.score.saturating_sub(FAILED_PENALTY)
+            } else {
+                c.score
+            };
+            (pref(c.host_id), Reverse(eff), c.load, c.host_id)
+        })?;
+    c.load += 1;
+    Some((c.host_id, c.score))
 }
 
 pub fn decide(i: &Input) -> Decision {
@@ -322,6 +353,38 @@ pub fn decide(i: &Input) -> Decision {
     let local = |v: usize| i.local.get(v).copied().unwrap_or_default();
     let mut my_load = (0..n).filter(|&v| local(v).present()).count() as u32;
 
+    // Rule 5: candidates, judged on the whiteboard so that every host
+    // computes the same assignment. One exception: our own failures count
+    // at once (others see them after our next write), so that we do not
+    // start again what just failed here.
+    let digest = cfg.digest();
+    let mut cands: Vec<Candidate> = i
+        .hosts
+        .iter()
+        .filter(|h| h.state == HostState::Live && h.fresh)
+        .filter_map(|h| {
+            let s = h.sector.as_ref()?;
+            (s.generation == h.generation
+                && s.config_digest == digest
+                && !s.local_maintenance()
+                && s.score > 0
+                && s.running_count() < capacity)
+                .then_some(Candidate {
+                    host_id: h.host_id,
+                    score: s.score,
+                    load: s.running_count(),
+                    failed: if h.host_id == i.me {
+                        VmBitmap(std::array::from_fn(|k| s.failed.0[k] | failed.0[k]))
+                    } else {
+                        s.failed
+                    },
+                })
+        })
+        .collect();
+    cands.sort_by_key(|c| c.host_id);
+    cands.dedup_by_key(|c| c.host_id);
+    // Local maintenance: each VM's migration target, loads counted as we go.
+    let mut maint_cands = cands.clone();
     let mut actions = Vec::new();
     // Orphans judged from the lease, the daemon's host states and the
     // whiteboard only, the same on every host, so the assignment below is
@@ -339,13 +402,27 @@ pub fn decide(i: &Input) -> Decision {
         if here {
             mem.vms[v].orphan_since = None;
             if i.local_maintenance && !matches!(l, Local::Stopping { .. }) {
-                actions.push(Action {
-                    kind: ActionKind::Stop,
-                    vm: v,
-                    reason: format!(
+                // Live migration (hosted-engine's local maintenance) when
+                // the host another host would choose takes migrations.
+                let target = matches!(l, Local::Running { .. })
+                    .then(|| maintenance_target(i, v, &mut maint_cands))
+                    .flatten()
+                    .filter(|&(t, _)| cfg.migration_to(v, t).is_some());
+                let reason = match target {
+                    Some((t, sc)) => format!(
+                        "{name}: host {} in local maintenance; live-migrating it to host {t} (score {sc}); if that fails, stopping it so another host takes it",
+                        i.me
+                    ),
+                    None => format!(
                         "{name}: host {} in local maintenance; stopping it so another host takes it",
                         i.me
                     ),
+                };
+                actions.push(Action {
+                    migrate_to: target.map(|t| t.0),
+                    kind: ActionKind::Stop,
+                    vm: v,
+                    reason,
                 });
             }
         }
@@ -392,6 +469,7 @@ pub fn decide(i: &Input) -> Decision {
                 }
                 if let Some(why) = why {
                     actions.push(Action {
+                        migrate_to: None,
                         kind: ActionKind::Wait,
                         vm: v,
                         reason: format!("{name}: {why}"),
@@ -468,6 +546,7 @@ pub fn decide(i: &Input) -> Decision {
                 continue;
             }
             actions.push(Action {
+                migrate_to: None,
                 kind: ActionKind::Stop,
                 vm: v,
                 reason: format!(
@@ -481,6 +560,7 @@ pub fn decide(i: &Input) -> Decision {
     }
 
     let wait = |v: usize, why: &str, tail: &str| Action {
+        migrate_to: None,
         kind: ActionKind::Wait,
         vm: v,
         reason: format!("{}: {why}; {tail}", cfg.vms[v].name),
@@ -516,36 +596,6 @@ pub fn decide(i: &Input) -> Decision {
         };
     }
 
-    // Rule 5: candidates, judged on the whiteboard so that every host
-    // computes the same assignment. One exception: our own failures count
-    // at once (others see them after our next write), so that we do not
-    // start again what just failed here.
-    let digest = cfg.digest();
-    let mut cands: Vec<Candidate> = i
-        .hosts
-        .iter()
-        .filter(|h| h.state == HostState::Live && h.fresh)
-        .filter_map(|h| {
-            let s = h.sector.as_ref()?;
-            (s.generation == h.generation
-                && s.config_digest == digest
-                && !s.local_maintenance()
-                && s.score > 0
-                && s.running_count() < capacity)
-                .then_some(Candidate {
-                    host_id: h.host_id,
-                    score: s.score,
-                    load: s.running_count(),
-                    failed: if h.host_id == i.me {
-                        VmBitmap(std::array::from_fn(|k| s.failed.0[k] | failed.0[k]))
-                    } else {
-                        s.failed
-                    },
-                })
-        })
-        .collect();
-    cands.sort_by_key(|c| c.host_id);
-    cands.dedup_by_key(|c| c.host_id);
     let me_candidate = cands.iter().any(|c| c.host_id == i.me);
     let margin = hc.move_margin;
     // A host `move_margin` below the best one with room gets no VM (the
@@ -621,11 +671,22 @@ pub fn decide(i: &Input) -> Decision {
             });
             if let Some(&v) = movable.first() {
                 mem.health.moving = Some((v, now));
+                let live = cfg.migration_to(v, best_id).is_some();
+                let how = if live {
+                    format!(
+                        "moving it by live migration to host {best_id} (if that fails: stopping it here so that host {best_id} starts it under its lease)"
+                    )
+                } else {
+                    format!(
+                        "moving it, stopping it here first so that host {best_id} starts it under its lease"
+                    )
+                };
                 actions.push(Action {
+                    migrate_to: live.then_some(best_id),
                     kind: ActionKind::Stop,
                     vm: v,
                     reason: format!(
-                        "{}: host {} score {score} ({health_why}) is {} below host {best_id} score {best_score} (margin {margin}) for {held} s >= hold_down {} s: moving it, stopping it here first so that host {best_id} starts it under its lease",
+                        "{}: host {} score {score} ({health_why}) is {} below host {best_id} score {best_score} (margin {margin}) for {held} s >= hold_down {} s: {how}",
                         cfg.vms[v].name,
                         i.me,
                         best_score - score,
@@ -713,6 +774,7 @@ pub fn decide(i: &Input) -> Decision {
             }
             my_load += 1;
             actions.push(Action {
+                migrate_to: None,
                 kind: ActionKind::Start,
                 vm: v,
                 reason: format!("{}: {why}; {chosen}; starting", vm.name),
@@ -732,6 +794,7 @@ pub fn decide(i: &Input) -> Decision {
         } else if waited >= grace {
             my_load += 1;
             actions.push(Action {
+                migrate_to: None,
                 kind: ActionKind::Start,
                 vm: v,
                 reason: format!(
@@ -769,6 +832,7 @@ pub fn decide(i: &Input) -> Decision {
         } else if waited >= grace {
             my_load += 1;
             actions.push(Action {
+                migrate_to: None,
                 kind: ActionKind::Start,
                 vm: v,
                 reason: format!(

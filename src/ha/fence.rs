@@ -1167,6 +1167,11 @@ options = { ip = "10.0.0.9", plug = "4" }
         assert_eq!(f.host(2).unwrap().agents[1].label(), "fence_apc_snmp");
         assert_eq!(c.health.links.interfaces, vec!["ovirtmgmt".to_string()]);
         assert_eq!(
+            c.migration_to(c.vm_index("web1").unwrap(), 2).unwrap().id,
+            2
+        );
+        assert!(c.migration_to(c.vm_index("batch1").unwrap(), 2).is_none());
+        assert_eq!(
             c.isolation(c.vm_index("batch1").unwrap()),
             crate::ha::health::IsolationPolicy::Stop
         );

@@ -385,6 +385,11 @@ namespaces = [ ]
 remember_owner = 0
 "#;
 
+/// A lab host's libvirt host UUID (libvirtd.conf `host_uuid`), from its id.
+pub fn host_uuid(host_id: u64) -> String {
+    format!("6861636c-6162-4000-8000-{host_id:012x}")
+}
+
 /// A libvirtd running in a host's namespace, stopped by pid on drop.
 pub struct Libvirtd {
     child: Child,
@@ -408,9 +413,14 @@ impl Libvirtd {
         write("qemu-sanlock.conf", &conf.sanlock_conf())?;
         // The lock manager's debug lines show what libvirt asked of the
         // lease daemon.
+        // A host UUID of its own: libvirt refuses to migrate a guest
+        // between two libvirtds of one host UUID (the machine's).
         write(
             "libvirtd.conf",
-            "log_outputs = \"1:file:/var/log/libvirt/libvirtd.log\"\nlog_filters = \"1:locking 1:qemu.qemu_process 3:*\"\n",
+            &format!(
+                "host_uuid = \"{}\"\nlog_outputs = \"1:file:/var/log/libvirt/libvirtd.log\"\nlog_filters = \"1:locking 1:qemu.qemu_process 1:qemu.qemu_migration 3:*\"\n",
+                host_uuid(conf.host_id)
+            ),
         )?;
         if let Some(d) = &conf.disk_lease_dir {
             std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;

@@ -10,6 +10,7 @@
 //! - [`agent`]: the loop on every host around `decide`
 //! - [`runner`]: starting a VM only under its lease, stopping it
 //! - [`libvirt`]: runner "libvirt": a domain with its `<lease>`, through virsh
+//! - [`migrate`]: live migration of those domains (`[migration]`, `virsh migrate`)
 //! - [`demo_vm`]: the stand-in VM and the split-brain check on its disk
 //! - [`cluster`]: a whole cluster on one machine (tests, `hactl demo`)
 //! - [`demo`]: `hactl demo`
@@ -33,6 +34,7 @@ pub mod fence;
 pub mod guest;
 pub mod lab;
 pub mod libvirt;
+pub mod migrate;
 pub mod monitor;
 pub mod netlab;
 pub mod runner;

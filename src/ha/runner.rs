@@ -68,6 +68,9 @@ pub enum Outcome {
     FailedStart { why: String },
     /// The VM ran and exited (by itself or by a stop).
     Exited { status: String, ran_for: Duration },
+    /// Runner libvirt: live-migrated to host `to` (`virsh migrate` returned
+    /// success: the guest runs there, under the lease its host took).
+    Migrated { to: u64, took: Duration },
 }
 
 /// Where a VM process stands.
@@ -96,6 +99,20 @@ pub struct VmProc {
     /// Runner libvirt: the domain. Its `child` is `virsh start` while the
     /// start runs; `pid` is its qemu's once known (0 before).
     domain: Option<super::libvirt::Domain>,
+    /// Runner libvirt: a `virsh migrate` under way.
+    migrating: Option<Migrating>,
+    /// A migration that failed (target host, why), for the agent to take.
+    migrate_failed: Option<(u64, String)>,
+}
+
+struct Migrating {
+    child: Child,
+    to: u64,
+    since: Instant,
+    timeout: Duration,
+    log: PathBuf,
+    /// `virsh domjobabort` was sent (the timeout passed).
+    aborted: bool,
 }
 
 struct StopState {
@@ -190,6 +207,8 @@ pub fn start(spec: &StartSpec) -> Result<VmProc, String> {
         ended: None,
         stop_argv: stop,
         domain: None,
+        migrating: None,
+        migrate_failed: None,
     })
 }
 
@@ -221,6 +240,8 @@ fn start_domain(spec: &StartSpec, dom: &super::libvirt::Domain) -> Result<VmProc
         ended: None,
         stop_argv: None,
         domain: Some(dom.clone()),
+        migrating: None,
+        migrate_failed: None,
     })
 }
 
@@ -259,6 +280,8 @@ pub fn adopt(vm: &str, pid: i32, stop: Option<Vec<String>>) -> VmProc {
         ended: None,
         stop_argv: stop,
         domain: None,
+        migrating: None,
+        migrate_failed: None,
     }
 }
 
@@ -338,6 +361,15 @@ impl VmProc {
     pub fn poll(&mut self) -> ProcState {
         if let Some(o) = &self.ended {
             return ProcState::Ended(o.clone());
+        }
+        self.drive_migration();
+        if let Some(o) = &self.ended {
+            return ProcState::Ended(o.clone());
+        }
+        if self.migrating.is_some() {
+            // The source qemu exits before `virsh migrate` returns: its
+            // result, not the gone qemu, says how the VM left.
+            return ProcState::Running;
         }
         self.drive_stop();
         if self.domain.is_some() {
@@ -473,10 +505,103 @@ impl VmProc {
         Outcome::Exited { status, ran_for }
     }
 
+    /// Runner libvirt: begins a live migration to host `to` (see
+    /// [`super::migrate`]); [`VmProc::poll`] ends the VM here as
+    /// [`Outcome::Migrated`] once `virsh migrate` succeeded, or leaves it
+    /// running with a failure for [`VmProc::take_migrate_failure`].
+    pub fn migrate(
+        &mut self,
+        cfg: &super::migrate::MigrationConfig,
+        to: &super::migrate::MigrationHost,
+        log: PathBuf,
+    ) -> Result<(), String> {
+        let Some(dom) = &self.domain else {
+            return Err("only runner \"libvirt\" VMs migrate".into());
+        };
+        if self.child.is_some() || self.running_since.is_none() {
+            return Err("its start has not finished".into());
+        }
+        if self.stop.is_some() || self.ended.is_some() || self.migrating.is_some() {
+            return Err("it is already stopping or migrating".into());
+        }
+        let out = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        let child = Command::new("virsh")
+            .args(super::migrate::virsh_args(cfg, &dom.uri, &dom.name, to))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot run virsh (install libvirt-clients): {e}"))?;
+        self.migrating = Some(Migrating {
+            child,
+            to: to.id,
+            since: Instant::now(),
+            timeout: Duration::from_secs(cfg.timeout),
+            log,
+            aborted: false,
+        });
+        Ok(())
+    }
+
+    /// The host a live migration under way goes to.
+    pub fn migrating_to(&self) -> Option<u64> {
+        self.migrating.as_ref().map(|m| m.to)
+    }
+
+    /// The migration that failed since the last call: (target host, why).
+    /// The VM still runs here.
+    pub fn take_migrate_failure(&mut self) -> Option<(u64, String)> {
+        self.migrate_failed.take()
+    }
+
+    fn drive_migration(&mut self) {
+        let Some(m) = &mut self.migrating else {
+            return;
+        };
+        match m.child.try_wait() {
+            Ok(None) => {
+                if !m.aborted
+                    && m.since.elapsed() >= m.timeout
+                    && let Some(dom) = &self.domain
+                {
+                    m.aborted = true;
+                    if let Some(mut c) = virsh_child(dom, "domjobabort") {
+                        let _ = c.wait();
+                    }
+                }
+            }
+            Ok(Some(st)) => {
+                let (to, took) = (m.to, m.since.elapsed());
+                if st.success() {
+                    self.ended = Some(Outcome::Migrated { to, took });
+                } else {
+                    let text = std::fs::read_to_string(&m.log).unwrap_or_default();
+                    let mut why = super::libvirt::error_text(text.as_bytes());
+                    if why.is_empty() {
+                        why = format!("virsh migrate: {}", describe_status(st));
+                    }
+                    if m.aborted {
+                        why = format!("aborted after the {} s timeout: {why}", m.timeout.as_secs());
+                    }
+                    self.migrate_failed = Some((to, why));
+                }
+                self.migrating = None;
+            }
+            Err(e) => {
+                self.migrate_failed = Some((m.to, format!("virsh migrate: {e}")));
+                self.migrating = None;
+            }
+        }
+    }
+
     /// Begins stopping: the stop command if configured, else SIGTERM;
-    /// [`VmProc::poll`] sends SIGKILL after [`STOP_GRACE`].
+    /// [`VmProc::poll`] sends SIGKILL after [`STOP_GRACE`]. Not while a
+    /// migration runs (its failure is followed by a stop).
     pub fn stop(&mut self) {
-        if self.stop.is_some() || self.ended.is_some() {
+        if self.stop.is_some() || self.ended.is_some() || self.migrating.is_some() {
             return;
         }
         if let Some(dom) = &self.domain {
@@ -512,8 +637,9 @@ impl VmProc {
         });
     }
 
+    /// Stopping, or moving away by a live migration.
     pub fn stopping(&self) -> bool {
-        self.stop.is_some()
+        self.stop.is_some() || self.migrating.is_some()
     }
 
     fn drive_stop(&mut self) {
@@ -547,6 +673,10 @@ impl VmProc {
 
     /// SIGKILL now and reap (agent shutdown in tests).
     pub fn kill_now(&mut self) {
+        if let Some(m) = &mut self.migrating {
+            let _ = m.child.kill();
+            let _ = m.child.wait();
+        }
         if let Some(dom) = &self.domain {
             let _ = super::libvirt::virsh(&dom.uri, &["destroy", &dom.name]);
         } else {
@@ -579,8 +709,8 @@ pub fn domain_state(dom: &super::libvirt::Domain) -> Result<String, String> {
     }
 }
 
-/// `shut off (destroyed)`, `crashed (panicked)`, ...
-fn domain_state_reason(dom: &super::libvirt::Domain) -> Result<String, String> {
+/// `shut off (destroyed)`, `crashed (panicked)`, `running (migrated)`, ...
+pub fn domain_state_reason(dom: &super::libvirt::Domain) -> Result<String, String> {
     let o = super::libvirt::virsh(&dom.uri, &["domstate", "--reason", &dom.name])?;
     if o.status.success() {
         Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -619,6 +749,53 @@ mod tests {
         ));
         // Nothing from the runner: the exec happened, the VM ran.
         assert_eq!(judge_log(""), None);
+    }
+
+    /// A `virsh migrate` that fails leaves the VM running here, stopping
+    /// only once the agent stops it, with libvirt's words for the event.
+    #[test]
+    fn a_failed_migration_is_reported_and_the_vm_runs_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let dom = super::super::libvirt::Domain {
+            name: "test".into(),
+            xml: None,
+            uri: "test:///default".into(),
+        };
+        // Our own pid as the domain's qemu: it runs as long as the test.
+        let mut p = adopt_domain("vm1", std::process::id() as i32, &dom);
+        let cfg = crate::ha::migrate::MigrationConfig {
+            tunnelled: true,
+            timeout: 30,
+            hosts: vec![crate::ha::migrate::MigrationHost {
+                id: 2,
+                uri: "qemu+unix:///system?socket=/nonexistent/sock".into(),
+                data_uri: None,
+            }],
+        };
+        p.migrate(&cfg, &cfg.hosts[0], dir.path().join("migrate-vm1.log"))
+            .unwrap();
+        assert_eq!(p.migrating_to(), Some(2));
+        assert!(p.stopping(), "a migrating VM counts as stopping");
+        assert!(
+            p.migrate(&cfg, &cfg.hosts[0], dir.path().join("x"))
+                .is_err()
+        );
+        let end = Instant::now() + Duration::from_secs(20);
+        let failure = loop {
+            assert_eq!(p.poll(), ProcState::Running);
+            if let Some(f) = p.take_migrate_failure() {
+                break f;
+            }
+            assert!(Instant::now() < end, "virsh migrate did not end");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(failure.0, 2);
+        // The test driver has no peer-to-peer migration: libvirt says so.
+        assert!(failure.1.starts_with("error: "), "{failure:?}");
+        assert!(failure.1.contains("migration"), "{failure:?}");
+        assert_eq!(p.migrating_to(), None);
+        assert!(!p.stopping());
+        assert!(p.take_migrate_failure().is_none(), "reported once");
     }
 
     #[test]

@@ -520,6 +520,8 @@ fn ha_config(nvms: usize, capacity: u32, fencing: bool, health: bool) -> HaCfg {
                 isolation: (health && k % 2 == 0).then_some(IsolationPolicy::Stop),
             })
             .collect(),
+        // Runner "command" VMs only: no live migration.
+        migration: None,
         // Every host has one agent; the simulation plays its outcomes.
         fencing: fencing.then(|| FencingConfig {
             delay: 0,

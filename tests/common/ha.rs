@@ -128,3 +128,47 @@ pub fn assert_no_start_before_dead(
         }
     }
 }
+
+/// Real guests (tests/ha_libvirt.rs, tests/ha_migrate.rs): a guest writes
+/// every 100 ms and its clock is the host's within ~0.1 s
+/// (src/ha/guest.rs): 3 s without a record means it does not run.
+pub const GUEST_FRESH: Duration = Duration::from_secs(3);
+/// Guests boot in seconds under KVM; a loaded machine takes longer.
+pub const GUEST_BOOT: Duration = Duration::from_secs(150);
+
+/// A cluster of `hosts` hosts with `vms` real guests, each preferring host 1.
+pub fn guest_opts(hosts: u64, vms: usize) -> hactl::ha::cluster::ClusterOpts {
+    let mut o = hactl::ha::cluster::ClusterOpts::new(Path::new(hactl()), hosts, vms);
+    o.guests = Some(super::libvirt::image().clone());
+    for i in 0..vms {
+        o.vm_extra.insert(i, "preferred_hosts = [1]".into());
+    }
+    o
+}
+
+/// Starts host 1 alone until it runs every guest (they prefer it), then
+/// the others, until they see host 1 LIVE.
+pub fn start_guests_on_host1(c: &mut Cluster) {
+    c.start_daemon(1).expect("host 1's daemon and libvirtd");
+    c.start_agent(1).expect("host 1's agent");
+    wait_for("every guest to run on host 1", GUEST_BOOT, || {
+        c.running_on(GUEST_FRESH).iter().all(|h| *h == Some(1))
+    });
+    for h in 2..=c.opts.hosts {
+        c.start_daemon(h).expect("daemon and libvirtd");
+        c.start_agent(h).expect("agent");
+    }
+    wait_for(
+        "the others to see host 1 LIVE",
+        Duration::from_secs(60),
+        || {
+            (2..=c.opts.hosts).all(|h| {
+                c.status(h).is_some_and(|s| {
+                    s["hosts"].as_array().is_some_and(|a| {
+                        a.iter().any(|x| x["host_id"] == 1 && x["state"] == "LIVE")
+                    })
+                })
+            })
+        },
+    );
+}
