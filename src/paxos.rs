@@ -84,8 +84,8 @@ pub enum Step {
 #[derive(Clone, Debug)]
 pub enum Input {
     Start,
-    Area(Result<Vec<u8>, i32>),
-    Leader(Result<Vec<u8>, i32>),
+    Area(Result<crate::io::IoData, i32>),
+    Leader(Result<crate::io::IoData, i32>),
     HostInfo(Option<HostStatus>),
     OwnerDelta(Result<LeaderRecord, i32>),
     Dblock(Result<PaxosDblock, i32>),
@@ -690,8 +690,8 @@ mod tests {
         now: u64,
     ) -> Option<Input> {
         Some(match step {
-            Step::ReadArea => Input::Area(Ok(area.to_vec())),
-            Step::ReadLeader => Input::Leader(Ok(area[..SS].to_vec())),
+            Step::ReadArea => Input::Area(Ok(area.to_vec().into())),
+            Step::ReadLeader => Input::Leader(Ok(area[..SS].to_vec().into())),
             Step::HostInfo { .. } => Input::HostInfo(hs.clone()),
             // A zero owner_id in the template means "every owner is alive":
             // its delta lease names it and its timestamp moves at each read.

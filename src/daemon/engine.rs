@@ -41,10 +41,10 @@ impl Place {
         let timeout = Duration::from_millis(io.timeout_ms);
         let area = Area::new(&self.disk, self.offset, io.area_len, timeout)?;
         match &io.op {
-            IoOp::Read { len } => Ok(area.read(io.offset, *len)?.to_vec()),
+            IoOp::Read { len } => Ok(area.read(io.offset, *len)?.into()),
             IoOp::Write { data } => {
                 area.write(io.offset, data)?;
-                Ok(Vec::new())
+                Ok(Vec::new().into())
             }
         }
     }
@@ -60,10 +60,10 @@ impl Place {
         };
         match &io.op {
             IoOp::Read { len } => area.read_then(io.offset, *len, move |r| {
-                done(r.map(|b| b.to_vec()).map_err(Into::into))
+                done(r.map(Into::into).map_err(Into::into))
             }),
             IoOp::Write { data } => area.write_then(io.offset, data, move |r| {
-                done(r.map(|()| Vec::new()).map_err(Into::into))
+                done(r.map(|()| Vec::new().into()).map_err(Into::into))
             }),
         }
     }

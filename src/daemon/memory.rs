@@ -83,9 +83,9 @@ pub fn connection_ended() {
     CONNS_ENDED.fetch_add(1, Ordering::Relaxed);
 }
 
-/// From the main loop: gives freed heap pages back to the system
-/// (`malloc_trim`, every arena) if connections ended since the last trim
-/// and it is at least [`TRIM_EVERY`] ago.
+/// From the main loop: gives freed heap pages and the I/O buffer pool back
+/// to the system (`malloc_trim`, every arena) if connections ended since
+/// the last trim and it is at least [`TRIM_EVERY`] ago.
 pub fn trim_if_due() {
     let now = crate::timeouts::monotime();
     let last = LAST_TRIM.load(Ordering::Relaxed);
@@ -96,6 +96,7 @@ pub fn trim_if_due() {
     if CONNS_ENDED.swap(0, Ordering::Relaxed) == 0 {
         return;
     }
+    crate::io::drain_pool();
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
 }

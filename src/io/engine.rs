@@ -390,7 +390,7 @@ impl Loop {
         }
         for op in inbox.ops {
             let (kind, buf) = match op.req {
-                Request::Read { len } => (Op::Read { len }, AlignedBuf::zeroed(len)),
+                Request::Read { len } => (Op::Read { len }, AlignedBuf::for_read(len)),
                 Request::Write { buf } => (Op::Write, buf),
                 Request::Statx { path } => (
                     Op::Statx { path },

@@ -5,7 +5,7 @@
 mod buf;
 pub mod engine;
 
-pub use buf::{AlignedBuf, BUF_ALIGN};
+pub use buf::{AlignedBuf, BUF_ALIGN, IoData, drain_pool};
 use engine::{Outcome, Request};
 
 use std::fs::{File, OpenOptions};

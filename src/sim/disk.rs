@@ -177,10 +177,10 @@ impl Storage for SimAreas<'_> {
             return Err(IoFailure::code(-libc::EIO));
         };
         match &io.op {
-            IoOp::Read { .. } => Ok(self.disk.read(first, count)),
+            IoOp::Read { .. } => Ok(self.disk.read(first, count).into()),
             IoOp::Write { data } => {
                 self.disk.bytes[first * SS..(first + count) * SS].copy_from_slice(data);
-                Ok(Vec::new())
+                Ok(Vec::new().into())
             }
         }
     }

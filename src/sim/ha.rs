@@ -867,7 +867,7 @@ impl HaSim {
                         _ => unreachable!(),
                     };
                     self.push(done, Ev::Land { sector, data });
-                    let r = Ok(Vec::new());
+                    let r = Ok(Vec::new().into());
                     self.push(
                         done,
                         Ev::Io {

@@ -756,7 +756,7 @@ impl Sim {
             self.stats.io_timeouts += 1;
             (deadline, IoDone::Write(Err(IoFailure::timeout())))
         } else {
-            (done, IoDone::Write(Ok(Vec::new())))
+            (done, IoDone::Write(Ok(Vec::new().into())))
         };
         self.push(
             at,

@@ -266,7 +266,7 @@ pub struct Lockspace {
     active: bool,
     /// A renewal read made while add_lockspace had not returned yet,
     /// taken in at the first poll after it did (as sanlock's main loop).
-    unobserved: Option<(Now, Vec<u8>)>,
+    unobserved: Option<(Now, super::IoData)>,
     /// Our event, sent to the hosts whose bit we set (write_id/gen/ts).
     host_event: (u64, u64, u64),
     set_event_time: u64,
@@ -975,7 +975,7 @@ impl Lockspace {
                 });
                 let input = match on {
                     JoinWait::Write => delta::Input::WriteDone(result.map(|_| ())),
-                    _ => delta::Input::ReadDone(result),
+                    _ => delta::Input::ReadDone(result.map(|d| d.to_vec())),
                 };
                 let step = acq.step(now.secs(), input);
                 self.phase = Phase::Joining { acq, wait, on };

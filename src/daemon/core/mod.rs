@@ -153,7 +153,9 @@ impl fmt::Display for IoFailure {
 }
 
 /// What an I/O produced: the bytes read (empty for a write), or why not.
-pub type IoResult = Result<Vec<u8>, IoFailure>;
+pub type IoResult = Result<IoData, IoFailure>;
+
+pub use crate::io::IoData;
 
 /// Where a core's I/O goes, one I/O at a time and to its end (or its
 /// timeout): O_DIRECT areas in the daemon ([`super::engine::AreaStorage`]),

@@ -1009,7 +1009,7 @@ impl Op for Acquire {
             AcqPhase::Lvb => {
                 let ss = self.c.ss();
                 self.lvb = Some(match r.io() {
-                    Ok(b) => b,
+                    Ok(b) => b.to_vec(),
                     Err(f) => {
                         warn!(
                             "{}:{}: lvb read failed: {f}",

@@ -100,10 +100,10 @@ impl Disks {
             return Err(IoFailure::code(-libc::EMSGSIZE));
         }
         match &io.op {
-            IoOp::Read { .. } => Ok(area[off..end].to_vec()),
+            IoOp::Read { .. } => Ok(area[off..end].to_vec().into()),
             IoOp::Write { data } => {
                 area[off..end].copy_from_slice(data);
-                Ok(Vec::new())
+                Ok(Vec::new().into())
             }
         }
     }
