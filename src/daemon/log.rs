@@ -370,24 +370,32 @@ impl Logger {
             line.truncate(n);
         }
         line.push('\n');
-        self.ring.lock().unwrap().append(line.as_bytes());
+        locked(&self.ring).append(line.as_bytes());
         if self.stderr_all {
             let _ = std::io::stderr().write_all(line.as_bytes());
         }
         if let Some(f) = &self.file
             && priority(level) <= self.file_priority
         {
-            f.lock().unwrap().write(line.as_bytes());
+            locked(f).write(line.as_bytes());
         }
     }
 
     /// Writes the reports of call sites that dropped lines.
     pub fn report_suppressed(&self) {
-        let due = self.limiter.lock().unwrap().due(self.now());
+        let due = locked(&self.limiter).due(self.now());
         for s in due {
             self.write(s.level, &s.text);
         }
     }
+}
+
+/// The log's locks and poisoning: a thread that panicked while holding
+/// one left a ring, file or limiter that is still whole (each change is
+/// one append or one counter), so the log goes on rather than the daemon
+/// panicking on every later line.
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 static LOGGER: OnceLock<Arc<Logger>> = OnceLock::new();
@@ -470,7 +478,7 @@ impl<S: Subscriber> Layer<S> for RingLayer {
         let key = meta as *const _ as usize;
         let level = *meta.level();
         let now = self.0.now();
-        let (admit, report) = self.0.limiter.lock().unwrap().admit(key, now, level, || {
+        let (admit, report) = locked(&self.0.limiter).admit(key, now, level, || {
             format!(
                 "{}:{}",
                 meta.file().unwrap_or("?"),
@@ -484,7 +492,7 @@ impl<S: Subscriber> Layer<S> for RingLayer {
             Admit::Write => self.0.write(level, &text_of(event)),
             Admit::Drop { want_text: true } => {
                 let text = text_of(event);
-                self.0.limiter.lock().unwrap().note_first(key, now, text);
+                locked(&self.0.limiter).note_first(key, now, text);
             }
             Admit::Drop { want_text: false } => {}
         }
