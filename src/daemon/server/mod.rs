@@ -306,37 +306,3 @@ async fn apply_wait(
         _ => lockspaces::apply_wait(d, c, h, cmd, req).await,
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commands_that_do_lease_io_never_run_on_the_connection_thread() {
-        // Each of these reads or writes lease areas (or waits for a
-        // lockspace): inline they would stop every other client.
-        for cmd in Cmd::ALL {
-            let io = matches!(
-                cmd,
-                Cmd::Acquire
-                    | Cmd::Release
-                    | Cmd::Convert
-                    | Cmd::Request
-                    | Cmd::ReadResource
-                    | Cmd::WriteResource
-                    | Cmd::ReadResourceOwners
-                    | Cmd::WriteLockspace
-                    | Cmd::ReadLockspace
-                    | Cmd::Align
-                    | Cmd::AddLockspace
-                    | Cmd::RemLockspace
-                    | Cmd::InqLockspace
-                    | Cmd::ShutdownWait
-            ) || matches!(cmd, Cmd::CreateResource | Cmd::DeleteResource)
-                || cmd.name().contains("rindex");
-            if io {
-                assert_ne!(exec_of(*cmd), Exec::Inline, "{cmd}");
-            }
-        }
-    }
-}
