@@ -571,8 +571,15 @@ impl Client {
         if result < 0 && result != -libc::ENOSPC {
             return Err(ClientError::Daemon(result));
         }
+        // With -ENOSPC the daemon counts every item in data2 but sends
+        // only what fits in its message (1 MiB: 949 lockspaces): read what
+        // the length covers.
+        let mut n = h.data2 as usize;
+        if result == -libc::ENOSPC {
+            n = n.min((h.length as usize).saturating_sub(HEADER_SIZE) / T::SIZE);
+        }
         let mut items = Vec::new();
-        for _ in 0..h.data2 {
+        for _ in 0..n {
             items.push(c.recv_struct::<T>(what)?);
         }
         Ok(Listing {
