@@ -486,13 +486,20 @@ fn leftover_lease_of_a_host_in_local_maintenance_is_released() {
             .all(|h| h.is_some_and(|h| h != 3))
     });
     eprintln!("the leftover lease was released and vm1 runs elsewhere after {took:?}");
-    let released = c.events(3).iter().any(|e| {
-        e["vm"] == "vm1"
-            && e["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("leftover lease released"))
-    });
-    assert!(released, "host 3's agent released the leftover lease");
+    // Host 3's agent logs the release after it: another host may start
+    // vm1 (and the wait above end) a moment before the line is written.
+    wait_for(
+        "host 3's agent to log the leftover lease released",
+        Duration::from_secs(10),
+        || {
+            c.events(3).iter().any(|e| {
+                e["vm"] == "vm1"
+                    && e["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("leftover lease released"))
+            })
+        },
+    );
     c.stop_all();
     assert_disks_ok(&c);
 }
