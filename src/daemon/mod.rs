@@ -380,26 +380,9 @@ impl Daemon {
     /// `rem_lockspace`: marks the lockspace for removal; once nothing uses
     /// it (sanlock's `all_pids_dead`, including `set_config -u 1`), it moves
     /// to the removal list and its thread stops and releases the host_id.
-    /// With `wait`, returns when it is gone.
-    pub fn rem_lockspace(
-        self: &Arc<Self>,
-        name: &Name,
-        host_id: u64,
-        path: &str,
-        offset: u64,
-        wait: bool,
-    ) -> Rv {
-        let Some(sp) = self.find_exact(name, host_id, path, offset) else {
-            return -libc::ENOENT;
-        };
-        let rv = self.remove_space(&sp, false);
-        if rv != 0 {
-            return rv;
-        }
-        while wait && self.spaces.lock().iter().any(|s| Arc::ptr_eq(s, &sp)) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        0
+    /// The caller waits for it to be gone if it wants to.
+    pub fn rem_lockspace(self: &Arc<Self>, sp: &Arc<Space>) -> Rv {
+        self.remove_space(sp, false)
     }
 
     /// Starts removing a lockspace (rem_lockspace, or every lockspace for a
@@ -484,16 +467,6 @@ impl Daemon {
         }
     }
 
-    /// Before exiting: lets the `shutdown -w 1` waiters send their
-    /// result (they see the lockspaces gone within 100 ms), 2 s at most.
-    pub fn wait_for_shutdown_replies(&self) {
-        let end = std::time::Instant::now() + Duration::from_secs(2);
-        while self.shutdown_waiters.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Takes a client slot (lowest free at or after 2).
     pub fn client_add(&self, slot: ClientSlot) -> usize {
         let mut c = self.clients.lock();
         if let Some(i) = c.iter().skip(2).position(|s| s.is_none()) {
@@ -602,7 +575,6 @@ pub fn spawn_in_process(cfg: DaemonConfig) -> Result<Arc<Daemon>, String> {
             for sp in d.spaces.lock().clone() {
                 sp.stop_and_join();
             }
-            d.wait_for_shutdown_replies();
         })
         .map_err(|e| e.to_string())?;
     Ok(daemon)
@@ -701,7 +673,6 @@ pub fn main(args: &[String]) -> i32 {
     for sp in daemon.spaces.lock().clone() {
         sp.stop_and_join();
     }
-    daemon.wait_for_shutdown_replies();
     let _ = std::fs::remove_file(daemon.cfg.run_dir.join("sanlock.sock"));
     0
 }

@@ -204,17 +204,13 @@ async fn add_lockspace(d: &Arc<Daemon>, h: &Header, ls: SanlkLockspace) -> i32 {
 
 async fn rem_lockspace(d: &Arc<Daemon>, h: &Header, ls: &SanlkLockspace) -> i32 {
     let path = ls_path(ls).unwrap_or_default();
-    let off = ls.host_id_disk.offset;
-    if h.cmd_flags & proto::SANLK_REM_UNUSED != 0
-        && d.find_exact(&ls.name, ls.host_id, &path, off)
-            .is_some_and(|sp| d.space_has_resources(sp.space_id))
-    {
-        return -libc::EBUSY;
-    }
-    let Some(sp) = d.find_exact(&ls.name, ls.host_id, &path, off) else {
+    let Some(sp) = d.find_exact(&ls.name, ls.host_id, &path, ls.host_id_disk.offset) else {
         return -libc::ENOENT;
     };
-    let rv = d.rem_lockspace(&ls.name, ls.host_id, &path, off, false);
+    if h.cmd_flags & proto::SANLK_REM_UNUSED != 0 && d.space_has_resources(sp.space_id) {
+        return -libc::EBUSY;
+    }
+    let rv = d.rem_lockspace(&sp);
     if rv != 0 || h.cmd_flags & proto::SANLK_REM_ASYNC != 0 {
         return rv;
     }
