@@ -36,9 +36,10 @@ use super::AlignedBuf;
 pub const POOL_THREADS: usize = 4;
 /// A storage with this many timed-out I/Os still in the kernel gets no more.
 pub const MAX_ABANDONED_PER_STORAGE: usize = 1;
-/// Kernel io-wq workers the ring may use (every I/O goes through one, see
-/// `Loop::issue`), bounded and unbounded, so at most twice this many;
-/// idle ones exit after a few seconds.
+/// Kernel io-wq workers the ring may use (for a stat, an I/O io_uring
+/// could not start without blocking, and every I/O to storage that is
+/// not [`Storage::nowait`]), bounded and unbounded, so at most twice this
+/// many; idle ones exit after a few seconds.
 pub const IOWQ_WORKERS: u32 = 4;
 /// Submission queue entries (an I/O takes two: itself and its timeout);
 /// the completion queue has twice as many, room for a thousand
@@ -60,6 +61,21 @@ impl Kind {
             Kind::Threads => "threads",
         }
     }
+}
+
+/// The storage an I/O goes to, and how it may be issued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Storage {
+    /// The device under it: the bound on hung I/O counts by it (see
+    /// [`MAX_ABANDONED_PER_STORAGE`]).
+    pub dev: u64,
+    /// Its reads and writes may be started by io_uring's non-blocking
+    /// attempt on the engine thread, no io-wq worker between: a block
+    /// device, or a file on a local file system whose O_DIRECT path
+    /// returns EAGAIN rather than block there (ext4, xfs). Any other
+    /// (FUSE, NFS, ...) always goes to an io-wq worker: a FUSE O_DIRECT
+    /// read blocks in that attempt, and this thread serves every lockspace.
+    pub nowait: bool,
 }
 
 /// What to do with the file.
@@ -98,7 +114,7 @@ pub type TimerCallback = Box<dyn FnOnce() + Send>;
 
 struct NewOp {
     file: Arc<File>,
-    storage: u64,
+    storage: Storage,
     offset: u64,
     req: Request,
     deadline: Instant,
@@ -194,7 +210,7 @@ impl Engine {
     pub fn submit(
         &self,
         file: Arc<File>,
-        storage: u64,
+        storage: Storage,
         offset: u64,
         req: Request,
         timeout: Duration,
@@ -209,13 +225,21 @@ impl Engine {
             deadline,
             done,
         });
-        self.wake();
+        self.wake_unless_here();
     }
 
     /// Runs `f` on the engine thread at `at` (at once if it has passed).
     pub fn at(&self, at: Instant, f: TimerCallback) {
         self.inbox.lock().timers.push((at, f));
-        self.wake();
+        self.wake_unless_here();
+    }
+
+    /// Wakes the engine thread, unless it is the caller: from a callback
+    /// it takes its inbox before it sleeps again anyway.
+    fn wake_unless_here(&self) {
+        if !self.on_engine_thread() {
+            self.wake();
+        }
     }
 
     /// Runs `f` on the engine thread as soon as it can (a result known
@@ -229,7 +253,7 @@ impl Engine {
     pub fn wait(
         &self,
         file: Arc<File>,
-        storage: u64,
+        storage: Storage,
         offset: u64,
         req: Request,
         timeout: Duration,
@@ -303,7 +327,7 @@ enum Op {
 struct Slot {
     file: Arc<File>,
     /// Which storage it goes to (see [`MAX_ABANDONED_PER_STORAGE`]).
-    storage: u64,
+    storage: Storage,
     offset: u64,
     op: Op,
     /// Where a read lands or a stat is written.
@@ -435,7 +459,7 @@ impl Loop {
                 self.release(i);
                 continue;
             }
-            let key = slot.storage;
+            let key = slot.storage.dev;
             if self.abandoned.get(&key).copied().unwrap_or(0) >= MAX_ABANDONED_PER_STORAGE
                 || !self.issue(i)
             {
@@ -478,14 +502,16 @@ impl Loop {
                 };
                 let left = slot.deadline.saturating_duration_since(Instant::now());
                 *slot.ts = types::Timespec::from(left.max(Duration::from_millis(1)));
-                // ASYNC: never issued inline on this thread. A file system
-                // may ignore the non-blocking attempt io_uring makes first
-                // (FUSE's O_DIRECT reads block in it), and this thread
-                // serves every lockspace.
+                // ASYNC: not attempted on this thread (see Storage::nowait);
+                // a stat always blocks.
+                let inline = slot.storage.nowait && !matches!(slot.op, Op::Statx { .. });
+                let flags = if inline {
+                    squeue::Flags::IO_LINK
+                } else {
+                    squeue::Flags::IO_LINK | squeue::Flags::ASYNC
+                };
                 let entries = [
-                    entry
-                        .flags(squeue::Flags::IO_LINK | squeue::Flags::ASYNC)
-                        .user_data((i as u64) << 1),
+                    entry.flags(flags).user_data((i as u64) << 1),
                     opcode::LinkTimeout::new(&*slot.ts)
                         .build()
                         .user_data(((i as u64) << 1) | 1),
@@ -615,7 +641,7 @@ impl Loop {
             } else {
                 let slot = self.slots[i].as_mut().expect("completed slot");
                 if slot.reported {
-                    if let Some(n) = self.abandoned.get_mut(&slot.storage) {
+                    if let Some(n) = self.abandoned.get_mut(&slot.storage.dev) {
                         *n -= 1;
                     }
                     self.engine
@@ -626,7 +652,7 @@ impl Loop {
                     // Cancelled by its timeout, whose CQE may come later.
                     self.time_out(i);
                     let slot = self.slots[i].as_mut().expect("slot");
-                    if let Some(n) = self.abandoned.get_mut(&slot.storage) {
+                    if let Some(n) = self.abandoned.get_mut(&slot.storage.dev) {
                         *n -= 1;
                     }
                     self.engine
@@ -667,7 +693,7 @@ impl Loop {
         let cb = slot.done.take().expect("callback");
         self.engine.stats.timed_out.fetch_add(1, Ordering::Relaxed);
         if slot.issued {
-            *self.abandoned.entry(slot.storage).or_default() += 1;
+            *self.abandoned.entry(slot.storage.dev).or_default() += 1;
             self.engine
                 .stats
                 .abandoned_now
@@ -709,7 +735,7 @@ impl Loop {
             });
             drop(q);
             for i in dropped {
-                let key = self.slots[i].as_ref().expect("slot").storage;
+                let key = self.slots[i].as_ref().expect("slot").storage.dev;
                 if let Some(n) = self.abandoned.get_mut(&key) {
                     *n -= 1;
                 }
@@ -724,9 +750,9 @@ impl Loop {
 
     fn release(&mut self, i: usize) {
         if let Some(s) = self.slots[i].take()
-            && self.abandoned.get(&s.storage) == Some(&0)
+            && self.abandoned.get(&s.storage.dev) == Some(&0)
         {
-            self.abandoned.remove(&s.storage);
+            self.abandoned.remove(&s.storage.dev);
         }
         self.free.push(i);
     }
@@ -858,34 +884,41 @@ mod tests {
         Arc::new(f)
     }
 
+    /// Both ways of issuing: from the engine's thread and through io-wq.
     fn round_trip(e: &'static Engine) {
+        for nowait in [false, true] {
+            round_trip_as(e, Storage { dev: 1, nowait });
+        }
+    }
+
+    fn round_trip_as(e: &'static Engine, st: Storage) {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let f = direct_file(&dir);
         let t = Duration::from_secs(10);
         let mut buf = AlignedBuf::zeroed(4096);
         buf[0] = 0x5a;
         buf[4095] = 0xa5;
-        match e.wait(f.clone(), 1, 8192, Request::Write { buf }, t) {
+        match e.wait(f.clone(), st, 8192, Request::Write { buf }, t) {
             Outcome::Done { n, .. } => assert_eq!(n, 4096),
             _ => panic!("{}: the write failed", e.kind().as_str()),
         }
-        match e.wait(f.clone(), 1, 8192, Request::Read { len: 4096 }, t) {
+        match e.wait(f.clone(), st, 8192, Request::Read { len: 4096 }, t) {
             Outcome::Done { n, buf } => {
                 assert_eq!((n, buf[0], buf[4095]), (4096, 0x5a, 0xa5));
             }
             _ => panic!("{}: the read failed", e.kind().as_str()),
         }
         // Past the end of the file: nothing read (the caller says short).
-        match e.wait(f.clone(), 1, 1 << 20, Request::Read { len: 4096 }, t) {
+        match e.wait(f.clone(), st, 1 << 20, Request::Read { len: 4096 }, t) {
             Outcome::Done { n, .. } => assert_eq!(n, 0),
             _ => panic!("{}: the read past the end failed", e.kind().as_str()),
         }
-        match e.wait(f.clone(), 1, 0, Request::Statx { path: None }, t) {
+        match e.wait(f.clone(), st, 0, Request::Statx { path: None }, t) {
             Outcome::Done { buf, .. } => assert_eq!(statx_of(&buf).stx_size, 12288),
             _ => panic!("{}: statx failed", e.kind().as_str()),
         }
         let gone = CString::new(dir.path().join("gone").to_str().unwrap()).unwrap();
-        match e.wait(f.clone(), 1, 0, Request::Statx { path: Some(gone) }, t) {
+        match e.wait(f.clone(), st, 0, Request::Statx { path: Some(gone) }, t) {
             Outcome::Failed(err) => assert_eq!(err.raw_os_error(), Some(libc::ENOENT)),
             _ => panic!("{}: statx of no file did not fail", e.kind().as_str()),
         }
@@ -895,7 +928,7 @@ mod tests {
             let tx = tx.clone();
             e.submit(
                 f.clone(),
-                1,
+                st,
                 8192,
                 Request::Read { len: 4096 },
                 t,
@@ -944,7 +977,10 @@ mod tests {
             let tx = tx.clone();
             e.submit(
                 pipe.clone(),
-                2,
+                Storage {
+                    dev: 2,
+                    nowait: false,
+                },
                 0,
                 Request::Read { len: 4096 },
                 Duration::from_millis(300),
@@ -966,7 +1002,10 @@ mod tests {
         assert!(matches!(
             e.wait(
                 f,
-                1,
+                Storage {
+                    dev: 1,
+                    nowait: false,
+                },
                 0,
                 Request::Statx { path: None },
                 Duration::from_secs(10)

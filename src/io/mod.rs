@@ -6,7 +6,7 @@ mod buf;
 pub mod engine;
 
 pub use buf::{AlignedBuf, BUF_ALIGN, IoData, drain_pool};
-use engine::{Outcome, Request};
+use engine::{Outcome, Request, Storage};
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -126,6 +126,22 @@ pub enum DiskKind {
     Block,
 }
 
+/// Whether `file` is on ext4 or xfs, whose O_DIRECT reads and writes
+/// io_uring may start without a worker (see [`Storage::nowait`]).
+fn local_fs(file: &File) -> bool {
+    const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+    const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs fills the struct of an open descriptor.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: fstatfs succeeded, so the struct is filled.
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between architectures
+    let f_type = unsafe { st.assume_init() }.f_type as i64;
+    matches!(f_type, EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC)
+}
+
 /// An open lease file or block device (a clone shares the open file).
 #[derive(Clone)]
 pub struct Disk {
@@ -138,8 +154,9 @@ pub struct Disk {
     /// Bytes in a block device (or a file's current length).
     pub size: u64,
     /// The storage under it (the device for a block device, the file
-    /// system's for a file), for the engine's bound on hung I/O.
-    storage: u64,
+    /// system's for a file), for the engine's bound on hung I/O, and
+    /// whether its I/O may skip the io-wq worker.
+    storage: Storage,
 }
 
 nix::ioctl_read_bad!(blksszget, 0x1268, libc::c_int);
@@ -170,9 +187,15 @@ impl Disk {
         let meta = file.metadata().map_err(open_err)?;
         use std::os::unix::fs::MetadataExt;
         let storage = if meta.file_type().is_block_device() {
-            meta.rdev()
+            Storage {
+                dev: meta.rdev(),
+                nowait: true,
+            }
         } else {
-            meta.dev()
+            Storage {
+                dev: meta.dev(),
+                nowait: local_fs(&file),
+            }
         };
         let (kind, device_sector, size) = if meta.file_type().is_block_device() {
             let fd = file.as_raw_fd();
@@ -195,6 +218,11 @@ impl Disk {
             size,
             storage,
         })
+    }
+
+    /// No other clone of this disk is open (its drop closes the file).
+    pub fn is_last_ref(&self) -> bool {
+        Arc::strong_count(&self.file) == 1
     }
 
     pub fn path(&self) -> &Path {
