@@ -1,12 +1,16 @@
 //! Executes the core's actions ([`super::core`]) on the I/O engine
 //! ([`crate::io::engine`]: io_uring with a linked timeout per I/O; a hung
 //! I/O keeps its buffer with the engine until the kernel returns). A
-//! resource operation runs to its end on the thread that asked for it,
-//! waiting for each I/O ([`run_op`]); a lockspace runs on the engine's
-//! thread without waiting (see [`super::lockspace`]).
+//! resource operation runs on the engine's thread from its first step to
+//! its output, each step taken in the completion of the I/O or timer
+//! before it; the thread that asked waits once, for the output
+//! ([`run_op`]). A lockspace runs there too (see [`super::lockspace`]).
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
 
 use super::core::lockspace::{self, Lockspace, LockspaceConfig};
 use super::core::resource::{Input, LockspaceView, Op, Step};
@@ -27,6 +31,7 @@ pub fn now() -> Now {
 }
 
 /// An open disk and where an area starts on it.
+#[derive(Clone)]
 pub(super) struct Place {
     disk: Disk,
     offset: u64,
@@ -77,6 +82,8 @@ pub struct AreaStorage {
     lockspace: Option<Place>,
     /// Opened at its first I/O (an acquire reads an owner's delta lease).
     lockspace_path: Option<(std::path::PathBuf, u64)>,
+    /// [`AreaStorage::open_now`] could not open it.
+    lockspace_unopened: bool,
 }
 
 impl AreaStorage {
@@ -106,6 +113,52 @@ impl AreaStorage {
         self
     }
 
+    /// The lockspace area at `offset` of its disk, already open (the
+    /// lockspace's own), or else of `path` as [`AreaStorage::with_lockspace`].
+    pub fn with_lockspace_disk(self, disk: Option<Disk>, path: &Path, offset: u64) -> AreaStorage {
+        match disk {
+            Some(disk) => AreaStorage {
+                lockspace: Some(Place { disk, offset }),
+                ..self
+            },
+            None => self.with_lockspace(path, offset),
+        }
+    }
+
+    /// Where `target`'s I/O goes, the lockspace's file opened now if it
+    /// was not yet.
+    fn place(&mut self, target: Target) -> Result<&Place, IoFailure> {
+        let place = match target {
+            Target::Lease => self.lease.as_ref(),
+            Target::Lockspace => {
+                if self.lockspace.is_none()
+                    && let Some((path, offset)) = self.lockspace_path.take()
+                {
+                    let disk = Disk::open(&path)
+                        .map_err(|_| IoFailure::code(crate::rv::SANLK_ACQUIRE_IDDISK))?;
+                    self.lockspace = Some(Place { disk, offset });
+                }
+                if self.lockspace.is_none() && self.lockspace_unopened {
+                    return Err(IoFailure::code(crate::rv::SANLK_ACQUIRE_IDDISK));
+                }
+                self.lockspace.as_ref()
+            }
+        };
+        place.ok_or(IoFailure::code(-libc::ENODEV))
+    }
+
+    /// Opens the lockspace's file now if it is to be opened at all (not
+    /// on the engine thread, where an open that hangs would stop every
+    /// lockspace); a failure is kept for the I/O that needs it.
+    pub fn open_now(&mut self) {
+        if let Some((path, offset)) = self.lockspace_path.take() {
+            match Disk::open(&path) {
+                Ok(disk) => self.lockspace = Some(Place { disk, offset }),
+                Err(_) => self.lockspace_unopened = true,
+            }
+        }
+    }
+
     /// A lockspace's own area on a disk already open.
     pub fn lockspace(disk: Disk, offset: u64) -> AreaStorage {
         AreaStorage {
@@ -117,50 +170,145 @@ impl AreaStorage {
 
 impl Storage for AreaStorage {
     fn perform(&mut self, io: &Io) -> IoResult {
-        let place = match io.target {
-            Target::Lease => self.lease.as_ref(),
-            Target::Lockspace => {
-                if self.lockspace.is_none()
-                    && let Some((path, offset)) = self.lockspace_path.take()
-                {
-                    let disk = Disk::open(&path)
-                        .map_err(|_| IoFailure::code(crate::rv::SANLK_ACQUIRE_IDDISK))?;
-                    self.lockspace = Some(Place { disk, offset });
-                }
-                self.lockspace.as_ref()
-            }
-        };
-        match place {
-            Some(p) => p.perform(io),
-            None => Err(IoFailure::code(-libc::ENODEV)),
-        }
+        self.place(io.target)?.perform(io)
     }
 }
 
-/// Runs a resource operation to its end. `sleep(d)` waits for a timer and
-/// returns false to give the operation up (the lockspace is stopping).
-pub fn run_op<O: Op>(
-    op: &mut O,
-    storage: &mut dyn Storage,
-    ls: &dyn LockspaceView,
-    mut sleep: impl FnMut(Duration) -> bool,
-) -> O::Output {
-    let mut input = Input::Start;
+/// A resource operation on the engine thread, between two of its steps.
+struct Running<O: Op, V> {
+    op: O,
+    storage: AreaStorage,
+    ls: V,
+    stopped: Box<dyn Fn() -> bool + Send>,
+    done: Box<dyn FnOnce(AreaStorage, O::Output) + Send>,
+}
+
+/// Starts a resource operation on the engine thread (no thread waits for
+/// its I/Os one by one; see the module's text); `done` gets its storage
+/// back and its output there. At each of its timers, `stopped()` true
+/// gives it up (its lockspace is stopping).
+pub fn start_op<O, V>(
+    op: O,
+    storage: AreaStorage,
+    ls: V,
+    stopped: impl Fn() -> bool + Send + 'static,
+    done: impl FnOnce(AreaStorage, O::Output) + Send + 'static,
+) where
+    O: Op + Send + 'static,
+    O::Output: Send + 'static,
+    V: LockspaceView + Send + 'static,
+{
+    let run = Box::new(Running {
+        op,
+        storage,
+        ls,
+        stopped: Box::new(stopped),
+        done: Box::new(done),
+    });
+    crate::io::engine::get().soon(Box::new(move || advance(run, Input::Start)));
+}
+
+/// [`start_op`], waiting for the output. Opens the lockspace's file first
+/// if it is to be opened (here, not on the engine thread). Not from the
+/// engine thread.
+pub fn run_op<O, V>(
+    op: O,
+    storage: &mut AreaStorage,
+    ls: V,
+    stopped: impl Fn() -> bool + Send + 'static,
+) -> O::Output
+where
+    O: Op + Send + 'static,
+    O::Output: Send + 'static,
+    V: LockspaceView + Send + 'static,
+{
+    assert!(
+        !crate::io::engine::get().on_engine_thread(),
+        "an operation waited for on the engine thread"
+    );
+    storage.open_now();
+    let result = Arc::new((Mutex::new(None), Condvar::new()));
+    let r = result.clone();
+    start_op(op, std::mem::take(storage), ls, stopped, move |st, out| {
+        *r.0.lock() = Some((st, out));
+        r.1.notify_one();
+    });
+    let mut g = result.0.lock();
     loop {
-        match op.step(now(), input, ls) {
-            Step::Io(io) => {
-                let result = storage.perform(&io);
-                input = Input::Io { id: io.id, result };
-            }
+        if let Some((back, out)) = g.take() {
+            *storage = back;
+            return out;
+        }
+        result.1.wait(&mut g);
+    }
+}
+
+/// [`start_op`] for a task: no thread waits for it. The storage must not
+/// need opening (a lockspace's file given open, or none).
+pub async fn run_op_async<O, V>(
+    op: O,
+    storage: AreaStorage,
+    ls: V,
+    stopped: impl Fn() -> bool + Send + 'static,
+) -> Result<(AreaStorage, O::Output), CoreError>
+where
+    O: Op + Send + 'static,
+    O::Output: Send + 'static,
+    V: LockspaceView + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    start_op(op, storage, ls, stopped, move |st, out| {
+        let _ = tx.send((st, out));
+    });
+    // The engine runs every callback it is given; a dropped one means
+    // its thread is gone.
+    rx.await
+        .map_err(|_| CoreError::new("the I/O engine stopped", crate::rv::SANLK_ERROR))
+}
+
+/// Takes the operation's steps until it waits for an I/O or a timer,
+/// whose completion takes the next ones; or until its output.
+fn advance<O, V>(mut run: Box<Running<O, V>>, mut input: Input)
+where
+    O: Op + Send + 'static,
+    O::Output: Send + 'static,
+    V: LockspaceView + Send + 'static,
+{
+    loop {
+        match run.op.step(now(), input, &run.ls) {
+            Step::Io(io) => match run.storage.place(io.target) {
+                Ok(place) => {
+                    let (place, id) = (place.clone(), io.id);
+                    place.perform_then(&io, move |result| advance(run, Input::Io { id, result }));
+                    return;
+                }
+                Err(e) => {
+                    input = Input::Io {
+                        id: io.id,
+                        result: Err(e),
+                    }
+                }
+            },
             Step::Timer { id, at_ms } => {
-                let d = Duration::from_millis(at_ms.saturating_sub(monotime_ms()));
-                input = if sleep(d) {
-                    Input::Timer { id }
-                } else {
-                    Input::Cancelled { id }
-                };
+                let at =
+                    Instant::now() + Duration::from_millis(at_ms.saturating_sub(monotime_ms()));
+                crate::io::engine::get().at(
+                    at,
+                    Box::new(move || {
+                        let input = if (run.stopped)() {
+                            Input::Cancelled { id }
+                        } else {
+                            Input::Timer { id }
+                        };
+                        advance(run, input)
+                    }),
+                );
+                return;
             }
-            Step::Done(out) => return out,
+            Step::Done(out) => {
+                let Running { storage, done, .. } = *run;
+                return done(storage, out);
+            }
         }
     }
 }

@@ -255,6 +255,11 @@ impl Space {
         }
     }
 
+    /// The lockspace's file as it keeps it open (None before its start).
+    pub fn disk(&self) -> Option<Disk> {
+        self.state.lock().run.disk.clone()
+    }
+
     /// Opens the lockspace's file and starts joining, on the engine.
     pub fn start(self: &Arc<Self>) {
         let _ = self.me.set(Arc::downgrade(self));
@@ -795,9 +800,9 @@ impl Space {
 /// A lockspace as a resource operation sees it: asked under its lock at
 /// each question. An acquire is handed out only while the lockspace is on
 /// the active list and has not failed.
-pub struct SpaceView<'a>(pub &'a Space);
+pub struct SpaceView(pub Arc<Space>);
 
-impl LockspaceView for SpaceView<'_> {
+impl LockspaceView for SpaceView {
     fn host_status(&self, host_id: u64) -> Result<Option<HostStatus>, i32> {
         Ok(self.0.state.lock().core.host_status(host_id).cloned())
     }

@@ -76,9 +76,16 @@ pub struct ClientSlot {
 /// `Space`'s own locks (see daemon/lockspace.rs); `res` and `clients` are
 /// taken alone, never while another of these is held. No lock is held
 /// across lease I/O, a wait, or a call into wdmd.
+/// See [`Daemon::lease_ops`]: 64 in flight keep the storage busy (64
+/// clients at once in the benchmark) and bound the buffers to 64 areas.
+pub const MAX_LEASE_OPS: usize = 64;
+
 pub struct Daemon {
     pub cfg: DaemonConfig,
     pub our_host_name: Name,
+    /// Acquires and releases on the engine at once (each holds up to an
+    /// area's read buffer, 1-8 MiB): more wait for a permit.
+    pub lease_ops: tokio::sync::Semaphore,
     /// Every lockspace, each on one of sanlock's three lists (see SpaceState::list).
     pub spaces: Mutex<Vec<Arc<Space>>>,
     /// Slot 0 is the "helper", slot 1 the "listener", as in sanlock.
@@ -150,6 +157,7 @@ impl Daemon {
         Daemon {
             cfg,
             our_host_name,
+            lease_ops: tokio::sync::Semaphore::new(MAX_LEASE_OPS),
             spaces: Mutex::new(Vec::new()),
             clients: Mutex::new(vec![fixed("helper"), fixed("listener")]),
             next_space_id: AtomicU32::new(1),

@@ -28,6 +28,7 @@ use super::core::{CoreError, Knobs, Layout};
 use super::engine::{self, AreaStorage};
 use super::lockspace::{Space, SpaceView};
 use crate::geometry::Geometry;
+use crate::io::Disk;
 use crate::ondisk::{LeaderRecord, Name, PaxosDblock};
 use crate::paxos::{self, PaxosParams};
 use crate::proto::{self, SanlkResource};
@@ -96,6 +97,41 @@ pub struct Resource {
     /// When it last changed list: sanlock puts a resource at the head of
     /// the list it moves to, and `client status` lists newest first.
     pub moved: u64,
+    /// The lease's file as the acquire opened it (None until then).
+    pub disk: Option<LeaseFile>,
+}
+
+/// An open lease file kept with its resource. The last one closes the
+/// file on the blocking pool: a close can block (FUSE and NFS flush on
+/// close; a frozen FUSE daemon never answers), and the tasks' thread must
+/// not.
+#[derive(Clone)]
+pub struct LeaseFile(Option<Disk>);
+
+impl LeaseFile {
+    fn disk(&self) -> Option<&Disk> {
+        self.0.as_ref()
+    }
+}
+
+impl Drop for LeaseFile {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take()
+            && d.is_last_ref()
+            && let Ok(h) = tokio::runtime::Handle::try_current()
+        {
+            h.spawn_blocking(move || drop(d));
+        }
+    }
+}
+
+impl std::fmt::Debug for LeaseFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(d) => write!(f, "LeaseFile({})", d.path().display()),
+            None => write!(f, "LeaseFile(closed)"),
+        }
+    }
 }
 
 /// Orders list moves (see [`Resource::moved`]).
@@ -183,12 +219,15 @@ fn open_lease(path: &str, offset: u64) -> Result<AreaStorage, CoreError> {
         .map_err(|f| CoreError::io("opening the lease", f.rv, f))
 }
 
-/// A wait in an operation, given up when its lockspace stops.
-fn sleep_unless_stopped(sp: &Space) -> impl FnMut(std::time::Duration) -> bool + '_ {
-    move |d| {
-        std::thread::sleep(d);
-        !sp.stop.load(std::sync::atomic::Ordering::Relaxed)
-    }
+/// Whether `sp` is stopping: an operation's wait in it is given up.
+fn stopping(sp: &Arc<Space>) -> impl Fn() -> bool + Send + 'static {
+    let sp = sp.clone();
+    move || sp.stop.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// An operation that nothing gives up.
+fn never() -> bool {
+    false
 }
 
 fn rand_u64() -> u64 {
@@ -203,17 +242,39 @@ fn seed(host_id: u64) -> u64 {
     monotime() ^ (host_id << 40) ^ std::process::id() as u64 ^ rand_u64()
 }
 
+/// Runs `f` where it may block (an open(2) that hangs on dead storage
+/// must not stop the tasks): on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, CoreError> + Send + 'static,
+) -> Result<T, CoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| Err(CoreError::new(what, rv::SANLK_ERROR)))
+}
+
 /// Acquires `res` on disk for `sp`'s host, exclusive or shared
 /// ([`Acquire`]: geometry, ballot, shared rules, LVB, and the check that
-/// the lockspace is still the instance the ballot ran in).
-fn acquire_disk(
+/// the lockspace is still the instance the ballot ran in). The lease's
+/// file is opened on the blocking pool, the ballot runs on the engine;
+/// the file stays open for the release (as sanlock keeps a token's fds).
+async fn acquire_disk(
     sp: &Arc<Space>,
     res: &SanlkResource,
     cmd_flags: u32,
-) -> Result<Acquired, CoreError> {
+) -> Result<(Acquired, LeaseFile), CoreError> {
     let (path, offset) = disk_path(res).map_err(|e| CoreError::new("the lease's disk", e))?;
-    let mut storage = open_lease(&path, offset)?.with_lockspace(&sp.path, sp.offset);
-    let mut op = Acquire::new(AcquireParams {
+    let (lspath, lsoffset, lsdisk) = (sp.path.clone(), sp.offset, sp.disk());
+    let (storage, disk) = blocking("opening the lease", move || {
+        let disk = Disk::open(Path::new(&path))
+            .map_err(|e| CoreError::io("opening the lease", e.sanlk_rv(), e.into()))?;
+        let mut st = AreaStorage::lease_on(disk.clone(), offset)
+            .with_lockspace_disk(lsdisk, &lspath, lsoffset);
+        st.open_now();
+        Ok((st, LeaseFile(Some(disk))))
+    })
+    .await?;
+    let op = Acquire::new(AcquireParams {
         lease: LeaseRef {
             space_name: res.lockspace_name,
             resource_name: res.name,
@@ -237,30 +298,39 @@ fn acquire_disk(
         seed: seed(sp.host_id),
         knobs: Knobs::default(),
     });
-    engine::run_op(
-        &mut op,
-        &mut storage,
-        &SpaceView(sp),
-        sleep_unless_stopped(sp),
-    )
+    // The storage's clone of the file goes first: the LeaseFile is the
+    // last one, closed on the pool if the acquire failed.
+    let (storage, acquired) =
+        engine::run_op_async(op, storage, SpaceView(sp.clone()), stopping(sp)).await?;
+    drop(storage);
+    Ok((acquired?, disk))
 }
 
 /// Releases a resource on disk ([`Release`]): a shared hold's block
 /// cleared, or an exclusive lease's LVB written, dblock marked released and
-/// leader freed (`release_token`).
-fn release_disk(r: &Resource, rename: Option<Name>) -> i32 {
+/// leader freed (`release_token`), through the file the acquire opened.
+async fn release_disk(r: &Resource, rename: Option<Name>) -> i32 {
     if r.leader.lver == 0 && !r.shared {
         return 0;
     }
-    let run = || -> Result<bool, CoreError> {
-        let mut storage = open_lease(&r.path, r.offset)?;
-        let mut op = Release::new(held(r, 0), rename);
-        engine::run_op(&mut op, &mut storage, &NoLockspace, |d| {
-            std::thread::sleep(d);
-            true
-        })
+    let run = async {
+        let kept = r.disk.as_ref().and_then(LeaseFile::disk);
+        let storage = match kept {
+            Some(d) => AreaStorage::lease_on(d.clone(), r.offset),
+            None => {
+                let (path, offset) = (r.path.clone(), r.offset);
+                blocking("opening the lease", move || open_lease(&path, offset)).await?
+            }
+        };
+        let op = Release::new(held(r, 0), rename);
+        let (storage, out) = engine::run_op_async(op, storage, NoLockspace, never).await?;
+        if kept.is_none() {
+            // Opened here, so its last clone: closed on the pool.
+            tokio::task::spawn_blocking(move || drop(storage));
+        }
+        out
     };
-    match run() {
+    match run.await {
         Ok(_) => 0,
         Err(e) => {
             warn!("release of {}:{} failed: {e}", r.ls, r.name);
@@ -282,11 +352,16 @@ impl Daemon {
     }
 
     /// Acquires `resources` for client slot `ci` (all or none).
-    pub fn acquire_for(&self, who: Holder, resources: &[SanlkResource], cmd_flags: u32) -> i32 {
+    pub async fn acquire_for(
+        &self,
+        who: Holder,
+        resources: &[SanlkResource],
+        cmd_flags: u32,
+    ) -> i32 {
         let mut got: Vec<(Name, Name, u32)> = Vec::new();
         let mut result = 0;
         for res in resources {
-            let r = self.acquire_one(&who, res, cmd_flags);
+            let r = self.acquire_one(&who, res, cmd_flags).await;
             match r {
                 Ok(token_id) => got.push((res.lockspace_name, res.name, token_id)),
                 Err(e) => {
@@ -298,13 +373,13 @@ impl Daemon {
         }
         if result != 0 {
             for (_, _, token_id) in got {
-                self.release_token(token_id, None);
+                self.release_token(token_id, None).await;
             }
         }
         result
     }
 
-    fn acquire_one(
+    async fn acquire_one(
         &self,
         who: &Holder,
         res: &SanlkResource,
@@ -399,16 +474,21 @@ impl Daemon {
                 lvb: None,
                 lvb_dirty: false,
                 busy: false,
+                disk: None,
             });
         }
-        let r = acquire_disk(&sp, res, cmd_flags);
+        let r = {
+            let _permit = self.lease_ops.acquire().await;
+            acquire_disk(&sp, res, cmd_flags).await
+        };
         let mut t = self.res.lock();
         let i = t
             .find(&res.lockspace_name, &res.name)
             .expect("our add entry stays");
         match r {
-            Ok(a) => {
+            Ok((a, disk)) => {
                 let r = &mut t.list[i];
+                r.disk = Some(disk);
                 r.leader = a.leader;
                 r.dblock = a.dblock;
                 r.geometry = geometry(a.layout);
@@ -437,7 +517,7 @@ impl Daemon {
     /// Releases one token; the disk release runs when it was the last one
     /// of its resource (a persistent EX lease of an exiting client becomes
     /// an orphan instead when `orphan` is set).
-    fn release_token_as(&self, token_id: u32, rename: Option<Name>, orphan: bool) -> i32 {
+    async fn release_token_as(&self, token_id: u32, rename: Option<Name>, orphan: bool) -> i32 {
         let r = {
             let mut t = self.res.lock();
             let Some(i) = t
@@ -472,7 +552,8 @@ impl Daemon {
         let rv = if space_dead {
             0
         } else {
-            release_disk(&r, rename)
+            let _permit = self.lease_ops.acquire().await;
+            release_disk(&r, rename).await
         };
         let mut t = self.res.lock();
         if let Some(i) = t
@@ -485,12 +566,12 @@ impl Daemon {
         rv
     }
 
-    fn release_token(&self, token_id: u32, rename: Option<Name>) -> i32 {
-        self.release_token_as(token_id, rename, false)
+    async fn release_token(&self, token_id: u32, rename: Option<Name>) -> i32 {
+        self.release_token_as(token_id, rename, false).await
     }
 
     /// Releases the named leases (or all with `names` None) of client `ci`.
-    pub fn release_for(&self, ci: usize, names: Option<&[SanlkResource]>) -> i32 {
+    pub async fn release_for(&self, ci: usize, names: Option<&[SanlkResource]>) -> i32 {
         let ids: Vec<u32> = {
             let t = self.res.lock();
             t.list
@@ -512,7 +593,7 @@ impl Daemon {
             0
         };
         for id in ids {
-            let r = self.release_token(id, None);
+            let r = self.release_token(id, None).await;
             if r < 0 {
                 result = r;
             }
@@ -522,7 +603,7 @@ impl Daemon {
 
     /// A client's connection closed: its leases go, except persistent
     /// ones, which stay held on disk as orphans.
-    pub fn client_gone(&self, ci: usize) {
+    pub async fn client_gone(&self, ci: usize) {
         let ids: Vec<u32> = {
             let t = self.res.lock();
             t.list
@@ -531,12 +612,12 @@ impl Daemon {
                 .collect()
         };
         for id in ids {
-            self.release_token_as(id, None, true);
+            self.release_token_as(id, None, true).await;
         }
     }
 
     /// `SANLK_REL_RENAME`: releases `old` writing `new`'s name into the leader.
-    pub fn release_rename(&self, ci: usize, old: &SanlkResource, new: &SanlkResource) -> i32 {
+    pub async fn release_rename(&self, ci: usize, old: &SanlkResource, new: &SanlkResource) -> i32 {
         let id = {
             let t = self.res.lock();
             t.list
@@ -547,14 +628,14 @@ impl Daemon {
                 .next()
         };
         match id {
-            Some(id) => self.release_token(id, Some(new.name)),
+            Some(id) => self.release_token(id, Some(new.name)).await,
             None => -1,
         }
     }
 
     /// `SANLK_REL_ORPHAN`: releases the orphans of a lockspace (all, or
     /// the one named); the count of them.
-    pub fn release_orphans(&self, res: &SanlkResource) -> i32 {
+    pub async fn release_orphans(&self, res: &SanlkResource) -> i32 {
         let ids: Vec<u32> = {
             let mut t = self.res.lock();
             let mut v = Vec::new();
@@ -574,7 +655,8 @@ impl Daemon {
                 t.list.iter().find(|r| r.res_id == *id).cloned()
             };
             if let Some(r) = r {
-                release_disk(&r, None);
+                let _permit = self.lease_ops.acquire().await;
+                release_disk(&r, None).await;
                 let mut t = self.res.lock();
                 t.list.retain(|x| x.res_id != *id);
             }
@@ -741,8 +823,8 @@ impl Daemon {
             let Ok(mut storage) = open_lease(&r.path, r.offset) else {
                 continue;
             };
-            let mut op = ExamineRequest::new(lease_ref(&r, 0), r.leader.lver);
-            let asked = engine::run_op(&mut op, &mut storage, &NoLockspace, |_| true);
+            let op = ExamineRequest::new(lease_ref(&r, 0), r.leader.lver);
+            let asked = engine::run_op(op, &mut storage, NoLockspace, never);
             if let Some(force_mode) = asked {
                 out.push((r.pid, force_mode, format!("{}:{}", r.ls, r.name)));
             }
@@ -879,8 +961,8 @@ pub fn run_killpath(path: &str, args: &str, pid: Option<i32>) {
 fn convert_ex2sh(r: &Resource) -> Result<(), i32> {
     let run = || {
         let mut storage = open_lease(&r.path, r.offset)?;
-        let mut op = ConvertToShared::new(held(r, 0));
-        engine::run_op(&mut op, &mut storage, &NoLockspace, |_| true)
+        let op = ConvertToShared::new(held(r, 0));
+        engine::run_op(op, &mut storage, NoLockspace, never)
     };
     run().map_err(|e| {
         warn!("convert of {}:{} to shared failed: {e}", r.ls, r.name);
@@ -897,20 +979,16 @@ fn convert_sh2ex(
     cmd_flags: u32,
 ) -> Result<(LeaderRecord, PaxosDblock), i32> {
     let run = || {
-        let mut storage = open_lease(&r.path, r.offset)?.with_lockspace(&sp.path, sp.offset);
+        let mut storage =
+            open_lease(&r.path, r.offset)?.with_lockspace_disk(sp.disk(), &sp.path, sp.offset);
         let nowait = cmd_flags & proto::SANLK_CONVERT_OWNER_NOWAIT != 0;
-        let mut op = ConvertToExclusive::new(
+        let op = ConvertToExclusive::new(
             held(r, sp.watchdog_fire_timeout),
             nowait,
             seed(sp.host_id),
             Knobs::default(),
         );
-        engine::run_op(
-            &mut op,
-            &mut storage,
-            &SpaceView(sp),
-            sleep_unless_stopped(sp),
-        )
+        engine::run_op(op, &mut storage, SpaceView(sp.clone()), stopping(sp))
     };
     run().map_err(|e| {
         info!("convert of {}:{} to exclusive failed: {e}", r.ls, r.name);
@@ -969,7 +1047,7 @@ pub fn acquire_internal(
         io_timeout: sp.io_timeout,
         watchdog_fire_timeout: sp.watchdog_fire_timeout,
     };
-    let mut op = PaxosOnly::new(
+    let op = PaxosOnly::new(
         lease.clone(),
         PaxosParams {
             host_id: sp.host_id,
@@ -985,12 +1063,7 @@ pub fn acquire_internal(
         },
         Knobs::default(),
     );
-    let (leader, _) = engine::run_op(
-        &mut op,
-        &mut storage,
-        &SpaceView(sp),
-        sleep_unless_stopped(sp),
-    )?;
+    let (leader, _) = engine::run_op(op, &mut storage, SpaceView(sp.clone()), stopping(sp))?;
     Ok(InternalLease {
         storage,
         lease,
@@ -1004,8 +1077,8 @@ impl InternalLease {
     /// Frees the leader only: sanlock's `paxos_lease_release` leaves our
     /// dblock as the ballot wrote it (no RELEASED flag) for this lease.
     pub fn release(mut self) -> Result<(), i32> {
-        let mut op = FreeLeaderOp::new(self.lease, self.leader, self.host_id, self.generation);
-        engine::run_op(&mut op, &mut self.storage, &NoLockspace, |_| true)
+        let op = FreeLeaderOp::new(self.lease, self.leader, self.host_id, self.generation);
+        engine::run_op(op, &mut self.storage, NoLockspace, never)
             .map(|_| ())
             .map_err(|e| {
                 warn!("rindex lease release failed: {e}");

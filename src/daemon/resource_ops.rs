@@ -278,8 +278,8 @@ pub fn request(
         io_timeout,
         watchdog_fire_timeout: 0,
     };
-    let mut op = WriteRequest::new(lease, res.lver, force_mode, next_lver);
-    engine::run_op(&mut op, &mut storage, &NoLockspace, |_| true).map_err(|e| {
+    let op = WriteRequest::new(lease, res.lver, force_mode, next_lver);
+    engine::run_op(op, &mut storage, NoLockspace, || false).map_err(|e| {
         tracing::info!("request {}:{}: {e}", res.lockspace_name, res.name);
         e.rv
     })

@@ -599,7 +599,7 @@ pub fn acquire(
         io_timeout: opts.io_timeout as u64,
         watchdog_fire_timeout: crate::timeouts::DEFAULT_WATCHDOG_FIRE_TIMEOUT,
     };
-    let mut op = PaxosOnly::new(
+    let op = PaxosOnly::new(
         lease,
         PaxosParams {
             host_id,
@@ -616,12 +616,9 @@ pub fn acquire(
         Default::default(),
     );
     let mut storage = AreaStorage::lease_on(disk, d.offset);
-    engine::run_op(&mut op, &mut storage, &NoLockspace, |d| {
-        std::thread::sleep(d);
-        true
-    })
-    .map(|(lr, _)| lr)
-    .map_err(DirectError::Sanlk)
+    engine::run_op(op, &mut storage, NoLockspace, || false)
+        .map(|(lr, _)| lr)
+        .map_err(DirectError::Sanlk)
 }
 
 /// `direct release -r RESOURCE [-i HOST_ID -g GENERATION]`: frees the

@@ -122,19 +122,12 @@ pub(super) async fn serve(d: Arc<Daemon>, s: StdStream, slot: Slot) {
     let mut c = Conn::new(ci, pid, fd);
     requests(&d, &mut input, &mut c).await;
     // A registered process that closed its connection has exited (or
-    // given up): its leases go with it (lease I/O: on the pool).
-    let d2 = d.clone();
-    let gone = tokio::task::spawn_blocking(move || {
-        let registered = matches!(d2.clients.lock().get(ci), Some(Some(s)) if s.registered);
-        if registered {
-            d2.client_gone(ci);
-        }
-        d2.client_free(ci);
-    });
-    if gone.await.is_err() {
-        error!("client pid {pid}: releasing its leases failed (see above); slot freed");
-        d.client_free(ci);
+    // given up): its leases go with it.
+    let registered = matches!(d.clients.lock().get(ci), Some(Some(s)) if s.registered);
+    if registered {
+        d.client_gone(ci).await;
     }
+    d.client_free(ci);
     drop(slot);
 }
 
@@ -188,7 +181,7 @@ async fn requests(d: &Arc<Daemon>, input: &mut Input, c: &mut Conn) {
         };
         let next = match super::exec_of(cmd) {
             Exec::Inline => super::apply(d, c, &h, cmd, req),
-            Exec::Wait => super::apply_wait(d, c, &h, cmd, req).await,
+            Exec::Wait | Exec::Task => super::apply_wait(d, c, &h, cmd, req).await,
             Exec::Pool => {
                 let d2 = d.clone();
                 let mut moved = std::mem::replace(c, Conn::new(c.ci, c.pid, c.fd));

@@ -5,10 +5,13 @@
 //! `proto::request` and applied by its command family's module
 //! ([`admin`], [`query`], [`lockspaces`], [`resources`]). Commands that
 //! only look at or change the daemon's memory are applied on that thread;
-//! those that do lease I/O run on a pool bounded by `max_worker_threads`
-//! (sanlock's `-t`), and those that wait for a lockspace (add, rem, inq,
-//! shutdown -w) wait as tasks, holding no thread. So the thread count does
-//! not grow with the clients, and a command stuck on frozen storage holds
+//! acquire and release are tasks whose Disk Paxos runs on the I/O
+//! engine's thread (the lease file opened on the pool first), at most
+//! [`crate::daemon::MAX_LEASE_OPS`] at once; the other commands that do
+//! lease I/O run on a pool bounded by `max_worker_threads` (sanlock's
+//! `-t`), and those that wait for a lockspace (add, rem, inq, shutdown -w)
+//! wait as tasks, holding no thread. So the thread count does not grow
+//! with the clients, and a command stuck on frozen storage holds at most
 //! one pool thread while `client status` is still answered.
 //! A connection that sends something malformed is logged and closed;
 //! nobody else is affected.
@@ -224,14 +227,15 @@ enum Exec {
     Pool,
     /// As a task: it waits for a lockspace to change.
     Wait,
+    /// As a task: its lease I/O runs on the engine (acquire, release).
+    Task,
 }
 
 fn exec_of(cmd: Cmd) -> Exec {
     match cmd {
         Cmd::AddLockspace | Cmd::InqLockspace | Cmd::RemLockspace | Cmd::ShutdownWait => Exec::Wait,
-        Cmd::Acquire
-        | Cmd::Release
-        | Cmd::Convert
+        Cmd::Acquire | Cmd::Release => Exec::Task,
+        Cmd::Convert
         | Cmd::Request
         | Cmd::ReadResource
         | Cmd::WriteResource
@@ -293,7 +297,7 @@ fn apply(d: &Arc<Daemon>, c: &mut Conn, h: &Header, cmd: Cmd, req: Result<Reques
     }
 }
 
-/// Applies a request that waits for a lockspace, as a task.
+/// Applies a request that runs as a task.
 async fn apply_wait(
     d: &Arc<Daemon>,
     c: &mut Conn,
@@ -303,6 +307,7 @@ async fn apply_wait(
 ) -> Next {
     match cmd {
         Cmd::ShutdownWait => admin::shutdown_wait(d, c, h).await,
+        Cmd::Acquire | Cmd::Release => resources::apply_task(d, c, h, cmd, req).await,
         _ => lockspaces::apply_wait(d, c, h, cmd, req).await,
     }
 }

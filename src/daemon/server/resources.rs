@@ -49,7 +49,9 @@ fn head(req: Result<Request, i32>) -> Result<SanlkResource, i32> {
     }
 }
 
-pub(super) fn apply(
+/// Acquire and release, as tasks: the lease file is opened on the pool,
+/// the Disk Paxos operation runs on the engine, and no thread waits for it.
+pub(super) async fn apply_task(
     d: &Arc<Daemon>,
     c: &mut Conn,
     h: &Header,
@@ -59,16 +61,18 @@ pub(super) fn apply(
     match cmd {
         Cmd::Acquire => {
             let rv = match req {
-                Ok(Request::Acquire { resources, opts }) => target(d, c, h)
-                    .map(|(ci, pid)| {
+                Ok(Request::Acquire { resources, opts }) => match target(d, c, h) {
+                    Ok((ci, pid)) => {
                         d.client_update(ci, |s| s.owner_name = opts.owner_name.to_string());
                         d.acquire_for(
                             crate::daemon::resource::Holder { ci, pid },
                             &resources,
                             h.cmd_flags,
                         )
-                    })
-                    .unwrap_or_else(|e| e),
+                        .await
+                    }
+                    Err(e) => e,
+                },
                 Ok(_) => -libc::EINVAL,
                 Err(e) => e,
             };
@@ -79,25 +83,45 @@ pub(super) fn apply(
             Next::Keep
         }
         Cmd::Release => {
-            let rv = (|| match req? {
-                Request::ReleaseOrphans(res) => {
-                    target(d, c, h)?;
-                    Ok(d.release_orphans(&res))
-                }
-                Request::ReleaseRename(old, new) => {
-                    let (ci, _) = target(d, c, h)?;
-                    Ok(d.release_rename(ci, &old, &new))
-                }
-                Request::Release(names) => {
-                    let (ci, _) = target(d, c, h)?;
-                    Ok(d.release_for(ci, names.as_deref()))
-                }
-                _ => Err(-libc::EINVAL),
-            })()
-            .unwrap_or_else(|e| e);
+            // The client is looked up before any wait: the task holds no
+            // borrow of the connection across one.
+            let rv = match req {
+                Err(e) => e,
+                Ok(r) => match (r, target(d, c, h)) {
+                    (
+                        Request::ReleaseOrphans(_)
+                        | Request::ReleaseRename(..)
+                        | Request::Release(_),
+                        Err(e),
+                    ) => e,
+                    (Request::ReleaseOrphans(res), Ok(_)) => d.release_orphans(&res).await,
+                    (Request::ReleaseRename(old, new), Ok((ci, _))) => {
+                        d.release_rename(ci, &old, &new).await
+                    }
+                    (Request::Release(names), Ok((ci, _))) => {
+                        d.release_for(ci, names.as_deref()).await
+                    }
+                    _ => -libc::EINVAL,
+                },
+            };
             c.reply(h, rv);
             Next::Keep
         }
+        _ => {
+            c.reply(h, -libc::EINVAL);
+            Next::Keep
+        }
+    }
+}
+
+pub(super) fn apply(
+    d: &Arc<Daemon>,
+    c: &mut Conn,
+    h: &Header,
+    cmd: Cmd,
+    req: Result<Request, i32>,
+) -> Next {
+    match cmd {
         Cmd::Convert => {
             let rv = head(req)
                 .and_then(|res| {
