@@ -3,7 +3,14 @@
 the real sanlock daemon and hactl's, side by side in one run.
 
 Usage (root; Debian's python3 with python3-sanlock; hactl built):
-    tools/bench-acquire.py [--hactl target/release/hactl] [--n 200] [--clients 64] [--secs 10]
+    tools/bench-acquire.py [--hactl target/release/hactl] [--n 200] [--rounds 10]
+                           [--clients 64] [--secs 10]
+
+Both daemons run at once, each on its own file, and every measurement
+alternates between them in rounds (latency: --n cycles in --rounds rounds,
+each round timing sanlock, hactl and the floor; throughput: two turns of
+--secs/2 each), so storage whose speed drifts during the run weighs on
+both alike; the ratios over the floor are the median of the rounds'.
 
 Reports the latency of one acquire+release (median, p90) through
 python3-sanlock and through hactl's Rust client API (examples/api_latency,
@@ -59,7 +66,9 @@ def one_client(run_dir, path, idx, secs, out):
     out.put(n)
 
 
-def measure(kind, hactl, base, n, clients, secs):
+def setup(kind, hactl, base, clients):
+    """Starts `kind`'s daemon in its own run dir, with lockspace LS on its
+    own file and one free lease per client: (run_dir, path, process)."""
     d = os.path.join(base, kind)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
@@ -71,56 +80,58 @@ def measure(kind, hactl, base, n, clients, secs):
         sh(hactl, "direct", "init", "-r", f"LS:R{i}:{path}:{(1 + i) * MIB}")
     run_dir = os.path.join(d, "run")
     p = start(kind, hactl, run_dir)
-    try:
+    # The real client adds the lockspace to either daemon.
+    sh("sanlock", "client", "add_lockspace", "-s", f"LS:1:{path}:0",
+       env=dict(os.environ, SANLOCK_RUN_DIR=run_dir))
+    return run_dir, path, p
+
+
+def in_child(run_dir, f, *args):
+    """f(*args) in a child process whose libsanlock talks to `run_dir`
+    (libsanlock resolves the run dir once per process); its result."""
+    q = mp.Queue()
+    def body():
         os.environ["SANLOCK_RUN_DIR"] = run_dir
-        sanlock.add_lockspace(b"LS", 1, path)
-        fd = sanlock.register()
-        lat = []
-        for _ in range(n):
-            t = time.perf_counter()
-            sanlock.acquire(b"LS", b"R0", [(path, MIB)], slkfd=fd)
-            sanlock.release(b"LS", b"R0", [(path, MIB)], slkfd=fd)
-            lat.append((time.perf_counter() - t) * 1000)
-        # The Rust API, same lease, same daemon.
-        api = subprocess.run([API, run_dir, path, str(MIB), str(n)], check=True,
-                             capture_output=True, text=True).stdout.split()
-        # Lease I/Os of 10 acquire+release cycles, from the daemon's syscalls
-        # (sanlock) or its engine's count (hactl); sanlock's sequence kept.
-        cycles = lambda: [
-            (sanlock.acquire(b"LS", b"R0", [(path, MIB)], slkfd=fd),
-             sanlock.release(b"LS", b"R0", [(path, MIB)], slkfd=fd)) for _ in range(10)]
-        if kind == "sanlock":
-            seq = sanlock_sequence(p.pid, cycles)
-            ios = len(seq)
-            fl = floor(path, [(op, off + MIB, n) for op, off, n in seq[:len(seq) // 10]], n)
-        else:
-            ios = hactl_ios(run_dir, cycles)
-            fl = None
-        os.close(fd)
-        q = mp.Queue()
-        procs = [mp.Process(target=one_client, args=(run_dir, path, i, secs, q)) for i in range(clients)]
+        q.put(f(*args))
+    pr = mp.Process(target=body)
+    pr.start()
+    r = q.get()
+    pr.join()
+    return r
+
+
+def py_latency(path, n):
+    """n acquire+release cycles of lease R0 through python3-sanlock: ms each."""
+    fd = sanlock.register()
+    lat = []
+    for _ in range(n):
         t = time.perf_counter()
-        for pr in procs:
-            pr.start()
-        total = sum(q.get() for _ in procs)
-        for pr in procs:
-            pr.join()
-        elapsed = time.perf_counter() - t
-        lat.sort()
-        r = {
-            "median ms": statistics.median(lat),
-            "p90 ms": lat[int(0.9 * (len(lat) - 1))],
-            "Rust API median ms": float(api[0]),
-            "Rust API p90 ms": float(api[1]),
-            "lease I/Os per acquire+release (reads+writes)": ios / 10,
-            f"ops/s, {clients} clients": total / elapsed,
-        }
-        if fl is not None:
-            r["floor"] = fl
-        return r
-    finally:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+        sanlock.acquire(b"LS", b"R0", [(path, MIB)], slkfd=fd)
+        sanlock.release(b"LS", b"R0", [(path, MIB)], slkfd=fd)
+        lat.append((time.perf_counter() - t) * 1000)
+    os.close(fd)
+    return lat
+
+
+def cycles(path, k):
+    fd = sanlock.register()
+    for _ in range(k):
+        sanlock.acquire(b"LS", b"R0", [(path, MIB)], slkfd=fd)
+        sanlock.release(b"LS", b"R0", [(path, MIB)], slkfd=fd)
+    os.close(fd)
+
+
+def throughput(run_dir, path, clients, secs):
+    """ops/s of `clients` processes, each looping acquire+release on its lease."""
+    q = mp.Queue()
+    procs = [mp.Process(target=one_client, args=(run_dir, path, i, secs, q)) for i in range(clients)]
+    t = time.perf_counter()
+    for pr in procs:
+        pr.start()
+    total = sum(q.get() for _ in procs)
+    for pr in procs:
+        pr.join()
+    return total / (time.perf_counter() - t)
 
 
 API = os.path.abspath("target/release/examples/api_latency")
@@ -190,37 +201,88 @@ def floor(path, seq, n):
         os.close(fd)
 
 
+def pct(v, q):
+    v = sorted(v)
+    return v[int(q * (len(v) - 1))]
+
+
 def main():
     a = argparse.ArgumentParser()
     a.add_argument("--hactl", default="target/release/hactl")
     a.add_argument("--n", type=int, default=200)
+    a.add_argument("--rounds", type=int, default=10)
     a.add_argument("--clients", type=int, default=64)
     a.add_argument("--secs", type=float, default=10)
     args = a.parse_args()
     hactl = os.path.abspath(args.hactl)
     base = os.path.abspath("target/bench-acquire")
-    # libsanlock resolves the run dir once per process: one process per daemon.
-    r = {}
-    for k in ("sanlock", "hactl"):
-        q = mp.Queue()
-        pr = mp.Process(target=lambda q=q, k=k: q.put(measure(k, hactl, base, args.n, args.clients, args.secs)))
-        pr.start()
-        r[k] = q.get()
-        pr.join()
-    print(f"acquire+release of a free lease, n={args.n}, nproc {os.cpu_count()}")
+    kinds = ("sanlock", "hactl")
+    # Both daemons run at once, each on its own file; every measurement
+    # alternates between them (and the floor) in rounds, so that storage
+    # whose speed drifts during the run (a shared VM disk) weighs on both
+    # alike. Ratios are taken per round, then their median reported.
+    up = {k: setup(k, hactl, base, args.clients) for k in kinds}
+    try:
+        run_dir, path, p = up["sanlock"]
+        seq = in_child(run_dir, lambda: sanlock_sequence(p.pid, lambda: cycles(path, 10)))
+        seq = seq[:len(seq) // 10]
+        run_dir, path, _ = up["hactl"]
+        h_ios = in_child(run_dir, lambda: hactl_ios(run_dir, lambda: cycles(path, 10)))
+        ios = {"sanlock": len(seq), "hactl": h_ios / 10}
+        per = max(1, args.n // args.rounds)
+        lat = {k: [] for k in kinds}
+        api = {k: [] for k in kinds}
+        rounds = []
+        for _ in range(args.rounds):
+            rd = {}
+            for k in kinds:
+                run_dir, path, _ = up[k]
+                v = in_child(run_dir, py_latency, path, per)
+                lat[k] += v
+                rd[k] = statistics.median(v)
+                out = subprocess.run([API, run_dir, path, str(MIB), str(per)], check=True,
+                                     capture_output=True, text=True).stdout.split()
+                api[k].append((float(out[0]), float(out[1])))
+            run_dir, path, _ = up["sanlock"]
+            rd["floor"] = floor(path, [(op, off + MIB, size) for op, off, size in seq], per)[0]
+            rounds.append(rd)
+        ops = {k: [] for k in kinds}
+        for _ in range(2):
+            for k in kinds:
+                run_dir, path, _ = up[k]
+                ops[k].append(throughput(run_dir, path, args.clients, args.secs / 2))
+    finally:
+        for k in kinds:
+            os.killpg(up[k][2].pid, signal.SIGKILL)
+            up[k][2].wait()
+    r = {k: {
+        "median ms": statistics.median(lat[k]),
+        "p90 ms": pct(lat[k], 0.9),
+        "Rust API median ms": statistics.median(x[0] for x in api[k]),
+        "Rust API p90 ms": statistics.median(x[1] for x in api[k]),
+        "lease I/Os per acquire+release (reads+writes)": ios[k],
+        f"ops/s, {args.clients} clients": statistics.mean(ops[k]),
+    } for k in kinds}
+    print(f"acquire+release of a free lease, n={per * args.rounds} in {args.rounds} rounds,"
+          f" nproc {os.cpu_count()}")
     print("Disk Paxos minimum per acquire+release of a free lease, one disk: 6 I/Os to acquire"
           " (read the lease, write+read phase 1, write+read phase 2, write the leader)"
           " and 2 to release (write our dblock released, write the leader): 8")
-    fl, fl_ios = r["sanlock"].pop("floor")
     print(f"| metric | sanlock | hactl | hactl/sanlock |\n|---|--:|--:|--:|")
     for m in r["sanlock"]:
         s, h = r["sanlock"][m], r["hactl"][m]
         print(f"| {m} | {s:.2f} | {h:.2f} | {h / s:.2f} |")
-    print(f"\nstorage floor: sanlock's {fl_ios} lease I/Os of one acquire+release, bare and serial:"
-          f" median {fl:.2f} ms")
-    print(f"| over the floor | sanlock | hactl |\n|---|--:|--:|")
-    for m in ("median ms", "p90 ms"):
-        print(f"| {m} | {r['sanlock'][m] / fl:.2f} | {r['hactl'][m] / fl:.2f} |")
+    fl = statistics.median(rd["floor"] for rd in rounds)
+    print(f"\nstorage floor: sanlock's {len(seq)} lease I/Os of one acquire+release, bare and"
+          f" serial: median {fl:.2f} ms (per round: "
+          + " ".join(f"{rd['floor']:.2f}" for rd in rounds) + ")")
+    print("| over the floor (median of the rounds' ratios) | sanlock | hactl |\n|---|--:|--:|")
+    print("| python3-sanlock median / floor | "
+          + " | ".join(f"{statistics.median(rd[k] / rd['floor'] for rd in rounds):.2f}" for k in kinds)
+          + " |")
+    print("| Rust API median / floor | "
+          + " | ".join(f"{statistics.median(api[k][i][0] / rd['floor'] for i, rd in enumerate(rounds)):.2f}"
+                       for k in kinds) + " |")
 
 
 if __name__ == "__main__":
