@@ -270,9 +270,10 @@ pub struct Lockspace {
     /// Our event, sent to the hosts whose bit we set (write_id/gen/ts).
     host_event: (u64, u64, u64),
     set_event_time: u64,
-    /// How much earlier than due the first renewal after the join comes
-    /// (ms): lockspaces joined together would otherwise renew together for
-    /// ever, all their area reads in one burst (1,000 × 1 MiB every 20 s).
+    /// How far the first renewal after the join moves (ms): later if it
+    /// is due at once (the join's own), else earlier. Lockspaces joined
+    /// together would otherwise renew together for ever, all their area
+    /// reads in one burst (1,000 × 1 MiB every 20 s).
     first_renewal_early_ms: u64,
 }
 
@@ -761,9 +762,11 @@ impl Lockspace {
         self.host_generation = leader.owner_generation;
         self.leader = leader;
         self.prev_ok = true;
-        // Renewing early is always safe (the lease is only fresher); spread
-        // over the first half of the interval by space_id, which lockspaces
-        // added together have in sequence. Short intervals (io_timeout
+        // Spread over the first half of the interval by space_id, which
+        // lockspaces added together have in sequence: the join's own
+        // renewal, due at once, comes that much later (bounded in
+        // loop_top); a first renewal not due yet, that much earlier (always
+        // safe: the lease is only fresher). Short intervals (io_timeout
         // below 5) keep sanlock's schedule exactly.
         let half_ms = ms(self.cfg.timeouts().id_renewal_seconds()) / 2;
         self.first_renewal_early_ms = if half_ms >= 5000 {
@@ -828,18 +831,26 @@ impl Lockspace {
         }
         let every = self.cfg.timeouts().id_renewal_seconds();
         let last = self.status.renewal_last_success;
+        let spread = std::mem::take(&mut self.first_renewal_early_ms);
         let (at, poll) = if now.secs().saturating_sub(last) >= every {
-            // Due (or failing): renew after half a second.
-            (now.ms + 500, false)
+            // Due (or failing): renew after half a second. The join's own
+            // renewal is due at once (the acquire waited 2 io_timeouts):
+            // it comes later by the spread, scaled to keep the lease no
+            // older than 1.5 renewal intervals then (37.5% of
+            // id_renewal_fail_seconds, below the 50% late warning).
+            let half_ms = ms(every) / 2;
+            let room = (ms(every) + half_ms)
+                .saturating_sub(now.ms.saturating_sub(ms(last)))
+                .min(half_ms);
+            let delay = (spread * room).checked_div(half_ms).unwrap_or(0);
+            (now.ms + 500 + delay, false)
         } else if self.unobserved.is_some() {
             (now.ms + 500, true)
         } else {
             // The first 1 s poll at which 2 io_timeouts have gone by,
-            // then half a second.
-            // The join's own renewal comes at once (the acquire waited
-            // 2 io_timeouts): the spread moves the one after it.
-            let early = std::mem::take(&mut self.first_renewal_early_ms);
-            let due_ms = ms(last + every).saturating_sub(early);
+            // then half a second (a first renewal not due at once comes
+            // earlier by the spread).
+            let due_ms = ms(last + every).saturating_sub(spread);
             let polls = due_ms.saturating_sub(now.ms).div_ceil(1000);
             (now.ms + polls * 1000 + 500, false)
         };
@@ -1327,21 +1338,24 @@ mod tests {
             d.step(&mut disks, Event::Start);
             d.step(&mut disks, Event::Activated);
             d.run_until(&mut disks, 230_000, |_| vec![]);
-            joined(&d);
+            let t0_ms = joined(&d).timestamp * 1000;
             let r: Vec<u64> = renewals(&d).iter().map(|(_, r)| r.attempt.ms).collect();
             assert!(r.len() >= 5, "{r:?}");
+            // The join's own renewal: later by the spread, the lease never
+            // older than 1.5 renewal intervals (30 s) by then.
+            assert!(r[0] - t0_ms <= 31_000, "space {space_id}: {r:?} t0 {t0_ms}");
             let gaps: Vec<u64> = r.windows(2).map(|w| w[1] - w[0]).collect();
-            assert!(gaps[0] < 20_000, "space {space_id}: not early: {gaps:?}");
-            assert!(gaps[0] >= 10_000, "space {space_id}: too early: {gaps:?}");
-            for g in &gaps[1..] {
+            for g in &gaps {
                 assert!((20_000..=21_500).contains(g), "space {space_id}: {gaps:?}");
             }
             assert!(renewals(&d).iter().all(|(_, r)| r.result.is_ok()));
-            phases.push(r[1] % 20_000);
+            phases.push(r[0] % 20_000);
         }
         phases.sort();
         phases.dedup();
         assert!(phases.len() >= 3, "renewal phases {phases:?}");
+        let spread = phases.last().unwrap() - phases.first().unwrap();
+        assert!(spread >= 3_000, "renewal phases {phases:?}");
     }
 
     #[test]
