@@ -204,7 +204,9 @@ impl Drop for Tally {
                 .open(log)
             {
                 use std::io::Write;
-                let _ = writeln!(f, "{}\t{}", self.0, self.1);
+                // One write per line: tests append side by side, and a
+                // line written in pieces could interleave with another's.
+                let _ = f.write_all(format!("{}\t{}\n", self.0, self.1).as_bytes());
             }
         }
     }
