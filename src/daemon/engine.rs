@@ -131,13 +131,7 @@ impl AreaStorage {
         let place = match target {
             Target::Lease => self.lease.as_ref(),
             Target::Lockspace => {
-                if self.lockspace.is_none()
-                    && let Some((path, offset)) = self.lockspace_path.take()
-                {
-                    let disk = Disk::open(&path)
-                        .map_err(|_| IoFailure::code(crate::rv::SANLK_ACQUIRE_IDDISK))?;
-                    self.lockspace = Some(Place { disk, offset });
-                }
+                self.open_now();
                 if self.lockspace.is_none() && self.lockspace_unopened {
                     return Err(IoFailure::code(crate::rv::SANLK_ACQUIRE_IDDISK));
                 }
