@@ -217,31 +217,6 @@ impl PaxosAcquire {
         s
     }
 
-    /// Notes the SHARED mode blocks of valid host blocks (check_mode_block).
-    fn note_shared(&mut self, area: &[u8]) {
-        let ss = self.p.sector_size;
-        for q in 0..self.cur.num_hosts as usize {
-            let Some(s) = area.get((2 + q) * ss..(3 + q) * ss) else {
-                break;
-            };
-            let bk = PaxosDblock::decode(s).expect("a sector holds a dblock");
-            if bk.verify().is_err() {
-                continue;
-            }
-            let at = crate::ondisk::dblock::MBLOCK_OFFSET;
-            let mb = crate::ondisk::dblock::ModeBlock::decode(
-                &s[at..at + crate::ondisk::dblock::MODE_BLOCK_SIZE],
-            )
-            .expect("a sector holds a mode block");
-            let h = q as u64 + 1;
-            if mb.is_shared()
-                && let Err(i) = self.shared_seen.binary_search(&h)
-            {
-                self.shared_seen.insert(i, h);
-            }
-        }
-    }
-
     /// The ballot number (mbal) of our current ballot, for log lines.
     pub fn ballot(&self) -> u64 {
         self.dblock.mbal
@@ -370,32 +345,58 @@ impl PaxosAcquire {
     }
 
     /// Reads every dblock of a phase; Err is an abort. In phase 1 also
-    /// returns the dblock with the highest bal that carries a value.
-    fn scan(&self, area: &[u8]) -> Result<Option<PaxosDblock>, i32> {
+    /// returns the dblock with the highest bal that carries a value, and
+    /// (`note_shared`) notes the hosts whose valid dblock's mode block is
+    /// shared, every one of them even after an abort is decided.
+    ///
+    /// One pass, deciding on the lver field first: a dblock with an older
+    /// lver (most of them, and every empty one) counts for nothing in the
+    /// ballot whether or not its checksum holds, so it is verified only if
+    /// its mode block matters. Two passes that decoded and verified all
+    /// 2,000 dblocks of each read were a fifth of the daemon's CPU with 64
+    /// clients.
+    fn scan(&mut self, area: &[u8], note_shared: bool) -> Result<Option<PaxosDblock>, i32> {
+        use crate::ondisk::dblock::{MBLOCK_OFFSET, MBLOCK_SHARED};
         let ss = self.p.sector_size;
-        let mut best: Option<PaxosDblock> = None;
+        let mut verdict: Result<Option<PaxosDblock>, i32> = Ok(None);
         for q in 0..self.cur.num_hosts as usize {
             let Some(s) = area.get((2 + q) * ss..(3 + q) * ss) else {
                 break;
             };
+            let shared =
+                note_shared && crate::ondisk::le::u32_at(s, MBLOCK_OFFSET) & MBLOCK_SHARED != 0;
+            let in_ballot = verdict.is_ok() && PaxosDblock::lver_of(s) >= self.dblock.lver;
+            if !shared && !in_ballot {
+                continue;
+            }
             let bk = PaxosDblock::decode(s).expect("a sector holds a dblock");
-            if bk.verify().is_err() || bk.lver < self.dblock.lver {
+            if bk.verify().is_err() {
+                continue;
+            }
+            if shared {
+                let h = q as u64 + 1;
+                if let Err(i) = self.shared_seen.binary_search(&h) {
+                    self.shared_seen.insert(i, h);
+                }
+            }
+            let Ok(best) = &mut verdict else {
+                continue;
+            };
+            if !in_ballot {
                 continue;
             }
             if bk.lver > self.dblock.lver {
-                return Err(rv::SANLK_DBLOCK_LVER);
+                verdict = Err(rv::SANLK_DBLOCK_LVER);
+            } else if bk.mbal > self.dblock.mbal {
+                verdict = Err(rv::SANLK_DBLOCK_MBAL);
+            } else if bk.inp != 0 && bk.bal != 0 && best.is_none_or(|b| bk.bal > b.bal) {
+                *best = Some(bk);
             }
-            if bk.mbal > self.dblock.mbal {
-                return Err(rv::SANLK_DBLOCK_MBAL);
-            }
-            if bk.inp == 0 || bk.bal == 0 {
-                continue;
-            }
-            if best.is_none_or(|b| bk.bal > b.bal) {
-                best = Some(bk);
+            if verdict.is_err() && !note_shared {
+                return verdict;
             }
         }
-        Ok(best)
+        verdict
     }
 
     fn abort_and_retry(&mut self) -> Step {
@@ -513,8 +514,7 @@ impl PaxosAcquire {
                 let Ok(area) = r else {
                     return self.fail(rv::SANLK_DBLOCK_READ);
                 };
-                self.note_shared(&area);
-                match self.scan(&area) {
+                match self.scan(&area, true) {
                     Err(_) => self.abort_and_retry(),
                     Ok(best) => {
                         match best {
@@ -544,7 +544,7 @@ impl PaxosAcquire {
                 let Ok(area) = r else {
                     return self.fail(rv::SANLK_DBLOCK_READ);
                 };
-                if self.scan(&area).is_err() {
+                if self.scan(&area, false).is_err() {
                     return self.abort_and_retry();
                 }
                 // Committed: write the value the ballot chose as the leader.
