@@ -2,7 +2,8 @@
 //! `cargo run --release --example sim -- [SEEDS] [KNOB] [FIRST_SEED] [THREADS]`
 //! KNOB: none | takeover-without-dead | skip-delta-wait | no-watchdog |
 //! clear-without-kill | no-kill | late-writes | trust-bad-checksum |
-//! sanlock-token-check | sanlock-commit-check. `--trace SEED [KNOB]` prints one seed's trace.
+//! sanlock-token-check | sanlock-commit-check | warm-skips-phase1. `--trace SEED [KNOB]` prints
+//! one seed's trace.
 
 use hactl::sim::{self, Config, Knob, Sim};
 
@@ -18,6 +19,7 @@ fn knob(s: Option<&String>) -> Knob {
         Some("trust-bad-checksum") => Knob::TrustBadChecksum,
         Some("sanlock-token-check") => Knob::SanlockTokenCheck,
         Some("sanlock-commit-check") => Knob::SanlockCommitCheck,
+        Some("warm-skips-phase1") => Knob::WarmSkipsPhase1,
         Some(o) => panic!("unknown knob {o}"),
     }
 }

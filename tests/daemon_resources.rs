@@ -290,3 +290,60 @@ sys.stdin.read()
     }
     let _ = (hold1.wait(), hold2.wait());
 }
+
+/// `io_warm_acquires` of hactl's `status -D`.
+fn warm_acquires(run_dir: &std::path::Path) -> u64 {
+    let t = run_env(
+        sanlock(),
+        &["client", "status", "-D"],
+        &[("SANLOCK_RUN_DIR", p(run_dir))],
+    )
+    .text();
+    t.split_whitespace()
+        .find_map(|f| f.strip_prefix("io_warm_acquires="))
+        .unwrap_or_else(|| panic!("no io_warm_acquires in status -D:\n{t}"))
+        .parse()
+        .unwrap()
+}
+
+/// hactl acquires a lease it freed itself from a leader-sector read (its
+/// area read skipped, `io_warm_acquires` counting it), and only while the
+/// leader is the one it wrote free: after the real sanlock has taken and
+/// freed the lease, hactl's next acquire reads the area as usual and takes
+/// the next lver; while either holds the lease, the other is refused.
+#[test]
+fn a_lease_hactl_freed_is_taken_again_warm_until_sanlock_writes_it() {
+    let dir = workdir();
+    let f = setup(dir.path(), "warm");
+    let hd = HactlDaemon::start(&dir.path().join("h"));
+    let sd = SanlockDaemon::start(&dir.path().join("s"));
+    std::thread::scope(|s| {
+        s.spawn(|| add_lockspace(&hd.run_dir, 1, &f));
+        s.spawn(|| add_lockspace(&sd.run_dir, 2, &f));
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let cycle = |run_dir: &std::path::Path, other: &std::path::Path| {
+        let (mut c, st) = python_holder(run_dir, &f, "VM1", 1 << 20, false);
+        assert_eq!(st, "held");
+        let (_, o) = python_holder(other, &f, "VM1", 1 << 20, false);
+        assert!(o.starts_with("refused"), "both hold VM1: {o}");
+        c.stdin.take().unwrap().write_all(b"").unwrap();
+        c.wait().unwrap();
+        wait_released(run_dir, "VM1");
+        lease_lver(&f, "VM1", 1 << 20)
+    };
+    let (h, s) = (&hd.run_dir, &sd.run_dir);
+    assert_eq!(warm_acquires(h), 0);
+    let l1 = cycle(h, s);
+    assert_eq!(warm_acquires(h), 0, "the first acquire reads the area");
+    assert_eq!(cycle(h, s), l1 + 1);
+    assert_eq!(warm_acquires(h), 1, "freed by hactl: taken again warm");
+    assert_eq!(cycle(h, s), l1 + 2);
+    assert_eq!(warm_acquires(h), 2);
+    // sanlock takes it and frees it: the leader is not hactl's any more.
+    assert_eq!(cycle(s, h), l1 + 3);
+    assert_eq!(cycle(h, s), l1 + 4);
+    assert_eq!(warm_acquires(h), 2, "the leader changed: a cold acquire");
+    assert_eq!(cycle(h, s), l1 + 5);
+    assert_eq!(warm_acquires(h), 3);
+}

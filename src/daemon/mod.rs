@@ -69,23 +69,31 @@ pub struct ClientSlot {
     pub killpath_pid: bool,
 }
 
-/// Everything the daemon shares between its threads.
-///
-/// Lock order (parking_lot mutexes: a panicking thread does not poison
-/// them for the others): `spaces` before `renew_counters` and before a
-/// `Space`'s own locks (see daemon/lockspace.rs); `res` and `clients` are
-/// taken alone, never while another of these is held. No lock is held
-/// across lease I/O, a wait, or a call into wdmd.
 /// See [`Daemon::lease_ops`]: 64 in flight keep the storage busy (64
 /// clients at once in the benchmark) and bound the buffers to 64 areas.
 pub const MAX_LEASE_OPS: usize = 64;
 
+/// Where a lease is, for [`Daemon::warm`]: lockspace, resource, path, offset.
+pub type WarmKey = (Name, Name, String, u64);
+
+/// Everything the daemon shares between its threads.
+///
+/// Lock order (parking_lot mutexes: a panicking thread does not poison
+/// them for the others): `spaces` before `renew_counters` and before a
+/// `Space`'s own locks (see daemon/lockspace.rs); `res`, `clients` and
+/// `warm` are taken alone, never while another of these is held. No lock
+/// is held across lease I/O, a wait, or a call into wdmd.
 pub struct Daemon {
     pub cfg: DaemonConfig,
     pub our_host_name: Name,
     /// Acquires and releases on the engine at once (each holds up to an
     /// area's read buffer, 1-8 MiB): more wait for a permit.
     pub lease_ops: tokio::sync::Semaphore,
+    /// The leases this daemon freed last: their next acquire here starts
+    /// from the leader sector, not the whole area (see `core::resource::Warm`).
+    pub warm: Mutex<core::resource::WarmLeases<WarmKey>>,
+    /// Acquires that started warm (`status -D`'s io_warm_acquires).
+    pub warm_acquires: AtomicU64,
     /// Every lockspace, each on one of sanlock's three lists (see SpaceState::list).
     pub spaces: Mutex<Vec<Arc<Space>>>,
     /// Slot 0 is the "helper", slot 1 the "listener", as in sanlock.
@@ -158,6 +166,8 @@ impl Daemon {
             cfg,
             our_host_name,
             lease_ops: tokio::sync::Semaphore::new(MAX_LEASE_OPS),
+            warm: Mutex::new(Default::default()),
+            warm_acquires: AtomicU64::new(0),
             spaces: Mutex::new(Vec::new()),
             clients: Mutex::new(vec![fixed("helper"), fixed("listener")]),
             next_space_id: AtomicU32::new(1),

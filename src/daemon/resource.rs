@@ -19,14 +19,14 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::Daemon;
 use super::core::resource::{
     Acquire, AcquireParams, Acquired, ConvertToExclusive, ConvertToShared, ExamineRequest,
-    FreeLeaderOp, Held, LeaseRef, NoLockspace, PaxosOnly, Release,
+    FreeLeaderOp, Held, LeaseRef, NoLockspace, PaxosOnly, Release, Warm, WarmLeases,
 };
 use super::core::{CoreError, Knobs, Layout};
 use super::engine::{self, AreaStorage};
 use super::lockspace::{Space, SpaceView};
+use super::{Daemon, WarmKey};
 use crate::geometry::Geometry;
 use crate::io::Disk;
 use crate::ondisk::{LeaderRecord, Name, PaxosDblock};
@@ -34,6 +34,7 @@ use crate::paxos::{self, PaxosParams};
 use crate::proto::{self, SanlkResource};
 use crate::rv;
 use crate::timeouts::monotime;
+use parking_lot::Mutex;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResList {
@@ -262,6 +263,7 @@ async fn acquire_disk(
     sp: &Arc<Space>,
     res: &SanlkResource,
     cmd_flags: u32,
+    warm: Option<Warm>,
 ) -> Result<(Acquired, LeaseFile), CoreError> {
     let (path, offset) = disk_path(res).map_err(|e| CoreError::new("the lease's disk", e))?;
     let (lspath, lsoffset, lsdisk) = (sp.path.clone(), sp.offset, sp.disk());
@@ -297,6 +299,7 @@ async fn acquire_disk(
         },
         seed: seed(sp.host_id),
         knobs: Knobs::default(),
+        warm,
     });
     // The storage's clone of the file goes first: the LeaseFile is the
     // last one, closed on the pool if the acquire failed.
@@ -309,7 +312,11 @@ async fn acquire_disk(
 /// Releases a resource on disk ([`Release`]): a shared hold's block
 /// cleared, or an exclusive lease's LVB written, dblock marked released and
 /// leader freed (`release_token`), through the file the acquire opened.
-async fn release_disk(r: &Resource, rename: Option<Name>) -> i32 {
+async fn release_disk(
+    r: &Resource,
+    rename: Option<Name>,
+    warm: &Mutex<WarmLeases<WarmKey>>,
+) -> i32 {
     if r.leader.lver == 0 && !r.shared {
         return 0;
     }
@@ -331,7 +338,11 @@ async fn release_disk(r: &Resource, rename: Option<Name>) -> i32 {
         out
     };
     match run.await {
-        Ok(_) => 0,
+        Ok(released) => {
+            let key = (r.ls, r.name, r.path.clone(), r.offset);
+            warm.lock().put(key, &released);
+            0
+        }
         Err(e) => {
             warn!("release of {}:{} failed: {e}", r.ls, r.name);
             e.rv
@@ -413,6 +424,7 @@ impl Daemon {
             acquire_flags: res.flags,
         };
         let generation = sp.state.lock().core.host_generation();
+        let warm_key = (res.lockspace_name, res.name, path.clone(), offset);
         {
             let mut t = self.res.lock();
             if let Some(i) = t.find(&res.lockspace_name, &res.name) {
@@ -479,7 +491,8 @@ impl Daemon {
         }
         let r = {
             let _permit = self.lease_ops.acquire().await;
-            acquire_disk(&sp, res, cmd_flags).await
+            let w = self.warm.lock().take(&warm_key, sp.host_id, generation);
+            acquire_disk(&sp, res, cmd_flags, w).await
         };
         let mut t = self.res.lock();
         let i = t
@@ -487,6 +500,10 @@ impl Daemon {
             .expect("our add entry stays");
         match r {
             Ok((a, disk)) => {
+                if a.warm {
+                    self.warm_acquires
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 let r = &mut t.list[i];
                 r.disk = Some(disk);
                 r.leader = a.leader;
@@ -553,7 +570,7 @@ impl Daemon {
             0
         } else {
             let _permit = self.lease_ops.acquire().await;
-            release_disk(&r, rename).await
+            release_disk(&r, rename, &self.warm).await
         };
         let mut t = self.res.lock();
         if let Some(i) = t
@@ -656,7 +673,7 @@ impl Daemon {
             };
             if let Some(r) = r {
                 let _permit = self.lease_ops.acquire().await;
-                release_disk(&r, None).await;
+                release_disk(&r, None, &self.warm).await;
                 let mut t = self.res.lock();
                 t.list.retain(|x| x.res_id != *id);
             }

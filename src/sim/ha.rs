@@ -1269,8 +1269,8 @@ impl HaSim {
                 self.acquired(h, slot, *result);
             }
             Req::Released { slot, result } => match result {
-                Ok(freed) => {
-                    if freed {
+                Ok(r) => {
+                    if r.freed {
                         self.freed[slot] = true;
                     }
                 }
@@ -1360,6 +1360,7 @@ impl HaSim {
                 takeover_without_dead: self.cfg.knob.lease_without_dead_wait(),
                 ..Knobs::default()
             },
+            warm: None,
         };
         self.hosts[h].starting[vm] = true;
         let now = self.clock(h);

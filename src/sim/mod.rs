@@ -74,6 +74,13 @@ pub enum Knob {
     /// where sanlock refuses them (a leader, the owner's delta lease, the
     /// first read of an acquire) or skips them (a ballot's dblocks).
     TrustBadChecksum,
+    /// An acquire of a lease this host freed last, finding the leader as
+    /// it left it, skips phase 1 and proposes itself at once (the last
+    /// owner as Multi-Paxos's distinguished proposer). Another host's
+    /// ballot for the same lver, chosen meanwhile with a lower ballot
+    /// number, is then overridden: two owners. The warm path keeps both
+    /// phases and reads only the leader first.
+    WarmSkipsPhase1,
 }
 
 impl Knob {
@@ -123,6 +130,9 @@ pub struct Stats {
     pub torn_writes: u64,
     /// Acquires refused because a leader or dblock had a bad checksum.
     pub checksum_refusals: u64,
+    /// Acquires whose ballot started warm: the host had freed the lease
+    /// last and found its leader unchanged (no first area read).
+    pub warm_acquires: u64,
 }
 
 impl Stats {
@@ -141,6 +151,7 @@ impl Stats {
         self.io_errors += o.io_errors;
         self.torn_writes += o.torn_writes;
         self.checksum_refusals += o.checksum_refusals;
+        self.warm_acquires += o.warm_acquires;
     }
 }
 
@@ -569,7 +580,7 @@ impl Sim {
             }
             Req::Acquired { result, .. } => self.acquired(h, *result),
             Req::Released { result, .. } => {
-                if result.as_ref().is_ok_and(|&freed| freed) {
+                if result.as_ref().is_ok_and(|r| r.freed) {
                     self.freed = true;
                 }
                 self.retry_client(h, 500, 10_000);
@@ -1065,8 +1076,11 @@ impl Sim {
                 takeover_without_dead: self.cfg.knob == Knob::TakeoverWithoutDead,
                 sanlock_token_check: self.cfg.knob == Knob::SanlockTokenCheck,
                 sanlock_commit_check: self.cfg.knob == Knob::SanlockCommitCheck,
+                warm_skips_phase1: self.cfg.knob == Knob::WarmSkipsPhase1,
                 ..Knobs::default()
             },
+            // The node gives it the record of a lease it freed, as the daemon.
+            warm: None,
         };
         let now = self.clock(h);
         let reqs = self.hosts[h].node.acquire(now, WORKER, p);
@@ -1083,6 +1097,7 @@ impl Sim {
         match r {
             Ok(a) => {
                 self.stats.acquired += 1;
+                self.stats.warm_acquires += a.warm as u64;
                 if !self.freed {
                     self.stats.taken_over += 1;
                 }

@@ -11,7 +11,8 @@
 
 use crate::daemon::core::lockspace::{Action, Event, Lockspace, LockspaceConfig};
 use crate::daemon::core::resource::{
-    Acquire, AcquireParams, Acquired, Held, Input, LockspaceView, Op, Release, Step,
+    Acquire, AcquireParams, Acquired, Held, Input, LockspaceView, Op, Release, Released, Step,
+    WarmLeases,
 };
 use crate::daemon::core::{CoreError, Id, Io, IoResult, Layout, Now};
 use crate::hosts::HostStatus;
@@ -72,7 +73,7 @@ pub enum Req {
     },
     Released {
         slot: usize,
-        result: Result<bool, CoreError>,
+        result: Result<Released, CoreError>,
     },
 }
 
@@ -102,6 +103,8 @@ pub struct Node {
     ops: Vec<Option<Running>>,
     tick_gen: u32,
     tick_due: Option<u64>,
+    /// The leases this daemon freed last, as the daemon keeps them.
+    warm: WarmLeases<(Name, Name)>,
 }
 
 /// The node's lockspace as its operations see it.
@@ -134,6 +137,7 @@ impl Node {
             ops: (0..slots).map(|_| None).collect(),
             tick_gen: 0,
             tick_due: None,
+            warm: WarmLeases::default(),
         }
     }
 
@@ -220,7 +224,11 @@ impl Node {
     }
 
     /// A client asks for a lease (slot: its worker).
-    pub fn acquire(&mut self, now: Now, slot: usize, p: AcquireParams) -> Vec<Req> {
+    pub fn acquire(&mut self, now: Now, slot: usize, mut p: AcquireParams) -> Vec<Req> {
+        if let Some(i) = self.ls.as_ref().and_then(|l| l.instance()) {
+            let key = (p.lease.space_name, p.lease.resource_name);
+            p.warm = self.warm.take(&key, i.host_id, i.generation);
+        }
         self.ops[slot] = Some(Running::Acquire(Box::new(Acquire::new(p))));
         self.op_step(now, slot, Input::Start)
     }
@@ -248,7 +256,14 @@ impl Node {
                 s => (Some(s.map_done()), None),
             },
             Running::Release(r) => match r.step(now, input, &view) {
-                Step::Done(result) => (None, Some(Req::Released { slot, result })),
+                Step::Done(result) => {
+                    if let Ok(r) = &result
+                        && let Some(w) = &r.warm
+                    {
+                        self.warm.put((w.space_name, w.resource_name), r);
+                    }
+                    (None, Some(Req::Released { slot, result }))
+                }
                 s => (Some(s.map_done()), None),
             },
         };

@@ -233,6 +233,9 @@ pub struct Knobs {
     /// generation it committed (sanlock 3.8.5's `paxos_lease_acquire`),
     /// also an older instance's value adopted from another host's dblock.
     pub sanlock_commit_check: bool,
+    /// A warm acquire (of a lease this host freed last) skips phase 1 of
+    /// its ballot. Unsafe: shows why the warm path keeps both phases.
+    pub warm_skips_phase1: bool,
 }
 
 /// The shape of a lease area: its sector size, its length, and how many

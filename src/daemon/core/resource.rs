@@ -457,6 +457,8 @@ struct FreeLeader {
     rename: Option<Name>,
     names: (Name, Name),
     wrote: bool,
+    /// The leader we wrote free.
+    freed: Option<LeaderRecord>,
 }
 
 enum Freed {
@@ -505,6 +507,7 @@ impl FreeLeader {
                     sector = paxos::leader_sector(&mut lr, ss);
                 }
                 self.wrote = true;
+                self.freed = Some(lr);
                 Freed::Act(c.write(0, sector))
             }
         }
@@ -615,6 +618,76 @@ fn xorshift(x: &mut u64) -> u64 {
     *x
 }
 
+// ---- warm leases ----
+
+/// What this host knows of a lease it freed itself, for its next acquire
+/// of it ([`PaxosAcquire::warm_start`]): the leader it wrote free, its
+/// ballot number then, the area's shape, and the lockspace instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Warm {
+    pub space_name: Name,
+    pub resource_name: Name,
+    pub freed: LeaderRecord,
+    pub mbal: u64,
+    pub layout: Layout,
+    pub host_id: u64,
+    pub generation: u64,
+}
+
+/// The [`Warm`] records of a host's freed leases, by where the lease is.
+/// An acquire takes its lease's record out (it is good for one ballot);
+/// a release that freed the lease puts the new one in. Bounded: past
+/// [`WARM_MAX`] leases one record is dropped (its lease's next acquire
+/// reads the whole area, as without any).
+#[derive(Debug)]
+pub struct WarmLeases<K> {
+    map: std::collections::HashMap<K, Warm>,
+}
+
+/// At most this many [`Warm`] records (~250 bytes each).
+pub const WARM_MAX: usize = 4096;
+
+impl<K> Default for WarmLeases<K> {
+    fn default() -> Self {
+        WarmLeases {
+            map: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> WarmLeases<K> {
+    /// The record for an acquire of the lease at `key` by this instance
+    /// (host_id, generation) of the lockspace; None if there is none or it
+    /// is another instance's.
+    pub fn take(&mut self, key: &K, host_id: u64, generation: u64) -> Option<Warm> {
+        self.map
+            .remove(key)
+            .filter(|w| w.host_id == host_id && w.generation == generation)
+    }
+
+    /// After a release: keeps its record, if it left one.
+    pub fn put(&mut self, key: K, released: &Released) {
+        let Some(w) = released.warm else {
+            return;
+        };
+        if self.map.len() >= WARM_MAX
+            && !self.map.contains_key(&key)
+            && let Some(k) = self.map.keys().next().cloned()
+        {
+            self.map.remove(&k);
+        }
+        self.map.insert(key, w);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
 // ---- acquire ----
 
 /// What an acquire asks for.
@@ -633,6 +706,9 @@ pub struct AcquireParams {
     /// Seeds the random back-offs (ballots, shared retries).
     pub seed: u64,
     pub knobs: Knobs,
+    /// This host freed the lease last ([`WarmLeases::take`]): the ballot
+    /// starts from a leader-sector read, not the whole area.
+    pub warm: Option<Warm>,
 }
 
 /// A lease acquired on disk: what a held resource starts from.
@@ -642,6 +718,8 @@ pub struct Acquired {
     pub dblock: PaxosDblock,
     pub layout: Layout,
     pub lvb: Option<Vec<u8>>,
+    /// The ballot started warm and found the leader as this host left it.
+    pub warm: bool,
 }
 
 #[derive(Debug)]
@@ -680,6 +758,7 @@ pub struct Acquire {
     /// The layout is the lockspace's, taken as a hint (sanlock's "starting
     /// hint, may be changed"): the ballot's first area read checks it.
     layout_hint: bool,
+    warm_hit: bool,
 }
 
 impl Acquire {
@@ -696,6 +775,7 @@ impl Acquire {
             won: None,
             lvb: None,
             layout_hint: false,
+            warm_hit: false,
         }
     }
 
@@ -717,6 +797,7 @@ impl Acquire {
             rename: None,
             names: (self.p.lease.space_name, self.p.lease.resource_name),
             wrote: false,
+            freed: None,
         }
     }
 
@@ -736,6 +817,11 @@ impl Acquire {
             flags |= paxos::PAXOS_ACQUIRE_SHARED;
         }
         let seed = xorshift(&mut self.rng);
+        let mut knobs = self.p.knobs;
+        if knobs.warm_skips_phase1 {
+            flags |= paxos::PAXOS_WARM_SKIPS_PHASE1;
+            knobs.warm_skips_phase1 = false;
+        }
         let mut b = Box::new(Ballot::new(
             PaxosParams {
                 host_id,
@@ -749,8 +835,11 @@ impl Acquire {
                 seed,
                 names: Some((self.p.lease.space_name, self.p.lease.resource_name)),
             },
-            self.p.knobs,
+            knobs,
         ));
+        if let Some(w) = self.p.warm.take() {
+            b.m.warm_start(w.freed, w.mbal);
+        }
         let next = b.start(&mut self.c, now, ls);
         self.phase = AcqPhase::Ballot(b);
         self.ballot_next(now, next, ls)
@@ -769,6 +858,7 @@ impl Acquire {
         let AcqPhase::Ballot(b) = std::mem::replace(&mut self.phase, AcqPhase::Done) else {
             unreachable!("a ballot finishes in the ballot phase")
         };
+        self.warm_hit = b.m.was_warm();
         match outcome {
             Err(e)
                 if self.p.shared
@@ -853,6 +943,7 @@ impl Acquire {
             dblock,
             layout: self.c.layout.expect("known"),
             lvb: self.lvb.clone(),
+            warm: self.warm_hit,
         }
     }
 
@@ -906,6 +997,20 @@ impl Op for Acquire {
             self.instance = ls.instance();
             if self.instance.is_none() {
                 return self.fail(CoreError::new("no live lockspace", -libc::ENOSPC));
+            }
+            let (host_id, generation) = self.host();
+            self.p.warm = self.p.warm.filter(|w| {
+                !self.p.shared
+                    && w.host_id == host_id
+                    && w.generation == generation
+                    && w.space_name == self.p.lease.space_name
+                    && w.resource_name == self.p.lease.resource_name
+            });
+            if let Some(w) = self.p.warm {
+                // The shape the lease had when we freed it; the leader
+                // read checks it is unchanged.
+                self.c.layout = Some(w.layout);
+                return self.sized(now, ls);
             }
             if self.c.layout.is_some() {
                 return self.sized(now, ls);
@@ -1125,6 +1230,7 @@ impl Held {
             rename,
             names: (self.lease.space_name, self.lease.resource_name),
             wrote: false,
+            freed: None,
         }
     }
 
@@ -1146,6 +1252,23 @@ enum RelPhase {
     Dblock,
     Leader(Box<FreeLeader>),
     Done,
+}
+
+/// What a [`Release`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Released {
+    /// We freed the leader (another host may have written it meanwhile).
+    pub freed: bool,
+    /// For this host's next acquire of the lease ([`WarmLeases::put`]):
+    /// an exclusive lease we freed under its own name.
+    pub warm: Option<Warm>,
+}
+
+impl Released {
+    const NOTHING: Released = Released {
+        freed: false,
+        warm: None,
+    };
 }
 
 /// `release_token` on disk: a shared hold's block cleared, or an
@@ -1171,7 +1294,7 @@ impl Release {
         }
     }
 
-    fn leader(&mut self, now: Now) -> Step<Result<bool, CoreError>> {
+    fn leader(&mut self, now: Now) -> Step<Result<Released, CoreError>> {
         let _ = now;
         let mut fl = self.held.free_leader(self.rename);
         match fl.start(&mut self.c) {
@@ -1179,11 +1302,37 @@ impl Release {
                 self.phase = RelPhase::Leader(Box::new(fl));
                 cast(s)
             }
-            Freed::Done(r) => Step::Done(r),
+            Freed::Done(r) => self.freed(r, None),
         }
     }
 
-    fn dblock(&mut self) -> Step<Result<bool, CoreError>> {
+    /// The end of the leader's release: `freed` is what we wrote.
+    fn freed(
+        &self,
+        r: Result<bool, CoreError>,
+        freed: Option<LeaderRecord>,
+    ) -> Step<Result<Released, CoreError>> {
+        Step::Done(r.map(|f| {
+            let h = &self.held;
+            let warm = match (f, freed, self.c.layout) {
+                (true, Some(freed), Some(layout)) if !h.shared && self.rename.is_none() => {
+                    Some(Warm {
+                        space_name: h.lease.space_name,
+                        resource_name: h.lease.resource_name,
+                        freed,
+                        mbal: h.dblock.mbal,
+                        layout,
+                        host_id: h.host_id,
+                        generation: h.generation,
+                    })
+                }
+                _ => None,
+            };
+            Released { freed: f, warm }
+        }))
+    }
+
+    fn dblock(&mut self) -> Step<Result<Released, CoreError>> {
         self.phase = RelPhase::Dblock;
         let d = self.held.released_dblock();
         self.c.write_host_block(self.held.host_id, Some(d), None)
@@ -1191,12 +1340,12 @@ impl Release {
 }
 
 impl Op for Release {
-    type Output = Result<bool, CoreError>;
+    type Output = Result<Released, CoreError>;
 
     fn step(&mut self, now: Now, input: Input, _ls: &dyn LockspaceView) -> Step<Self::Output> {
         if let Input::Start = input {
             if self.held.leader.lver == 0 && !self.held.shared {
-                return Step::Done(Ok(false));
+                return Step::Done(Ok(Released::NOTHING));
             }
             if !self.held.shared
                 && let Some(s) = self.held.lvb_write(&mut self.c)
@@ -1225,7 +1374,7 @@ impl Op for Release {
             }
             RelPhase::Dblock if self.held.shared => Step::Done(
                 r.io()
-                    .map(|_| false)
+                    .map(|_| Released::NOTHING)
                     .map_err(|f| CoreError::io("releasing our shared hold", f.rv, f)),
             ),
             // sanlock goes on to the leader even if this write failed.
@@ -1235,7 +1384,7 @@ impl Op for Release {
                     self.phase = RelPhase::Leader(fl);
                     cast(s)
                 }
-                Freed::Done(r) => Step::Done(r),
+                Freed::Done(r) => self.freed(r, fl.freed),
             },
             RelPhase::Start | RelPhase::Done => {
                 Step::Done(Err(CoreError::new("release already done", rv::SANLK_ERROR)))
@@ -1595,6 +1744,7 @@ impl FreeLeaderOp {
                 rename: None,
                 names: (lease.space_name, lease.resource_name),
                 wrote: false,
+                freed: None,
             },
             c,
         }
@@ -1880,6 +2030,7 @@ mod tests {
             new_num_hosts: 0,
             seed: 7,
             knobs: Knobs::default(),
+            warm: None,
         }
     }
 
@@ -1936,10 +2087,139 @@ mod tests {
             &v,
             &mut now,
         );
-        assert!(freed.unwrap());
+        assert!(freed.unwrap().freed);
         let l = leader(&d);
         assert_eq!((l.timestamp, l.lver, l.owner_id), (0, 1, 2));
         assert_eq!(host_block(&d, 2).0.flags, DBLOCK_FL_RELEASED);
+    }
+
+    /// Acquire, release, and acquire again with what the release left
+    /// (the daemon's [`WarmLeases`]): (the second acquire's outcome, its
+    /// I/Os and bytes read, the first's).
+    fn acquire_again(
+        d: &mut Disks,
+        v: &View,
+        between: impl FnOnce(&mut Disks),
+    ) -> (Result<Acquired, CoreError>, usize, usize, usize) {
+        let mut now = 5_000;
+        let (ios0, read0) = (d.ios, d.read_bytes);
+        let a = run_op(&mut Acquire::new(params(false)), d, v, &mut now).unwrap();
+        let cold = d.read_bytes - read0;
+        assert!(!a.warm);
+        let r = run_op(
+            &mut Release::new(held(&a, 2, 3, false), None),
+            d,
+            v,
+            &mut now,
+        )
+        .unwrap();
+        let mut cache = WarmLeases::default();
+        cache.put("R", &r);
+        assert_eq!(cache.len(), 1);
+        between(d);
+        let mut p = params(false);
+        p.warm = cache.take(&"R", 2, 3);
+        assert!(p.warm.is_some() && cache.is_empty());
+        let (ios1, read1) = (d.ios, d.read_bytes);
+        let _ = ios0;
+        let b = run_op(&mut Acquire::new(p), d, v, &mut now);
+        (b, d.ios - ios1, d.read_bytes - read1, cold)
+    }
+
+    #[test]
+    fn a_lease_this_host_freed_is_acquired_again_without_the_first_area_read() {
+        let mut d = disks();
+        let v = View::joined(2, 3);
+        let (b, ios, read, cold) = acquire_again(&mut d, &v, |_| {});
+        let b = b.unwrap();
+        assert!(b.warm);
+        assert_eq!((b.leader.owner_id, b.leader.lver), (2, 2));
+        assert_eq!(leader(&d), b.leader);
+        // The leader sector, then the two ballot reads of the area; as
+        // many I/Os as a cold acquire with its geometry known.
+        let area = 1 << 20;
+        assert_eq!(read, SS + 2 * area);
+        assert!(cold >= 3 * area, "{cold}");
+        assert_eq!(ios, 6);
+    }
+
+    #[test]
+    fn a_warm_acquire_whose_leader_was_written_since_reads_the_area_as_usual() {
+        // Another host took the lease meanwhile (lver 2, owner 1, held):
+        // the warm acquire sees the leader changed and goes on as a cold
+        // one, which waits for the owner to be DEAD before it takes over.
+        let mut d = disks();
+        let v = View::joined(2, 3);
+        let (b, _, read, _) = acquire_again(&mut d, &v, |d| {
+            let mut l = leader(d);
+            (l.owner_id, l.owner_generation, l.timestamp, l.lver) = (1, 1, 10, 2);
+            l.write_id = 1;
+            d.lease[..SS].copy_from_slice(&paxos::leader_sector(&mut l, SS));
+        });
+        let b = b.unwrap();
+        assert!(!b.warm);
+        assert_eq!((b.leader.owner_id, b.leader.lver), (2, 3));
+        assert!(
+            read >= SS + 3 * (1 << 20),
+            "the leader, then the area as usual"
+        );
+
+        // Freed again by its owner at lver 2: the warm record (lver 1) is
+        // stale, and the cold path takes lver 3.
+        let mut d = disks();
+        let v = View::joined(2, 3);
+        let (b, _, _, _) = acquire_again(&mut d, &v, |d| {
+            let mut l = leader(d);
+            (l.owner_id, l.owner_generation, l.timestamp, l.lver) = (1, 1, 0, 2);
+            l.write_id = 1;
+            d.lease[..SS].copy_from_slice(&paxos::leader_sector(&mut l, SS));
+        });
+        let b = b.unwrap();
+        assert!(!b.warm);
+        assert_eq!((b.leader.owner_id, b.leader.lver), (2, 3));
+    }
+
+    #[test]
+    fn a_warm_acquire_still_refuses_a_dblock_with_a_bad_checksum() {
+        // The cold path's first read refuses the lease; the warm one
+        // checks every dblock in its first phase-1 read instead.
+        let mut d = disks();
+        let v = View::joined(2, 3);
+        let (b, _, _, _) = acquire_again(&mut d, &v, |d| {
+            let at = 2 * SS + 5 * SS; // host 6's dblock
+            d.lease[at] ^= 0xff;
+            d.lease[at + 40] = 9; // a non-empty dblock
+        });
+        assert_eq!(b.unwrap_err().rv, rv::SANLK_DBLOCK_CHECKSUM);
+    }
+
+    #[test]
+    fn a_warm_record_is_for_one_lockspace_instance() {
+        let mut cache = WarmLeases::default();
+        let mut d = disks();
+        let v = View::joined(2, 3);
+        let mut now = 5_000;
+        let a = run_op(&mut Acquire::new(params(false)), &mut d, &v, &mut now).unwrap();
+        let r = run_op(
+            &mut Release::new(held(&a, 2, 3, false), None),
+            &mut d,
+            &v,
+            &mut now,
+        );
+        cache.put(1u8, &r.unwrap());
+        assert!(cache.take(&1, 2, 4).is_none(), "another generation");
+        assert!(cache.is_empty(), "taken either way");
+        // A release that renames the lease leaves none.
+        let a = run_op(&mut Acquire::new(params(false)), &mut d, &v, &mut now).unwrap();
+        let rename = Some(Name::new("R2").unwrap());
+        let r = run_op(
+            &mut Release::new(held(&a, 2, 3, false), rename),
+            &mut d,
+            &v,
+            &mut now,
+        );
+        let r = r.unwrap();
+        assert!(r.freed && r.warm.is_none(), "{r:?}");
     }
 
     /// The lockspace's geometry is taken as the lease's until its leader

@@ -69,6 +69,8 @@ pub struct Disks {
     /// From this time on every I/O fails (frozen or lost storage).
     pub fail_from_ms: Option<u64>,
     pub ios: usize,
+    /// Bytes read so far (the lease area's reads dominate an acquire).
+    pub read_bytes: usize,
 }
 
 impl Disks {
@@ -78,6 +80,7 @@ impl Disks {
             lease,
             fail_from_ms: None,
             ios: 0,
+            read_bytes: 0,
         }
     }
 
@@ -100,7 +103,10 @@ impl Disks {
             return Err(IoFailure::code(-libc::EMSGSIZE));
         }
         match &io.op {
-            IoOp::Read { .. } => Ok(area[off..end].to_vec().into()),
+            IoOp::Read { .. } => {
+                self.read_bytes += len;
+                Ok(area[off..end].to_vec().into())
+            }
             IoOp::Write { data } => {
                 area[off..end].copy_from_slice(data);
                 Ok(Vec::new().into())

@@ -144,8 +144,9 @@ fn state(kind: u32, name: Name, data32: u32, data64: u64, text: &str) -> Vec<u8>
 /// The daemon's `status -D` string, field for field as Debian's sanlock
 /// 3.8.5 binary prints it (its source tree has two more fields), then
 /// ours: which I/O engine runs the lease I/O (`io_uring` or `threads`),
-/// how many of its I/Os timed out and are still held by the kernel, and
-/// how many it has performed.
+/// how many of its I/Os timed out and are still held by the kernel, how
+/// many it has performed, and how many acquires started warm (a lease this
+/// daemon freed last, its area read replaced by a leader-sector read).
 fn daemon_str(d: &Daemon) -> String {
     let c = &d.cfg;
     let io = crate::io::engine::get();
@@ -155,7 +156,7 @@ fn daemon_str(d: &Daemon) -> String {
          max_sectors_kb_align={} max_sectors_kb_num={} max_worker_threads={} write_init_io_timeout={} use_aio={} \
          kill_grace_seconds={} helper_pid=-1 helper_kill_fd=-1 helper_full_count=0 helper_last_status=0 monotime={} \
          version_str=3.8.5 version_num=3.8.5 version_hex={:08x} smproto_hex={:08x} \
-         io_engine={} io_abandoned={} io_ops={}",
+         io_engine={} io_abandoned={} io_ops={} io_warm_acquires={}",
         d.our_host_name,
         c.use_watchdog as i32,
         c.high_priority as i32,
@@ -184,7 +185,8 @@ fn daemon_str(d: &Daemon) -> String {
             .load(std::sync::atomic::Ordering::Relaxed),
         io.stats
             .submitted
-            .load(std::sync::atomic::Ordering::Relaxed)
+            .load(std::sync::atomic::Ordering::Relaxed),
+        d.warm_acquires.load(std::sync::atomic::Ordering::Relaxed),
     )
 }
 
