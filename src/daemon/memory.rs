@@ -75,6 +75,7 @@ pub fn tune_allocator() {
 }
 
 static LAST_TRIM: AtomicU64 = AtomicU64::new(0);
+static LAST_DECAY: AtomicU64 = AtomicU64::new(0);
 static CONNS_ENDED: AtomicU64 = AtomicU64::new(0);
 
 /// A connection ended (what it used is free now): the next
@@ -83,11 +84,17 @@ pub fn connection_ended() {
     CONNS_ENDED.fetch_add(1, Ordering::Relaxed);
 }
 
-/// From the main loop: gives freed heap pages and the I/O buffer pool back
-/// to the system (`malloc_trim`, every arena) if connections ended since
-/// the last trim and it is at least [`TRIM_EVERY`] ago.
+/// From the main loop: once a second, the I/O buffers a burst left idle
+/// in the pool; and freed heap pages and the whole pool back to the system
+/// (`malloc_trim`, every arena) if connections ended since the last trim
+/// and it is at least [`TRIM_EVERY`] ago.
 pub fn trim_if_due() {
     let now = crate::timeouts::monotime();
+    // Once a second: I/O buffers a burst left in the pool and nobody
+    // took since go back (io::buf::decay_pool).
+    if LAST_DECAY.swap(now, Ordering::Relaxed) != now {
+        crate::io::decay_pool();
+    }
     let last = LAST_TRIM.load(Ordering::Relaxed);
     if now.saturating_sub(last) < TRIM_EVERY.as_secs() {
         return;

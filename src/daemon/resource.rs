@@ -491,6 +491,7 @@ impl Daemon {
         }
         let r = {
             let _permit = self.lease_ops.acquire().await;
+            let _demand = crate::io::PoolDemand::new();
             let w = self.warm.lock().take(&warm_key, sp.host_id, generation);
             acquire_disk(&sp, res, cmd_flags, w).await
         };
@@ -570,6 +571,7 @@ impl Daemon {
             0
         } else {
             let _permit = self.lease_ops.acquire().await;
+            let _demand = crate::io::PoolDemand::new();
             release_disk(&r, rename, &self.warm).await
         };
         let mut t = self.res.lock();
@@ -673,6 +675,7 @@ impl Daemon {
             };
             if let Some(r) = r {
                 let _permit = self.lease_ops.acquire().await;
+                let _demand = crate::io::PoolDemand::new();
                 release_disk(&r, None, &self.warm).await;
                 let mut t = self.res.lock();
                 t.list.retain(|x| x.res_id != *id);

@@ -5,7 +5,7 @@
 mod buf;
 pub mod engine;
 
-pub use buf::{AlignedBuf, BUF_ALIGN, IoData, drain_pool};
+pub use buf::{AlignedBuf, BUF_ALIGN, IoData, PoolDemand, decay_pool, drain_pool};
 use engine::{Outcome, Request, Storage};
 
 use std::fs::{File, OpenOptions};
