@@ -1007,9 +1007,12 @@ impl Op for Acquire {
                     && w.resource_name == self.p.lease.resource_name
             });
             if let Some(w) = self.p.warm {
-                // The shape the lease had when we freed it; the leader
-                // read checks it is unchanged.
+                // The shape the lease had when we freed it. A leader as
+                // we wrote it has it still; if the acquire falls back to
+                // the area read, that read checks it as it checks the
+                // lockspace's (the area may have been initialised again).
                 self.c.layout = Some(w.layout);
+                self.layout_hint = true;
                 return self.sized(now, ls);
             }
             if self.c.layout.is_some() {
@@ -2177,6 +2180,32 @@ mod tests {
         let b = b.unwrap();
         assert!(!b.warm);
         assert_eq!((b.leader.owner_id, b.leader.lver), (2, 3));
+    }
+
+    #[test]
+    fn a_warm_acquire_of_an_area_initialised_again_with_4k_sectors_uses_them() {
+        // The leader is not ours any more, and the area's geometry is not
+        // the one we kept: the fallback's area read checks it, as it
+        // checks the lockspace's, and the ballot runs in 4K sectors.
+        let mut d = disks();
+        let v = View::joined(2, 3);
+        let (b, _, _, _) = acquire_again(&mut d, &v, |d| {
+            let mut area = vec![0u8; 8 << 20];
+            let mut lr = leader(d);
+            lr.sector_size = 4096;
+            lr.flags = crate::geometry::leader_flag_from_align(8 << 20);
+            (lr.lver, lr.owner_id, lr.write_id, lr.timestamp) = (0, 0, 0, 0);
+            area[..4096].copy_from_slice(&paxos::leader_sector(&mut lr, 4096));
+            d.lease = area;
+        });
+        let b = b.unwrap();
+        assert!(!b.warm);
+        assert_eq!((b.layout.sector_size, b.layout.align_size), (4096, 8 << 20));
+        assert_eq!(b.leader.lver, 1);
+        // Our dblock at its 4K place; nothing at the 512-byte one.
+        let at = 3 * 4096;
+        assert_eq!(PaxosDblock::decode(&d.lease[at..at + 64]).unwrap().inp, 2);
+        assert!(d.lease[3 * 512..4 * 512].iter().all(|&x| x == 0));
     }
 
     #[test]
