@@ -4,7 +4,13 @@ the real sanlock daemon and hactl's, side by side in one run.
 
 Usage (root; Debian's python3 with python3-sanlock; hactl built):
     tools/bench-acquire.py [--hactl target/release/hactl] [--n 200] [--rounds 10]
-                           [--clients 64] [--secs 10]
+                           [--clients 64] [--secs 10] [--dir DIR]
+                           [--devices SANLOCK_DEV,HACTL_DEV] [--throughput-only]
+
+--dir puts the lease files on another file system; --devices uses two block
+devices instead of files (their first MiBs are overwritten); --throughput-only
+measures only the --clients throughput, python3-sanlock clients and Rust API
+clients (examples/api_throughput) alike, in --rounds alternating turns.
 
 Both daemons run at once, each on its own file, and every measurement
 alternates between them in rounds (latency: --n cycles in --rounds rounds,
@@ -66,15 +72,19 @@ def one_client(run_dir, path, idx, secs, out):
     out.put(n)
 
 
-def setup(kind, hactl, base, clients):
+def setup(kind, hactl, base, clients, dev=None):
     """Starts `kind`'s daemon in its own run dir, with lockspace LS on its
-    own file and one free lease per client: (run_dir, path, process)."""
+    own file (or block device `dev`) and one free lease per client:
+    (run_dir, path, process)."""
     d = os.path.join(base, kind)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
-    path = os.path.join(d, "leases")
-    with open(path, "wb") as f:
-        f.truncate((2 + clients) * MIB)
+    if dev:
+        path = dev
+    else:
+        path = os.path.join(d, "leases")
+        with open(path, "wb") as f:
+            f.truncate((2 + clients) * MIB)
     sh(hactl, "direct", "init", "-s", f"LS:0:{path}:0", "-o", "10")
     for i in range(clients):
         sh(hactl, "direct", "init", "-r", f"LS:R{i}:{path}:{(1 + i) * MIB}")
@@ -135,6 +145,19 @@ def throughput(run_dir, path, clients, secs):
 
 
 API = os.path.abspath("target/release/examples/api_latency")
+API_TP = os.path.abspath("target/release/examples/api_throughput")
+
+
+def rust_throughput(run_dir, path, clients, secs):
+    """ops/s of `clients` processes of examples/api_throughput (hactl's Rust
+    client API), each looping acquire+release on its lease: the same load
+    as `throughput` at a fraction of the clients' CPU."""
+    out = subprocess.run([API_TP, run_dir, path, str(clients), str(secs)], check=True,
+                         capture_output=True, text=True).stdout
+    return float(out)
+
+
+CLIENT_KINDS = {"python3-sanlock": lambda *a: throughput(*a), "Rust API": rust_throughput}
 
 
 def sanlock_sequence(pid, work):
@@ -213,15 +236,47 @@ def main():
     a.add_argument("--rounds", type=int, default=10)
     a.add_argument("--clients", type=int, default=64)
     a.add_argument("--secs", type=float, default=10)
+    a.add_argument("--dir", default="target/bench-acquire",
+                   help="where the lease files go (another filesystem, another storage)")
+    a.add_argument("--devices", metavar="SANLOCK_DEV,HACTL_DEV",
+                   help="block devices for the leases instead of files (their start is overwritten)")
+    a.add_argument("--throughput-only", action="store_true",
+                   help="only the --clients throughput, in --rounds turns each")
     args = a.parse_args()
     hactl = os.path.abspath(args.hactl)
-    base = os.path.abspath("target/bench-acquire")
+    base = os.path.abspath(args.dir)
     kinds = ("sanlock", "hactl")
     # Both daemons run at once, each on its own file; every measurement
     # alternates between them (and the floor) in rounds, so that storage
     # whose speed drifts during the run (a shared VM disk) weighs on both
     # alike. Ratios are taken per round, then their median reported.
-    up = {k: setup(k, hactl, base, args.clients) for k in kinds}
+    devs = dict(zip(kinds, args.devices.split(","))) if args.devices else {}
+    up = {k: setup(k, hactl, base, args.clients, devs.get(k)) for k in kinds}
+    if args.throughput_only:
+        # Both client kinds, alternating with the daemons in every round.
+        ops = {(c, k): [] for c in CLIENT_KINDS for k in kinds}
+        try:
+            for _ in range(args.rounds):
+                for c in CLIENT_KINDS:
+                    for k in kinds:
+                        run_dir, path, _ = up[k]
+                        ops[(c, k)].append(CLIENT_KINDS[c](run_dir, path, args.clients, args.secs / 2))
+        finally:
+            for k in kinds:
+                os.killpg(up[k][2].pid, signal.SIGKILL)
+                up[k][2].wait()
+        where = args.devices or base
+        print(f"ops/s of {args.clients} clients (processes) on {where}, {args.rounds} turns of"
+              f" {args.secs / 2:g} s each per client kind and daemon, nproc {os.cpu_count()}")
+        print("| clients | daemon | per turn | median |\n|---|---|---|--:|")
+        for c in CLIENT_KINDS:
+            for k in kinds:
+                v = ops[(c, k)]
+                print(f"| {c} | {k} | " + " ".join(f"{x:.0f}" for x in v)
+                      + f" | {statistics.median(v):.0f} |")
+            r = statistics.median(h / s for s, h in zip(ops[(c, "sanlock")], ops[(c, "hactl")]))
+            print(f"| {c} | hactl/sanlock, median of the turns' ratios | | {r:.2f} |")
+        return
     try:
         run_dir, path, p = up["sanlock"]
         seq = in_child(run_dir, lambda: sanlock_sequence(p.pid, lambda: cycles(path, 10)))
@@ -229,6 +284,12 @@ def main():
         run_dir, path, _ = up["hactl"]
         h_ios = in_child(run_dir, lambda: hactl_ios(run_dir, lambda: cycles(path, 10)))
         ios = {"sanlock": len(seq), "hactl": h_ios / 10}
+        # hactl's own sequence when it freed the lease itself (a warm
+        # acquire, `io_warm_acquires` in status -D): sanlock's with the
+        # first area read cut to the leader sector.
+        first = next(i for i, (op, _, size) in enumerate(seq) if op == "read" and size > 4096)
+        warm_seq = list(seq)
+        warm_seq[first] = ("read", 0, 512)
         per = max(1, args.n // args.rounds)
         lat = {k: [] for k in kinds}
         api = {k: [] for k in kinds}
@@ -245,6 +306,7 @@ def main():
                 api[k].append((float(out[0]), float(out[1])))
             run_dir, path, _ = up["sanlock"]
             rd["floor"] = floor(path, [(op, off + MIB, size) for op, off, size in seq], per)[0]
+            rd["warm floor"] = floor(path, [(op, off + MIB, size) for op, off, size in warm_seq], per)[0]
             rounds.append(rd)
         ops = {k: [] for k in kinds}
         for _ in range(2):
@@ -283,6 +345,14 @@ def main():
     print("| Rust API median / floor | "
           + " | ".join(f"{statistics.median(api[k][i][0] / rd['floor'] for i, rd in enumerate(rounds)):.2f}"
                        for k in kinds) + " |")
+    wf = statistics.median(rd["warm floor"] for rd in rounds)
+    print(f"\nhactl's own floor (a warm acquire: sanlock's sequence with its first 1 MiB read"
+          f" cut to the 512-byte leader sector), bare and serial: median {wf:.2f} ms")
+    print("| hactl over its own floor (median of the rounds' ratios) | python3-sanlock | Rust API |"
+          "\n|---|--:|--:|")
+    print(f"| hactl median / warm floor | "
+          f"{statistics.median(rd['hactl'] / rd['warm floor'] for rd in rounds):.2f} | "
+          f"{statistics.median(api['hactl'][i][0] / rd['warm floor'] for i, rd in enumerate(rounds)):.2f} |")
 
 
 if __name__ == "__main__":
