@@ -1010,9 +1010,10 @@ impl Op for Acquire {
                 // The shape the lease had when we freed it. A leader as
                 // we wrote it has it still; if the acquire falls back to
                 // the area read, that read checks it as it checks the
-                // lockspace's (the area may have been initialised again).
+                // lockspace's (the area may have been initialised again),
+                // unless the caller gave the shape.
+                self.layout_hint = self.c.layout.is_none();
                 self.c.layout = Some(w.layout);
-                self.layout_hint = true;
                 return self.sized(now, ls);
             }
             if self.c.layout.is_some() {
@@ -1044,7 +1045,9 @@ impl Op for Acquire {
                 Ok(()) => self.sized(now, ls),
                 Err(e) => self.fail(e),
             },
-            AcqPhase::Ballot(b) if self.layout_hint && b.wait == PaxosWait::Area => {
+            AcqPhase::Ballot(b)
+                if self.layout_hint && b.wait == PaxosWait::Area && !b.m.was_warm() =>
+            {
                 self.layout_hint = false;
                 self.hinted_area(now, b, r, ls)
             }
