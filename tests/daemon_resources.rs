@@ -102,18 +102,28 @@ fn python3_sanlock_resource_calls_match() {
     );
 }
 
-#[test]
-fn exclusion_across_implementations() {
-    let dir = workdir();
-    let f = setup(dir.path(), "shared");
-    let hd = HactlDaemon::start(&dir.path().join("h"));
-    let sd = SanlockDaemon::start(&dir.path().join("s"));
+/// The leases file `name` in `dir`, a hactl host (host_id 1) and a real
+/// sanlock host (host_id 2) joined to its lockspace, each having seen the
+/// other renew (so owners are judged LIVE).
+fn two_hosts(
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, HactlDaemon, SanlockDaemon) {
+    let f = setup(dir, name);
+    let hd = HactlDaemon::start(&dir.join("h"));
+    let sd = SanlockDaemon::start(&dir.join("s"));
     std::thread::scope(|s| {
         s.spawn(|| add_lockspace(&hd.run_dir, 1, &f));
         s.spawn(|| add_lockspace(&sd.run_dir, 2, &f));
     });
-    // Let each host see the other renew (so owners are judged LIVE).
     std::thread::sleep(Duration::from_secs(4));
+    (f, hd, sd)
+}
+
+#[test]
+fn exclusion_across_implementations() {
+    let dir = workdir();
+    let (f, hd, sd) = two_hosts(dir.path(), "shared");
 
     // hactl's process holds; sanlock's is refused; after release, sanlock gets it.
     let (mut h1, s1) = python_holder(&hd.run_dir, &f, "VM1", 1 << 20, false);
@@ -314,14 +324,7 @@ fn warm_acquires(run_dir: &std::path::Path) -> u64 {
 #[test]
 fn a_lease_hactl_freed_is_taken_again_warm_until_sanlock_writes_it() {
     let dir = workdir();
-    let f = setup(dir.path(), "warm");
-    let hd = HactlDaemon::start(&dir.path().join("h"));
-    let sd = SanlockDaemon::start(&dir.path().join("s"));
-    std::thread::scope(|s| {
-        s.spawn(|| add_lockspace(&hd.run_dir, 1, &f));
-        s.spawn(|| add_lockspace(&sd.run_dir, 2, &f));
-    });
-    std::thread::sleep(Duration::from_secs(4));
+    let (f, hd, sd) = two_hosts(dir.path(), "warm");
     let cycle = |run_dir: &std::path::Path, other: &std::path::Path| {
         let (mut c, st) = python_holder(run_dir, &f, "VM1", 1 << 20, false);
         assert_eq!(st, "held");
