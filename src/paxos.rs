@@ -164,6 +164,12 @@ fn verify_leader(bytes: &[u8], p: &PaxosParams) -> Result<LeaderRecord, i32> {
     }
 }
 
+/// The dblock sectors of an area read of `ss`-byte sectors, host_id 1 to
+/// `num_hosts` (fewer if the read is shorter).
+fn dblock_sectors(area: &[u8], ss: usize, num_hosts: u64) -> impl Iterator<Item = &[u8]> {
+    (0..num_hosts as usize).map_while(move |q| area.get((2 + q) * ss..(3 + q) * ss))
+}
+
 /// A dblock sector: the dblock with its checksum, the rest zero (which
 /// clears the mode block, as sanlock's plain dblock write does).
 pub fn dblock_sector(d: &mut PaxosDblock, sector_size: usize) -> Vec<u8> {
@@ -262,6 +268,17 @@ impl PaxosAcquire {
         s
     }
 
+    /// Our ballot number above `max_mbal` (one of ours: ≡ host_id modulo
+    /// max_hosts), or our host_id if no ballot was seen.
+    fn mbal_above(&self, max_mbal: u64) -> u64 {
+        let max_hosts = self.cur.max_hosts.max(1);
+        if max_mbal == 0 {
+            self.p.host_id
+        } else {
+            max_mbal - max_mbal % max_hosts + max_hosts + self.p.host_id
+        }
+    }
+
     /// The ballot number (mbal) of our current ballot, for log lines.
     pub fn ballot(&self) -> u64 {
         self.dblock.mbal
@@ -303,10 +320,7 @@ impl PaxosAcquire {
         };
         self.seen = cur;
         let mut max_mbal = 0;
-        for q in 0..cur.num_hosts as usize {
-            let Some(s) = area.get((2 + q) * ss..(3 + q) * ss) else {
-                break;
-            };
+        for s in dblock_sectors(area, ss, cur.num_hosts) {
             let d = PaxosDblock::decode(s).expect("a sector holds a dblock");
             if d.verify().is_err() {
                 return self.fail(rv::SANLK_DBLOCK_CHECKSUM);
@@ -338,12 +352,7 @@ impl PaxosAcquire {
     /// The ballot for lver + 1, with a ballot number above every one seen.
     fn run(&mut self) -> Step {
         self.next_lver = self.cur.lver + 1;
-        let max_hosts = self.cur.max_hosts.max(1);
-        self.our_mbal = if self.max_mbal == 0 {
-            self.p.host_id
-        } else {
-            self.max_mbal - self.max_mbal % max_hosts + max_hosts + self.p.host_id
-        };
+        self.our_mbal = self.mbal_above(self.max_mbal);
         self.dblock = PaxosDblock::default();
         self.retry_ballot()
     }
@@ -402,12 +411,8 @@ impl PaxosAcquire {
     /// clients.
     fn scan(&mut self, area: &[u8], note_shared: bool) -> Result<Option<PaxosDblock>, i32> {
         use crate::ondisk::dblock::{MBLOCK_OFFSET, MBLOCK_SHARED};
-        let ss = self.p.sector_size;
         let mut verdict: Result<Option<PaxosDblock>, i32> = Ok(None);
-        for q in 0..self.cur.num_hosts as usize {
-            let Some(s) = area.get((2 + q) * ss..(3 + q) * ss) else {
-                break;
-            };
+        for (q, s) in dblock_sectors(area, self.p.sector_size, self.cur.num_hosts).enumerate() {
             let shared =
                 note_shared && crate::ondisk::le::u32_at(s, MBLOCK_OFFSET) & MBLOCK_SHARED != 0;
             let in_ballot = verdict.is_ok() && PaxosDblock::lver_of(s) >= self.dblock.lver;
@@ -447,9 +452,7 @@ impl PaxosAcquire {
     /// examine_area's check of every dblock's checksum, for a warm
     /// acquire's first phase-1 read (which stands in for that area read).
     fn bad_dblock(&self, area: &[u8]) -> Option<i32> {
-        let ss = self.p.sector_size;
-        (0..self.cur.num_hosts as usize)
-            .map_while(|q| area.get((2 + q) * ss..(3 + q) * ss))
+        dblock_sectors(area, self.p.sector_size, self.cur.num_hosts)
             .any(|s| {
                 PaxosDblock::decode(s)
                     .expect("a sector holds a dblock")
@@ -498,8 +501,7 @@ impl PaxosAcquire {
                 if self.p.flags & PAXOS_WARM_SKIPS_PHASE1 != 0 {
                     self.check_all_dblocks = false;
                     self.next_lver = self.cur.lver + 1;
-                    let max_hosts = self.cur.max_hosts.max(1);
-                    self.our_mbal = mbal - mbal % max_hosts + max_hosts + self.p.host_id;
+                    self.our_mbal = self.mbal_above(mbal);
                     self.dblock = PaxosDblock {
                         mbal: self.our_mbal,
                         bal: self.our_mbal,
