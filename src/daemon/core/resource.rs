@@ -456,8 +456,7 @@ struct FreeLeader {
     generation: u64,
     rename: Option<Name>,
     names: (Name, Name),
-    wrote: bool,
-    /// The leader we wrote free.
+    /// The leader we wrote free (its write is under way or done).
     freed: Option<LeaderRecord>,
 }
 
@@ -474,7 +473,7 @@ impl FreeLeader {
     }
 
     fn resume(&mut self, c: &mut Ctx, now: Now, r: Resumed) -> Freed {
-        if self.wrote {
+        if self.freed.is_some() {
             return Freed::Done(match r.io() {
                 Ok(_) => Ok(true),
                 Err(f) => Err(CoreError::io("releasing the leader", f.rv, f)),
@@ -506,7 +505,6 @@ impl FreeLeader {
                     lr.resource_name = n;
                     sector = paxos::leader_sector(&mut lr, ss);
                 }
-                self.wrote = true;
                 self.freed = Some(lr);
                 Freed::Act(c.write(0, sector))
             }
@@ -796,7 +794,6 @@ impl Acquire {
             generation,
             rename: None,
             names: (self.p.lease.space_name, self.p.lease.resource_name),
-            wrote: false,
             freed: None,
         }
     }
@@ -817,10 +814,8 @@ impl Acquire {
             flags |= paxos::PAXOS_ACQUIRE_SHARED;
         }
         let seed = xorshift(&mut self.rng);
-        let mut knobs = self.p.knobs;
-        if knobs.warm_skips_phase1 {
+        if self.p.knobs.warm_skips_phase1 {
             flags |= paxos::PAXOS_WARM_SKIPS_PHASE1;
-            knobs.warm_skips_phase1 = false;
         }
         let mut b = Box::new(Ballot::new(
             PaxosParams {
@@ -835,7 +830,7 @@ impl Acquire {
                 seed,
                 names: Some((self.p.lease.space_name, self.p.lease.resource_name)),
             },
-            knobs,
+            self.p.knobs,
         ));
         if let Some(w) = self.p.warm.take() {
             b.m.warm_start(w.freed, w.mbal);
@@ -1235,7 +1230,6 @@ impl Held {
             generation: self.generation,
             rename,
             names: (self.lease.space_name, self.lease.resource_name),
-            wrote: false,
             freed: None,
         }
     }
@@ -1749,7 +1743,6 @@ impl FreeLeaderOp {
                 generation,
                 rename: None,
                 names: (lease.space_name, lease.resource_name),
-                wrote: false,
                 freed: None,
             },
             c,
