@@ -193,7 +193,7 @@ pub fn decay_pool() {
         sizes.sort_unstable();
         sizes.dedup();
         let mut out = Vec::new();
-        for len in sizes {
+        for &len in &sizes {
             let n = pool.count(len);
             // A size nobody took since the last call: all of it was idle.
             let idle = pool
@@ -211,15 +211,8 @@ pub fn decay_pool() {
                 pool.bytes -= len;
             }
         }
-        let low: Vec<(usize, usize)> = pool
-            .free
-            .iter()
-            .map(|&(_, l)| l)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .map(|l| (l, pool.count(l)))
-            .collect();
-        pool.low = low;
+        // Every size keeps POOL_KEEP or more: the same sizes, counted anew.
+        pool.low = sizes.iter().map(|&l| (l, pool.count(l))).collect();
         out
     };
     for (addr, len) in surplus {
