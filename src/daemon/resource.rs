@@ -357,6 +357,20 @@ pub struct Holder {
 }
 
 impl Daemon {
+    /// Waits for one of the [`Daemon::lease_ops`] permits; held for an
+    /// acquire or release on disk, it also keeps a free area buffer in the
+    /// pool for the operation ([`crate::io::PoolDemand`]).
+    async fn lease_op_slot(
+        &self,
+    ) -> (
+        Option<tokio::sync::SemaphorePermit<'_>>,
+        crate::io::PoolDemand,
+    ) {
+        // Never closed: the Err arm is not taken (and would run unbounded).
+        let permit = self.lease_ops.acquire().await.ok();
+        (permit, crate::io::PoolDemand::new())
+    }
+
     fn live_space(&self, name: &Name) -> Option<Arc<Space>> {
         self.find_active(name)
             .filter(|s| !s.state.lock().space_dead())
@@ -490,8 +504,7 @@ impl Daemon {
             });
         }
         let r = {
-            let _permit = self.lease_ops.acquire().await;
-            let _demand = crate::io::PoolDemand::new();
+            let _slot = self.lease_op_slot().await;
             let w = self.warm.lock().take(&warm_key, sp.host_id, generation);
             acquire_disk(&sp, res, cmd_flags, w).await
         };
@@ -570,8 +583,7 @@ impl Daemon {
         let rv = if space_dead {
             0
         } else {
-            let _permit = self.lease_ops.acquire().await;
-            let _demand = crate::io::PoolDemand::new();
+            let _slot = self.lease_op_slot().await;
             release_disk(&r, rename, &self.warm).await
         };
         let mut t = self.res.lock();
@@ -674,8 +686,7 @@ impl Daemon {
                 t.list.iter().find(|r| r.res_id == *id).cloned()
             };
             if let Some(r) = r {
-                let _permit = self.lease_ops.acquire().await;
-                let _demand = crate::io::PoolDemand::new();
+                let _slot = self.lease_op_slot().await;
                 release_disk(&r, None, &self.warm).await;
                 let mut t = self.res.lock();
                 t.list.retain(|x| x.res_id != *id);
